@@ -1,0 +1,1 @@
+//! Benchmarks live in `benches/benches/*.rs`; run them with `cargo bench -p zipserv-benches`.

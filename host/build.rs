@@ -1,0 +1,246 @@
+//! Builds the GPU kernels in `kernels-gpu` to PTX and hands the file to the
+//! crate (`include_str!` in `src/gpu/module.rs`).
+//!
+//! rustc's `nvptx64-nvidia-cuda` target leaves LLVM bitcode inside `.rlib`s
+//! and expects an external `llvm-bitcode-linker` to finish; that tool is not
+//! shipped for our pinned nightly, so this script does its job with the
+//! toolchain's `llvm-tools`:
+//!   1. `cargo rustc` builds the kernel crate for nvptx in its own target dir;
+//!   2. `llvm-ar x` pulls the bitcode objects out of it and out of the
+//!      sysroot's `core`/`compiler_builtins`;
+//!   3. `llvm-link` merges them (only what the kernels need from the sysroot);
+//!   4. `opt` internalizes everything but the `ptx_kernel` entry points,
+//!      drops debug info and optimizes;
+//!   5. `llc` emits PTX for the chosen `sm_XX`.
+//!
+//! `ZIPSERV_PTX_ARCH` picks the target (default `sm_80`, which the driver
+//! also runs on Hopper; `sm_90a` unlocks Hopper-only instructions).
+
+use std::env;
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const DEFAULT_ARCH: &str = "sm_80";
+const NVPTX_TARGET: &str = "nvptx64-nvidia-cuda";
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let kernels_dir = manifest_dir.parent().unwrap().join("kernels-gpu");
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+    println!(
+        "cargo:rerun-if-changed={}",
+        kernels_dir.join("src").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        kernels_dir.join("Cargo.toml").display()
+    );
+    println!("cargo:rerun-if-env-changed=ZIPSERV_PTX_ARCH");
+
+    let arch = env::var("ZIPSERV_PTX_ARCH").unwrap_or_else(|_| DEFAULT_ARCH.to_string());
+    if !is_valid_arch(&arch) {
+        fail(&format!(
+            "ZIPSERV_PTX_ARCH={arch:?} is not of the form sm_NN or sm_NNa"
+        ));
+    }
+
+    let sysroot = rustc_sysroot();
+    let tools = sysroot.join("lib/rustlib").join(host_triple()).join("bin");
+    for tool in ["llvm-ar", "llvm-link", "llvm-dis", "opt", "llc"] {
+        if !tools.join(tool).exists() {
+            fail(&format!(
+                "{} not found: install the `llvm-tools` component (`rustup toolchain install` in the repository installs everything rust-toolchain.toml lists)",
+                tools.join(tool).display()
+            ));
+        }
+    }
+
+    let rlib = build_kernel_rlib(&kernels_dir, &out_dir, &arch);
+    let objects_dir = out_dir.join("ptx-objects");
+    let _ = fs::remove_dir_all(&objects_dir);
+    let ours = extract_bitcode(&tools, &rlib, &objects_dir.join("kernels"));
+    let nvptx_lib = sysroot.join("lib/rustlib").join(NVPTX_TARGET).join("lib");
+    let mut sysroot_objects = Vec::new();
+    for prefix in ["libcore-", "libcompiler_builtins-"] {
+        let lib = find_rlib(&nvptx_lib, prefix);
+        sysroot_objects.extend(extract_bitcode(&tools, &lib, &objects_dir.join(prefix)));
+    }
+
+    let linked = out_dir.join("kernels.linked.bc");
+    let mut link = Command::new(tools.join("llvm-link"));
+    link.args(&ours)
+        .arg("--only-needed")
+        .args(&sysroot_objects)
+        .arg("-o")
+        .arg(&linked);
+    run(&mut link, "llvm-link");
+
+    let kernels = kernel_names(&tools, &linked);
+    if kernels.is_empty() {
+        fail("no `extern \"ptx-kernel\"` entry points found in kernels-gpu");
+    }
+
+    let optimized = out_dir.join("kernels.opt.bc");
+    let mut opt = Command::new(tools.join("opt"));
+    opt.arg("--strip-debug")
+        .arg(format!(
+            "--internalize-public-api-list={}",
+            kernels.join(",")
+        ))
+        .arg("-passes=internalize,globaldce,default<O3>")
+        .arg(&linked)
+        .arg("-o")
+        .arg(&optimized);
+    run(&mut opt, "opt");
+
+    let ptx = out_dir.join("kernels.ptx");
+    let mut llc = Command::new(tools.join("llc"));
+    llc.arg(format!("-mcpu={arch}"))
+        .arg("-O3")
+        .arg(&optimized)
+        .arg("-o")
+        .arg(&ptx);
+    run(&mut llc, "llc");
+
+    println!("cargo:rustc-env=ZIPSERV_PTX_FILE={}", ptx.display());
+    println!("cargo:rustc-env=ZIPSERV_PTX_ARCH={arch}");
+}
+
+fn is_valid_arch(arch: &str) -> bool {
+    let Some(rest) = arch.strip_prefix("sm_") else {
+        return false;
+    };
+    let digits = rest.strip_suffix('a').unwrap_or(rest);
+    digits.len() >= 2 && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Builds `kernels-gpu` for nvptx with a separate target directory, so the
+/// outer cargo's lock on `target/` is not contended.
+fn build_kernel_rlib(kernels_dir: &Path, out_dir: &Path, arch: &str) -> PathBuf {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target_dir = out_dir.join("nvptx-target");
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(kernels_dir)
+        .args(["rustc", "--lib", "--release", "--target", NVPTX_TARGET])
+        .arg("--manifest-path")
+        .arg(kernels_dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .args(["--", "-C"])
+        .arg(format!("target-cpu={arch}"))
+        .args(["-C", "codegen-units=1"]);
+    // The outer build's flags and wrappers (e.g. clippy's) are for the host;
+    // they must not leak into the device build.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "CARGO_MAKEFLAGS",
+    ] {
+        cmd.env_remove(var);
+    }
+    run(
+        &mut cmd,
+        "cargo rustc (kernels-gpu for nvptx64-nvidia-cuda)",
+    );
+    target_dir
+        .join(NVPTX_TARGET)
+        .join("release")
+        .join("libzipserv_kernels.rlib")
+}
+
+/// Unpacks the LLVM bitcode members of an rlib (skipping its `lib.rmeta`).
+fn extract_bitcode(tools: &Path, rlib: &Path, dir: &Path) -> Vec<PathBuf> {
+    fs::create_dir_all(dir).unwrap();
+    let mut cmd = Command::new(tools.join("llvm-ar"));
+    cmd.current_dir(dir).arg("x").arg(rlib);
+    run(&mut cmd, "llvm-ar x");
+    let mut objects: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension() == Some(OsStr::new("o")))
+        .collect();
+    objects.sort();
+    if objects.is_empty() {
+        fail(&format!("{} holds no bitcode objects", rlib.display()));
+    }
+    objects
+}
+
+fn find_rlib(dir: &Path, prefix: &str) -> PathBuf {
+    let found = fs::read_dir(dir).ok().and_then(|entries| {
+        entries.map(|e| e.unwrap().path()).find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with(prefix) && name.ends_with(".rlib")
+        })
+    });
+    found.unwrap_or_else(|| {
+        fail(&format!(
+            "no {prefix}*.rlib in {}: add the nvptx64-nvidia-cuda target to the toolchain",
+            dir.display()
+        ))
+    })
+}
+
+/// Names of the `ptx_kernel` functions defined in a bitcode module: those
+/// stay exported, everything else is internalized.
+fn kernel_names(tools: &Path, bitcode: &Path) -> Vec<String> {
+    let out = Command::new(tools.join("llvm-dis"))
+        .arg(bitcode)
+        .arg("-o")
+        .arg("-")
+        .output()
+        .unwrap_or_else(|e| fail(&format!("llvm-dis: {e}")));
+    if !out.status.success() {
+        fail(&format!(
+            "llvm-dis failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let ir = String::from_utf8_lossy(&out.stdout);
+    let mut names: Vec<String> = ir
+        .lines()
+        .filter(|l| l.starts_with("define ") && l.contains(" ptx_kernel "))
+        .filter_map(|l| {
+            let at = l.find('@')?;
+            let rest = &l[at + 1..];
+            Some(rest[..rest.find('(')?].to_string())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+fn rustc_sysroot() -> PathBuf {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .unwrap_or_else(|e| fail(&format!("rustc --print sysroot: {e}")));
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn host_triple() -> String {
+    env::var("HOST").unwrap()
+}
+
+fn run(cmd: &mut Command, what: &str) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| fail(&format!("{what}: could not start: {e}")));
+    if !out.status.success() {
+        // Kernel compile errors come through here: show them as rustc wrote them.
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        fail(&format!("{what} failed ({})", out.status));
+    }
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("error: building the GPU kernels: {msg}");
+    std::process::exit(1);
+}

@@ -1,0 +1,103 @@
+//! The device side: one CUDA context, the embedded kernel module and a stream.
+
+mod demo;
+
+pub use demo::run_demo_mma;
+
+use cust::CudaFlags;
+use cust::context::Context;
+use cust::device::{Device, DeviceAttribute};
+use cust::module::Module;
+use cust::stream::{Stream, StreamFlags};
+
+use crate::error::{CudaContext, Error, Result};
+
+/// PTX for every kernel in `kernels-gpu`, built by `build.rs`.
+pub const PTX: &str = include_str!(env!("ZIPSERV_PTX_FILE"));
+/// The `sm_XX` the embedded PTX was generated for.
+pub const PTX_ARCH: &str = env!("ZIPSERV_PTX_ARCH");
+
+/// What the user (and benchmark records) need to know about the card.
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    pub name: String,
+    pub compute_capability: (i32, i32),
+    pub multiprocessors: u32,
+    pub l2_bytes: usize,
+    pub total_memory: usize,
+    /// CUDA version the driver supports, e.g. (13, 0).
+    pub cuda_driver_version: (i32, i32),
+}
+
+/// An initialised device: its (primary) context, the loaded kernels and a
+/// stream. The context is the device's primary context, so cuBLAS calls made
+/// through the runtime API in the same process share it.
+pub struct Gpu {
+    // Field order is drop order: the module and stream must go before the
+    // context that owns them.
+    module: Module,
+    stream: Stream,
+    info: DeviceInfo,
+    _context: Context,
+}
+
+impl Gpu {
+    /// Opens device `ordinal`. Fails with [`Error::NoDevice`] when there is no
+    /// driver or no such device, so callers can tell "no GPU here" apart from
+    /// a real CUDA failure.
+    pub fn new(ordinal: u32) -> Result<Self> {
+        cust::init(CudaFlags::empty()).map_err(|e| Error::NoDevice {
+            reason: format!("cuInit failed: {e}"),
+        })?;
+        let count = Device::num_devices().cuda("cuDeviceGetCount")?;
+        if ordinal >= count {
+            return Err(Error::NoDevice {
+                reason: format!("device {ordinal} requested, {count} present"),
+            });
+        }
+        let device = Device::get_device(ordinal).cuda("cuDeviceGet")?;
+        let context = Context::new(device).cuda("cuDevicePrimaryCtxRetain")?;
+        let info = device_info(device)?;
+        let module = Module::from_ptx(PTX, &[]).cuda("cuModuleLoadData")?;
+        let stream = Stream::new(StreamFlags::NON_BLOCKING, None).cuda("cuStreamCreate")?;
+        Ok(Self {
+            module,
+            stream,
+            info,
+            _context: context,
+        })
+    }
+
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    pub fn module(&self) -> &Module {
+        &self.module
+    }
+
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    /// Waits for all work on the stream and surfaces any asynchronous error.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().cuda("cuStreamSynchronize")
+    }
+}
+
+fn device_info(device: Device) -> Result<DeviceInfo> {
+    let attr = |a| device.get_attribute(a).cuda("cuDeviceGetAttribute");
+    let version = cust::CudaApiVersion::get().cuda("cuDriverGetVersion")?;
+    Ok(DeviceInfo {
+        name: device.name().cuda("cuDeviceGetName")?,
+        compute_capability: (
+            attr(DeviceAttribute::ComputeCapabilityMajor)?,
+            attr(DeviceAttribute::ComputeCapabilityMinor)?,
+        ),
+        multiprocessors: attr(DeviceAttribute::MultiprocessorCount)? as u32,
+        l2_bytes: attr(DeviceAttribute::L2CacheSize)? as usize,
+        total_memory: device.total_memory().cuda("cuDeviceTotalMem")?,
+        cuda_driver_version: (version.major(), version.minor()),
+    })
+}

@@ -1,0 +1,11 @@
+//! zipserv: lossless compression of BF16 LLM weights that GPU kernels read
+//! directly.
+//!
+//! Layers, bottom up: [`gpu`] (CUDA context, embedded kernels, launches) and
+//! the error type [`Error`].
+
+pub mod error;
+pub mod gpu;
+pub mod rng;
+
+pub use error::{Error, Result};

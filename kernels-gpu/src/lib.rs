@@ -1,0 +1,23 @@
+//! Kernels and the decode logic they share with the host.
+//!
+//! This crate is built twice: for `nvptx64-nvidia-cuda`, where the `ptx-kernel`
+//! entry points below become PTX (see `host/build.rs`), and for the host, where
+//! the same pure functions are unit-tested and used by the CPU codec.
+#![no_std]
+#![cfg_attr(
+    target_arch = "nvptx64",
+    feature(abi_ptx, asm_experimental_arch, stdarch_nvptx)
+)]
+
+#[cfg(target_arch = "nvptx64")]
+pub mod ptx;
+
+#[cfg(target_arch = "nvptx64")]
+mod demo;
+
+#[cfg(target_arch = "nvptx64")]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    // A kernel cannot unwind or print; trap so the launch fails loudly.
+    ptx::trap()
+}

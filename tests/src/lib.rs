@@ -1,0 +1,27 @@
+//! Shared helpers for the integration tests.
+
+use zipserv::Error;
+use zipserv::gpu::Gpu;
+
+/// Set to `1` where a GPU must be present (the GPU machine's test script), so
+/// a broken driver setup fails the run instead of skipping every GPU test.
+pub const REQUIRE_GPU_ENV: &str = "ZIPSERV_REQUIRE_GPU";
+
+/// Opens device 0, or reports why GPU tests are skipped.
+///
+/// Returns `None` only when there is no CUDA device at all; any other CUDA
+/// failure panics, so a GPU test can never pass by skipping on a machine that
+/// has a GPU. Call as `let Some(gpu) = gpu_or_skip("name") else { return };`.
+pub fn gpu_or_skip(test: &str) -> Option<Gpu> {
+    match Gpu::new(0) {
+        Ok(gpu) => Some(gpu),
+        Err(Error::NoDevice { reason }) => {
+            if std::env::var(REQUIRE_GPU_ENV).as_deref() == Ok("1") {
+                panic!("{test}: {REQUIRE_GPU_ENV}=1 but no CUDA device: {reason}");
+            }
+            println!("{test}: skipped: no CUDA device ({reason})");
+            None
+        }
+        Err(e) => panic!("{test}: CUDA initialisation failed: {e}"),
+    }
+}
