@@ -9,6 +9,9 @@
     feature(abi_ptx, asm_experimental_arch, stdarch_nvptx)
 )]
 
+pub mod decode;
+pub mod format;
+
 #[cfg(target_arch = "nvptx64")]
 pub mod ptx;
 

@@ -120,9 +120,11 @@ pub fn cp_async_wait<const N: u32>() {
 #[inline(always)]
 pub fn shared_addr<T>(p: *const T) -> u32 {
     let r: u64;
+    // The pointer is only converted, never dereferenced: pass it as an integer.
+    let generic = p as u64;
     // SAFETY: pure address arithmetic.
     unsafe {
-        asm!("cvta.to.shared.u64 {r}, {p};", r = out(reg64) r, p = in(reg64) p, options(pure, nomem, nostack))
+        asm!("cvta.to.shared.u64 {r}, {p};", r = out(reg64) r, p = in(reg64) generic, options(pure, nomem, nostack))
     }
     r as u32
 }
@@ -133,4 +135,17 @@ pub fn sync_threads() {
     // SAFETY: every thread of the block reaches it (callers keep it out of
     // divergent code).
     unsafe { core::arch::nvptx::_syncthreads() }
+}
+
+/// Byte permute (PTX ISA §9.7.8.7, `prmt.b32`): builds a word from any four
+/// bytes of two words, optionally replicating a byte's sign bit. The decode
+/// uses it to spread two sign+mantissa bytes into a BF16 pair in one step.
+#[inline(always)]
+pub fn prmt(a: u32, b: u32, sel: u32) -> u32 {
+    let r: u32;
+    // SAFETY: register-only instruction.
+    unsafe {
+        asm!("prmt.b32 {r}, {a}, {b}, {s};", r = out(reg32) r, a = in(reg32) a, b = in(reg32) b, s = in(reg32) sel, options(pure, nomem, nostack))
+    }
+    r
 }

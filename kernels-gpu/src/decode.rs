@@ -1,0 +1,200 @@
+//! Pure decode functions over 32-bit words: the same code turns compressed
+//! tiles into BF16 on the GPU (inside the kernels) and on the CPU (the host
+//! decoder and the tests). See `format` for the layout these functions read.
+
+use crate::format::{FIELD_PAIRS, FIELD_PAIRS_PER_WORD, LANE_CODE_WORDS, LANE_PAIRS};
+
+/// Mask of the exponent-code bits after [`pair_codes`]: the low three
+/// exponent bits (7..10) of each BF16 half.
+pub const PAIR_CODE_MASK: u32 = 0x0380_0380;
+/// Bits kept from a spread sign+mantissa pair: sign (15) and mantissa (0..7)
+/// of each half.
+pub const SIGN_MANTISSA_MASK: u32 = 0x807F_807F;
+
+/// `prmt.b32` selector that spreads sign+mantissa bytes 0 and 1 of a word
+/// into the two halves of a BF16 pair: byte `b` goes to the low byte of its
+/// half and its sign bit is replicated into the high byte.
+pub const SPREAD_BYTES_01: u32 = 0x9180;
+/// Same for bytes 2 and 3.
+pub const SPREAD_BYTES_23: u32 = 0xB3A2;
+
+/// The window base on both halves, ready to add to [`pair_codes`]:
+/// `base << 7 | base << 23`.
+#[inline(always)]
+pub const fn base_pair(base: u8) -> u32 {
+    (base as u32) << 7 | (base as u32) << 23
+}
+
+/// The byte permute of PTX `prmt.b32` in its default mode (PTX ISA
+/// §9.7.8.7): result byte `i` is byte `sel[4i..4i+3]` of `{b, a}`, or that
+/// byte's sign bit replicated when selector bit `4i+3` is set. On the GPU this
+/// is the single instruction; on the CPU the same function in plain Rust.
+#[inline(always)]
+pub fn byte_perm(a: u32, b: u32, sel: u32) -> u32 {
+    #[cfg(target_arch = "nvptx64")]
+    {
+        crate::ptx::prmt(a, b, sel)
+    }
+    #[cfg(not(target_arch = "nvptx64"))]
+    {
+        let bytes = (u64::from(b) << 32 | u64::from(a)).to_le_bytes();
+        let mut out = 0u32;
+        for i in 0..4 {
+            let nibble = (sel >> (4 * i)) & 0xF;
+            let byte = bytes[(nibble & 7) as usize];
+            let v = if nibble & 8 != 0 {
+                ((byte as i8) >> 7) as u8
+            } else {
+                byte
+            };
+            out |= u32::from(v) << (8 * i);
+        }
+        out
+    }
+}
+
+/// The exponent codes of pair `pair` (0..32) of a lane, placed at bits 7..10
+/// (low half) and 23..26 (high half), from the lane's six code words.
+///
+/// Field pairs need one shift and one mask. The two spill pairs gather their
+/// bits from the spare bits 15 and 31 of three words each; they are 2 of 32
+/// pairs, so their extra work is small on average.
+#[inline(always)]
+pub fn pair_codes(words: &[u32; LANE_CODE_WORDS], pair: usize) -> u32 {
+    if pair < FIELD_PAIRS {
+        let word = words[pair / FIELD_PAIRS_PER_WORD];
+        let field = pair % FIELD_PAIRS_PER_WORD;
+        // Field f holds the low code at bit 3f; move it to bit 7.
+        let moved = if field <= 2 {
+            word << (7 - 3 * field)
+        } else {
+            word >> (3 * field - 7)
+        };
+        moved & PAIR_CODE_MASK
+    } else {
+        let w = &words[3 * (pair - FIELD_PAIRS)..][..3];
+        ((w[0] >> 8) & 0x0080_0080) | ((w[1] >> 7) & 0x0100_0100) | ((w[2] >> 6) & 0x0200_0200)
+    }
+}
+
+/// Decodes one BF16 pair (one A-fragment register): `sm_word` holds four
+/// sign+mantissa bytes, `spread` picks two of them ([`SPREAD_BYTES_01`] or
+/// [`SPREAD_BYTES_23`]), `codes` comes from [`pair_codes`], `base2` from
+/// [`base_pair`]. Three instructions on the GPU besides the code extraction:
+/// `prmt`, `add`, and one `lop3` for `(x & mask) | e`.
+#[inline(always)]
+pub fn decode_pair(sm_word: u32, spread: u32, codes: u32, base2: u32) -> u32 {
+    let x = byte_perm(sm_word, 0, spread);
+    (x & SIGN_MANTISSA_MASK) | (codes + base2)
+}
+
+/// Decodes all 32 pairs of a lane's tile data: `sm` is the lane's 64
+/// sign+mantissa bytes as 16 little-endian words (pair `p` uses bytes `2p`,
+/// `2p + 1`), `codes` its six code words.
+#[inline(always)]
+pub fn decode_lane(sm: &[u32; 16], codes: &[u32; LANE_CODE_WORDS], base: u8) -> [u32; LANE_PAIRS] {
+    let base2 = base_pair(base);
+    let mut out = [0u32; LANE_PAIRS];
+    let mut p = 0;
+    while p < LANE_PAIRS {
+        let spread = if p % 2 == 0 {
+            SPREAD_BYTES_01
+        } else {
+            SPREAD_BYTES_23
+        };
+        out[p] = decode_pair(sm[p / 2], spread, pair_codes(codes, p), base2);
+        p += 1;
+    }
+    out
+}
+
+/// Puts an exception's true exponent into a BF16 value decoded with code 0.
+#[inline(always)]
+pub const fn patch_exponent(decoded: u16, exponent: u8) -> u16 {
+    (decoded & 0x807F) | ((exponent as u16) << 7)
+}
+
+/// Splits an exception entry into (row, column) inside its tile and the
+/// exception-table index.
+#[inline(always)]
+pub const fn exception_entry(entry: u16) -> (usize, usize, u16) {
+    let pos = (entry >> crate::format::EXC_INDEX_BITS) as usize;
+    let index = entry & ((1 << crate::format::EXC_INDEX_BITS) - 1);
+    (
+        pos / crate::format::TILE_COLS,
+        pos % crate::format::TILE_COLS,
+        index,
+    )
+}
+
+/// Encoder side of [`pair_codes`]: packs a lane's 64 codes (index
+/// `2 * pair + half`, values 0..8) into its six code words.
+pub fn pack_lane_codes(codes: &[u8; 64]) -> [u32; LANE_CODE_WORDS] {
+    let mut words = [0u32; LANE_CODE_WORDS];
+    for pair in 0..LANE_PAIRS {
+        let lo = u32::from(codes[2 * pair]);
+        let hi = u32::from(codes[2 * pair + 1]);
+        if pair < FIELD_PAIRS {
+            let shift = 3 * (pair % FIELD_PAIRS_PER_WORD);
+            words[pair / FIELD_PAIRS_PER_WORD] |= (lo << shift) | (hi << (shift + 16));
+        } else {
+            let first = 3 * (pair - FIELD_PAIRS);
+            for bit in 0..3 {
+                words[first + bit] |= ((lo >> bit) & 1) << 15 | ((hi >> bit) & 1) << 31;
+            }
+        }
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_perm_follows_ptx_semantics() {
+        let a = 0x8311_22F4;
+        let b = 0x7766_5544;
+        assert_eq!(byte_perm(a, b, 0x3210), a);
+        assert_eq!(byte_perm(a, b, 0x7654), b);
+        // Sign replication of byte 3 (0x83 → 0xFF) and byte 1 (0x22 → 0x00).
+        assert_eq!(byte_perm(a, b, 0xB9B9), 0xFF00_FF00);
+        assert_eq!(byte_perm(a, b, 0x9180), 0x0022_FFF4);
+    }
+
+    #[test]
+    fn codes_round_trip_through_pack_and_extract() {
+        let mut state = 0x1234_5678u32;
+        for _ in 0..1000 {
+            let mut codes = [0u8; 64];
+            for c in codes.iter_mut() {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                *c = (state >> 29) as u8;
+            }
+            let words = pack_lane_codes(&codes);
+            for p in 0..LANE_PAIRS {
+                let got = pair_codes(&words, p);
+                let want = u32::from(codes[2 * p]) << 7 | u32::from(codes[2 * p + 1]) << 23;
+                assert_eq!(got, want, "pair {p}");
+            }
+        }
+    }
+
+    #[test]
+    fn decode_pair_rebuilds_every_sign_mantissa_and_code() {
+        for base in [0u8, 1, 100, 120, 248] {
+            for sm in 0..=255u32 {
+                for code in 0..8u32 {
+                    let word = sm | (sm ^ 0x5A) << 8;
+                    let codes = code << 7 | (7 - code) << 23;
+                    let pair = decode_pair(word, SPREAD_BYTES_01, codes, base_pair(base));
+                    let expect = |sm: u32, c: u32| {
+                        (sm & 0x80) << 8 | (u32::from(base) + c) << 7 | (sm & 0x7F)
+                    };
+                    assert_eq!(pair & 0xFFFF, expect(sm, code));
+                    assert_eq!(pair >> 16, expect(sm ^ 0x5A, 7 - code));
+                }
+            }
+        }
+    }
+}
