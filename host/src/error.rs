@@ -22,6 +22,14 @@ pub enum Error {
     #[error("GPU result mismatch: {0}")]
     Mismatch(String),
 
+    /// Compressed data that breaks the format's invariants.
+    #[error("corrupt compressed data: {0}")]
+    Corrupt(String),
+
+    /// Valid input that this version cannot handle.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+
     /// Shapes or sizes do not fit together.
     #[error("shape mismatch for {what}: expected {expected}, got {got}")]
     ShapeMismatch {

@@ -4,8 +4,10 @@
 //! Layers, bottom up: [`gpu`] (CUDA context, embedded kernels, launches) and
 //! the error type [`Error`].
 
+pub mod codec;
 pub mod error;
 pub mod gpu;
 pub mod rng;
 
+pub use codec::CompressedMatrix;
 pub use error::{Error, Result};

@@ -1,0 +1,107 @@
+//! Compressed tiles → BF16, with the kernels' own pair decode.
+
+use half::bf16;
+use rayon::prelude::*;
+use zipserv_kernels::decode::{decode_lane, exception_entry, patch_exponent};
+use zipserv_kernels::format::{
+    EXC_FAR, LANE_CODE_WORDS, LANE_PAIRS, LANE_WEIGHTS, LANES, SM_BYTES, SM_CHUNKS, TILE_BYTES,
+    TILE_COLS, TILE_ROWS, TILE_WEIGHTS,
+};
+
+use super::layout::row_major_of_slot;
+use super::matrix::CompressedMatrix;
+use crate::error::{Error, Result, Shape};
+
+/// Scratch size for one decoded tile.
+pub(crate) const TILE_SCRATCH: usize = TILE_WEIGHTS;
+
+impl CompressedMatrix {
+    /// The original BF16 matrix, row-major, bit for bit.
+    pub fn decode(&self) -> Vec<bf16> {
+        let mut out = vec![bf16::ZERO; self.rows() * self.cols()];
+        self.decode_into(&mut out)
+            .expect("buffer sized from the matrix shape");
+        out
+    }
+
+    /// Decodes into `out` (rows × cols, row-major).
+    pub fn decode_into(&self, out: &mut [bf16]) -> Result<()> {
+        let (rows, cols) = (self.rows(), self.cols());
+        if out.len() != rows * cols {
+            return Err(Error::ShapeMismatch {
+                what: "decode output",
+                expected: Shape(vec![rows, cols]),
+                got: Shape(vec![out.len()]),
+            });
+        }
+        let out: &mut [u16] = bytemuck::cast_slice_mut(out);
+        out.par_chunks_mut(TILE_ROWS * cols)
+            .enumerate()
+            .for_each(|(rt, band)| {
+                let mut scratch = [0u16; TILE_SCRATCH];
+                let rows_here = band.len() / cols;
+                for ct in 0..self.col_tiles() {
+                    let tile = rt * self.col_tiles() + ct;
+                    self.decode_tile_raw(tile, &mut scratch);
+                    self.patch_exceptions(tile, &mut scratch);
+                    let c0 = ct * TILE_COLS;
+                    let cols_here = TILE_COLS.min(cols - c0);
+                    for row in 0..rows_here {
+                        band[row * cols + c0..][..cols_here]
+                            .copy_from_slice(&scratch[row * TILE_COLS..][..cols_here]);
+                    }
+                }
+            });
+        Ok(())
+    }
+
+    /// Fast-path decode of one whole tile (padding included) into row-major
+    /// `out`, exceptions still holding their code-0 value.
+    pub(crate) fn decode_tile_raw(&self, tile: usize, out: &mut [u16; TILE_SCRATCH]) {
+        let bytes = &self.parts.tiles[tile * TILE_BYTES..][..TILE_BYTES];
+        let to_row_major = row_major_of_slot();
+        let word =
+            |offset: usize| u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap());
+        for lane in 0..LANES {
+            let mut sm = [0u32; 16];
+            for (i, w) in sm.iter_mut().enumerate() {
+                let (chunk, within) = (i / 4, i % 4);
+                *w = word((chunk * LANES + lane) * 16 + 4 * within);
+            }
+            debug_assert_eq!(sm.len(), SM_CHUNKS * 4);
+            let mut codes = [0u32; LANE_CODE_WORDS];
+            for (w, c) in codes.iter_mut().enumerate() {
+                *c = if w < 4 {
+                    word(SM_BYTES + lane * 16 + 4 * w)
+                } else {
+                    word(SM_BYTES + LANES * 16 + lane * 8 + 4 * (w - 4))
+                };
+            }
+            let pairs = decode_lane(&sm, &codes, self.parts.base);
+            let slots = &to_row_major[lane * LANE_WEIGHTS..][..LANE_WEIGHTS];
+            for p in 0..LANE_PAIRS {
+                out[slots[2 * p] as usize] = pairs[p] as u16;
+                out[slots[2 * p + 1] as usize] = (pairs[p] >> 16) as u16;
+            }
+        }
+    }
+
+    /// Writes the true exponent of each exception of `tile` into `out`.
+    fn patch_exceptions(&self, tile: usize, out: &mut [u16; TILE_SCRATCH]) {
+        let p = &self.parts;
+        let entries =
+            &p.exceptions[p.exception_starts[tile] as usize..p.exception_starts[tile + 1] as usize];
+        let mut far = p.far_exponents[p.far_starts[tile] as usize..].iter();
+        for &entry in entries {
+            let (row, col, index) = exception_entry(entry);
+            let exponent = if index == EXC_FAR {
+                *far.next()
+                    .expect("validated: one far exponent per far entry")
+            } else {
+                p.exception_table[index as usize]
+            };
+            let i = row * TILE_COLS + col;
+            out[i] = patch_exponent(out[i], exponent);
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The CPU codec: BF16 matrix ⇄ [`CompressedMatrix`] (docs/FORMAT.md).
+//!
+//! The encoder shuffles weights into the lane order the GPU consumes; the
+//! decoder runs the same pair-decode functions as the kernels
+//! (`zipserv_kernels::decode`) and scatters the pairs back to row-major.
+
+mod decode;
+mod encode;
+mod layout;
+mod matrix;
+mod stats;
+
+pub use matrix::{CompressedMatrix, MatrixParts};
+pub use stats::{MatrixStats, exponent_entropy_bits};
