@@ -3,7 +3,7 @@
 //!
 //! A matrix `W` (M rows × K columns, BF16, row-major) is cut into tiles of
 //! [`TILE_ROWS`] × [`TILE_COLS`]. One warp decodes one tile: each of its 32
-//! lanes owns the 64 weights it needs for four `mma.m16n8k16` A fragments
+//! lanes owns the 64 weights it needs for eight `mma.m16n8k16` A fragments
 //! (one per 16-column k-step). Every weight keeps its sign+mantissa byte;
 //! its exponent becomes a 3-bit code `c` with `exponent = base + c`. Weights
 //! whose exponent lies outside `[base, base + 7]` are exceptions: they are
@@ -11,13 +11,13 @@
 
 /// Rows of a tile: the M extent of one `mma.m16n8k16` A fragment.
 pub const TILE_ROWS: usize = 16;
-/// Columns of a tile: four 16-column k-steps.
+/// Columns of a tile: eight 16-column k-steps.
 pub const TILE_COLS: usize = 128;
 /// Weights in one tile.
 pub const TILE_WEIGHTS: usize = TILE_ROWS * TILE_COLS;
 /// Lanes of the warp that decodes a tile.
 pub const LANES: usize = 32;
-/// Weights each lane decodes per tile (4 k-steps × 8 A-fragment elements).
+/// Weights each lane decodes per tile (8 k-steps × 8 A-fragment elements).
 pub const LANE_WEIGHTS: usize = TILE_WEIGHTS / LANES;
 /// BF16 pairs per lane per tile; one pair fills one 32-bit A-fragment register.
 pub const LANE_PAIRS: usize = LANE_WEIGHTS / 2;
