@@ -90,6 +90,10 @@ fn main() {
             kernels.join(",")
         ))
         .arg("-passes=internalize,globaldce,default<O3>")
+        // Register arrays indexed by small constant-trip loops (n-tiles,
+        // fragment elements) must be fully unrolled or they go to local
+        // memory; the default threshold leaves some of them rolled.
+        .arg("-unroll-threshold=1000")
         .arg(&linked)
         .arg("-o")
         .arg(&optimized);
@@ -98,6 +102,7 @@ fn main() {
     let ptx = out_dir.join("kernels.ptx");
     let mut llc = Command::new(tools.join("llc"));
     llc.arg(format!("-mcpu={arch}"))
+        .arg(format!("-mattr=+{}", ptx_isa(&arch)))
         .arg("-O3")
         .arg(&optimized)
         .arg("-o")
@@ -106,6 +111,17 @@ fn main() {
 
     println!("cargo:rustc-env=ZIPSERV_PTX_FILE={}", ptx.display());
     println!("cargo:rustc-env=ZIPSERV_PTX_ARCH={arch}");
+}
+
+/// PTX ISA version to emit. LLVM defaults to the oldest version that knows
+/// the target (7.0 for sm_80); the kernels use cache hints such as
+/// `L1::no_allocate`, which need 7.4, and CUDA 12 drivers accept 7.8.
+fn ptx_isa(arch: &str) -> &'static str {
+    if arch.starts_with("sm_9") {
+        "ptx80"
+    } else {
+        "ptx78"
+    }
 }
 
 fn is_valid_arch(arch: &str) -> bool {

@@ -4,6 +4,8 @@
 
 use crate::format::{FIELD_PAIRS, FIELD_PAIRS_PER_WORD, LANE_CODE_WORDS, LANE_PAIRS};
 
+const _: () = assert!(LANE_PAIRS == 32, "decode_lane unrolls exactly 32 pairs");
+
 /// Mask of the exponent-code bits after [`pair_codes`]: the low three
 /// exponent bits (7..10) of each BF16 half.
 pub const PAIR_CODE_MASK: u32 = 0x0380_0380;
@@ -91,20 +93,18 @@ pub fn decode_pair(sm_word: u32, spread: u32, codes: u32, base2: u32) -> u32 {
 /// Decodes all 32 pairs of a lane's tile data: `sm` is the lane's 64
 /// sign+mantissa bytes as 16 little-endian words (pair `p` uses bytes `2p`,
 /// `2p + 1`), `codes` its six code words.
+///
+/// Written out with `seq!` rather than a loop: on the GPU the arrays must
+/// stay in registers, which needs every index to be a constant; LLVM left a
+/// 32-iteration loop rolled and spilled the arrays to local memory.
 #[inline(always)]
 pub fn decode_lane(sm: &[u32; 16], codes: &[u32; LANE_CODE_WORDS], base: u8) -> [u32; LANE_PAIRS] {
     let base2 = base_pair(base);
     let mut out = [0u32; LANE_PAIRS];
-    let mut p = 0;
-    while p < LANE_PAIRS {
-        let spread = if p % 2 == 0 {
-            SPREAD_BYTES_01
-        } else {
-            SPREAD_BYTES_23
-        };
-        out[p] = decode_pair(sm[p / 2], spread, pair_codes(codes, p), base2);
-        p += 1;
-    }
+    seq_macro::seq!(P in 0..32 {
+        let spread = if P % 2 == 0 { SPREAD_BYTES_01 } else { SPREAD_BYTES_23 };
+        out[P] = decode_pair(sm[P / 2], spread, pair_codes(codes, P), base2);
+    });
     out
 }
 

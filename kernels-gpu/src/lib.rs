@@ -11,12 +11,19 @@
 
 pub mod decode;
 pub mod format;
+pub mod launch;
 
 #[cfg(target_arch = "nvptx64")]
 pub mod ptx;
 
 #[cfg(target_arch = "nvptx64")]
+mod decompress;
+#[cfg(target_arch = "nvptx64")]
 mod demo;
+#[cfg(target_arch = "nvptx64")]
+pub mod tile;
+#[cfg(target_arch = "nvptx64")]
+pub mod zipgemm;
 
 #[cfg(target_arch = "nvptx64")]
 #[panic_handler]

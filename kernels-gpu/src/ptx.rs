@@ -149,3 +149,331 @@ pub fn prmt(a: u32, b: u32, sel: u32) -> u32 {
     }
     r
 }
+
+/// Declares a block's static shared memory of `BYTES` bytes and returns its
+/// 32-bit shared-window address. Rust has no address-space qualifier for
+/// statics, so the `.shared` variable is declared in the kernel's own scope
+/// (PTX ISA §5.1.5). Call it exactly once per kernel, outside loops: a second
+/// expansion would redeclare the name.
+#[inline(always)]
+pub fn shared_memory<const BYTES: usize>() -> u32 {
+    let r: u32;
+    // SAFETY: declares a kernel-scope variable and reads its address.
+    unsafe {
+        asm!(
+            ".shared .align 16 .b8 zipserv_smem[{n}];",
+            "mov.u32 {r}, zipserv_smem;",
+            n = const BYTES,
+            r = out(reg32) r,
+            options(pure, nomem, nostack),
+        )
+    }
+    r
+}
+
+/// 16-byte read-only global load that does not allocate in L1 (PTX ISA
+/// §9.7.9.8, `ld.global.nc.L1::no_allocate`): compressed weights are read
+/// exactly once, so caching them would only evict the activations.
+///
+/// # Safety
+/// `p` is a 16-byte aligned global address with 16 readable bytes that no
+/// thread writes during the kernel.
+#[inline(always)]
+pub unsafe fn ld_stream_v4(p: *const u8) -> [u32; 4] {
+    let mut r = [0u32; 4];
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "ld.global.nc.L1::no_allocate.v4.u32 {{{r0}, {r1}, {r2}, {r3}}}, [{p}];",
+            r0 = out(reg32) r[0], r1 = out(reg32) r[1], r2 = out(reg32) r[2], r3 = out(reg32) r[3],
+            p = in(reg64) p,
+            options(readonly, nostack, preserves_flags),
+        );
+    }
+    r
+}
+
+/// 8-byte version of [`ld_stream_v4`].
+///
+/// # Safety
+/// As [`ld_stream_v4`], with 8-byte alignment and size.
+#[inline(always)]
+pub unsafe fn ld_stream_v2(p: *const u8) -> [u32; 2] {
+    let mut r = [0u32; 2];
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "ld.global.nc.L1::no_allocate.v2.u32 {{{r0}, {r1}}}, [{p}];",
+            r0 = out(reg32) r[0], r1 = out(reg32) r[1],
+            p = in(reg64) p,
+            options(readonly, nostack, preserves_flags),
+        );
+    }
+    r
+}
+
+/// 16-byte global store (PTX ISA §9.7.9.9, `st.global.v4`).
+///
+/// # Safety
+/// `p` is a 16-byte aligned global address with 16 writable bytes.
+#[inline(always)]
+pub unsafe fn st_global_v4(p: *mut u8, v: [u32; 4]) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "st.global.v4.u32 [{p}], {{{v0}, {v1}, {v2}, {v3}}};",
+            p = in(reg64) p,
+            v0 = in(reg32) v[0], v1 = in(reg32) v[1], v2 = in(reg32) v[2], v3 = in(reg32) v[3],
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// 32-bit shared-memory store.
+///
+/// # Safety
+/// `addr` is a 4-byte aligned address inside this block's shared memory.
+#[inline(always)]
+pub unsafe fn st_shared_u32(addr: u32, v: u32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("st.shared.u32 [{a}], {v};", a = in(reg32) addr, v = in(reg32) v, options(nostack, preserves_flags))
+    }
+}
+
+/// 16-bit shared-memory store.
+///
+/// # Safety
+/// `addr` is a 2-byte aligned address inside this block's shared memory.
+#[inline(always)]
+pub unsafe fn st_shared_u16(addr: u32, v: u16) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("st.shared.u16 [{a}], {v};", a = in(reg32) addr, v = in(reg16) v, options(nostack, preserves_flags))
+    }
+}
+
+/// 16-byte shared-memory store.
+///
+/// # Safety
+/// `addr` is a 16-byte aligned address inside this block's shared memory.
+#[inline(always)]
+pub unsafe fn st_shared_v4(addr: u32, v: [u32; 4]) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "st.shared.v4.u32 [{a}], {{{v0}, {v1}, {v2}, {v3}}};",
+            a = in(reg32) addr,
+            v0 = in(reg32) v[0], v1 = in(reg32) v[1], v2 = in(reg32) v[2], v3 = in(reg32) v[3],
+            options(nostack, preserves_flags),
+        )
+    }
+}
+
+/// 32-bit shared-memory load.
+///
+/// # Safety
+/// `addr` is a 4-byte aligned address inside this block's shared memory.
+#[inline(always)]
+pub unsafe fn ld_shared_u32(addr: u32) -> u32 {
+    let r: u32;
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("ld.shared.u32 {r}, [{a}];", r = out(reg32) r, a = in(reg32) addr, options(readonly, nostack, preserves_flags))
+    }
+    r
+}
+
+/// 16-bit shared-memory load.
+///
+/// # Safety
+/// `addr` is a 2-byte aligned address inside this block's shared memory.
+#[inline(always)]
+pub unsafe fn ld_shared_u16(addr: u32) -> u16 {
+    let r: u16;
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("ld.shared.u16 {r}, [{a}];", r = out(reg16) r, a = in(reg32) addr, options(readonly, nostack, preserves_flags))
+    }
+    r
+}
+
+/// 16-byte shared-memory load.
+///
+/// # Safety
+/// `addr` is a 16-byte aligned address inside this block's shared memory.
+#[inline(always)]
+pub unsafe fn ld_shared_v4(addr: u32) -> [u32; 4] {
+    let mut r = [0u32; 4];
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "ld.shared.v4.u32 {{{r0}, {r1}, {r2}, {r3}}}, [{a}];",
+            r0 = out(reg32) r[0], r1 = out(reg32) r[1], r2 = out(reg32) r[2], r3 = out(reg32) r[3],
+            a = in(reg32) addr,
+            options(readonly, nostack, preserves_flags),
+        )
+    }
+    r
+}
+
+/// Atomic add to an f32 in shared memory without returning the old value
+/// (PTX ISA §9.7.13.6, `red.shared.add.f32`): the exception corrections of
+/// different lanes may hit the same output.
+///
+/// # Safety
+/// `addr` is a 4-byte aligned address inside this block's shared memory.
+#[inline(always)]
+pub unsafe fn red_shared_add_f32(addr: u32, v: f32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("red.shared.add.f32 [{a}], {v};", a = in(reg32) addr, v = in(reg32) v, options(nostack, preserves_flags))
+    }
+}
+
+/// Atomic add to an f32 in global memory (`red.global.add.f32`): the split-K
+/// partial sums meet here.
+///
+/// # Safety
+/// `p` is a 4-byte aligned global address of a writable f32.
+#[inline(always)]
+pub unsafe fn red_global_add_f32(p: *mut f32, v: f32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("red.global.add.f32 [{p}], {v};", p = in(reg64) p, v = in(reg32) v, options(nostack, preserves_flags))
+    }
+}
+
+/// Read-only global byte load through the L1/texture path (`ld.global.nc.u8`).
+///
+/// # Safety
+/// `p` is a readable global address not written during the kernel.
+#[inline(always)]
+pub unsafe fn ld_nc_u8(p: *const u8) -> u32 {
+    let r: u32;
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("ld.global.nc.u8 {r}, [{p}];", r = out(reg32) r, p = in(reg64) p, options(readonly, nostack, preserves_flags))
+    }
+    r
+}
+
+/// Read-only global 16-bit load (`ld.global.nc.u16`).
+///
+/// # Safety
+/// `p` is a 2-byte aligned readable global address not written during the kernel.
+#[inline(always)]
+pub unsafe fn ld_nc_u16(p: *const u16) -> u32 {
+    let r: u32;
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("ld.global.nc.u16 {r}, [{p}];", r = out(reg32) r, p = in(reg64) p, options(readonly, nostack, preserves_flags))
+    }
+    r
+}
+
+/// Read-only global 32-bit load (`ld.global.nc.u32`).
+///
+/// # Safety
+/// `p` is a 4-byte aligned readable global address not written during the kernel.
+#[inline(always)]
+pub unsafe fn ld_nc_u32(p: *const u32) -> u32 {
+    let r: u32;
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("ld.global.nc.u32 {r}, [{p}];", r = out(reg32) r, p = in(reg64) p, options(readonly, nostack, preserves_flags))
+    }
+    r
+}
+
+/// Read-only global 16-byte load through L1 (`ld.global.nc.v4.u32`), for
+/// activations that several warps of the block read.
+///
+/// # Safety
+/// As [`ld_stream_v4`].
+#[inline(always)]
+pub unsafe fn ld_nc_v4(p: *const u8) -> [u32; 4] {
+    let mut r = [0u32; 4];
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "ld.global.nc.v4.u32 {{{r0}, {r1}, {r2}, {r3}}}, [{p}];",
+            r0 = out(reg32) r[0], r1 = out(reg32) r[1], r2 = out(reg32) r[2], r3 = out(reg32) r[3],
+            p = in(reg64) p,
+            options(readonly, nostack, preserves_flags),
+        );
+    }
+    r
+}
+
+/// Bit mask of the lanes (of those named in `mask`) whose `pred` is true
+/// (PTX ISA §9.7.13.10, `vote.sync.ballot.b32`).
+#[inline(always)]
+pub fn ballot(pred: bool) -> u32 {
+    let r: u32;
+    let p = pred as u32;
+    // SAFETY: all 32 lanes execute it together (callers keep it warp-uniform).
+    unsafe {
+        asm!(
+            "{{ .reg .pred p; setp.ne.u32 p, {v}, 0; vote.sync.ballot.b32 {r}, p, 0xffffffff; }}",
+            v = in(reg32) p,
+            r = out(reg32) r,
+            options(nomem, nostack),
+        )
+    }
+    r
+}
+
+/// Mask of the lanes below this one (`%lanemask_lt`).
+#[inline(always)]
+pub fn lanemask_lt() -> u32 {
+    let r: u32;
+    // SAFETY: reads a special register.
+    unsafe { asm!("mov.u32 {r}, %lanemask_lt;", r = out(reg32) r, options(pure, nomem, nostack)) }
+    r
+}
+
+/// Warp-level barrier and memory fence among all 32 lanes (`bar.warp.sync`).
+#[inline(always)]
+pub fn sync_warp() {
+    // SAFETY: all 32 lanes execute it together.
+    unsafe { asm!("bar.warp.sync 0xffffffff;", options(nostack)) }
+}
+
+/// Round an f32 to BF16, nearest even (`cvt.rn.bf16.f32`, sm_80+).
+#[inline(always)]
+pub fn f32_to_bf16(v: f32) -> u16 {
+    let r: u16;
+    // SAFETY: register-only conversion.
+    unsafe {
+        asm!("cvt.rn.bf16.f32 {r}, {v};", r = out(reg16) r, v = in(reg32) v, options(pure, nomem, nostack))
+    }
+    r
+}
+
+/// Index of this thread in its block (x dimension).
+#[inline(always)]
+pub fn thread_idx() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { core::arch::nvptx::_thread_idx_x() }
+}
+
+/// Block index along x, y, z.
+#[inline(always)]
+pub fn block_idx() -> (u32, u32, u32) {
+    // SAFETY: reads special registers.
+    unsafe {
+        (
+            core::arch::nvptx::_block_idx_x(),
+            core::arch::nvptx::_block_idx_y(),
+            core::arch::nvptx::_block_idx_z(),
+        )
+    }
+}
+
+/// Grid size along x.
+#[inline(always)]
+pub fn grid_dim_x() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { core::arch::nvptx::_grid_dim_x() }
+}

@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests.
 
+use std::io::Write;
 use zipserv::Error;
+
 use zipserv::gpu::Gpu;
 
 /// Set to `1` where a GPU must be present (the GPU machine's test script), so
@@ -19,9 +21,16 @@ pub fn gpu_or_skip(test: &str) -> Option<Gpu> {
             if std::env::var(REQUIRE_GPU_ENV).as_deref() == Ok("1") {
                 panic!("{test}: {REQUIRE_GPU_ENV}=1 but no CUDA device: {reason}");
             }
-            println!("{test}: skipped: no CUDA device ({reason})");
+            // Written to the real stderr, past the test harness's capture, so
+            // a CI log shows which GPU tests did not run.
+            let _ = writeln!(
+                std::io::stderr(),
+                "{test}: skipped: no CUDA device ({reason})"
+            );
             None
         }
         Err(e) => panic!("{test}: CUDA initialisation failed: {e}"),
     }
 }
+
+pub mod data;

@@ -1,8 +1,12 @@
 //! The device side: one CUDA context, the embedded kernel module and a stream.
 
 mod demo;
+mod kernels;
+mod weights;
 
 pub use demo::run_demo_mma;
+pub use kernels::{GemmOutput, GemmWorkspace, MAX_FUSED_N, SplitK, decompress, zipgemm};
+pub use weights::DeviceWeights;
 
 use cust::CudaFlags;
 use cust::context::Context;

@@ -1,0 +1,70 @@
+//! A compressed matrix in device memory.
+
+use cust::memory::{DeviceBuffer, DeviceCopy};
+use zipserv_kernels::format::EXC_TABLE_LEN;
+
+use super::Gpu;
+use crate::codec::CompressedMatrix;
+use crate::error::{CudaContext, Result};
+
+/// Every section of a [`CompressedMatrix`], uploaded. Only matrices that
+/// passed validation (every `CompressedMatrix` did) can be uploaded, so the
+/// kernels can trust offsets and positions.
+pub struct DeviceWeights {
+    pub(crate) tiles: DeviceBuffer<u8>,
+    pub(crate) exception_starts: DeviceBuffer<u32>,
+    pub(crate) exceptions: DeviceBuffer<u16>,
+    pub(crate) far_starts: DeviceBuffer<u32>,
+    pub(crate) far_exponents: DeviceBuffer<u8>,
+    pub(crate) exception_table: DeviceBuffer<u8>,
+    pub(crate) base: u8,
+    rows: usize,
+    cols: usize,
+    device_bytes: usize,
+}
+
+impl DeviceWeights {
+    /// Copies every section to the device (synchronously).
+    pub fn upload(_gpu: &Gpu, matrix: &CompressedMatrix) -> Result<Self> {
+        let p = matrix.parts();
+        // Kernels read the table with the raw index; pad it so any index in
+        // 0..32 is a valid address.
+        let mut table = p.exception_table.clone();
+        table.resize(EXC_TABLE_LEN + 1, 0);
+        Ok(Self {
+            tiles: upload(&p.tiles)?,
+            exception_starts: upload(&p.exception_starts)?,
+            exceptions: upload(&p.exceptions)?,
+            far_starts: upload(&p.far_starts)?,
+            far_exponents: upload(&p.far_exponents)?,
+            exception_table: upload(&table)?,
+            base: p.base,
+            rows: matrix.rows(),
+            cols: matrix.cols(),
+            device_bytes: matrix.compressed_bytes(),
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes of compressed data a kernel streams (all sections).
+    pub fn device_bytes(&self) -> usize {
+        self.device_bytes
+    }
+}
+
+/// Uploads a slice; an empty section becomes a one-element buffer so that
+/// every kernel argument is a valid pointer (its contents are never read).
+fn upload<T: DeviceCopy + Default + Clone>(data: &[T]) -> Result<DeviceBuffer<T>> {
+    if data.is_empty() {
+        DeviceBuffer::from_slice(&[T::default()]).cuda("cuMemAlloc")
+    } else {
+        DeviceBuffer::from_slice(data).cuda("cuMemAlloc")
+    }
+}

@@ -1,0 +1,119 @@
+//! Decompression: compressed matrix → BF16 row-major in global memory,
+//! bit-identical to the original. Used before cuBLAS for large batches.
+//!
+//! Each warp takes whole tiles (grid-stride): it decodes its lanes' pairs in
+//! registers, stages the tile in shared memory so exceptions can be patched
+//! and rows written with coalesced 16-byte stores, then moves on.
+
+use crate::format::{LANE_PAIRS, LANES, TILE_COLS, TILE_ROWS, TILE_WEIGHTS, pair_position};
+use crate::launch::DECOMPRESS_WARPS;
+use crate::ptx::{
+    block_idx, grid_dim_x, ld_shared_u16, ld_shared_v4, shared_memory, st_global_v4, st_shared_u16,
+    st_shared_u32, sync_warp, thread_idx,
+};
+use crate::tile::MatrixView;
+
+/// Staged row length in BF16: 8 extra elements (16 bytes) put the eight row
+/// groups of a warp's pair stores in different banks.
+const STAGE_STRIDE: usize = TILE_COLS + 8;
+const STAGE_BYTES: usize = TILE_ROWS * STAGE_STRIDE * 2;
+const SMEM_BYTES: usize = DECOMPRESS_WARPS as usize * STAGE_BYTES;
+const _: () = assert!(SMEM_BYTES <= 48 * 1024);
+const _: () = assert!((STAGE_STRIDE * 2) % 16 == 0);
+const _: () = assert!(LANE_PAIRS == 32, "the pair stores unroll exactly 32 pairs");
+
+/// # Safety
+/// Pointers describe a matrix validated by the host; `out` holds rows × cols
+/// BF16; `vector_stores != 0` only if cols % 8 == 0 and `out` is 16-byte
+/// aligned. Block size `32 * DECOMPRESS_WARPS`.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "ptx-kernel" fn zipserv_decompress(
+    tiles: *const u8,
+    exception_starts: *const u32,
+    exceptions: *const u16,
+    far_starts: *const u32,
+    far_exponents: *const u8,
+    exception_table: *const u8,
+    base: u32,
+    rows: u32,
+    cols: u32,
+    col_tiles: u32,
+    tile_count: u32,
+    out: *mut u16,
+    vector_stores: u32,
+) {
+    let view = MatrixView {
+        tiles,
+        exception_starts,
+        exceptions,
+        far_starts,
+        far_exponents,
+        exception_table,
+        base,
+        rows,
+        cols,
+        col_tiles,
+    };
+    let s_all = shared_memory::<SMEM_BYTES>();
+    let warp = thread_idx() / 32;
+    let lane = thread_idx() % 32;
+    let s_stage = s_all + warp * STAGE_BYTES as u32; // (TILE_ROWS, STAGE_STRIDE) bf16
+    let stage_at = |row: u32, col: u32| s_stage + (row * STAGE_STRIDE as u32 + col) * 2;
+
+    // The host guarantees col_tiles ≥ 1; NonZero keeps a division-by-zero
+    // panic path out of the loop.
+    let col_tiles_nz = core::num::NonZeroU32::new(col_tiles).unwrap_or(core::num::NonZeroU32::MIN);
+
+    let mut tile = block_idx().0 * DECOMPRESS_WARPS + warp;
+    let tile_stride = grid_dim_x() * DECOMPRESS_WARPS;
+    while tile < tile_count {
+        // SAFETY: tile < tile_count; shared addresses stay inside this warp's stage.
+        unsafe {
+            // fetch + decode
+            let r_pairs = view.load_lane(tile, lane).decode(base);
+            seq_macro::seq!(P in 0..32 {
+                let (row, col) = pair_position(lane as usize, P, 0);
+                st_shared_u32(stage_at(row as u32, col as u32), r_pairs[P]);
+            });
+            sync_warp();
+            // patch exceptions
+            view.for_each_exception(tile, lane, |row, col, exponent| {
+                let a = stage_at(row, col);
+                let v = ld_shared_u16(a);
+                st_shared_u16(a, crate::decode::patch_exponent(v, exponent as u8));
+            });
+            sync_warp();
+            // store
+            let r0 = (tile / col_tiles_nz) * TILE_ROWS as u32;
+            let c0 = (tile % col_tiles_nz) * TILE_COLS as u32;
+            let full = r0 + TILE_ROWS as u32 <= rows && c0 + TILE_COLS as u32 <= cols;
+            if full && vector_stores != 0 {
+                const CHUNKS_PER_ROW: u32 = (TILE_COLS / 8) as u32;
+                let mut it = 0;
+                while it < TILE_WEIGHTS / 8 / LANES {
+                    let id = it as u32 * LANES as u32 + lane;
+                    let (row, chunk) = (id / CHUNKS_PER_ROW, id % CHUNKS_PER_ROW);
+                    let v = ld_shared_v4(stage_at(row, chunk * 8));
+                    let g =
+                        out.add(((r0 + row) as usize) * cols as usize + (c0 + chunk * 8) as usize);
+                    st_global_v4(g as *mut u8, v);
+                    it += 1;
+                }
+            } else {
+                let mut id = lane;
+                while id < TILE_WEIGHTS as u32 {
+                    let (row, col) = (id / TILE_COLS as u32, id % TILE_COLS as u32);
+                    if r0 + row < rows && c0 + col < cols {
+                        let g =
+                            out.add(((r0 + row) as usize) * cols as usize + (c0 + col) as usize);
+                        *g = ld_shared_u16(stage_at(row, col));
+                    }
+                    id += LANES as u32;
+                }
+            }
+            sync_warp();
+        }
+        tile += tile_stride;
+    }
+}

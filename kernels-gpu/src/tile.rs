@@ -1,0 +1,114 @@
+//! Device-side access to one compressed matrix: a lane's share of a tile,
+//! and a tile's exceptions spread over the warp.
+
+use crate::decode::{decode_lane, exception_entry};
+use crate::format::{EXC_FAR, LANE_CODE_WORDS, LANE_PAIRS, LANES, SM_BYTES, SM_CHUNKS, TILE_BYTES};
+
+const _: () = assert!(SM_CHUNKS == 4, "load_lane unrolls exactly four chunks");
+use crate::ptx::{ballot, lanemask_lt, ld_nc_u8, ld_nc_u16, ld_nc_u32, ld_stream_v2, ld_stream_v4};
+
+/// The sections of a compressed matrix as kernel arguments (device pointers).
+#[derive(Clone, Copy)]
+pub struct MatrixView {
+    pub tiles: *const u8,
+    pub exception_starts: *const u32,
+    pub exceptions: *const u16,
+    pub far_starts: *const u32,
+    pub far_exponents: *const u8,
+    /// The exception table padded to 32 bytes.
+    pub exception_table: *const u8,
+    pub base: u32,
+    pub rows: u32,
+    pub cols: u32,
+    pub col_tiles: u32,
+}
+
+/// One lane's compressed data for one tile, straight from global memory.
+pub struct LaneTile {
+    /// 64 sign+mantissa bytes; pair `p` is bytes `2p, 2p+1`.
+    pub sm: [u32; 16],
+    pub codes: [u32; LANE_CODE_WORDS],
+}
+
+impl LaneTile {
+    /// The lane's 32 decoded BF16 pairs (exceptions still at their code-0 value).
+    #[inline(always)]
+    pub fn decode(&self, base: u32) -> [u32; LANE_PAIRS] {
+        decode_lane(&self.sm, &self.codes, base as u8)
+    }
+}
+
+impl MatrixView {
+    /// Issues the six loads (4 × 16 B sign+mantissa, 16 B + 8 B codes) of
+    /// lane `lane` for tile `tile`; each is one coalesced warp-wide access.
+    ///
+    /// # Safety
+    /// `tile` is a valid tile index of this matrix.
+    #[inline(always)]
+    pub unsafe fn load_lane(&self, tile: u32, lane: u32) -> LaneTile {
+        let lane = lane as usize;
+        // SAFETY: every offset stays inside the tile's TILE_BYTES.
+        unsafe {
+            let g_tile = self.tiles.add(tile as usize * TILE_BYTES);
+            let mut sm = [0u32; 16];
+            seq_macro::seq!(J in 0..4 {
+                let v = ld_stream_v4(g_tile.add((J * LANES + lane) * 16));
+                sm[4 * J..4 * J + 4].copy_from_slice(&v);
+            });
+            let c0 = ld_stream_v4(g_tile.add(SM_BYTES + lane * 16));
+            let c1 = ld_stream_v2(g_tile.add(SM_BYTES + LANES * 16 + lane * 8));
+            LaneTile {
+                sm,
+                codes: [c0[0], c0[1], c0[2], c0[3], c1[0], c1[1]],
+            }
+        }
+    }
+
+    /// Calls `f(row, col, exponent)` for every exception of `tile` (row and
+    /// column inside the tile), 32 at a time across the warp. All 32 lanes
+    /// must call this together; `f` runs on the lane that took the entry and
+    /// must not contain warp-wide operations.
+    ///
+    /// # Safety
+    /// `tile` is a valid tile index of a validated matrix.
+    #[inline(always)]
+    pub unsafe fn for_each_exception(
+        &self,
+        tile: u32,
+        lane: u32,
+        mut f: impl FnMut(u32, u32, u32),
+    ) {
+        // SAFETY: the host validated that starts and entries are in bounds.
+        unsafe {
+            let start = ld_nc_u32(self.exception_starts.add(tile as usize));
+            let end = ld_nc_u32(self.exception_starts.add(tile as usize + 1));
+            let mut far_next = ld_nc_u32(self.far_starts.add(tile as usize));
+            let mut first = start;
+            while first < end {
+                let i = first + lane;
+                let active = i < end;
+                let entry = if active {
+                    ld_nc_u16(self.exceptions.add(i as usize)) as u16
+                } else {
+                    0
+                };
+                let (row, col, index) = exception_entry(entry);
+                let is_far = active && index == EXC_FAR;
+                // Far exponents are stored in entry order: count the far
+                // entries of lower lanes to find this lane's.
+                let far_mask = ballot(is_far);
+                if active {
+                    let exponent = if is_far {
+                        let k = far_next + (far_mask & lanemask_lt()).count_ones();
+                        ld_nc_u8(self.far_exponents.add(k as usize))
+                    } else {
+                        ld_nc_u8(self.exception_table.add(index as usize))
+                    };
+                    f(row as u32, col as u32, exponent);
+                }
+                far_next += far_mask.count_ones();
+                first += LANES as u32;
+            }
+        }
+    }
+}
