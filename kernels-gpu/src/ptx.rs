@@ -81,20 +81,22 @@ pub unsafe fn ldmatrix_x4(smem_row: u32) -> [u32; 4] {
 }
 
 /// Asynchronous 16-byte copy global → shared that bypasses L1 (PTX ISA
-/// §9.7.9.25.3, `cp.async.cg`). Lets a block stage activations in shared
-/// memory while it keeps computing.
+/// §9.7.9.25.3, `cp.async.cg`), zero-filling the bytes past `src_bytes`
+/// (0..=16). Lets a block stage the next activations while it computes;
+/// `src_bytes = 0` writes zeros without reading `g_src`.
 ///
 /// # Safety
-/// `smem_dst` is a 16-byte aligned shared address, `g_src` a 16-byte aligned
-/// global address with 16 readable bytes.
+/// `smem_dst` is a 16-byte aligned shared address; `g_src` a 16-byte aligned
+/// global address with `src_bytes` readable bytes.
 #[inline(always)]
-pub unsafe fn cp_async_16(smem_dst: u32, g_src: *const u8) {
+pub unsafe fn cp_async_16(smem_dst: u32, g_src: *const u8, src_bytes: u32) {
     // SAFETY: guaranteed by the caller.
     unsafe {
         asm!(
-            "cp.async.cg.shared.global [{d}], [{s}], 16;",
+            "cp.async.cg.shared.global [{d}], [{s}], 16, {n};",
             d = in(reg32) smem_dst,
             s = in(reg64) g_src,
+            n = in(reg32) src_bytes,
             options(nostack),
         );
     }
@@ -476,4 +478,31 @@ pub fn block_idx() -> (u32, u32, u32) {
 pub fn grid_dim_x() -> u32 {
     // SAFETY: reads a special register.
     unsafe { core::arch::nvptx::_grid_dim_x() }
+}
+
+/// Reads `v` from lane `src` of the warp (PTX ISA §9.7.8.6, `shfl.sync.idx`).
+#[inline(always)]
+pub fn shfl_idx(v: u32, src: u32) -> u32 {
+    let r: u32;
+    // SAFETY: all 32 lanes execute it together (callers keep it warp-uniform).
+    unsafe {
+        asm!(
+            "shfl.sync.idx.b32 {r}, {v}, {s}, 0x1f, 0xffffffff;",
+            r = out(reg32) r, v = in(reg32) v, s = in(reg32) src,
+            options(nomem, nostack),
+        )
+    }
+    r
+}
+
+/// Shared-memory byte load.
+///
+/// # Safety
+/// `addr` is inside this block's shared memory.
+#[inline(always)]
+pub unsafe fn ld_shared_u8(addr: u32) -> u32 {
+    let r: u32;
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("ld.shared.u8 {r}, [{a}];", r = out(reg32) r, a = in(reg32) addr, options(readonly, nostack, preserves_flags)) }
+    r
 }

@@ -1,29 +1,33 @@
 //! ZipGEMM: `Y[N×M] = X[N×K] · W[M×K]ᵀ` with `W` compressed. Weights go
-//! from global memory to registers, are decoded there into `mma.m16n8k16` A
-//! fragments and never written back; activations are staged in shared
-//! memory, where every warp of the block reads its B fragments.
+//! from global memory to registers and are decoded there into
+//! `mma.m16n8k16` A fragments; activations are staged in shared memory,
+//! where every warp of the block reads its B fragments.
 //!
 //! Grid: x = groups of [`GEMM_WARPS`] row tiles, y = split-K slice, z = chunk
 //! of `8 * NT` activation rows. Each warp owns one 16-row tile of `W` and
-//! walks its slice of 128-column tiles:
-//!   fetch  – the next tile's six loads are issued before the current tile
-//!            is decoded, so they are in flight during the work below;
-//!   stage  – the block copies its activation chunk for this tile to shared
-//!            memory (zero-filled past N and K);
+//! walks its slice of 128-column tiles; per tile:
+//!   fetch  – the next tile's weights (six 16/8-byte loads per lane) and its
+//!            first 32 exception entries are issued a tile ahead;
+//!   stage  – `cp.async` copies the next activation chunk into the other
+//!            shared buffer while this one is used;
 //!   decode – 32 BF16 pairs per lane, in registers;
+//!   patch  – when the tile has exceptions, the warp parks its pairs in
+//!            shared memory in fragment order, each lane fixes about one
+//!            exception's exponent there, and the pairs come back: the
+//!            tensor cores see the exact weights. (A first version added
+//!            `(w_true − w_fast)·x` corrections with shared-memory atomics per
+//!            activation row; it cost 3–8× at N = 16–32 and needed the
+//!            sign+mantissa byte from global memory, a dependent load.)
 //!   mma    – 8 k-steps × NT n-tiles;
-//!   patch  – exceptions: the fast decode used exponent `base` for them, so
-//!            each adds `(w_true − w_fast) · x` to a per-warp correction
-//!            table in shared memory, spread over the warp's lanes;
-//!   store  – after the slice, corrections are folded into the accumulators
-//!            and the warp writes its outputs (or adds them atomically when
-//!            K is split).
+//!   store  – BF16 or f32, or f32 atomic adds when K is split.
 
-use crate::format::{TILE_BYTES, TILE_COLS, TILE_ROWS, lane_slot, sm_byte_offset};
+use crate::decode::{exception_entry, patch_exponent};
+use crate::format::{lane_slot, EXC_FAR, LANES, LANE_PAIRS, TILE_COLS, TILE_ROWS};
 use crate::launch::{CONVERT_THREADS, GEMM_WARPS, STORE_BF16, STORE_F32};
 use crate::ptx::{
-    block_idx, f32_to_bf16, lane_id, ld_nc_u8, ld_nc_u16, ld_nc_v4, ld_shared_u16, ld_shared_u32,
-    mma_bf16_16816, red_global_add_f32, red_shared_add_f32, shared_memory, st_shared_u32,
+    ballot, block_idx, cp_async_16, cp_async_commit, cp_async_wait, f32_to_bf16, lane_id,
+    lanemask_lt, ld_nc_u16, ld_nc_u32, ld_nc_u8, ld_shared_u16, ld_shared_u32, ld_shared_u8,
+    ld_shared_v4, mma_bf16_16816, red_global_add_f32, shfl_idx, st_shared_u16, st_shared_u32,
     st_shared_v4, sync_threads, sync_warp, thread_idx,
 };
 use crate::tile::{LaneTile, MatrixView};
@@ -31,24 +35,30 @@ use crate::tile::{LaneTile, MatrixView};
 /// Staged activation row in BF16: 8 extra elements make the B-fragment reads
 /// of the eight lane groups hit distinct banks (row stride 68 words).
 const X_STRIDE: usize = TILE_COLS + 8;
+/// Activation buffers: one being read, one being filled.
+const X_STAGES: usize = 2;
+/// One warp's decoded tile in fragment order: chunk `j` (the A fragment of
+/// k-step `j`) of lane `l` at byte `(j * 32 + l) * 16`.
+const A_STAGE_BYTES: usize = LANES * LANE_PAIRS * 4;
+/// The exception table, padded to 32 entries.
+const TABLE_BYTES: usize = 32;
 
 const fn x_stage_bytes(nt: usize) -> usize {
     8 * nt * X_STRIDE * 2
 }
-const fn corr_bytes(nt: usize) -> usize {
-    GEMM_WARPS as usize * TILE_ROWS * 8 * nt * 4
-}
 const fn smem_bytes(nt: usize) -> usize {
-    x_stage_bytes(nt) + corr_bytes(nt)
+    X_STAGES * x_stage_bytes(nt) + GEMM_WARPS as usize * A_STAGE_BYTES + TABLE_BYTES
 }
 const _: () = assert!(smem_bytes(4) <= 48 * 1024);
+const _: () = assert!((X_STRIDE * 2) % 16 == 0);
 
 /// Kernel arguments besides the matrix.
 #[derive(Clone, Copy)]
 struct GemmArgs {
     x: *const u16,
     n: u32,
-    /// Non-zero when every activation row starts 16-byte aligned (K % 8 == 0).
+    /// Non-zero when every activation row starts 16-byte aligned (K % 8 == 0
+    /// and an aligned buffer): activations then move with `cp.async`.
     x_vector_loads: u32,
     y: *mut u16,
     y32: *mut f32,
@@ -56,87 +66,185 @@ struct GemmArgs {
     tiles_per_split: u32,
 }
 
+/// A tile's data fetched one tile ahead.
+struct Fetched {
+    tile: LaneTile,
+    /// Exception range of the tile, and where its far exponents start.
+    start: u32,
+    count: u32,
+    far_start: u32,
+    /// This lane's entry among the first 32 (0 if none).
+    entry: u32,
+}
+
+/// Exception offsets of 32 consecutive tiles, one per lane, so a tile's
+/// range comes from a shuffle instead of a dependent global load.
+struct StartsWindow {
+    first_tile: u32,
+    exception_start: u32,
+    far_start: u32,
+}
+
+impl StartsWindow {
+    #[inline(always)]
+    unsafe fn load(view: &MatrixView, first_tile: u32, tile_count: u32, lane: u32) -> Self {
+        let t = (first_tile + lane).min(tile_count);
+        // SAFETY: the starts arrays hold tile_count + 1 entries.
+        unsafe {
+            Self {
+                first_tile,
+                exception_start: ld_nc_u32(view.exception_starts.add(t as usize)),
+                far_start: ld_nc_u32(view.far_starts.add(t as usize)),
+            }
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn fetch(view: &MatrixView, window: &mut StartsWindow, tile: u32, tile_count: u32, lane: u32) -> Fetched {
+    // SAFETY: tile < tile_count; entry loads stay inside the tile's range.
+    unsafe {
+        if tile + 1 - window.first_tile >= LANES as u32 {
+            *window = StartsWindow::load(view, tile, tile_count, lane);
+        }
+        let at = tile - window.first_tile;
+        let start = shfl_idx(window.exception_start, at);
+        let count = shfl_idx(window.exception_start, at + 1) - start;
+        let far_start = shfl_idx(window.far_start, at);
+        let entry = if lane < count { ld_nc_u16(view.exceptions.add((start + lane) as usize)) } else { 0 };
+        Fetched { tile: view.load_lane(tile, lane), start, count, far_start, entry }
+    }
+}
+
+/// Byte offset in the A stage of the weight at (row, col) of the tile.
+#[inline(always)]
+fn a_stage_offset(row: u32, col: u32) -> u32 {
+    let (lane, pair, half) = lane_slot(row as usize, col as usize);
+    (((pair / 4) * LANES + lane) * 16 + (pair % 4) * 4 + half * 2) as u32
+}
+
+/// Writes the true exponent of each of the tile's exceptions into the
+/// warp's A stage, one entry per lane, 32 at a time.
+#[inline(always)]
+unsafe fn patch_exceptions(view: &MatrixView, f: &Fetched, s_a: u32, s_table: u32, lane: u32) {
+    // SAFETY: entries index the tile's range; stage offsets stay in s_a.
+    unsafe {
+        let mut far_next = f.far_start;
+        let mut first = 0;
+        let mut entry = f.entry;
+        loop {
+            let active = first + lane < f.count;
+            let (row, col, index) = exception_entry(entry as u16);
+            let is_far = active && index == EXC_FAR;
+            let far_mask = ballot(is_far);
+            if active {
+                let exponent = if is_far {
+                    let k = far_next + (far_mask & lanemask_lt()).count_ones();
+                    ld_nc_u8(view.far_exponents.add(k as usize))
+                } else {
+                    ld_shared_u8(s_table + index as u32)
+                };
+                let a = s_a + a_stage_offset(row as u32, col as u32);
+                st_shared_u16(a, patch_exponent(ld_shared_u16(a), exponent as u8));
+            }
+            far_next += far_mask.count_ones();
+            first += LANES as u32;
+            if first >= f.count {
+                break;
+            }
+            let i = first + lane;
+            entry = if i < f.count { ld_nc_u16(view.exceptions.add((f.start + i) as usize)) } else { 0 };
+        }
+    }
+}
+
 #[inline(always)]
 unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs, s_base: u32) {
-    let s_x = s_base; // (8·NT, X_STRIDE) bf16
     let tid = thread_idx();
     let warp = tid / 32;
     let lane = lane_id();
     let (g, t) = (lane / 4, lane % 4);
-    let s_corr = s_base + x_stage_bytes(NT) as u32 + warp * (TILE_ROWS * 8 * NT * 4) as u32; // (16, 8·NT) f32
+    let x_bytes = x_stage_bytes(NT) as u32;
+    let s_x = |stage: u32| s_base + stage * x_bytes; // (8·NT, X_STRIDE) bf16 each
+    let s_a = s_base + X_STAGES as u32 * x_bytes + warp * A_STAGE_BYTES as u32;
+    let s_table = s_base + X_STAGES as u32 * x_bytes + GEMM_WARPS * A_STAGE_BYTES as u32;
 
     let (bx, split, chunk) = block_idx();
     let row_tiles = view.rows.div_ceil(TILE_ROWS as u32);
+    let tile_count = row_tiles * view.col_tiles;
     let rt = bx * GEMM_WARPS + warp;
     let active = rt < row_tiles; // uniform per warp
     let n0 = chunk * 8 * NT as u32;
     let kt0 = split * args.tiles_per_split;
     let kt1 = (kt0 + args.tiles_per_split).min(view.col_tiles);
+    let tile_of = |kt: u32| rt * view.col_tiles + kt;
 
     // SAFETY: shared addresses stay in this block's allocation; global
     // accesses are bounded by the shapes the host checked.
     unsafe {
-        let mut i = lane;
-        while i < (TILE_ROWS * 8 * NT) as u32 {
-            st_shared_u32(s_corr + 4 * i, 0);
-            i += 32;
+        if tid < (TABLE_BYTES / 4) as u32 {
+            st_shared_u32(s_table + 4 * tid, ld_nc_u32((view.exception_table as *const u32).add(tid as usize)));
         }
+        stage_activations::<NT>(s_x(0), args, view.cols, n0, kt0 * TILE_COLS as u32, tid);
+        cp_async_commit();
 
         let mut r_acc = [[0f32; 4]; NT];
-        let tile_of = |kt: u32| rt * view.col_tiles + kt;
-        let mut r_next: Option<LaneTile> = if active && kt0 < kt1 {
-            Some(view.load_lane(tile_of(kt0), lane))
-        } else {
-            None
-        };
+        let mut window = StartsWindow::load(&view, tile_of(kt0).min(tile_count), tile_count, lane);
+        let mut r_next = if active && kt0 < kt1 { Some(fetch(&view, &mut window, tile_of(kt0), tile_count, lane)) } else { None };
         let mut kt = kt0;
         while kt < kt1 {
-            // fetch: the next tile's loads fly while this one is worked on.
+            // fetch
             let r_cur = r_next.take();
             if active && kt + 1 < kt1 {
-                r_next = Some(view.load_lane(tile_of(kt + 1), lane));
+                r_next = Some(fetch(&view, &mut window, tile_of(kt + 1), tile_count, lane));
             }
             // stage
+            let stage = (kt - kt0) % 2;
+            if kt + 1 < kt1 {
+                stage_activations::<NT>(s_x(1 - stage), args, view.cols, n0, (kt + 1) * TILE_COLS as u32, tid);
+            }
+            cp_async_commit();
+            cp_async_wait::<1>();
             sync_threads();
-            stage_activations::<NT>(s_x, args, view.cols, n0, kt * TILE_COLS as u32, tid);
-            sync_threads();
-            if let Some(r_cur) = r_cur {
-                // decode + mma
-                let r_pairs = r_cur.decode(view.base);
+            if let Some(f) = r_cur {
+                // decode
+                let mut r_pairs = f.tile.decode(view.base);
+                // patch
+                if f.count > 0 {
+                    seq_macro::seq!(J in 0..8 {
+                        st_shared_v4(s_a + (J * 32 + lane) * 16, [r_pairs[4 * J], r_pairs[4 * J + 1], r_pairs[4 * J + 2], r_pairs[4 * J + 3]]);
+                    });
+                    sync_warp();
+                    patch_exceptions(&view, &f, s_a, s_table, lane);
+                    sync_warp();
+                    seq_macro::seq!(J in 0..8 {
+                        let v = ld_shared_v4(s_a + (J * 32 + lane) * 16);
+                        r_pairs[4 * J..4 * J + 4].copy_from_slice(&v);
+                    });
+                }
+                // mma
+                let s_xs = s_x(stage);
                 seq_macro::seq!(S in 0..8 {
                     let a = [r_pairs[4 * S], r_pairs[4 * S + 1], r_pairs[4 * S + 2], r_pairs[4 * S + 3]];
                     let mut nt = 0;
                     while nt < NT {
-                        let row = s_x + (((nt as u32 * 8 + g) * X_STRIDE as u32 + S * 16 + 2 * t) * 2);
+                        let row = s_xs + ((nt as u32 * 8 + g) * X_STRIDE as u32 + S * 16 + 2 * t) * 2;
                         let b = [ld_shared_u32(row), ld_shared_u32(row + 16)];
                         r_acc[nt] = mma_bf16_16816(a, b, r_acc[nt]);
                         nt += 1;
                     }
                 });
-                // patch
-                let tile = tile_of(kt);
-                let g_tile = view.tiles.add(tile as usize * TILE_BYTES);
-                view.for_each_exception(tile, lane, |row, col, exponent| {
-                    let (l, p, h) = lane_slot(row as usize, col as usize);
-                    let sm = ld_nc_u8(g_tile.add(sm_byte_offset(l, p, h)));
-                    let bits = |e: u32| ((sm & 0x80) << 8 | e << 7 | (sm & 0x7F)) << 16;
-                    let delta = f32::from_bits(bits(exponent)) - f32::from_bits(bits(view.base));
-                    let mut nn = 0;
-                    while nn < 8 * NT as u32 {
-                        let x = ld_shared_u16(s_x + (nn * X_STRIDE as u32 + col) * 2);
-                        let x = f32::from_bits((x as u32) << 16);
-                        red_shared_add_f32(s_corr + (row * 8 * NT as u32 + nn) * 4, delta * x);
-                        nn += 1;
-                    }
-                });
             }
+            // Everyone is done with this stage before the next iteration
+            // refills it.
+            sync_threads();
             kt += 1;
         }
+        cp_async_wait::<0>();
 
         if !active {
             return;
         }
-        sync_warp();
         // store: C fragment element i of n-tile nt is row g + 8·(i / 2),
         // column nt·8 + 2t + i % 2 (PTX ISA §9.7.14.5.8, m16n8k16 C/D).
         let mut nt = 0;
@@ -144,12 +252,10 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs, s_base: u32
             let mut i = 0;
             while i < 4 {
                 let row = g + 8 * (i as u32 / 2);
-                let nn = nt as u32 * 8 + 2 * t + i as u32 % 2;
-                let corr = f32::from_bits(ld_shared_u32(s_corr + (row * 8 * NT as u32 + nn) * 4));
-                let v = r_acc[nt][i] + corr;
-                let (m, n) = (rt * TILE_ROWS as u32 + row, n0 + nn);
+                let (m, n) = (rt * TILE_ROWS as u32 + row, n0 + nt as u32 * 8 + 2 * t + i as u32 % 2);
                 if m < view.rows && n < args.n {
                     let at = n as usize * view.rows as usize + m as usize;
+                    let v = r_acc[nt][i];
                     match args.store {
                         STORE_BF16 => *args.y.add(at) = f32_to_bf16(v),
                         STORE_F32 => *args.y32.add(at) = v,
@@ -163,17 +269,11 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs, s_base: u32
     }
 }
 
-/// Copies activations `X[n0 .. n0 + 8·NT][k0 .. k0 + 128]` into shared
-/// memory, zero past N and K, in 16-byte units spread over the block.
+/// Starts copying activations `X[n0 .. n0 + 8·NT][k0 .. k0 + 128]` into the
+/// shared buffer `s_x` (zero past N and K), in 16-byte units spread over the
+/// block: asynchronously when rows are 16-byte aligned, else element-wise.
 #[inline(always)]
-unsafe fn stage_activations<const NT: usize>(
-    s_x: u32,
-    args: GemmArgs,
-    k: u32,
-    n0: u32,
-    k0: u32,
-    tid: u32,
-) {
+unsafe fn stage_activations<const NT: usize>(s_x: u32, args: GemmArgs, k: u32, n0: u32, k0: u32, tid: u32) {
     const UNITS_PER_ROW: u32 = (TILE_COLS / 8) as u32;
     let units = 8 * NT as u32 * UNITS_PER_ROW;
     let mut u = tid;
@@ -182,22 +282,19 @@ unsafe fn stage_activations<const NT: usize>(
         while u < units {
             let (row, unit) = (u / UNITS_PER_ROW, u % UNITS_PER_ROW);
             let (n, kc) = (n0 + row, k0 + unit * 8);
-            let mut v = [0u32; 4];
-            if n < args.n && kc < k {
-                let g_x = args.x.add(n as usize * k as usize + kc as usize);
-                if args.x_vector_loads != 0 {
-                    v = ld_nc_v4(g_x as *const u8);
-                } else {
-                    let mut e = 0;
-                    while e < 8 {
-                        if kc + e < k {
-                            v[e as usize / 2] |= ld_nc_u16(g_x.add(e as usize)) << (16 * (e % 2));
-                        }
-                        e += 1;
-                    }
+            let dst = s_x + (row * X_STRIDE as u32 + unit * 8) * 2;
+            let inside = n < args.n && kc < k;
+            if args.x_vector_loads != 0 {
+                let src = if inside { args.x.add(n as usize * k as usize + kc as usize) } else { args.x };
+                cp_async_16(dst, src as *const u8, if inside { 16 } else { 0 });
+            } else {
+                let mut e = 0;
+                while e < 8 {
+                    let v = if inside && kc + e < k { ld_nc_u16(args.x.add(n as usize * k as usize + (kc + e) as usize)) } else { 0 };
+                    st_shared_u16(dst + 2 * e, v as u16);
+                    e += 1;
                 }
             }
-            st_shared_v4(s_x + (row * X_STRIDE as u32 + unit * 8) * 2, v);
             u += GEMM_WARPS * 32;
         }
     }
@@ -245,16 +342,8 @@ macro_rules! zipgemm_entry {
                 cols,
                 col_tiles,
             };
-            let args = GemmArgs {
-                x,
-                n,
-                x_vector_loads,
-                y,
-                y32,
-                store,
-                tiles_per_split,
-            };
-            let s_base = shared_memory::<{ smem_bytes($nt) }>();
+            let args = GemmArgs { x, n, x_vector_loads, y, y32, store, tiles_per_split };
+            let s_base = crate::ptx::shared_memory::<{ smem_bytes($nt) }>();
             // SAFETY: forwarded from the caller.
             unsafe { zipgemm::<$nt>(view, args, s_base) }
         }
@@ -280,5 +369,3 @@ pub unsafe extern "ptx-kernel" fn zipserv_f32_to_bf16(src: *const f32, dst: *mut
         i += stride;
     }
 }
-
-const _: () = assert!(8 * TILE_ROWS as u32 == 128);
