@@ -7,21 +7,23 @@
 //! of `8 * NT` activation rows. Each warp owns one 16-row tile of `W` and
 //! walks its slice of 128-column tiles; per tile:
 //!   fetch  – the next tile's weights (six 16/8-byte loads per lane) and its
-//!            first 32 exception entries are issued a tile ahead;
+//!            first 32 exception entries are issued a tile ahead (two tiles
+//!            ahead needed 122 instead of 94 registers and ran 5–10% slower
+//!            on an H200: fewer resident warps outweighed the deeper queue);
 //!   stage  – `cp.async` copies the next activation chunk into the other
 //!            shared buffer while this one is used;
-//!   decode – 32 BF16 pairs per lane, in registers;
-//!   patch  – when the tile has exceptions, the warp parks its pairs in
-//!            shared memory in fragment order, each lane fixes about one
-//!            exception's exponent there, and the pairs come back: the
-//!            tensor cores see the exact weights. (A first version added
+//!   decode – 32 BF16 pairs per lane, one k-step's A fragment at a time,
+//!            parked in a per-warp shared-memory stage in fragment order;
+//!   patch  – each lane fixes about one exception's exponent in the stage,
+//!            so the tensor cores see the exact weights; the A fragments
+//!            come back with one 16-byte load per k-step. (A first version added
 //!            `(w_true − w_fast)·x` corrections with shared-memory atomics per
 //!            activation row; it cost 3–8× at N = 16–32 and needed the
 //!            sign+mantissa byte from global memory, a dependent load.)
 //!   mma    – 8 k-steps × NT n-tiles;
 //!   store  – BF16 or f32, or f32 atomic adds when K is split.
 
-use crate::decode::{exception_entry, patch_exponent};
+use crate::decode::{self, exception_entry, patch_exponent};
 use crate::format::{lane_slot, EXC_FAR, LANES, LANE_PAIRS, TILE_COLS, TILE_ROWS};
 use crate::launch::{CONVERT_THREADS, GEMM_WARPS, STORE_BF16, STORE_F32};
 use crate::ptx::{
@@ -207,25 +209,27 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs, s_base: u32
             cp_async_wait::<1>();
             sync_threads();
             if let Some(f) = r_cur {
-                // decode
-                let mut r_pairs = f.tile.decode(view.base);
+                // decode, one k-step (4 pairs) at a time, into the A stage
+                let base2 = decode::base_pair(view.base as u8);
+                seq_macro::seq!(J in 0..8 {
+                    let mut a = [0u32; 4];
+                    seq_macro::seq!(R in 0..4 {
+                        let p = 4 * J + R;
+                        let spread = if p % 2 == 0 { decode::SPREAD_BYTES_01 } else { decode::SPREAD_BYTES_23 };
+                        a[R] = decode::decode_pair(f.tile.sm[p / 2], spread, decode::pair_codes(&f.tile.codes, p), base2);
+                    });
+                    st_shared_v4(s_a + (J * 32 + lane) * 16, a);
+                });
+                sync_warp();
                 // patch
                 if f.count > 0 {
-                    seq_macro::seq!(J in 0..8 {
-                        st_shared_v4(s_a + (J * 32 + lane) * 16, [r_pairs[4 * J], r_pairs[4 * J + 1], r_pairs[4 * J + 2], r_pairs[4 * J + 3]]);
-                    });
-                    sync_warp();
                     patch_exceptions(&view, &f, s_a, s_table, lane);
                     sync_warp();
-                    seq_macro::seq!(J in 0..8 {
-                        let v = ld_shared_v4(s_a + (J * 32 + lane) * 16);
-                        r_pairs[4 * J..4 * J + 4].copy_from_slice(&v);
-                    });
                 }
                 // mma
                 let s_xs = s_x(stage);
                 seq_macro::seq!(S in 0..8 {
-                    let a = [r_pairs[4 * S], r_pairs[4 * S + 1], r_pairs[4 * S + 2], r_pairs[4 * S + 3]];
+                    let a = ld_shared_v4(s_a + (S * 32 + lane) * 16);
                     let mut nt = 0;
                     while nt < NT {
                         let row = s_xs + ((nt as u32 * 8 + g) * X_STRIDE as u32 + S * 16 + 2 * t) * 2;
