@@ -1,7 +1,9 @@
 //! ZipGEMM: `Y[N×M] = X[N×K] · W[M×K]ᵀ` with `W` compressed. Weights go
 //! from global memory to registers and are decoded there into
-//! `mma.m16n8k16` A fragments; activations are staged in shared memory,
-//! where every warp of the block reads its B fragments.
+//! `mma.m16n8k16` A fragments; decoded weights never return to global
+//! memory (they pass through a 4 KB per-warp shared-memory stage, where the
+//! exceptions are patched). Activations are staged in shared memory, where
+//! every warp of the block reads its B fragments.
 //!
 //! Grid: x = groups of [`GEMM_WARPS`] row tiles, y = split-K slice, z = chunk
 //! of `8 * NT` activation rows. Each warp owns one 16-row tile of `W` and
