@@ -1,8 +1,12 @@
 //! The device side: one CUDA context, the embedded kernel module and a stream.
 
+pub mod cublas;
 mod demo;
+mod device_bf16;
 
+pub use cublas::{Cublas, CublasStatus, GemmOutput};
 pub use demo::run_demo_mma;
+pub use device_bf16::DeviceBf16;
 
 use cust::CudaFlags;
 use cust::context::Context;
