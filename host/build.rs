@@ -15,6 +15,9 @@
 //!
 //! `ZIPSERV_PTX_ARCH` picks the target (default `sm_80`, which the driver
 //! also runs on Hopper; `sm_90a` unlocks Hopper-only instructions).
+//!
+//! It also embeds the short commit hash (`ZIPSERV_BUILD_COMMIT`, "unknown"
+//! outside a git checkout) for benchmark records.
 
 use std::env;
 use std::ffi::OsStr;
@@ -38,6 +41,7 @@ fn main() {
         kernels_dir.join("Cargo.toml").display()
     );
     println!("cargo:rerun-if-env-changed=ZIPSERV_PTX_ARCH");
+    embed_git_commit(&manifest_dir);
 
     let arch = env::var("ZIPSERV_PTX_ARCH").unwrap_or_else(|_| DEFAULT_ARCH.to_string());
     if !is_valid_arch(&arch) {
@@ -121,6 +125,32 @@ fn ptx_isa(arch: &str) -> &'static str {
         "ptx80"
     } else {
         "ptx78"
+    }
+}
+
+/// Sets `ZIPSERV_BUILD_COMMIT` to `git rev-parse --short HEAD`, and asks to
+/// be rerun when HEAD or the branch it names moves. Only files that exist
+/// are watched: cargo reruns a script on every build for a missing one.
+fn embed_git_commit(manifest_dir: &Path) {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git")
+            .current_dir(manifest_dir)
+            .args(args)
+            .output()
+            .ok()?;
+        let text = String::from_utf8(out.stdout).ok()?.trim().to_string();
+        (out.status.success() && !text.is_empty()).then_some(text)
+    };
+    let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=ZIPSERV_BUILD_COMMIT={commit}");
+    let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+    let watched = std::iter::once("HEAD".to_string()).chain(branch);
+    for name in watched {
+        if let Some(path) = git(&["rev-parse", "--path-format=absolute", "--git-path", &name])
+            && Path::new(&path).exists()
+        {
+            println!("cargo:rerun-if-changed={path}");
+        }
     }
 }
 

@@ -37,6 +37,33 @@ pub enum Error {
         expected: Shape,
         got: Shape,
     },
+
+    /// cuBLAS could not be loaded (absent on CPU-only machines, or a library
+    /// without the entry points we need).
+    #[error(
+        "cuBLAS unavailable: tried {}; install the CUDA toolkit's cuBLAS or point ZIPSERV_CUBLAS at libcublas.so",
+        .tried.join("; ")
+    )]
+    CublasUnavailable {
+        /// Each candidate library with the reason it was rejected.
+        tried: Vec<String>,
+    },
+
+    /// A cuBLAS call returned a status other than success.
+    #[error("cuBLAS error in {call}: {status}")]
+    Cublas {
+        call: &'static str,
+        status: crate::gpu::cublas::CublasStatus,
+    },
+
+    /// Reading or writing a file (or the terminal) failed.
+    #[error("I/O error on {what}: {source}")]
+    Io {
+        /// The file's path, or what else was being read or written.
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A shape in an error message.

@@ -1,9 +1,11 @@
 //! zipserv: lossless compression of BF16 LLM weights that GPU kernels read
 //! directly.
 //!
-//! Layers, bottom up: [`gpu`] (CUDA context, embedded kernels, launches) and
-//! the error type [`Error`].
+//! Layers, bottom up: [`gpu`] (CUDA context, embedded kernels, launches,
+//! the cuBLAS baseline) and the error type [`Error`]; [`bench`] measures
+//! them.
 
+pub mod bench;
 pub mod codec;
 pub mod error;
 pub mod gpu;

@@ -1,5 +1,7 @@
 //! `zipserv` command-line tool.
 
+mod cli;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +31,9 @@ enum Command {
     },
     /// Print the embedded PTX (for inspection with ptxas / cuobjdump).
     Ptx,
+    /// Time GEMM paths on the GPU (`bench M K N` or `bench --sweep`) and
+    /// write a JSON record with a markdown table.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +70,7 @@ fn run(cli: Cli) -> zipserv::Result<()> {
             );
         }
         Command::Ptx => print!("{}", zipserv::gpu::PTX),
+        Command::Bench(args) => cli::bench::run(&args)?,
     }
     Ok(())
 }

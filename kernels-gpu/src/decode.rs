@@ -102,10 +102,20 @@ pub fn decode_lane(sm: &[u32; 16], codes: &[u32; LANE_CODE_WORDS], base: u8) -> 
     let base2 = base_pair(base);
     let mut out = [0u32; LANE_PAIRS];
     seq_macro::seq!(P in 0..32 {
-        let spread = if P % 2 == 0 { SPREAD_BYTES_01 } else { SPREAD_BYTES_23 };
-        out[P] = decode_pair(sm[P / 2], spread, pair_codes(codes, P), base2);
+        out[P] = lane_pair(sm, codes, P, base2);
     });
     out
+}
+
+/// Decodes pair `pair` (0..32) of a lane's tile data; see [`decode_lane`].
+#[inline(always)]
+pub fn lane_pair(sm: &[u32; 16], codes: &[u32; LANE_CODE_WORDS], pair: usize, base2: u32) -> u32 {
+    let spread = if pair.is_multiple_of(2) {
+        SPREAD_BYTES_01
+    } else {
+        SPREAD_BYTES_23
+    };
+    decode_pair(sm[pair / 2], spread, pair_codes(codes, pair), base2)
 }
 
 /// Puts an exception's true exponent into a BF16 value decoded with code 0.

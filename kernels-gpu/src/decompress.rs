@@ -19,7 +19,7 @@ const STAGE_STRIDE: usize = TILE_COLS + 8;
 const STAGE_BYTES: usize = TILE_ROWS * STAGE_STRIDE * 2;
 const SMEM_BYTES: usize = DECOMPRESS_WARPS as usize * STAGE_BYTES;
 const _: () = assert!(SMEM_BYTES <= 48 * 1024);
-const _: () = assert!((STAGE_STRIDE * 2) % 16 == 0);
+const _: () = assert!((STAGE_STRIDE * 2).is_multiple_of(16));
 const _: () = assert!(LANE_PAIRS == 32, "the pair stores unroll exactly 32 pairs");
 
 /// # Safety

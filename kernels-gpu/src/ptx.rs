@@ -503,6 +503,8 @@ pub fn shfl_idx(v: u32, src: u32) -> u32 {
 pub unsafe fn ld_shared_u8(addr: u32) -> u32 {
     let r: u32;
     // SAFETY: guaranteed by the caller.
-    unsafe { asm!("ld.shared.u8 {r}, [{a}];", r = out(reg32) r, a = in(reg32) addr, options(readonly, nostack, preserves_flags)) }
+    unsafe {
+        asm!("ld.shared.u8 {r}, [{a}];", r = out(reg32) r, a = in(reg32) addr, options(readonly, nostack, preserves_flags))
+    }
     r
 }

@@ -25,12 +25,12 @@
 //!   mma    – 8 k-steps × NT n-tiles;
 //!   store  – BF16 or f32, or f32 atomic adds when K is split.
 
-use crate::decode::{self, exception_entry, patch_exponent};
-use crate::format::{lane_slot, EXC_FAR, LANES, LANE_PAIRS, TILE_COLS, TILE_ROWS};
+use crate::decode::{base_pair, exception_entry, lane_pair, patch_exponent};
+use crate::format::{EXC_FAR, LANE_PAIRS, LANES, TILE_COLS, TILE_ROWS, lane_slot};
 use crate::launch::{CONVERT_THREADS, GEMM_WARPS, STORE_BF16, STORE_F32};
 use crate::ptx::{
     ballot, block_idx, cp_async_16, cp_async_commit, cp_async_wait, f32_to_bf16, lane_id,
-    lanemask_lt, ld_nc_u16, ld_nc_u32, ld_nc_u8, ld_shared_u16, ld_shared_u32, ld_shared_u8,
+    lanemask_lt, ld_nc_u8, ld_nc_u16, ld_nc_u32, ld_shared_u8, ld_shared_u16, ld_shared_u32,
     ld_shared_v4, mma_bf16_16816, red_global_add_f32, shfl_idx, st_shared_u16, st_shared_u32,
     st_shared_v4, sync_threads, sync_warp, thread_idx,
 };
@@ -54,7 +54,7 @@ const fn smem_bytes(nt: usize) -> usize {
     X_STAGES * x_stage_bytes(nt) + GEMM_WARPS as usize * A_STAGE_BYTES + TABLE_BYTES
 }
 const _: () = assert!(smem_bytes(4) <= 48 * 1024);
-const _: () = assert!((X_STRIDE * 2) % 16 == 0);
+const _: () = assert!((X_STRIDE * 2).is_multiple_of(16));
 
 /// Kernel arguments besides the matrix.
 #[derive(Clone, Copy)]
@@ -105,7 +105,13 @@ impl StartsWindow {
 }
 
 #[inline(always)]
-unsafe fn fetch(view: &MatrixView, window: &mut StartsWindow, tile: u32, tile_count: u32, lane: u32) -> Fetched {
+unsafe fn fetch(
+    view: &MatrixView,
+    window: &mut StartsWindow,
+    tile: u32,
+    tile_count: u32,
+    lane: u32,
+) -> Fetched {
     // SAFETY: tile < tile_count; entry loads stay inside the tile's range.
     unsafe {
         if tile + 1 - window.first_tile >= LANES as u32 {
@@ -115,8 +121,18 @@ unsafe fn fetch(view: &MatrixView, window: &mut StartsWindow, tile: u32, tile_co
         let start = shfl_idx(window.exception_start, at);
         let count = shfl_idx(window.exception_start, at + 1) - start;
         let far_start = shfl_idx(window.far_start, at);
-        let entry = if lane < count { ld_nc_u16(view.exceptions.add((start + lane) as usize)) } else { 0 };
-        Fetched { tile: view.load_lane(tile, lane), start, count, far_start, entry }
+        let entry = if lane < count {
+            ld_nc_u16(view.exceptions.add((start + lane) as usize))
+        } else {
+            0
+        };
+        Fetched {
+            tile: view.load_lane(tile, lane),
+            start,
+            count,
+            far_start,
+            entry,
+        }
     }
 }
 
@@ -157,7 +173,11 @@ unsafe fn patch_exceptions(view: &MatrixView, f: &Fetched, s_a: u32, s_table: u3
                 break;
             }
             let i = first + lane;
-            entry = if i < f.count { ld_nc_u16(view.exceptions.add((f.start + i) as usize)) } else { 0 };
+            entry = if i < f.count {
+                ld_nc_u16(view.exceptions.add((f.start + i) as usize))
+            } else {
+                0
+            };
         }
     }
 }
@@ -187,14 +207,21 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs, s_base: u32
     // accesses are bounded by the shapes the host checked.
     unsafe {
         if tid < (TABLE_BYTES / 4) as u32 {
-            st_shared_u32(s_table + 4 * tid, ld_nc_u32((view.exception_table as *const u32).add(tid as usize)));
+            st_shared_u32(
+                s_table + 4 * tid,
+                ld_nc_u32((view.exception_table as *const u32).add(tid as usize)),
+            );
         }
         stage_activations::<NT>(s_x(0), args, view.cols, n0, kt0 * TILE_COLS as u32, tid);
         cp_async_commit();
 
         let mut r_acc = [[0f32; 4]; NT];
         let mut window = StartsWindow::load(&view, tile_of(kt0).min(tile_count), tile_count, lane);
-        let mut r_next = if active && kt0 < kt1 { Some(fetch(&view, &mut window, tile_of(kt0), tile_count, lane)) } else { None };
+        let mut r_next = if active && kt0 < kt1 {
+            Some(fetch(&view, &mut window, tile_of(kt0), tile_count, lane))
+        } else {
+            None
+        };
         let mut kt = kt0;
         while kt < kt1 {
             // fetch
@@ -205,21 +232,25 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs, s_base: u32
             // stage
             let stage = (kt - kt0) % 2;
             if kt + 1 < kt1 {
-                stage_activations::<NT>(s_x(1 - stage), args, view.cols, n0, (kt + 1) * TILE_COLS as u32, tid);
+                stage_activations::<NT>(
+                    s_x(1 - stage),
+                    args,
+                    view.cols,
+                    n0,
+                    (kt + 1) * TILE_COLS as u32,
+                    tid,
+                );
             }
             cp_async_commit();
             cp_async_wait::<1>();
             sync_threads();
             if let Some(f) = r_cur {
                 // decode, one k-step (4 pairs) at a time, into the A stage
-                let base2 = decode::base_pair(view.base as u8);
+                let base2 = base_pair(view.base as u8);
+                let (sm, codes) = (&f.tile.sm, &f.tile.codes);
                 seq_macro::seq!(J in 0..8 {
-                    let mut a = [0u32; 4];
-                    seq_macro::seq!(R in 0..4 {
-                        let p = 4 * J + R;
-                        let spread = if p % 2 == 0 { decode::SPREAD_BYTES_01 } else { decode::SPREAD_BYTES_23 };
-                        a[R] = decode::decode_pair(f.tile.sm[p / 2], spread, decode::pair_codes(&f.tile.codes, p), base2);
-                    });
+                    let first = J * 4; // the k-step's four pairs: registers a0..a3
+                    let a = [0, 1, 2, 3].map(|r| lane_pair(sm, codes, first + r, base2));
                     st_shared_v4(s_a + (J * 32 + lane) * 16, a);
                 });
                 sync_warp();
@@ -258,7 +289,10 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs, s_base: u32
             let mut i = 0;
             while i < 4 {
                 let row = g + 8 * (i as u32 / 2);
-                let (m, n) = (rt * TILE_ROWS as u32 + row, n0 + nt as u32 * 8 + 2 * t + i as u32 % 2);
+                let (m, n) = (
+                    rt * TILE_ROWS as u32 + row,
+                    n0 + nt as u32 * 8 + 2 * t + i as u32 % 2,
+                );
                 if m < view.rows && n < args.n {
                     let at = n as usize * view.rows as usize + m as usize;
                     let v = r_acc[nt][i];
@@ -279,7 +313,14 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs, s_base: u32
 /// shared buffer `s_x` (zero past N and K), in 16-byte units spread over the
 /// block: asynchronously when rows are 16-byte aligned, else element-wise.
 #[inline(always)]
-unsafe fn stage_activations<const NT: usize>(s_x: u32, args: GemmArgs, k: u32, n0: u32, k0: u32, tid: u32) {
+unsafe fn stage_activations<const NT: usize>(
+    s_x: u32,
+    args: GemmArgs,
+    k: u32,
+    n0: u32,
+    k0: u32,
+    tid: u32,
+) {
     const UNITS_PER_ROW: u32 = (TILE_COLS / 8) as u32;
     let units = 8 * NT as u32 * UNITS_PER_ROW;
     let mut u = tid;
@@ -291,12 +332,20 @@ unsafe fn stage_activations<const NT: usize>(s_x: u32, args: GemmArgs, k: u32, n
             let dst = s_x + (row * X_STRIDE as u32 + unit * 8) * 2;
             let inside = n < args.n && kc < k;
             if args.x_vector_loads != 0 {
-                let src = if inside { args.x.add(n as usize * k as usize + kc as usize) } else { args.x };
+                let src = if inside {
+                    args.x.add(n as usize * k as usize + kc as usize)
+                } else {
+                    args.x
+                };
                 cp_async_16(dst, src as *const u8, if inside { 16 } else { 0 });
             } else {
                 let mut e = 0;
                 while e < 8 {
-                    let v = if inside && kc + e < k { ld_nc_u16(args.x.add(n as usize * k as usize + (kc + e) as usize)) } else { 0 };
+                    let v = if inside && kc + e < k {
+                        ld_nc_u16(args.x.add(n as usize * k as usize + (kc + e) as usize))
+                    } else {
+                        0
+                    };
                     st_shared_u16(dst + 2 * e, v as u16);
                     e += 1;
                 }
@@ -348,7 +397,15 @@ macro_rules! zipgemm_entry {
                 cols,
                 col_tiles,
             };
-            let args = GemmArgs { x, n, x_vector_loads, y, y32, store, tiles_per_split };
+            let args = GemmArgs {
+                x,
+                n,
+                x_vector_loads,
+                y,
+                y32,
+                store,
+                tiles_per_split,
+            };
             let s_base = crate::ptx::shared_memory::<{ smem_bytes($nt) }>();
             // SAFETY: forwarded from the caller.
             unsafe { zipgemm::<$nt>(view, args, s_base) }

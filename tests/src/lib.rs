@@ -34,3 +34,21 @@ pub fn gpu_or_skip(test: &str) -> Option<Gpu> {
 }
 
 pub mod data;
+
+/// Loads cuBLAS for `gpu`, or reports why cuBLAS tests are skipped.
+///
+/// A machine with a GPU but no cuBLAS skips (cuBLAS is only the baseline),
+/// unless [`REQUIRE_GPU_ENV`] is `1`, where it fails like a missing GPU.
+pub fn cublas_or_skip<'gpu>(gpu: &'gpu Gpu, test: &str) -> Option<zipserv::gpu::Cublas<'gpu>> {
+    match zipserv::gpu::Cublas::new(gpu) {
+        Ok(blas) => Some(blas),
+        Err(e @ Error::CublasUnavailable { .. }) => {
+            if std::env::var(REQUIRE_GPU_ENV).as_deref() == Ok("1") {
+                panic!("{test}: {REQUIRE_GPU_ENV}=1 but {e}");
+            }
+            println!("{test}: skipped: {e}");
+            None
+        }
+        Err(e) => panic!("{test}: cuBLAS initialisation failed: {e}"),
+    }
+}

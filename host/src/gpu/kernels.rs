@@ -89,7 +89,8 @@ pub fn decompress(
         .div_ceil(DECOMPRESS_WARPS as usize)
         .min(gpu.info().multiprocessors as usize * 16) as u32;
     let out_ptr = out.as_device_ptr();
-    let vector_stores = u32::from(w.cols() % 8 == 0 && out_ptr.as_raw() % 16 == 0);
+    let vector_stores =
+        u32::from(w.cols().is_multiple_of(8) && out_ptr.as_raw().is_multiple_of(16));
     let module = gpu.module();
     // SAFETY: the matrix was validated before upload; `out` holds rows × cols
     // elements (checked above); block size matches DECOMPRESS_WARPS.
@@ -196,7 +197,7 @@ fn launch_gemm(
 ) -> Result<()> {
     let (m, k) = (w.rows(), w.cols());
     let x_ptr = x.as_device_ptr();
-    let x_vector_loads = u32::from(k % 8 == 0 && x_ptr.as_raw() % 16 == 0);
+    let x_vector_loads = u32::from(k.is_multiple_of(8) && x_ptr.as_raw().is_multiple_of(16));
     let chunk = if n <= 8 {
         8
     } else if n <= 16 {

@@ -1,9 +1,11 @@
 //! The device side: one CUDA context, the embedded kernel module and a stream.
 
+pub mod cublas;
 mod demo;
 mod kernels;
 mod weights;
 
+pub use cublas::{BlasOutput, Cublas, CublasStatus};
 pub use demo::run_demo_mma;
 pub use kernels::{GemmOutput, GemmWorkspace, MAX_FUSED_N, SplitK, decompress, zipgemm};
 pub use weights::DeviceWeights;
