@@ -11,7 +11,8 @@
 //!   markdown table;
 //! - [`run_benchmark`]: runs a list of [`Case`]s (e.g. [`llama3_8b_sweep`])
 //!   through a caller's closure, printing a live table;
-//! - [`cublas_only_case`]: the closure for the cuBLAS baseline alone.
+//! - [`FullBench`]: ZipGEMM, decompress + cuBLAS and cuBLAS for one case;
+//! - [`cublas_only_case`]: the cuBLAS baseline alone.
 //!
 //! See `docs/BENCHMARKING.md` for the method.
 
@@ -24,6 +25,7 @@ mod runner;
 mod sweep;
 mod table;
 mod timing;
+mod zipserv_case;
 
 pub use bandwidth::{COPY_BYTES, copy_bandwidth, copy_bandwidth_with, gbps};
 pub use cublas_case::cublas_only_case;
@@ -36,3 +38,4 @@ pub use runner::run_benchmark;
 pub use sweep::{Case, LLAMA3_8B_LAYERS, Layer, SWEEP_N, llama3_8b_sweep};
 pub use table::{live_header, live_line};
 pub use timing::{Timing, TimingOptions, time_op, time_op_batched};
+pub use zipserv_case::FullBench;

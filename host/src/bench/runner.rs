@@ -40,7 +40,13 @@ where
     out.flush().map_err(io)?;
     for case in cases {
         let row = run_case(case)?;
-        let got = [row.m, row.k, row.n, row.split_k];
+        // split_k 0 asks for the automatic choice, which the row reports.
+        let got = [
+            row.m,
+            row.k,
+            row.n,
+            if case.split_k == 0 { 0 } else { row.split_k },
+        ];
         let want = [case.m, case.k, case.n, case.split_k];
         if got != want {
             return Err(Error::ShapeMismatch {

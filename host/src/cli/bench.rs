@@ -1,13 +1,11 @@
-//! `zipserv bench`: time one GEMM shape, or the Llama-3-8B sweep, and write
-//! the record under `--out`. For now only the cuBLAS baseline runs; the
-//! zipgemm and decompress + cuBLAS paths join it once their kernels land.
+//! `zipserv bench`: time one GEMM shape (the paper's `test_mm M K N SplitK`),
+//! or the Llama-3-8B sweep, for ZipGEMM, decompress + cuBLAS and cuBLAS, and
+//! write the record under `--out`.
 
 use std::io::Write;
 use std::path::PathBuf;
 
-use zipserv::bench::{
-    BenchRecord, Case, TimingOptions, cublas_only_case, llama3_8b_sweep, run_benchmark,
-};
+use zipserv::bench::{BenchRecord, Case, FullBench, TimingOptions, llama3_8b_sweep, run_benchmark};
 use zipserv::gpu::{Cublas, Gpu};
 use zipserv::{Error, Result};
 
@@ -26,8 +24,9 @@ pub struct BenchArgs {
     /// Run the Llama-3-8B layer shapes at N = 1 … 256 instead of one case.
     #[arg(long)]
     pub sweep: bool,
-    /// Split-K factor of the zipgemm kernel.
-    #[arg(long, default_value_t = 1)]
+    /// K slices of the ZipGEMM kernel; 0 chooses from the shape and the
+    /// number of multiprocessors.
+    #[arg(long, default_value_t = 0)]
     pub split_k: usize,
     /// Timed iterations per path (the median is reported).
     #[arg(long, default_value_t = 100)]
@@ -53,7 +52,7 @@ impl BenchArgs {
                 Ok(value)
             }
         };
-        let split_k = positive("--split-k", self.split_k)?;
+        let split_k = self.split_k;
         if self.sweep {
             return Ok(llama3_8b_sweep(split_k));
         }
@@ -87,9 +86,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let blas = Cublas::new(&gpu)?;
     let record = BenchRecord::detect(&gpu)?;
     let mut stdout = std::io::stdout().lock();
-    let record = run_benchmark(record, &cases, &mut stdout, |case| {
-        cublas_only_case(&gpu, &blas, case, timing)
-    })?;
+    let mut bench = FullBench::new(&gpu, &blas, timing);
+    let record = run_benchmark(record, &cases, &mut stdout, |case| bench.run(case))?;
     let (json, md) = record.write(&args.out)?;
     writeln!(stdout, "wrote {} and {}", json.display(), md.display()).map_err(|source| Error::Io {
         what: "stdout".into(),
