@@ -18,6 +18,10 @@ pub enum Error {
         source: cust::error::CudaError,
     },
 
+    /// A raw CUDA driver call (one `cust` does not wrap) failed.
+    #[error("CUDA error in {call}: driver status {code}")]
+    Driver { call: &'static str, code: i32 },
+
     /// A result computed on the GPU differs from its CPU reference.
     #[error("GPU result mismatch: {0}")]
     Mismatch(String),

@@ -152,6 +152,19 @@ pub fn prmt(a: u32, b: u32, sel: u32) -> u32 {
     r
 }
 
+core::arch::global_asm!(".extern .shared .align 16 .b8 zipserv_dynamic_smem[];");
+
+/// Address (shared window) of the block's dynamic shared memory, whose size
+/// is set at launch. Module-level `.extern .shared` (PTX ISA §5.1.5) because
+/// Rust statics carry no address space.
+#[inline(always)]
+pub fn dynamic_shared_memory() -> u32 {
+    let r: u32;
+    // SAFETY: reads the address of a module-level symbol.
+    unsafe { asm!("mov.u32 {r}, zipserv_dynamic_smem;", r = out(reg32) r, options(pure, nomem, nostack)) }
+    r
+}
+
 /// Declares a block's static shared memory of `BYTES` bytes and returns its
 /// 32-bit shared-window address. Rust has no address-space qualifier for
 /// statics, so the `.shared` variable is declared in the kernel's own scope
@@ -473,6 +486,13 @@ pub fn block_idx() -> (u32, u32, u32) {
     }
 }
 
+/// Grid size along y.
+#[inline(always)]
+pub fn grid_dim_y() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { core::arch::nvptx::_grid_dim_y() }
+}
+
 /// Grid size along x.
 #[inline(always)]
 pub fn grid_dim_x() -> u32 {
@@ -506,5 +526,39 @@ pub unsafe fn ld_shared_u8(addr: u32) -> u32 {
     unsafe {
         asm!("ld.shared.u8 {r}, [{a}];", r = out(reg32) r, a = in(reg32) addr, options(readonly, nostack, preserves_flags))
     }
+    r
+}
+
+/// Orders this thread's earlier memory accesses before its later ones for
+/// every thread of the GPU (`fence.acq_rel.gpu`, PTX ISA §9.7.13.4): the
+/// split-K partial sums are published before the arrival counter moves.
+#[inline(always)]
+pub fn fence_gpu() {
+    // SAFETY: a fence has no operands.
+    unsafe { asm!("fence.acq_rel.gpu;", options(nostack)) }
+}
+
+/// Atomic add on a global u32 returning the old value (`atom.global.add.u32`).
+///
+/// # Safety
+/// `p` is a 4-byte aligned global address of a writable u32.
+#[inline(always)]
+pub unsafe fn atom_add_u32(p: *mut u32, v: u32) -> u32 {
+    let r: u32;
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("atom.global.add.u32 {r}, [{p}], {v};", r = out(reg32) r, p = in(reg64) p, v = in(reg32) v, options(nostack)) }
+    r
+}
+
+/// Global f32 load from L2, skipping L1 (`ld.global.cg.f32`): reads data
+/// other multiprocessors wrote during this kernel, which L1 may hold stale.
+///
+/// # Safety
+/// `p` is a 4-byte aligned readable global address.
+#[inline(always)]
+pub unsafe fn ld_cg_f32(p: *const f32) -> f32 {
+    let r: f32;
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("ld.global.cg.f32 {r}, [{p}];", r = out(reg32) r, p = in(reg64) p, options(readonly, nostack, preserves_flags)) }
     r
 }

@@ -16,7 +16,6 @@ const EXPECTED_KERNELS: &[&str] = &[
     "zipserv_gemm_n8",
     "zipserv_gemm_n16",
     "zipserv_gemm_n32",
-    "zipserv_f32_to_bf16",
 ];
 
 /// Set to `1` in CI, where ptxas must be found (scripts/fetch-ptxas.sh).

@@ -2,22 +2,16 @@
 //! checked before anything reaches the GPU.
 
 use cust::launch;
+use cust::module::Module;
 use cust::memory::{DeviceBuffer, DevicePointer, DeviceSlice};
 use cust::stream::Stream;
 use half::bf16;
 use zipserv_kernels::format::{TILE_COLS, TILE_ROWS, tiles_for};
-use zipserv_kernels::launch::{
-    CONVERT_THREADS, DECOMPRESS_WARPS, GEMM_WARPS, STORE_BF16, STORE_F32, STORE_F32_ATOMIC,
-};
+use zipserv_kernels::launch::{DECOMPRESS_WARPS, GEMM_NT, GEMM_WARPS, STORE_BF16, STORE_F32, gemm_smem_bytes};
 
 use super::Gpu;
 use super::weights::DeviceWeights;
 use crate::error::{CudaContext, Error, Result, Shape};
-
-/// Largest activation chunk one ZipGEMM launch covers along N; larger N is
-/// split across grid z (each chunk re-reads the weights, so large batches are
-/// better served by decompress + cuBLAS).
-pub const MAX_FUSED_N: usize = 32;
 
 /// Where ZipGEMM writes `Y` (N × M, row-major).
 pub enum GemmOutput<'a> {
@@ -25,11 +19,12 @@ pub enum GemmOutput<'a> {
     F32(&'a mut DeviceSlice<f32>),
 }
 
-/// Scratch memory for split-K with BF16 output (f32 partial sums). Keep one
-/// per stream and reuse it: it grows on demand and is never shrunk.
+/// Scratch memory for split K: f32 partial sums and arrival counters. Keep
+/// one per stream and reuse it: it grows on demand and is never shrunk.
 #[derive(Default)]
 pub struct GemmWorkspace {
     partial: Option<DeviceBuffer<f32>>,
+    counters: Option<DeviceBuffer<u32>>,
 }
 
 /// The split of K chosen for a launch.
@@ -116,8 +111,8 @@ pub fn decompress(
 
 /// `Y[n×M] = X[n×K] · Wᵀ` with `W` compressed (M × K), `X` BF16 row-major,
 /// FP32 accumulation; asynchronous on `stream`. `split_k` overrides the
-/// automatic choice of K slices. `workspace` is only used for split K with
-/// BF16 output.
+/// automatic choice of K slices. `workspace` holds the split-K partial sums;
+/// use one workspace per stream (launches sharing one must not overlap).
 #[allow(clippy::too_many_arguments)]
 pub fn zipgemm(
     gpu: &Gpu,
@@ -131,98 +126,45 @@ pub fn zipgemm(
 ) -> Result<()> {
     let (m, k) = (w.rows(), w.cols());
     if n == 0 {
-        return Err(Error::ShapeMismatch {
-            what: "activations",
-            expected: Shape(vec![1, k]),
-            got: Shape(vec![0, k]),
-        });
+        return Err(Error::ShapeMismatch { what: "activations", expected: Shape(vec![1, k]), got: Shape(vec![0, k]) });
     }
     check_len("activations", x.len(), n, k)?;
-    match &out {
-        GemmOutput::Bf16(y) => check_len("output", y.len(), n, m)?,
-        GemmOutput::F32(y) => check_len("output", y.len(), n, m)?,
-    }
-    if u32::try_from(n * m.max(k)).is_err() {
-        return Err(Error::Unsupported(format!(
-            "{n} x {m} x {k} exceeds 32-bit indexing"
-        )));
-    }
-    let split = SplitK::choose(m, k, gpu.info().multiprocessors, split_k);
-
-    let (y, y32, store): (DevicePointer<bf16>, DevicePointer<f32>, u32) = match out {
-        GemmOutput::Bf16(y) if split.slices == 1 => {
+    let (y, y32, store) = match out {
+        GemmOutput::Bf16(y) => {
+            check_len("output", y.len(), n, m)?;
             (y.as_device_ptr(), DevicePointer::null(), STORE_BF16)
         }
-        GemmOutput::F32(y) if split.slices == 1 => {
+        GemmOutput::F32(y) => {
+            check_len("output", y.len(), n, m)?;
             (DevicePointer::null(), y.as_device_ptr(), STORE_F32)
         }
-        GemmOutput::F32(y) => {
-            // SAFETY: y is a live allocation of at least n × m f32.
-            unsafe { y.set_32_async(0, stream) }.cuda("cuMemsetD32Async")?;
-            (DevicePointer::null(), y.as_device_ptr(), STORE_F32_ATOMIC)
-        }
-        GemmOutput::Bf16(y) => {
-            let partial = workspace.partial_for(n * m)?;
-            // SAFETY: the workspace holds at least n × m f32.
-            unsafe { partial.set_32_async(0, stream) }.cuda("cuMemsetD32Async")?;
-            let partial_ptr = partial.as_device_ptr();
-            launch_gemm(
-                gpu,
-                stream,
-                w,
-                x,
-                n,
-                DevicePointer::null(),
-                partial_ptr,
-                STORE_F32_ATOMIC,
-                split,
-            )?;
-            return convert_to_bf16(gpu, stream, partial_ptr, y, n * m);
-        }
     };
-    launch_gemm(gpu, stream, w, x, n, y, y32, store, split)
-}
+    let split = SplitK::choose(m, k, gpu.info().multiprocessors, split_k);
+    if u32::try_from(split.slices as usize * n * m.max(k)).is_err() {
+        return Err(Error::Unsupported(format!("{n} x {m} x {k} with {} K slices exceeds 32-bit indexing", split.slices)));
+    }
 
-#[allow(clippy::too_many_arguments)]
-fn launch_gemm(
-    gpu: &Gpu,
-    stream: &Stream,
-    w: &DeviceWeights,
-    x: &DeviceSlice<bf16>,
-    n: usize,
-    y: DevicePointer<bf16>,
-    y32: DevicePointer<f32>,
-    store: u32,
-    split: SplitK,
-) -> Result<()> {
-    let (m, k) = (w.rows(), w.cols());
     let x_ptr = x.as_device_ptr();
     let x_vector_loads = u32::from(k.is_multiple_of(8) && x_ptr.as_raw().is_multiple_of(16));
-    let chunk = if n <= 8 {
-        8
-    } else if n <= 16 {
-        16
-    } else {
-        MAX_FUSED_N
-    };
+    let variant = GemmVariant::for_n(n);
     let grid = (
         tiles_for(m, TILE_ROWS).div_ceil(GEMM_WARPS as usize) as u32,
         split.slices,
-        n.div_ceil(chunk) as u32,
+        n.div_ceil(8 * variant.nt) as u32,
     );
-    let function = match chunk {
-        8 => "zipserv_gemm_n8",
-        16 => "zipserv_gemm_n16",
-        _ => "zipserv_gemm_n32",
+    let (partial, counters) = if split.slices > 1 {
+        workspace.reserve(split.slices as usize * n * m, (grid.0 * grid.2) as usize)?
+    } else {
+        (DevicePointer::null(), DevicePointer::null())
     };
-    let function = gpu
-        .module()
-        .get_function(function)
-        .cuda("cuModuleGetFunction")?;
-    // SAFETY: shapes and buffer sizes were checked by `zipgemm`; the matrix
-    // was validated before upload; block size matches GEMM_WARPS.
+    let function = gpu.module().get_function(variant.name).cuda("cuModuleGetFunction")?;
+    let smem = gemm_smem_bytes(variant.nt) as u32;
+    // SAFETY: shapes and buffer sizes were checked above; the matrix was
+    // validated before upload; the workspace holds slices × n × m partial
+    // sums and zeroed counters for every (x, z) block position; block size
+    // and dynamic shared memory match the kernel's layout.
     unsafe {
-        launch!(function<<<grid, 32 * GEMM_WARPS, 0, stream>>>(
+        launch!(function<<<grid, 32 * GEMM_WARPS, smem, stream>>>(
             w.tiles.as_device_ptr(),
             w.exception_starts.as_device_ptr(),
             w.exceptions.as_device_ptr(),
@@ -239,35 +181,67 @@ fn launch_gemm(
             y,
             y32,
             store,
-            split.tiles_per_slice
+            split.tiles_per_slice,
+            partial,
+            counters
         ))
     }
     .cuda("cuLaunchKernel(zipserv_gemm)")
 }
 
-fn convert_to_bf16(
-    gpu: &Gpu,
-    stream: &Stream,
-    src: DevicePointer<f32>,
-    dst: &mut DeviceSlice<bf16>,
-    len: usize,
-) -> Result<()> {
-    let blocks = len
-        .div_ceil(CONVERT_THREADS as usize)
-        .min(gpu.info().multiprocessors as usize * 8) as u32;
-    let module = gpu.module();
-    let dst = dst.as_device_ptr();
-    // SAFETY: src and dst hold at least len elements (checked by the caller).
-    unsafe { launch!(module.zipserv_f32_to_bf16<<<blocks, CONVERT_THREADS, 0, stream>>>(src, dst, len as u32)) }
-        .cuda("cuLaunchKernel(zipserv_f32_to_bf16)")
+/// One compiled ZipGEMM variant: `nt` n-tiles of 8 activation rows.
+struct GemmVariant {
+    name: &'static str,
+    nt: usize,
+}
+
+impl GemmVariant {
+    const ALL: [GemmVariant; 3] = [
+        GemmVariant { name: "zipserv_gemm_n8", nt: GEMM_NT[0] },
+        GemmVariant { name: "zipserv_gemm_n16", nt: GEMM_NT[1] },
+        GemmVariant { name: "zipserv_gemm_n32", nt: GEMM_NT[2] },
+    ];
+
+    /// The smallest variant covering `n` rows, or the widest for larger n
+    /// (grid z then takes chunks of 32 rows).
+    fn for_n(n: usize) -> &'static GemmVariant {
+        Self::ALL.iter().find(|v| n <= 8 * v.nt).unwrap_or(&Self::ALL[2])
+    }
+}
+
+/// Lets every ZipGEMM variant use the dynamic shared memory its layout
+/// needs (beyond the default 48 KB a block gets without asking).
+pub(crate) fn allow_gemm_shared_memory(module: &Module) -> Result<()> {
+    for variant in &GemmVariant::ALL {
+        let function = module.get_function(variant.name).cuda("cuModuleGetFunction")?;
+        // SAFETY: a valid function handle and a plain integer attribute.
+        let code = unsafe {
+            cust::sys::cuFuncSetAttribute(
+                function.to_raw(),
+                cust::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                gemm_smem_bytes(variant.nt) as i32,
+            )
+        };
+        if code != cust::sys::cudaError_enum::CUDA_SUCCESS {
+            return Err(Error::Driver { call: "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)", code: code as i32 });
+        }
+    }
+    Ok(())
 }
 
 impl GemmWorkspace {
-    fn partial_for(&mut self, len: usize) -> Result<&mut DeviceBuffer<f32>> {
-        if self.partial.as_ref().is_none_or(|b| b.len() < len) {
-            // SAFETY: every element is zeroed before use (memset in zipgemm).
-            self.partial = Some(unsafe { DeviceBuffer::uninitialized(len) }.cuda("cuMemAlloc")?);
+    /// Device pointers to at least `partial_len` f32 and `counters` zeroed
+    /// u32, growing the buffers if needed.
+    fn reserve(&mut self, partial_len: usize, counters: usize) -> Result<(DevicePointer<f32>, DevicePointer<u32>)> {
+        if self.partial.as_ref().is_none_or(|b| b.len() < partial_len) {
+            // SAFETY: every element a launch reads was written earlier in the
+            // same launch (each slice writes its partial sums first).
+            self.partial = Some(unsafe { DeviceBuffer::uninitialized(partial_len) }.cuda("cuMemAlloc")?);
         }
-        Ok(self.partial.as_mut().unwrap())
+        if self.counters.as_ref().is_none_or(|b| b.len() < counters) {
+            // Zeroed once; each launch leaves them zero again.
+            self.counters = Some(DeviceBuffer::zeroed(counters).cuda("cuMemAlloc")?);
+        }
+        Ok((self.partial.as_ref().unwrap().as_device_ptr(), self.counters.as_ref().unwrap().as_device_ptr()))
     }
 }

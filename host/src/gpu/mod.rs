@@ -7,7 +7,7 @@ mod weights;
 
 pub use cublas::{BlasOutput, Cublas, CublasStatus};
 pub use demo::run_demo_mma;
-pub use kernels::{GemmOutput, GemmWorkspace, MAX_FUSED_N, SplitK, decompress, zipgemm};
+pub use kernels::{GemmOutput, GemmWorkspace, SplitK, decompress, zipgemm};
 pub use weights::DeviceWeights;
 
 use cust::CudaFlags;
@@ -65,6 +65,7 @@ impl Gpu {
         let context = Context::new(device).cuda("cuDevicePrimaryCtxRetain")?;
         let info = device_info(device)?;
         let module = Module::from_ptx(PTX, &[]).cuda("cuModuleLoadData")?;
+        kernels::allow_gemm_shared_memory(&module)?;
         let stream = Stream::new(StreamFlags::NON_BLOCKING, None).cuda("cuStreamCreate")?;
         Ok(Self {
             module,
