@@ -562,3 +562,24 @@ pub unsafe fn ld_cg_f32(p: *const f32) -> f32 {
     unsafe { asm!("ld.global.cg.f32 {r}, [{p}];", r = out(reg32) r, p = in(reg64) p, options(readonly, nostack, preserves_flags)) }
     r
 }
+
+/// Atomic OR on a shared-memory word (`atom.shared.or.b32`): lanes post
+/// exception bits into another lane's slot mask.
+///
+/// # Safety
+/// `addr` is a 4-byte aligned address inside this block's shared memory.
+#[inline(always)]
+pub unsafe fn atom_or_shared(addr: u32, v: u32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("red.shared.or.b32 [{a}], {v};", a = in(reg32) addr, v = in(reg32) v, options(nostack, preserves_flags)) }
+}
+
+/// Shared-memory byte store.
+///
+/// # Safety
+/// `addr` is inside this block's shared memory.
+#[inline(always)]
+pub unsafe fn st_shared_u8(addr: u32, v: u32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("st.shared.u8 [{a}], {v};", a = in(reg32) addr, v = in(reg32) v, options(nostack, preserves_flags)) }
+}

@@ -14,7 +14,7 @@ use super::timing::{TimingOptions, time_op_batched};
 use crate::codec::CompressedMatrix;
 use crate::error::{CudaContext, Error, Result};
 use crate::gpu::{
-    Cublas, DeviceWeights, GemmOutput, GemmWorkspace, Gpu, SplitK, decompress, zipgemm,
+    Cublas, DeviceWeights, GemmOutput, GemmWorkspace, Gpu, decompress, zipgemm,
 };
 use crate::rng::SplitMix64;
 
@@ -67,7 +67,7 @@ impl<'a> FullBench<'a> {
             ratio,
         } = self.layers.get_mut(&(m, k)).expect("inserted above");
         let requested = (split_k > 0).then_some(split_k as u32);
-        let split = SplitK::choose(m, k, gpu.info().multiprocessors, requested);
+        let split = gpu.gemm_split(m, k, n, requested);
 
         let mut rng = SplitMix64::new(0xA11CE ^ n as u64);
         let x: Vec<bf16> = (0..n * k)

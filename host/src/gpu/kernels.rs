@@ -1,6 +1,7 @@
 //! Launches of the compressed-matrix kernels, with every shape and size
 //! checked before anything reaches the GPU.
 
+use cust::function::BlockSize;
 use cust::launch;
 use cust::module::Module;
 use cust::memory::{DeviceBuffer, DevicePointer, DeviceSlice};
@@ -37,24 +38,21 @@ pub struct SplitK {
 }
 
 impl SplitK {
-    /// `requested` slices (clamped to 1..=col_tiles), or, if `None`, enough
-    /// slices that the grid holds about 12 warps per multiprocessor (at 94
-    /// registers about 20 fit; on an H200, 28672×4096 ran 8% faster with one
-    /// slice (14 warps/SM) than with two, and 4096×14336 4× faster with nine
-    /// than with one).
-    pub fn choose(rows: usize, cols: usize, multiprocessors: u32, requested: Option<u32>) -> Self {
-        let row_tiles = tiles_for(rows, TILE_ROWS) as u64;
-        let col_tiles = tiles_for(cols, TILE_COLS) as u64;
+    /// `requested` slices (clamped to 1..=col_tiles), or, if `None`, as many
+    /// slices as still fit the whole grid into one wave of resident blocks
+    /// (`blocks_per_wave`): a second, partial wave left most of the GPU idle
+    /// (up to 2× slower on an H200), while more slices shorten each warp's
+    /// run and add partial sums.
+    pub fn choose(rows: usize, cols: usize, n_chunks: usize, blocks_per_wave: usize, requested: Option<u32>) -> Self {
+        let row_groups = tiles_for(rows, TILE_ROWS).div_ceil(GEMM_WARPS as usize) * n_chunks.max(1);
+        let col_tiles = tiles_for(cols, TILE_COLS);
         let wanted = match requested {
-            Some(s) => u64::from(s),
-            None => (u64::from(multiprocessors) * 12).div_ceil(row_tiles),
+            Some(s) => s as usize,
+            None => blocks_per_wave / row_groups,
         };
         let wanted = wanted.clamp(1, col_tiles);
         let tiles_per_slice = col_tiles.div_ceil(wanted);
-        Self {
-            slices: col_tiles.div_ceil(tiles_per_slice) as u32,
-            tiles_per_slice: tiles_per_slice as u32,
-        }
+        Self { slices: col_tiles.div_ceil(tiles_per_slice) as u32, tiles_per_slice: tiles_per_slice as u32 }
     }
 }
 
@@ -139,18 +137,19 @@ pub fn zipgemm(
             (DevicePointer::null(), y.as_device_ptr(), STORE_F32)
         }
     };
-    let split = SplitK::choose(m, k, gpu.info().multiprocessors, split_k);
+    let variant = GemmVariant::for_n(n);
+    let n_chunks = n.div_ceil(8 * variant.nt);
+    let split = gpu.gemm_split(m, k, n, split_k);
     if u32::try_from(split.slices as usize * n * m.max(k)).is_err() {
         return Err(Error::Unsupported(format!("{n} x {m} x {k} with {} K slices exceeds 32-bit indexing", split.slices)));
     }
 
     let x_ptr = x.as_device_ptr();
     let x_vector_loads = u32::from(k.is_multiple_of(8) && x_ptr.as_raw().is_multiple_of(16));
-    let variant = GemmVariant::for_n(n);
     let grid = (
         tiles_for(m, TILE_ROWS).div_ceil(GEMM_WARPS as usize) as u32,
         split.slices,
-        n.div_ceil(8 * variant.nt) as u32,
+        n_chunks as u32,
     );
     let (partial, counters) = if split.slices > 1 {
         workspace.reserve(split.slices as usize * n * m, (grid.0 * grid.2) as usize)?
@@ -190,43 +189,50 @@ pub fn zipgemm(
 }
 
 /// One compiled ZipGEMM variant: `nt` n-tiles of 8 activation rows.
-struct GemmVariant {
-    name: &'static str,
-    nt: usize,
+pub(crate) struct GemmVariant {
+    pub(crate) name: &'static str,
+    pub(crate) nt: usize,
+    pub(crate) index: usize,
 }
 
 impl GemmVariant {
     const ALL: [GemmVariant; 3] = [
-        GemmVariant { name: "zipserv_gemm_n8", nt: GEMM_NT[0] },
-        GemmVariant { name: "zipserv_gemm_n16", nt: GEMM_NT[1] },
-        GemmVariant { name: "zipserv_gemm_n32", nt: GEMM_NT[2] },
+        GemmVariant { name: "zipserv_gemm_n8", nt: GEMM_NT[0], index: 0 },
+        GemmVariant { name: "zipserv_gemm_n16", nt: GEMM_NT[1], index: 1 },
+        GemmVariant { name: "zipserv_gemm_n32", nt: GEMM_NT[2], index: 2 },
     ];
 
     /// The smallest variant covering `n` rows, or the widest for larger n
     /// (grid z then takes chunks of 32 rows).
-    fn for_n(n: usize) -> &'static GemmVariant {
+    pub(crate) fn for_n(n: usize) -> &'static GemmVariant {
         Self::ALL.iter().find(|v| n <= 8 * v.nt).unwrap_or(&Self::ALL[2])
     }
 }
 
 /// Lets every ZipGEMM variant use the dynamic shared memory its layout
-/// needs (beyond the default 48 KB a block gets without asking).
-pub(crate) fn allow_gemm_shared_memory(module: &Module) -> Result<()> {
-    for variant in &GemmVariant::ALL {
+/// needs, and returns how many blocks of each fit on one multiprocessor.
+pub(crate) fn prepare_gemm(module: &Module) -> Result<[u32; 3]> {
+    let mut blocks = [0u32; 3];
+    for (variant, blocks) in GemmVariant::ALL.iter().zip(&mut blocks) {
         let function = module.get_function(variant.name).cuda("cuModuleGetFunction")?;
+        let smem = gemm_smem_bytes(variant.nt);
         // SAFETY: a valid function handle and a plain integer attribute.
         let code = unsafe {
             cust::sys::cuFuncSetAttribute(
                 function.to_raw(),
                 cust::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                gemm_smem_bytes(variant.nt) as i32,
+                smem as i32,
             )
         };
         if code != cust::sys::cudaError_enum::CUDA_SUCCESS {
             return Err(Error::Driver { call: "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)", code: code as i32 });
         }
+        *blocks = function
+            .max_active_blocks_per_multiprocessor(BlockSize::x(32 * GEMM_WARPS), smem)
+            .cuda("cuOccupancyMaxActiveBlocksPerMultiprocessor")?
+            .max(1);
     }
-    Ok(())
+    Ok(blocks)
 }
 
 impl GemmWorkspace {

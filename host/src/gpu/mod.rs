@@ -44,6 +44,8 @@ pub struct Gpu {
     module: Module,
     stream: Stream,
     info: DeviceInfo,
+    /// Resident blocks per multiprocessor of each ZipGEMM variant.
+    gemm_blocks_per_sm: [u32; 3],
     _context: Context,
 }
 
@@ -65,12 +67,13 @@ impl Gpu {
         let context = Context::new(device).cuda("cuDevicePrimaryCtxRetain")?;
         let info = device_info(device)?;
         let module = Module::from_ptx(PTX, &[]).cuda("cuModuleLoadData")?;
-        kernels::allow_gemm_shared_memory(&module)?;
+        let gemm_blocks_per_sm = kernels::prepare_gemm(&module)?;
         let stream = Stream::new(StreamFlags::NON_BLOCKING, None).cuda("cuStreamCreate")?;
         Ok(Self {
             module,
             stream,
             info,
+            gemm_blocks_per_sm,
             _context: context,
         })
     }
@@ -85,6 +88,18 @@ impl Gpu {
 
     pub fn stream(&self) -> &Stream {
         &self.stream
+    }
+
+    /// Blocks of ZipGEMM variant `index` that run at once on the whole GPU.
+    pub(crate) fn gemm_blocks_per_wave(&self, index: usize) -> usize {
+        self.gemm_blocks_per_sm[index] as usize * self.info.multiprocessors as usize
+    }
+
+    /// The K split ZipGEMM would use for an `m × k` matrix and `n`
+    /// activation rows (`requested`: an explicit number of slices).
+    pub fn gemm_split(&self, m: usize, k: usize, n: usize, requested: Option<u32>) -> SplitK {
+        let variant = kernels::GemmVariant::for_n(n);
+        SplitK::choose(m, k, n.div_ceil(8 * variant.nt), self.gemm_blocks_per_wave(variant.index), requested)
     }
 
     /// Waits for all work on the stream and surfaces any asynchronous error.
