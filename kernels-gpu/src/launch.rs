@@ -2,7 +2,7 @@
 //! them, so block sizes, shared-memory layouts and output modes are defined
 //! once.
 
-use crate::format::{LANE_WEIGHTS, LANES, TILE_COLS};
+use crate::format::{LANE_PAIRS, LANES, TILE_COLS};
 
 /// Warps per block of `zipserv_decompress`; each warp takes whole tiles.
 pub const DECOMPRESS_WARPS: u32 = 4;
@@ -18,10 +18,8 @@ pub const GEMM_X_STAGES: usize = 2;
 /// The exception table, padded to 32 entries (and to 128 bytes so what
 /// follows stays aligned).
 pub const GEMM_TABLE_BYTES: usize = 128;
-/// One warp's exception scratch: a 64-bit mask of exception slots per lane,
-/// then each lane's 64 exponent bytes (see `zipgemm`).
-pub const GEMM_PATCH_MASK_BYTES: usize = LANES * 8;
-pub const GEMM_PATCH_BYTES: usize = GEMM_PATCH_MASK_BYTES + LANES * LANE_WEIGHTS;
+/// One warp's decoded tile in fragment order (see `zipgemm`).
+pub const GEMM_A_STAGE_BYTES: usize = LANES * LANE_PAIRS * 4;
 /// Block-wide scratch words (the split-K arrival verdict).
 pub const GEMM_FLAG_BYTES: usize = 16;
 
@@ -31,12 +29,12 @@ pub const fn gemm_x_stage_bytes(nt: usize) -> usize {
 }
 
 /// Dynamic shared memory of a ZipGEMM block for chunks of `8 * nt` rows:
-/// table, flag, activation buffers, then each warp's exception scratch.
+/// table, flag, activation buffers, then each warp's A stage.
 pub const fn gemm_smem_bytes(nt: usize) -> usize {
     GEMM_TABLE_BYTES
         + GEMM_FLAG_BYTES
         + GEMM_X_STAGES * gemm_x_stage_bytes(nt)
-        + GEMM_WARPS as usize * GEMM_PATCH_BYTES
+        + GEMM_WARPS as usize * GEMM_A_STAGE_BYTES
 }
 
 /// The n-tiles (of 8 activation rows) a ZipGEMM kernel variant covers.
@@ -45,7 +43,7 @@ pub const GEMM_NT: [usize; 3] = [1, 2, 4];
 // Every region starts 16-byte aligned (cp.async and vector accesses).
 const _: () = assert!((GEMM_X_STRIDE * 2).is_multiple_of(16));
 const _: () = assert!((GEMM_TABLE_BYTES + GEMM_FLAG_BYTES).is_multiple_of(16));
-const _: () = assert!(GEMM_PATCH_BYTES.is_multiple_of(16));
+const _: () = assert!(GEMM_A_STAGE_BYTES.is_multiple_of(16));
 // Small enough for several blocks per multiprocessor on any sm_80+ part.
 const _: () = assert!(gemm_smem_bytes(4) <= 48 * 1024);
 

@@ -80,6 +80,25 @@ pub unsafe fn ldmatrix_x4(smem_row: u32) -> [u32; 4] {
     r
 }
 
+/// Two-matrix form of [`ldmatrix_x4`]: lanes 0..16 give the row addresses.
+///
+/// # Safety
+/// As [`ldmatrix_x4`].
+#[inline(always)]
+pub unsafe fn ldmatrix_x2(smem_row: u32) -> [u32; 2] {
+    let mut r = [0u32; 2];
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "ldmatrix.sync.aligned.m8n8.x2.shared.b16 {{{r0}, {r1}}}, [{p}];",
+            r0 = out(reg32) r[0], r1 = out(reg32) r[1],
+            p = in(reg32) smem_row,
+            options(readonly, nostack),
+        );
+    }
+    r
+}
+
 /// Asynchronous 16-byte copy global → shared that bypasses L1 (PTX ISA
 /// §9.7.9.25.3, `cp.async.cg`), zero-filling the bytes past `src_bytes`
 /// (0..=16). Lets a block stage the next activations while it computes;
@@ -561,25 +580,4 @@ pub unsafe fn ld_cg_f32(p: *const f32) -> f32 {
     // SAFETY: guaranteed by the caller.
     unsafe { asm!("ld.global.cg.f32 {r}, [{p}];", r = out(reg32) r, p = in(reg64) p, options(readonly, nostack, preserves_flags)) }
     r
-}
-
-/// Atomic OR on a shared-memory word (`atom.shared.or.b32`): lanes post
-/// exception bits into another lane's slot mask.
-///
-/// # Safety
-/// `addr` is a 4-byte aligned address inside this block's shared memory.
-#[inline(always)]
-pub unsafe fn atom_or_shared(addr: u32, v: u32) {
-    // SAFETY: guaranteed by the caller.
-    unsafe { asm!("red.shared.or.b32 [{a}], {v};", a = in(reg32) addr, v = in(reg32) v, options(nostack, preserves_flags)) }
-}
-
-/// Shared-memory byte store.
-///
-/// # Safety
-/// `addr` is inside this block's shared memory.
-#[inline(always)]
-pub unsafe fn st_shared_u8(addr: u32, v: u32) {
-    // SAFETY: guaranteed by the caller.
-    unsafe { asm!("st.shared.u8 [{a}], {v};", a = in(reg32) addr, v = in(reg32) v, options(nostack, preserves_flags)) }
 }

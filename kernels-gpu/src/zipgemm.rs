@@ -1,7 +1,8 @@
 //! ZipGEMM: `Y[N×M] = X[N×K] · W[M×K]ᵀ` with `W` compressed, FP32
 //! accumulation. Compressed weights go from global memory to registers and
-//! are decoded there, straight into `mma.m16n8k16` A fragments; decoded
-//! weights are never stored anywhere.
+//! are decoded there into `mma.m16n8k16` A fragments; decoded weights never
+//! reach global memory (they pass through a 4 KB per-warp shared-memory
+//! stage, where exceptions are patched).
 //!
 //! Grid: x = groups of [`GEMM_WARPS`] row tiles, y = split-K slice, z = chunk
 //! of `8 * NT` activation rows. Each warp owns one 16-row tile of `W` and
@@ -14,34 +15,36 @@
 //!            grids spilled into a second wave.)
 //!   stage  – `cp.async` copies the next activation chunk into the other
 //!            shared buffer while this one is used;
-//!   route  – each lane takes about one of the tile's exceptions and posts
-//!            its true exponent to the lane that holds the weight: a bit in
-//!            that lane's 64-bit slot mask and a byte in its slot table, in
-//!            shared memory;
-//!   decode – per k-step, four BF16 pairs (registers a0..a3); a lane whose
-//!            mask has bits in this k-step writes the posted exponents in
-//!            (rare: 8 weights per lane per k-step, ~1% exceptions). (The
-//!            version before parked the whole decoded tile in shared memory
-//!            and patched it there: 8 KB more shared-memory traffic per tile,
-//!            which limited N = 16–32.)
-//!   mma    – NT n-tiles per k-step, B fragments from the staged activations;
+//!   decode – 32 BF16 pairs per lane, one k-step's A fragment at a time,
+//!            parked in the warp's A stage in fragment order;
+//!   patch  – each lane fixes about one exception's exponent in the stage,
+//!            so the tensor cores see the exact weights; each k-step's A
+//!            fragment comes back with one 16-byte load. (Tried instead:
+//!            `(w_true − w_fast)·x` corrections with shared-memory atomics,
+//!            3–8× slower at N = 16–32; and routing exceptions to the lanes
+//!            that hold them to patch registers in place, 1.6× slower: some
+//!            lane of the warp has an exception in almost every k-step, so
+//!            the divergent patch ran every time.)
+//!   mma    – NT n-tiles per k-step, B fragments from the staged activations
+//!            with `ldmatrix` (one instruction per two n-tiles);
 //!   store  – one K slice: BF16 or f32 straight to `Y`. Several slices:
 //!            each block writes f32 partial sums to its slice of a
 //!            workspace, and the last block to arrive for an output tile
 //!            adds the slices in order and writes `Y` — one launch, and the
 //!            result does not depend on arrival order.
 
-use crate::decode::{base_pair, exception_entry, lane_pair};
-use crate::format::{EXC_FAR, LANE_WEIGHTS, LANES, TILE_COLS, TILE_ROWS, lane_slot};
+use crate::decode::{base_pair, exception_entry, lane_pair, patch_exponent};
+use crate::format::{EXC_FAR, LANES, TILE_COLS, TILE_ROWS, lane_slot};
 use crate::launch::{
-    GEMM_FLAG_BYTES, GEMM_PATCH_BYTES, GEMM_PATCH_MASK_BYTES, GEMM_TABLE_BYTES, GEMM_WARPS,
-    GEMM_X_STAGES, GEMM_X_STRIDE, STORE_BF16, gemm_x_stage_bytes,
+    GEMM_A_STAGE_BYTES, GEMM_FLAG_BYTES, GEMM_TABLE_BYTES, GEMM_WARPS, GEMM_X_STAGES,
+    GEMM_X_STRIDE, STORE_BF16, gemm_x_stage_bytes,
 };
 use crate::ptx::{
-    atom_add_u32, atom_or_shared, ballot, block_idx, cp_async_16, cp_async_commit, cp_async_wait,
+    atom_add_u32, ballot, block_idx, cp_async_16, cp_async_commit, cp_async_wait,
     dynamic_shared_memory, f32_to_bf16, fence_gpu, grid_dim_x, grid_dim_y, lane_id, lanemask_lt,
-    ld_cg_f32, ld_nc_u8, ld_nc_u16, ld_nc_u32, ld_shared_u8, ld_shared_u32, mma_bf16_16816,
-    shfl_idx, st_shared_u8, st_shared_u16, st_shared_u32, sync_threads, sync_warp, thread_idx,
+    ld_cg_f32, ld_nc_u8, ld_nc_u16, ld_nc_u32, ld_shared_u8, ld_shared_u16, ld_shared_u32,
+    ld_shared_v4, ldmatrix_x2, ldmatrix_x4, mma_bf16_16816, shfl_idx, st_shared_u16,
+    st_shared_u32, st_shared_v4, sync_threads, sync_warp, thread_idx,
 };
 use crate::tile::{LaneTile, MatrixView};
 
@@ -71,10 +74,9 @@ struct Smem {
     flag: u32,
     x0: u32,
     x_bytes: u32,
-    /// This warp's slot masks (lane `l`: two u32 at `8 * l`).
-    masks: u32,
-    /// This warp's posted exponents (lane `l`, slot `s`: byte `64 * l + s`).
-    exponents: u32,
+    /// This warp's A stage: chunk `j` (the A fragment of k-step `j`) of
+    /// lane `l` at byte `(j * 32 + l) * 16`.
+    a: u32,
 }
 
 impl Smem {
@@ -83,14 +85,12 @@ impl Smem {
         let base = dynamic_shared_memory();
         let x0 = base + (GEMM_TABLE_BYTES + GEMM_FLAG_BYTES) as u32;
         let x_bytes = gemm_x_stage_bytes(nt) as u32;
-        let masks = x0 + GEMM_X_STAGES as u32 * x_bytes + warp * GEMM_PATCH_BYTES as u32;
         Self {
             table: base,
             flag: base + GEMM_TABLE_BYTES as u32,
             x0,
             x_bytes,
-            masks,
-            exponents: masks + GEMM_PATCH_MASK_BYTES as u32,
+            a: x0 + GEMM_X_STAGES as u32 * x_bytes + warp * GEMM_A_STAGE_BYTES as u32,
         }
     }
 
@@ -152,12 +152,18 @@ unsafe fn fetch(view: &MatrixView, window: &mut StartsWindow, tile: u32, tile_co
     }
 }
 
-/// Posts every exception of the tile to the lane that holds its weight:
-/// one entry per lane, 32 at a time.
+/// Byte offset in the A stage of the weight at (row, col) of the tile.
 #[inline(always)]
-unsafe fn route_exceptions(view: &MatrixView, f: &Fetched, s: &Smem, lane: u32) {
-    // SAFETY: entries index the tile's range; addresses stay in this warp's
-    // patch scratch.
+fn a_stage_offset(row: usize, col: usize) -> u32 {
+    let (lane, pair, half) = lane_slot(row, col);
+    (((pair / 4) * LANES + lane) * 16 + (pair % 4) * 4 + half * 2) as u32
+}
+
+/// Writes the true exponent of each of the tile's exceptions into the
+/// warp's A stage: one entry per lane, 32 at a time.
+#[inline(always)]
+unsafe fn patch_exceptions(view: &MatrixView, f: &Fetched, s: &Smem, lane: u32) {
+    // SAFETY: entries index the tile's range; stage offsets stay in s.a.
     unsafe {
         let mut far_next = f.far_start;
         let mut first = 0;
@@ -174,10 +180,8 @@ unsafe fn route_exceptions(view: &MatrixView, f: &Fetched, s: &Smem, lane: u32) 
                 } else {
                     ld_shared_u8(s.table + index as u32)
                 };
-                let (owner, pair, half) = lane_slot(row, col);
-                let slot = (2 * pair + half) as u32;
-                st_shared_u8(s.exponents + owner as u32 * LANE_WEIGHTS as u32 + slot, exponent);
-                atom_or_shared(s.masks + owner as u32 * 8 + (slot / 32) * 4, 1 << (slot % 32));
+                let a = s.a + a_stage_offset(row, col);
+                st_shared_u16(a, patch_exponent(ld_shared_u16(a), exponent as u8));
             }
             far_next += far_mask.count_ones();
             first += LANES as u32;
@@ -188,28 +192,6 @@ unsafe fn route_exceptions(view: &MatrixView, f: &Fetched, s: &Smem, lane: u32) 
             entry = if i < f.count { ld_nc_u16(view.exceptions.add((f.start + i) as usize)) } else { 0 };
         }
     }
-}
-
-/// Writes posted exponents into a k-step's four pairs: `bits` has bit
-/// `2 * register + half` for each exception among them, `exponents` is the
-/// address of the k-step's eight posted bytes.
-#[inline(always)]
-fn patch_kstep(a: [u32; 4], mut bits: u32, exponents: u32) -> [u32; 4] {
-    let mut a = a;
-    while bits != 0 {
-        let b = bits.trailing_zeros();
-        bits &= bits - 1;
-        // SAFETY: the address is inside the warp's patch scratch.
-        let exponent = unsafe { ld_shared_u8(exponents + b) };
-        let shift = 16 * (b % 2);
-        let clear = !(0x7F80u32 << shift);
-        let set = exponent << (7 + shift);
-        // Register index b / 2 is only known at run time: select, so the
-        // array stays in registers.
-        let reg = b / 2;
-        a = [0, 1, 2, 3].map(|r| if r == reg { (a[r as usize] & clear) | set } else { a[r as usize] });
-    }
-    a
 }
 
 /// Starts copying activations `X[n0 .. n0 + 8·NT][k0 .. k0 + 128]` into the
@@ -250,6 +232,7 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
     let lane = lane_id();
     let (g, t) = (lane / 4, lane % 4);
     let s = Smem::new(NT, warp);
+    const { assert!(NT == 1 || NT.is_multiple_of(2), "ldmatrix.x4 pairs n-tiles") };
 
     let (bx, split, chunk) = block_idx();
     let slices = grid_dim_y();
@@ -269,8 +252,6 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
         if tid < (GEMM_TABLE_BYTES / 4) as u32 {
             st_shared_u32(s.table + 4 * tid, ld_nc_u32((view.exception_table as *const u32).add(tid as usize % 8)));
         }
-        st_shared_u32(s.masks + 8 * lane, 0);
-        st_shared_u32(s.masks + 8 * lane + 4, 0);
         stage_activations::<NT>(s.x(0), &args, view.cols, n0, kt0 * TILE_COLS as u32, tid);
         cp_async_commit();
 
@@ -296,33 +277,24 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
             // scratch of the last tile has been read by its owners.
             sync_threads();
             if let Some(f) = r_cur {
-                // route
-                if f.count > 0 {
-                    route_exceptions(&view, &f, &s, lane);
-                }
-                sync_warp();
-                let mask = [ld_shared_u32(s.masks + 8 * lane), ld_shared_u32(s.masks + 8 * lane + 4)];
-                if mask[0] | mask[1] != 0 {
-                    st_shared_u32(s.masks + 8 * lane, 0);
-                    st_shared_u32(s.masks + 8 * lane + 4, 0);
-                }
-                // decode + mma, one k-step at a time
-                let s_x = s.x(stage);
+                // decode, one k-step (4 pairs) at a time, into the A stage
                 let (sm, codes) = (&f.tile.sm, &f.tile.codes);
                 seq_macro::seq!(S in 0..8 {
                     let first = S * 4; // the k-step's four pairs: registers a0..a3
-                    let mut a = [0, 1, 2, 3].map(|r| lane_pair(sm, codes, first + r, base2));
-                    let bits = (mask[S / 4] >> (8 * (S % 4))) & 0xFF;
-                    if bits != 0 {
-                        a = patch_kstep(a, bits, s.exponents + lane * LANE_WEIGHTS as u32 + 8 * S);
-                    }
-                    let mut nt = 0;
-                    while nt < NT {
-                        let row = s_x + ((nt as u32 * 8 + g) * GEMM_X_STRIDE as u32 + S * 16 + 2 * t) * 2;
-                        let b = [ld_shared_u32(row), ld_shared_u32(row + 16)];
-                        r_acc[nt] = mma_bf16_16816(a, b, r_acc[nt]);
-                        nt += 1;
-                    }
+                    let a = [0, 1, 2, 3].map(|r| lane_pair(sm, codes, first + r, base2));
+                    st_shared_v4(s.a + (S * 32 + lane) * 16, a);
+                });
+                sync_warp();
+                // patch
+                if f.count > 0 {
+                    patch_exceptions(&view, &f, &s, lane);
+                    sync_warp();
+                }
+                // mma
+                let s_x = s.x(stage);
+                seq_macro::seq!(S in 0..8 {
+                    let a = ld_shared_v4(s.a + (S * 32 + lane) * 16);
+                    mma_kstep::<NT>(&mut r_acc, a, s_x, S, lane);
                 });
             }
             // Everyone is done with this activation buffer before the next
@@ -380,6 +352,36 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
                 if args.store == STORE_BF16 { *args.y.add(at) = f32_to_bf16(sum) } else { *args.y32.add(at) = sum }
             }
             i += GEMM_WARPS * 32;
+        }
+    }
+}
+
+/// The MMAs of one k-step: A fragment `a` against the NT n-tiles of the
+/// staged activations. `ldmatrix.x4` fetches the B fragments of two n-tiles
+/// at once: lanes 8q..8q+7 address the rows of matrix q = (n-tile pair
+/// member q / 2, k half q % 2); the result registers come out as
+/// (b0, b1) of the first n-tile, then of the second (PTX ISA §9.7.14.5.15).
+/// (Per-lane `ld.shared.u32` pairs cost 8 instructions per k-step at NT = 4
+/// instead of 2.)
+#[inline(always)]
+unsafe fn mma_kstep<const NT: usize>(acc: &mut [[f32; 4]; NT], a: [u32; 4], s_x: u32, step: u32, lane: u32) {
+    let q = lane / 8;
+    let k = step * 16 + (q % 2) * 8;
+    let mut nt = 0;
+    // SAFETY: rows n < 8·NT and columns k + 8 ≤ 128 lie in the buffer.
+    unsafe {
+        if NT == 1 {
+            let row = lane % 8;
+            let b = ldmatrix_x2(s_x + (row * GEMM_X_STRIDE as u32 + k) * 2);
+            acc[0] = mma_bf16_16816(a, b, acc[0]);
+            return;
+        }
+        while nt < NT {
+            let row = (nt as u32 + q / 2) * 8 + lane % 8;
+            let b = ldmatrix_x4(s_x + (row * GEMM_X_STRIDE as u32 + k) * 2);
+            acc[nt] = mma_bf16_16816(a, [b[0], b[1]], acc[nt]);
+            acc[nt + 1] = mma_bf16_16816(a, [b[2], b[3]], acc[nt + 1]);
+            nt += 2;
         }
     }
 }
