@@ -180,7 +180,9 @@ core::arch::global_asm!(".extern .shared .align 16 .b8 zipserv_dynamic_smem[];")
 pub fn dynamic_shared_memory() -> u32 {
     let r: u32;
     // SAFETY: reads the address of a module-level symbol.
-    unsafe { asm!("mov.u32 {r}, zipserv_dynamic_smem;", r = out(reg32) r, options(pure, nomem, nostack)) }
+    unsafe {
+        asm!("mov.u32 {r}, zipserv_dynamic_smem;", r = out(reg32) r, options(pure, nomem, nostack))
+    }
     r
 }
 
@@ -565,7 +567,9 @@ pub fn fence_gpu() {
 pub unsafe fn atom_add_u32(p: *mut u32, v: u32) -> u32 {
     let r: u32;
     // SAFETY: guaranteed by the caller.
-    unsafe { asm!("atom.global.add.u32 {r}, [{p}], {v};", r = out(reg32) r, p = in(reg64) p, v = in(reg32) v, options(nostack)) }
+    unsafe {
+        asm!("atom.global.add.u32 {r}, [{p}], {v};", r = out(reg32) r, p = in(reg64) p, v = in(reg32) v, options(nostack))
+    }
     r
 }
 
@@ -578,6 +582,8 @@ pub unsafe fn atom_add_u32(p: *mut u32, v: u32) -> u32 {
 pub unsafe fn ld_cg_f32(p: *const f32) -> f32 {
     let r: f32;
     // SAFETY: guaranteed by the caller.
-    unsafe { asm!("ld.global.cg.f32 {r}, [{p}];", r = out(reg32) r, p = in(reg64) p, options(readonly, nostack, preserves_flags)) }
+    unsafe {
+        asm!("ld.global.cg.f32 {r}, [{p}];", r = out(reg32) r, p = in(reg64) p, options(readonly, nostack, preserves_flags))
+    }
     r
 }

@@ -8,11 +8,12 @@
 //! of `8 * NT` activation rows. Each warp owns one 16-row tile of `W` and
 //! walks its slice of 128-column tiles; per tile:
 //!   fetch  – the next tile's six 16/8-byte loads per lane and its first 32
-//!            exception entries are issued a tile ahead. (Two tiles ahead in
-//!            registers cost 122 registers and ran 5–10% slower on an H200;
-//!            a three-deep `cp.async` queue in shared memory ran 10–50%
-//!            slower: it needed 55–68 KB per block, so fewer blocks fit and
-//!            grids spilled into a second wave.)
+//!            exception entries are issued a tile ahead (when: see
+//!            `fetch_early`). (Two tiles ahead in registers cost 122
+//!            registers and ran 5–10% slower on an H200; a three-deep
+//!            `cp.async` queue in shared memory ran 10–50% slower: it needed
+//!            55–68 KB per block, so fewer blocks fit and grids spilled into
+//!            a second wave.)
 //!   stage  – `cp.async` copies the next activation chunk into the other
 //!            shared buffer while this one is used;
 //!   decode – 32 BF16 pairs per lane, one k-step's A fragment at a time,
@@ -43,8 +44,8 @@ use crate::ptx::{
     atom_add_u32, ballot, block_idx, cp_async_16, cp_async_commit, cp_async_wait,
     dynamic_shared_memory, f32_to_bf16, fence_gpu, grid_dim_x, grid_dim_y, lane_id, lanemask_lt,
     ld_cg_f32, ld_nc_u8, ld_nc_u16, ld_nc_u32, ld_shared_u8, ld_shared_u16, ld_shared_u32,
-    ld_shared_v4, ldmatrix_x2, ldmatrix_x4, mma_bf16_16816, shfl_idx, st_shared_u16,
-    st_shared_u32, st_shared_v4, sync_threads, sync_warp, thread_idx,
+    ld_shared_v4, ldmatrix_x2, ldmatrix_x4, mma_bf16_16816, shfl_idx, st_shared_u16, st_shared_u32,
+    st_shared_v4, sync_threads, sync_warp, thread_idx,
 };
 use crate::tile::{LaneTile, MatrixView};
 
@@ -137,7 +138,13 @@ impl StartsWindow {
 }
 
 #[inline(always)]
-unsafe fn fetch(view: &MatrixView, window: &mut StartsWindow, tile: u32, tile_count: u32, lane: u32) -> Fetched {
+unsafe fn fetch(
+    view: &MatrixView,
+    window: &mut StartsWindow,
+    tile: u32,
+    tile_count: u32,
+    lane: u32,
+) -> Fetched {
     // SAFETY: tile < tile_count; entry loads stay inside the tile's range.
     unsafe {
         if tile + 1 - window.first_tile >= LANES as u32 {
@@ -147,8 +154,18 @@ unsafe fn fetch(view: &MatrixView, window: &mut StartsWindow, tile: u32, tile_co
         let start = shfl_idx(window.exception_start, at);
         let count = shfl_idx(window.exception_start, at + 1) - start;
         let far_start = shfl_idx(window.far_start, at);
-        let entry = if lane < count { ld_nc_u16(view.exceptions.add((start + lane) as usize)) } else { 0 };
-        Fetched { tile: view.load_lane(tile, lane), start, count, far_start, entry }
+        let entry = if lane < count {
+            ld_nc_u16(view.exceptions.add((start + lane) as usize))
+        } else {
+            0
+        };
+        Fetched {
+            tile: view.load_lane(tile, lane),
+            start,
+            count,
+            far_start,
+            entry,
+        }
     }
 }
 
@@ -189,7 +206,11 @@ unsafe fn patch_exceptions(view: &MatrixView, f: &Fetched, s: &Smem, lane: u32) 
                 break;
             }
             let i = first + lane;
-            entry = if i < f.count { ld_nc_u16(view.exceptions.add((f.start + i) as usize)) } else { 0 };
+            entry = if i < f.count {
+                ld_nc_u16(view.exceptions.add((f.start + i) as usize))
+            } else {
+                0
+            };
         }
     }
 }
@@ -198,7 +219,14 @@ unsafe fn patch_exceptions(view: &MatrixView, f: &Fetched, s: &Smem, lane: u32) 
 /// shared buffer `s_x` (zero past N and K), in 16-byte units spread over the
 /// block: asynchronously when rows are 16-byte aligned, else element-wise.
 #[inline(always)]
-unsafe fn stage_activations<const NT: usize>(s_x: u32, args: &GemmArgs, k: u32, n0: u32, k0: u32, tid: u32) {
+unsafe fn stage_activations<const NT: usize>(
+    s_x: u32,
+    args: &GemmArgs,
+    k: u32,
+    n0: u32,
+    k0: u32,
+    tid: u32,
+) {
     const UNITS_PER_ROW: u32 = (TILE_COLS / 8) as u32;
     let units = 8 * NT as u32 * UNITS_PER_ROW;
     let mut u = tid;
@@ -210,12 +238,20 @@ unsafe fn stage_activations<const NT: usize>(s_x: u32, args: &GemmArgs, k: u32, 
             let dst = s_x + (row * GEMM_X_STRIDE as u32 + unit * 8) * 2;
             let inside = n < args.n && kc < k;
             if args.x_vector_loads != 0 {
-                let src = if inside { args.x.add(n as usize * k as usize + kc as usize) } else { args.x };
+                let src = if inside {
+                    args.x.add(n as usize * k as usize + kc as usize)
+                } else {
+                    args.x
+                };
                 cp_async_16(dst, src as *const u8, if inside { 16 } else { 0 });
             } else {
                 let mut e = 0;
                 while e < 8 {
-                    let v = if inside && kc + e < k { ld_nc_u16(args.x.add(n as usize * k as usize + (kc + e) as usize)) } else { 0 };
+                    let v = if inside && kc + e < k {
+                        ld_nc_u16(args.x.add(n as usize * k as usize + (kc + e) as usize))
+                    } else {
+                        0
+                    };
                     st_shared_u16(dst + 2 * e, v as u16);
                     e += 1;
                 }
@@ -233,6 +269,13 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
     let (g, t) = (lane / 4, lane % 4);
     let s = Smem::new(NT, warp);
     const { assert!(NT == 1 || NT.is_multiple_of(2), "ldmatrix.x4 pairs n-tiles") };
+    // When to issue the next tile's loads. Early (before the barrier and
+    // the decode) gives them the longest flight but keeps two tiles in
+    // registers; late (after this tile is decoded) frees those registers,
+    // and more warps fit. Measured on an H200: late is 10–20% faster for one
+    // n-tile (72 instead of 96 registers), early is 10–20% faster for two or
+    // four, whose longer MMA phase needs the head start.
+    let fetch_early = NT > 1;
 
     let (bx, split, chunk) = block_idx();
     let slices = grid_dim_y();
@@ -250,7 +293,10 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
     // shapes the host checked.
     unsafe {
         if tid < (GEMM_TABLE_BYTES / 4) as u32 {
-            st_shared_u32(s.table + 4 * tid, ld_nc_u32((view.exception_table as *const u32).add(tid as usize % 8)));
+            st_shared_u32(
+                s.table + 4 * tid,
+                ld_nc_u32((view.exception_table as *const u32).add(tid as usize % 8)),
+            );
         }
         stage_activations::<NT>(s.x(0), &args, view.cols, n0, kt0 * TILE_COLS as u32, tid);
         cp_async_commit();
@@ -258,18 +304,28 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
         let mut r_acc = [[0f32; 4]; NT];
         let base2 = base_pair(view.base as u8);
         let mut window = StartsWindow::load(&view, tile_of(kt0).min(tile_count), tile_count, lane);
-        let mut r_next = if active && kt0 < kt1 { Some(fetch(&view, &mut window, tile_of(kt0), tile_count, lane)) } else { None };
+        let mut r_next = if active && kt0 < kt1 {
+            Some(fetch(&view, &mut window, tile_of(kt0), tile_count, lane))
+        } else {
+            None
+        };
         let mut kt = kt0;
         while kt < kt1 {
-            // fetch
             let r_cur = r_next.take();
-            if active && kt + 1 < kt1 {
+            if fetch_early && active && kt + 1 < kt1 {
                 r_next = Some(fetch(&view, &mut window, tile_of(kt + 1), tile_count, lane));
             }
             // stage
             let stage = (kt - kt0) % GEMM_X_STAGES as u32;
             if kt + 1 < kt1 {
-                stage_activations::<NT>(s.x((stage + 1) % GEMM_X_STAGES as u32), &args, view.cols, n0, (kt + 1) * TILE_COLS as u32, tid);
+                stage_activations::<NT>(
+                    s.x((stage + 1) % GEMM_X_STAGES as u32),
+                    &args,
+                    view.cols,
+                    n0,
+                    (kt + 1) * TILE_COLS as u32,
+                    tid,
+                );
             }
             cp_async_commit();
             cp_async_wait::<1>();
@@ -284,6 +340,9 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
                     let a = [0, 1, 2, 3].map(|r| lane_pair(sm, codes, first + r, base2));
                     st_shared_v4(s.a + (S * 32 + lane) * 16, a);
                 });
+                if !fetch_early && kt + 1 < kt1 {
+                    r_next = Some(fetch(&view, &mut window, tile_of(kt + 1), tile_count, lane));
+                }
                 sync_warp();
                 // patch
                 if f.count > 0 {
@@ -307,7 +366,11 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
         if slices == 1 {
             if active {
                 store_fragments::<NT>(&r_acc, rt, n0, g, t, view.rows, args.n, |at, v| {
-                    if args.store == STORE_BF16 { *args.y.add(at) = f32_to_bf16(v) } else { *args.y32.add(at) = v }
+                    if args.store == STORE_BF16 {
+                        *args.y.add(at) = f32_to_bf16(v)
+                    } else {
+                        *args.y32.add(at) = v
+                    }
                 });
             }
             return;
@@ -318,7 +381,9 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
         let slice_len = args.n as usize * view.rows as usize;
         if active {
             let mine = args.partial.add(split as usize * slice_len);
-            store_fragments::<NT>(&r_acc, rt, n0, g, t, view.rows, args.n, |at, v| *mine.add(at) = v);
+            store_fragments::<NT>(&r_acc, rt, n0, g, t, view.rows, args.n, |at, v| {
+                *mine.add(at) = v
+            });
         }
         fence_gpu();
         sync_threads();
@@ -349,7 +414,11 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
                     sum += ld_cg_f32(args.partial.add(sl as usize * slice_len + at));
                     sl += 1;
                 }
-                if args.store == STORE_BF16 { *args.y.add(at) = f32_to_bf16(sum) } else { *args.y32.add(at) = sum }
+                if args.store == STORE_BF16 {
+                    *args.y.add(at) = f32_to_bf16(sum)
+                } else {
+                    *args.y32.add(at) = sum
+                }
             }
             i += GEMM_WARPS * 32;
         }
@@ -364,7 +433,13 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
 /// (Per-lane `ld.shared.u32` pairs cost 8 instructions per k-step at NT = 4
 /// instead of 2.)
 #[inline(always)]
-unsafe fn mma_kstep<const NT: usize>(acc: &mut [[f32; 4]; NT], a: [u32; 4], s_x: u32, step: u32, lane: u32) {
+unsafe fn mma_kstep<const NT: usize>(
+    acc: &mut [[f32; 4]; NT],
+    a: [u32; 4],
+    s_x: u32,
+    step: u32,
+    lane: u32,
+) {
     let q = lane / 8;
     let k = step * 16 + (q % 2) * 8;
     let mut nt = 0;
@@ -391,7 +466,16 @@ unsafe fn mma_kstep<const NT: usize>(acc: &mut [[f32; 4]; NT], a: [u32; 4], s_x:
 /// column `nt·8 + 2t + i % 2` (PTX ISA §9.7.14.5.8, m16n8k16 C/D).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn store_fragments<const NT: usize>(acc: &[[f32; 4]; NT], rt: u32, n0: u32, g: u32, t: u32, rows: u32, n: u32, mut put: impl FnMut(usize, f32)) {
+fn store_fragments<const NT: usize>(
+    acc: &[[f32; 4]; NT],
+    rt: u32,
+    n0: u32,
+    g: u32,
+    t: u32,
+    rows: u32,
+    n: u32,
+    mut put: impl FnMut(usize, f32),
+) {
     let mut nt = 0;
     while nt < NT {
         let mut i = 0;
@@ -453,7 +537,17 @@ macro_rules! zipgemm_entry {
                 cols,
                 col_tiles,
             };
-            let args = GemmArgs { x, n, x_vector_loads, y, y32, store, tiles_per_split, partial, counters };
+            let args = GemmArgs {
+                x,
+                n,
+                x_vector_loads,
+                y,
+                y32,
+                store,
+                tiles_per_split,
+                partial,
+                counters,
+            };
             // SAFETY: forwarded from the caller.
             unsafe { zipgemm::<$nt>(view, args) }
         }

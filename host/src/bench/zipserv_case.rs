@@ -13,9 +13,7 @@ use super::sweep::Case;
 use super::timing::{TimingOptions, time_op_batched};
 use crate::codec::CompressedMatrix;
 use crate::error::{CudaContext, Error, Result};
-use crate::gpu::{
-    Cublas, DeviceWeights, GemmOutput, GemmWorkspace, Gpu, decompress, zipgemm,
-};
+use crate::gpu::{Cublas, DeviceWeights, GemmOutput, GemmWorkspace, Gpu, decompress, zipgemm};
 use crate::rng::SplitMix64;
 
 /// Back-to-back launches per timed sample: one event pair per batch keeps

@@ -99,7 +99,13 @@ impl Gpu {
     /// activation rows (`requested`: an explicit number of slices).
     pub fn gemm_split(&self, m: usize, k: usize, n: usize, requested: Option<u32>) -> SplitK {
         let variant = kernels::GemmVariant::for_n(n);
-        SplitK::choose(m, k, n.div_ceil(8 * variant.nt), self.gemm_blocks_per_wave(variant.index), requested)
+        SplitK::choose(
+            m,
+            k,
+            n.div_ceil(8 * variant.nt),
+            self.gemm_blocks_per_wave(variant.index),
+            requested,
+        )
     }
 
     /// Waits for all work on the stream and surfaces any asynchronous error.
