@@ -408,11 +408,19 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
             let (m, n) = (m0 + i % rows_here, n0 + i / rows_here);
             if m < view.rows && n < args.n {
                 let at = n as usize * view.rows as usize + m as usize;
+                // Loads in groups of 8 before adding, so their L2 latencies
+                // overlap instead of queueing behind each add.
                 let mut sum = 0f32;
                 let mut sl = 0;
                 while sl < slices {
-                    sum += ld_cg_f32(args.partial.add(sl as usize * slice_len + at));
-                    sl += 1;
+                    let mut v = [0f32; 8];
+                    seq_macro::seq!(J in 0..8 {
+                        if sl + J < slices {
+                            v[J] = ld_cg_f32(args.partial.add((sl + J) as usize * slice_len + at));
+                        }
+                    });
+                    sum += v.iter().sum::<f32>();
+                    sl += 8;
                 }
                 if args.store == STORE_BF16 {
                     *args.y.add(at) = f32_to_bf16(sum)
