@@ -5,6 +5,7 @@
 //! the error type [`Error`].
 
 pub mod codec;
+pub mod container;
 pub mod error;
 pub mod gpu;
 pub mod rng;
