@@ -1,5 +1,7 @@
 //! Shared helpers for the integration tests.
 
+pub mod st;
+
 use zipserv::Error;
 use zipserv::gpu::Gpu;
 

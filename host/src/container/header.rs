@@ -88,7 +88,9 @@ impl Header {
                 header.index_len
             )));
         }
-        if header.index_offset < HEADER_LEN as u64 || header.index_offset % SECTION_ALIGN != 0 {
+        if header.index_offset < HEADER_LEN as u64
+            || !header.index_offset.is_multiple_of(SECTION_ALIGN)
+        {
             return Err(Error::Corrupt(format!(
                 "header: index offset {} is not an aligned offset past the header",
                 header.index_offset

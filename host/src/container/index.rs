@@ -319,7 +319,7 @@ fn check_tile_sizes(name: &str, shape: &[usize], t: &TileSections) -> Result<()>
             ));
         }
     }
-    if t.exceptions.len % 2 != 0 {
+    if !t.exceptions.len.is_multiple_of(2) {
         return corrupt(format!(
             "tensor `{name}`: section exceptions has an odd length {}",
             t.exceptions.len
@@ -330,7 +330,7 @@ fn check_tile_sizes(name: &str, shape: &[usize], t: &TileSections) -> Result<()>
 
 impl Bounds {
     fn check(&self, s: &Section, what: &str) -> Result<()> {
-        if s.offset < HEADER_LEN as u64 || s.offset % SECTION_ALIGN != 0 {
+        if s.offset < HEADER_LEN as u64 || !s.offset.is_multiple_of(SECTION_ALIGN) {
             return corrupt(format!(
                 "{what}: offset {} is not an aligned offset past the header",
                 s.offset
@@ -339,9 +339,10 @@ impl Bounds {
         let end = s.offset.checked_add(s.len);
         match end {
             Some(end) if end <= self.index_offset => Ok(()),
-            Some(end) if end <= self.file_len => {
-                corrupt(format!("{what}: bytes {}..{end} overlap the index", s.offset))
-            }
+            Some(end) if end <= self.file_len => corrupt(format!(
+                "{what}: bytes {}..{end} overlap the index",
+                s.offset
+            )),
             _ => Err(Error::Truncated {
                 what: what.to_string(),
                 start: s.offset,

@@ -131,7 +131,9 @@ impl ZsvFile {
             exception_starts: u32s(self.section(entry, "exception_starts", &t.exception_starts)?),
             exceptions: u16s(self.section(entry, "exceptions", &t.exceptions)?),
             far_starts: u32s(self.section(entry, "far_starts", &t.far_starts)?),
-            far_exponents: self.section(entry, "far_exponents", &t.far_exponents)?.to_vec(),
+            far_exponents: self
+                .section(entry, "far_exponents", &t.far_exponents)?
+                .to_vec(),
         };
         CompressedMatrix::from_parts(parts).map_err(|e| match e {
             Error::Corrupt(msg) => Error::Corrupt(format!("tensor `{}`: {msg}", entry.name)),
@@ -147,7 +149,10 @@ impl ZsvFile {
             Encoding::Tiles(_) => {
                 let values = self.matrix(entry)?.decode();
                 Ok(Cow::Owned(
-                    values.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect(),
+                    values
+                        .iter()
+                        .flat_map(|v| v.to_bits().to_le_bytes())
+                        .collect(),
                 ))
             }
         }

@@ -134,7 +134,8 @@ impl SafetensorsInput {
             let mut tensors: Vec<_> = parsed.iter().collect();
             tensors.sort_by_key(|(_, view)| view.data().as_ptr() as usize);
             for (name, view) in tensors {
-                let compressed = add_tensor(&mut zsv, name, view.dtype(), view.shape(), view.data())?;
+                let compressed =
+                    add_tensor(&mut zsv, name, view.dtype(), view.shape(), view.data())?;
                 on_tensor(&TensorDone {
                     name,
                     input_bytes: view.data().len() as u64,
@@ -189,10 +190,7 @@ fn add_tensor<W: std::io::Write + std::io::Seek>(
 }
 
 /// Converts little-endian values of `N` bytes each, in parallel.
-fn from_le<const N: usize>(
-    data: &[u8],
-    convert: impl Fn([u8; N]) -> bf16 + Sync,
-) -> Vec<bf16> {
+fn from_le<const N: usize>(data: &[u8], convert: impl Fn([u8; N]) -> bf16 + Sync) -> Vec<bf16> {
     data.par_chunks_exact(N)
         .map(|c| convert(c.try_into().unwrap()))
         .collect()

@@ -9,7 +9,7 @@ use safetensors::Dtype;
 
 use super::dtype::element_bytes;
 use super::header::{HEADER_LEN, Header, SECTION_ALIGN};
-use super::index::{Encoding, Index, Section, TensorEntry, TileSections};
+use super::index::{Encoding, Index, MAX_RANK, Section, TensorEntry, TileSections};
 use crate::codec::CompressedMatrix;
 use crate::error::{Error, Result};
 
@@ -27,7 +27,8 @@ impl<W: Write + Seek> ZsvWriter<W> {
     pub fn new(mut out: W, path: impl Into<PathBuf>) -> Result<Self> {
         let path = path.into();
         // A zero header until `finish`: a file cut short never passes as valid.
-        out.write_all(&[0u8; HEADER_LEN]).map_err(Error::io(&path))?;
+        out.write_all(&[0u8; HEADER_LEN])
+            .map_err(Error::io(&path))?;
         Ok(Self {
             out,
             path,
@@ -43,8 +44,20 @@ impl<W: Write + Seek> ZsvWriter<W> {
     }
 
     /// Stores a tensor's bytes as they are (safetensors layout).
-    pub fn add_raw(&mut self, name: &str, dtype: Dtype, shape: &[usize], data: &[u8]) -> Result<()> {
+    pub fn add_raw(
+        &mut self,
+        name: &str,
+        dtype: Dtype,
+        shape: &[usize],
+        data: &[u8],
+    ) -> Result<()> {
         self.check_name(name)?;
+        if shape.len() > MAX_RANK {
+            return Err(Error::Unsupported(format!(
+                "tensor `{name}`: rank {} > {MAX_RANK}",
+                shape.len()
+            )));
+        }
         let elements = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
         let want = elements.and_then(|n| element_bytes(dtype, n));
         if want != Some(data.len() as u64) {
@@ -71,12 +84,7 @@ impl<W: Write + Seek> ZsvWriter<W> {
             far_starts: self.section(&le_bytes_u32(&p.far_starts))?,
             far_exponents: self.section(&p.far_exponents)?,
         };
-        self.push(
-            name,
-            Dtype::BF16,
-            &[p.rows, p.cols],
-            Encoding::Tiles(tiles),
-        );
+        self.push(name, Dtype::BF16, &[p.rows, p.cols], Encoding::Tiles(tiles));
         Ok(())
     }
 
@@ -121,7 +129,10 @@ impl<W: Write + Seek> ZsvWriter<W> {
         let offset = self.pos.next_multiple_of(SECTION_ALIGN);
         let pad = [0u8; SECTION_ALIGN as usize];
         let pad = &pad[..(offset - self.pos) as usize];
-        let result = self.out.write_all(pad).and_then(|()| self.out.write_all(data));
+        let result = self
+            .out
+            .write_all(pad)
+            .and_then(|()| self.out.write_all(data));
         result.map_err(Error::io(&self.path))?;
         self.pos = offset + data.len() as u64;
         Ok(Section {
