@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use safetensors::Dtype;
 use zipserv::Result;
 use zipserv::container::{CompressOptions, SafetensorsInput};
 
@@ -21,16 +22,27 @@ pub fn run(input: &Path, output: &Path, cast_bf16: bool) -> Result<()> {
         bar.inc(done.input_bytes);
     })?;
     bar.finish_and_clear();
-    let input_bytes = model.total_bytes();
+    // Tensor data as stored in the file, float tensors counted as BF16.
+    let as_bf16: u64 = model
+        .tensors()
+        .iter()
+        .map(|t| match t.dtype {
+            Dtype::F16 | Dtype::F32 | Dtype::F64 if cast_bf16 => 2 * t.elements() as u64,
+            _ => t.bytes,
+        })
+        .sum();
+    let cast_note = if as_bf16 == model.total_bytes() {
+        String::new()
+    } else {
+        format!(" ({} as BF16)", human_bytes(as_bf16))
+    };
     println!(
-        "{}: {tensors} tensors ({compressed} compressed), {} of tensor data -> {} ({:.3}x)",
+        "{}: {tensors} tensors ({compressed} compressed), {} of tensor data{cast_note} -> {} \
+         ({:.3}x for the whole file)",
         output.display(),
-        human_bytes(input_bytes),
+        human_bytes(model.total_bytes()),
         human_bytes(written),
-        input_bytes as f64 / written as f64,
+        as_bf16 as f64 / written as f64,
     );
-    if cast_bf16 {
-        println!("(float tensors were cast to BF16; `zipserv inspect` gives ratios against BF16)");
-    }
     Ok(())
 }

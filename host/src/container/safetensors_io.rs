@@ -46,6 +46,12 @@ pub struct InputTensor {
     pub bytes: u64,
 }
 
+impl InputTensor {
+    pub fn elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
 /// A memory-mapped, validated safetensors file.
 pub struct SafetensorsInput {
     path: PathBuf,
