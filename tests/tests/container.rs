@@ -502,3 +502,28 @@ fn fuzz_seeds_stay_valid() {
     }
     assert!(count > 0, "no seeds in {}", seeds.display());
 }
+
+#[test]
+fn decompressing_a_damaged_file_fails_and_leaves_no_output() {
+    let dir = Dir::new();
+    let zsv_path = sample_zsv(&dir);
+    let mut bytes = std::fs::read(&zsv_path).unwrap();
+    let zsv = open_bytes(bytes.clone()).unwrap();
+    let Encoding::Tiles(t) = &zsv.tensor("layer.0.weight").unwrap().encoding else {
+        panic!("not compressed")
+    };
+    bytes[t.exceptions.offset as usize] ^= 4;
+    std::fs::write(&zsv_path, bytes).unwrap();
+
+    let back = dir.join("back.safetensors");
+    let damaged = ZsvFile::open(&zsv_path).unwrap();
+    let err = decompress_to_safetensors(&damaged, &back, |_| {}).unwrap_err();
+    assert!(matches!(err, Error::ChecksumMismatch { .. }), "{err}");
+    assert!(!back.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.0.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "model.safetensors" && n != "model.zsv")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
