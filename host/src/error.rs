@@ -1,6 +1,7 @@
 //! The one error type of the library.
 
 use std::fmt;
+use std::path::PathBuf;
 
 /// Everything that can go wrong in zipserv, with enough structure for callers
 /// to react and enough text for users to understand.
@@ -60,14 +61,57 @@ pub enum Error {
         status: crate::gpu::cublas::CublasStatus,
     },
 
-    /// Reading or writing a file (or the terminal) failed.
-    #[error("I/O error on {what}: {source}")]
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
     Io {
-        /// The file's path, or what else was being read or written.
-        what: String,
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+
+    /// A floating-point tensor that is not BF16, met without `--cast-bf16`.
+    #[error(
+        "tensor `{tensor}` is {dtype}, not BF16; pass --cast-bf16 to round it to BF16 \
+         (round to nearest even) before compressing"
+    )]
+    NotBf16 { tensor: String, dtype: String },
+
+    /// The input is not a valid safetensors file.
+    #[error("{}: not a valid safetensors file: {reason}", path.display())]
+    Safetensors { path: PathBuf, reason: String },
+
+    /// The file is not a `.zsv` container at all.
+    #[error("not a .zsv file: magic bytes {found:02x?}, expected {expected:02x?}")]
+    BadMagic { found: Vec<u8>, expected: Vec<u8> },
+
+    /// A `.zsv` container of a format version this build cannot read.
+    #[error("unsupported .zsv format version {found} (this build reads version {supported})")]
+    UnsupportedVersion { found: u32, supported: u32 },
+
+    /// A file ends before the data its header or index points to.
+    #[error("truncated file: {what} needs bytes {start}..{end}, but the file has {len}")]
+    Truncated {
+        what: String,
+        start: u64,
+        end: u64,
+        len: u64,
+    },
+
+    /// Stored data whose checksum does not match the index.
+    #[error("checksum mismatch in {what}: stored crc32 {expected:#010x}, computed {got:#010x}")]
+    ChecksumMismatch {
+        what: String,
+        expected: u32,
+        got: u32,
+    },
+}
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { path, source }
+    }
 }
 
 /// A shape in an error message.

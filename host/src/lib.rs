@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod codec;
+pub mod container;
 pub mod error;
 pub mod gpu;
 pub mod rng;

@@ -2,10 +2,10 @@
 
 mod cli;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use zipserv::gpu::{Gpu, run_demo_mma};
 
 #[derive(Parser)]
 #[command(
@@ -20,6 +20,33 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Compress a safetensors file: 2-D BF16 tensors into the tile format,
+    /// every other tensor stored as it is.
+    Compress {
+        /// Input `.safetensors` file.
+        input: PathBuf,
+        /// Output `.zsv` file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Round F16/F32/F64 tensors to BF16 (nearest even) instead of
+        /// rejecting them.
+        #[arg(long)]
+        cast_bf16: bool,
+    },
+    /// Write a `.zsv` file back as safetensors, bit for bit.
+    Decompress {
+        /// Input `.zsv` file.
+        input: PathBuf,
+        /// Output `.safetensors` file.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Per-tensor table of a `.zsv` file: shape, ratio, coverage, bits per
+    /// weight, exponent entropy and the ratio bound 16 / (8 + H).
+    Inspect {
+        /// Input `.zsv` file.
+        input: PathBuf,
+    },
     /// Run one tensor-core tile on the GPU and check it against the CPU.
     Demo {
         /// CUDA device ordinal.
@@ -38,39 +65,26 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let result = match cli.command {
+        Command::Compress {
+            input,
+            output,
+            cast_bf16,
+        } => cli::compress::run(&input, &output, cast_bf16),
+        Command::Decompress { input, output } => cli::decompress::run(&input, &output),
+        Command::Inspect { input } => cli::inspect::run(&input),
+        Command::Demo { device, seed } => cli::demo::run(device, seed),
+        Command::Ptx => {
+            print!("{}", zipserv::gpu::PTX);
+            Ok(())
+        }
+        Command::Bench(args) => cli::bench::run(&args),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
-}
-
-fn run(cli: Cli) -> zipserv::Result<()> {
-    match cli.command {
-        Command::Demo { device, seed } => {
-            let gpu = Gpu::new(device)?;
-            let seed = seed.unwrap_or_else(zipserv::rng::fresh_seed);
-            let info = gpu.info();
-            println!(
-                "device {device}: {} (sm_{}{}, {} SMs, CUDA {}.{} driver), PTX built for {}",
-                info.name,
-                info.compute_capability.0,
-                info.compute_capability.1,
-                info.multiprocessors,
-                info.cuda_driver_version.0,
-                info.cuda_driver_version.1,
-                zipserv::gpu::PTX_ARCH
-            );
-            let report = run_demo_mma(&gpu, seed)?;
-            println!(
-                "demo mma.sync m16n8k16 bf16 (seed {seed}): max |err| {:.3e}, relative error {:.3e} vs f64 CPU reference: OK",
-                report.max_abs_err, report.rel_err
-            );
-        }
-        Command::Ptx => print!("{}", zipserv::gpu::PTX),
-        Command::Bench(args) => cli::bench::run(&args)?,
-    }
-    Ok(())
 }

@@ -1,5 +1,7 @@
 //! Shared helpers for the integration tests.
 
+pub mod st;
+
 use std::io::Write;
 use zipserv::Error;
 

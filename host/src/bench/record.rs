@@ -138,10 +138,8 @@ impl BenchRecord {
     }
 
     pub fn to_json(&self) -> Result<String> {
-        serde_json::to_string_pretty(self).map_err(|e| Error::Io {
-            what: "benchmark record as JSON".into(),
-            source: e.into(),
-        })
+        serde_json::to_string_pretty(self)
+            .map_err(|e| Error::Corrupt(format!("benchmark record as JSON: {e}")))
     }
 
     pub fn from_json(text: &str) -> Result<Self> {
@@ -206,8 +204,8 @@ impl BenchRecord {
     /// a second run with the same stem gets `-2`, `-3`, … appended.
     pub fn write(&self, dir: &Path) -> Result<(PathBuf, PathBuf)> {
         let io = |path: &Path| {
-            let what = path.display().to_string();
-            move |source| Error::Io { what, source }
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let stem = self.file_stem();
@@ -219,7 +217,7 @@ impl BenchRecord {
             .map(|s| (dir.join(format!("{s}.json")), dir.join(format!("{s}.md"))))
             .find(|(j, m)| !j.exists() && !m.exists())
             .ok_or_else(|| Error::Io {
-                what: dir.join(&stem).display().to_string(),
+                path: dir.join(&stem),
                 source: std::io::Error::new(
                     std::io::ErrorKind::AlreadyExists,
                     "1000 results with this stem already exist",

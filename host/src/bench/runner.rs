@@ -22,7 +22,7 @@ where
     F: FnMut(&Case) -> Result<Row>,
 {
     let io = |source| Error::Io {
-        what: "the benchmark table".into(),
+        path: "<benchmark table output>".into(),
         source,
     };
     writeln!(

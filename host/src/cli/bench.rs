@@ -90,7 +90,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let record = run_benchmark(record, &cases, &mut stdout, |case| bench.run(case))?;
     let (json, md) = record.write(&args.out)?;
     writeln!(stdout, "wrote {} and {}", json.display(), md.display()).map_err(|source| Error::Io {
-        what: "stdout".into(),
+        path: "<stdout>".into(),
         source,
     })
 }

@@ -1,3 +1,24 @@
-//! Subcommands of the `zipserv` tool that need more than a few lines.
+//! The subcommands of the `zipserv` binary, one module each.
 
 pub mod bench;
+pub mod compress;
+pub mod decompress;
+pub mod demo;
+pub mod inspect;
+mod progress;
+
+/// Bytes in a human unit (decimal, as file managers show them).
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

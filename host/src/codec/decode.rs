@@ -4,11 +4,11 @@ use half::bf16;
 use rayon::prelude::*;
 use zipserv_kernels::decode::{decode_lane, exception_entry, patch_exponent};
 use zipserv_kernels::format::{
-    EXC_FAR, LANE_CODE_WORDS, LANE_PAIRS, LANE_WEIGHTS, LANES, SM_BYTES, SM_CHUNKS, TILE_BYTES,
-    TILE_COLS, TILE_ROWS, TILE_WEIGHTS,
+    EXC_FAR, LANE_CODE_WORDS, LANE_PAIRS, LANES, SM_BYTES, SM_CHUNKS, TILE_BYTES, TILE_COLS,
+    TILE_ROWS, TILE_WEIGHTS,
 };
 
-use super::layout::row_major_of_slot;
+use super::layout::row_major_pair_of_slot;
 use super::matrix::CompressedMatrix;
 use crate::error::{Error, Result, Shape};
 
@@ -58,11 +58,14 @@ impl CompressedMatrix {
     /// Fast-path decode of one whole tile (padding included) into row-major
     /// `out`, exceptions still holding their code-0 value.
     pub(crate) fn decode_tile_raw(&self, tile: usize, out: &mut [u16; TILE_SCRATCH]) {
-        let bytes = &self.parts.tiles[tile * TILE_BYTES..][..TILE_BYTES];
-        let to_row_major = row_major_of_slot();
+        let bytes: &[u8; TILE_BYTES] = self.parts.tiles[tile * TILE_BYTES..][..TILE_BYTES]
+            .try_into()
+            .unwrap();
         let word =
             |offset: usize| u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap());
+        let pair_index = row_major_pair_of_slot();
         for lane in 0..LANES {
+            // The lane's four 16-byte sign+mantissa chunks, as the GPU loads them.
             let mut sm = [0u32; 16];
             for (i, w) in sm.iter_mut().enumerate() {
                 let (chunk, within) = (i / 4, i % 4);
@@ -78,10 +81,13 @@ impl CompressedMatrix {
                 };
             }
             let pairs = decode_lane(&sm, &codes, self.parts.base);
-            let slots = &to_row_major[lane * LANE_WEIGHTS..][..LANE_WEIGHTS];
-            for p in 0..LANE_PAIRS {
-                out[slots[2 * p] as usize] = pairs[p] as u16;
-                out[slots[2 * p + 1] as usize] = (pairs[p] >> 16) as u16;
+            let targets = &pair_index[lane * LANE_PAIRS..][..LANE_PAIRS];
+            for (&pair, &target) in pairs.iter().zip(targets) {
+                // `target < TILE_WEIGHTS / 2` by construction; the mask lets
+                // the compiler drop the bounds checks.
+                let i = 2 * (target as usize % (TILE_SCRATCH / 2));
+                out[i] = pair as u16;
+                out[i + 1] = (pair >> 16) as u16;
             }
         }
     }

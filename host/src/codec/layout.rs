@@ -2,7 +2,9 @@
 
 use std::sync::OnceLock;
 
-use zipserv_kernels::format::{LANE_WEIGHTS, TILE_COLS, TILE_WEIGHTS, lane_slot, sm_byte_offset};
+use zipserv_kernels::format::{
+    LANE_PAIRS, LANE_WEIGHTS, TILE_COLS, TILE_WEIGHTS, lane_slot, pair_position, sm_byte_offset,
+};
 
 /// For the weight at row-major index `i` of a tile: the byte offset of its
 /// sign+mantissa byte in the tile, and its code slot `lane * 64 + 2 * pair + half`.
@@ -31,13 +33,20 @@ pub(crate) fn slots() -> &'static [Slot; TILE_WEIGHTS] {
     })
 }
 
-/// Row-major index inside the tile of each code slot (the inverse of `slots`).
-pub(crate) fn row_major_of_slot() -> &'static [u16; TILE_WEIGHTS] {
-    static TABLE: OnceLock<Box<[u16; TILE_WEIGHTS]>> = OnceLock::new();
+/// Both halves of a pair are neighbours in one row (columns `2t + h`), so a
+/// decoded pair lands in row-major order as one 32-bit store. For each
+/// `lane * 32 + pair`: the row-major index of its low half, divided by two.
+pub(crate) fn row_major_pair_of_slot() -> &'static [u16; TILE_WEIGHTS / 2] {
+    static TABLE: OnceLock<Box<[u16; TILE_WEIGHTS / 2]>> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let mut t = Box::new([0u16; TILE_WEIGHTS]);
-        for (i, slot) in slots().iter().enumerate() {
-            t[slot.code_slot as usize] = i as u16;
+        let mut t = Box::new([0u16; TILE_WEIGHTS / 2]);
+        for (i, pair_slot) in t.iter_mut().enumerate() {
+            let (row, col) = pair_position(i / LANE_PAIRS, i % LANE_PAIRS, 0);
+            debug_assert_eq!(
+                pair_position(i / LANE_PAIRS, i % LANE_PAIRS, 1),
+                (row, col + 1)
+            );
+            *pair_slot = ((row * TILE_COLS + col) / 2) as u16;
         }
         t
     })

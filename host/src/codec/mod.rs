@@ -10,5 +10,6 @@ mod layout;
 mod matrix;
 mod stats;
 
+pub(crate) use matrix::tile_count;
 pub use matrix::{CompressedMatrix, MatrixParts};
 pub use stats::{MatrixStats, exponent_entropy_bits};

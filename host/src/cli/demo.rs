@@ -1,0 +1,26 @@
+//! `zipserv demo`: one tensor-core tile on the GPU, checked against the CPU.
+
+use zipserv::Result;
+use zipserv::gpu::{Gpu, run_demo_mma};
+
+pub fn run(device: u32, seed: Option<u64>) -> Result<()> {
+    let gpu = Gpu::new(device)?;
+    let seed = seed.unwrap_or_else(zipserv::rng::fresh_seed);
+    let info = gpu.info();
+    println!(
+        "device {device}: {} (sm_{}{}, {} SMs, CUDA {}.{} driver), PTX built for {}",
+        info.name,
+        info.compute_capability.0,
+        info.compute_capability.1,
+        info.multiprocessors,
+        info.cuda_driver_version.0,
+        info.cuda_driver_version.1,
+        zipserv::gpu::PTX_ARCH
+    );
+    let report = run_demo_mma(&gpu, seed)?;
+    println!(
+        "demo mma.sync m16n8k16 bf16 (seed {seed}): max |err| {:.3e}, relative error {:.3e} vs f64 CPU reference: OK",
+        report.max_abs_err, report.rel_err
+    );
+    Ok(())
+}
