@@ -7,6 +7,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 logs=${1:-./gpu-logs}
 mkdir -p "$logs"
 export ZIPSERV_REQUIRE_GPU=1
+# The CLI tests run this bundle's binary, not the build machine's path.
+export ZIPSERV_BIN="$here/zipserv"
 status=0
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$logs/card.txt"
 "$here/zipserv" demo 2>&1 | tee "$logs/demo.log" || status=1

@@ -7,8 +7,13 @@ use std::process::{Command, Output};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
+/// The binary under test: the one cargo built, or `ZIPSERV_BIN` where the
+/// test executable was copied to another machine without its build tree
+/// (scripts/gpu-suite.sh sets it).
 fn zipserv(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zipserv"));
+    let bin =
+        std::env::var_os("ZIPSERV_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_zipserv").into());
+    let mut cmd = Command::new(bin);
     for a in args {
         cmd.arg(a);
     }
