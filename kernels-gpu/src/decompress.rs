@@ -8,8 +8,8 @@
 use crate::format::{LANE_PAIRS, LANES, TILE_COLS, TILE_ROWS, TILE_WEIGHTS, pair_position};
 use crate::launch::DECOMPRESS_WARPS;
 use crate::ptx::{
-    block_idx, grid_dim_x, ld_shared_u16, ld_shared_v4, shared_memory, st_global_v4, st_shared_u16,
-    st_shared_u32, sync_warp, thread_idx,
+    block_idx, grid_dim_x, ld_nc_u8, ld_shared_u16, ld_shared_v4, shared_memory, st_global_v4,
+    st_shared_u16, st_shared_u32, sync_warp, thread_idx,
 };
 use crate::tile::MatrixView;
 
@@ -78,7 +78,10 @@ pub unsafe extern "ptx-kernel" fn zipserv_decompress(
             });
             sync_warp();
             // patch exceptions
-            view.for_each_exception(tile, lane, |row, col, exponent| {
+            let exceptions = view.tile_exceptions(tile);
+            let first = view.exception(&exceptions, lane);
+            let table = |index: u32| ld_nc_u8(exception_table.add(index as usize));
+            view.for_each_exception(&exceptions, first, lane, table, |row, col, exponent| {
                 let a = stage_at(row, col);
                 let v = ld_shared_u16(a);
                 st_shared_u16(a, crate::decode::patch_exponent(v, exponent as u8));

@@ -64,51 +64,92 @@ impl MatrixView {
         }
     }
 
-    /// Calls `f(row, col, exponent)` for every exception of `tile` (row and
-    /// column inside the tile), 32 at a time across the warp. All 32 lanes
-    /// must call this together; `f` runs on the lane that took the entry and
-    /// must not contain warp-wide operations.
+    /// The exception range of `tile`: three dependent-free loads.
     ///
     /// # Safety
     /// `tile` is a valid tile index of a validated matrix.
     #[inline(always)]
-    pub unsafe fn for_each_exception(
-        &self,
-        tile: u32,
-        lane: u32,
-        mut f: impl FnMut(u32, u32, u32),
-    ) {
-        // SAFETY: the host validated that starts and entries are in bounds.
+    pub unsafe fn tile_exceptions(&self, tile: u32) -> TileExceptions {
+        // SAFETY: the starts arrays hold one entry per tile plus one.
         unsafe {
             let start = ld_nc_u32(self.exception_starts.add(tile as usize));
             let end = ld_nc_u32(self.exception_starts.add(tile as usize + 1));
-            let mut far_next = ld_nc_u32(self.far_starts.add(tile as usize));
-            let mut first = start;
-            while first < end {
-                let i = first + lane;
-                let active = i < end;
-                let entry = if active {
-                    ld_nc_u16(self.exceptions.add(i as usize)) as u16
-                } else {
-                    0
-                };
-                let (row, col, index) = exception_entry(entry);
+            let far_start = ld_nc_u32(self.far_starts.add(tile as usize));
+            TileExceptions {
+                start,
+                count: end - start,
+                far_start,
+            }
+        }
+    }
+
+    /// Entry `i` of the tile's exceptions as a u32, or 0 past the end.
+    ///
+    /// # Safety
+    /// `e` describes a tile of this (validated) matrix.
+    #[inline(always)]
+    pub unsafe fn exception(&self, e: &TileExceptions, i: u32) -> u32 {
+        // SAFETY: i < count keeps the load inside the tile's range.
+        if i < e.count {
+            unsafe { ld_nc_u16(self.exceptions.add((e.start + i) as usize)) }
+        } else {
+            0
+        }
+    }
+
+    /// Calls `f(row, col, exponent)` for every exception of a tile (row and
+    /// column inside the tile), 32 at a time across the warp; `first` is this
+    /// lane's entry among the first 32 (`exception(e, lane)`, which callers
+    /// may have loaded early). Table exponents come from `table(index)`
+    /// (global or shared memory, the caller's choice); far ones from the
+    /// far-exponent array, found by counting the far entries of lower lanes.
+    /// All 32 lanes must call this together; `f` runs on the lane that took
+    /// the entry and must not contain warp-wide operations.
+    ///
+    /// # Safety
+    /// `e` describes a tile of this (validated) matrix.
+    #[inline(always)]
+    pub unsafe fn for_each_exception(
+        &self,
+        e: &TileExceptions,
+        first: u32,
+        lane: u32,
+        table: impl Fn(u32) -> u32,
+        mut f: impl FnMut(u32, u32, u32),
+    ) {
+        // SAFETY: entry and far loads stay inside the tile's ranges, which
+        // the host validated.
+        unsafe {
+            let mut far_next = e.far_start;
+            let mut batch = 0;
+            let mut entry = first;
+            while batch < e.count {
+                let active = batch + lane < e.count;
+                let (row, col, index) = exception_entry(entry as u16);
                 let is_far = active && index == EXC_FAR;
-                // Far exponents are stored in entry order: count the far
-                // entries of lower lanes to find this lane's.
                 let far_mask = ballot(is_far);
                 if active {
                     let exponent = if is_far {
                         let k = far_next + (far_mask & lanemask_lt()).count_ones();
                         ld_nc_u8(self.far_exponents.add(k as usize))
                     } else {
-                        ld_nc_u8(self.exception_table.add(index as usize))
+                        table(u32::from(index))
                     };
                     f(row as u32, col as u32, exponent);
                 }
                 far_next += far_mask.count_ones();
-                first += LANES as u32;
+                batch += LANES as u32;
+                entry = self.exception(e, batch + lane);
             }
         }
     }
+}
+
+/// Where a tile's exceptions are: entries `start .. start + count`, and the
+/// first of its far exponents.
+#[derive(Clone, Copy)]
+pub struct TileExceptions {
+    pub start: u32,
+    pub count: u32,
+    pub far_start: u32,
 }

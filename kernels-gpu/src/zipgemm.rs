@@ -34,20 +34,20 @@
 //!            adds the slices in order and writes `Y` — one launch, and the
 //!            result does not depend on arrival order.
 
-use crate::decode::{base_pair, exception_entry, lane_pair, patch_exponent};
-use crate::format::{EXC_FAR, LANES, TILE_COLS, TILE_ROWS, lane_slot};
+use crate::decode::{base_pair, lane_pair, patch_exponent};
+use crate::format::{LANES, TILE_COLS, TILE_ROWS, lane_slot};
 use crate::launch::{
     GEMM_A_STAGE_BYTES, GEMM_FLAG_BYTES, GEMM_TABLE_BYTES, GEMM_WARPS, GEMM_X_STAGES,
     GEMM_X_STRIDE, STORE_BF16, gemm_x_stage_bytes,
 };
 use crate::ptx::{
-    atom_add_u32, ballot, block_idx, cp_async_16, cp_async_commit, cp_async_wait,
-    dynamic_shared_memory, f32_to_bf16, fence_gpu, grid_dim_x, grid_dim_y, lane_id, lanemask_lt,
-    ld_cg_f32, ld_nc_u8, ld_nc_u16, ld_nc_u32, ld_shared_u8, ld_shared_u16, ld_shared_u32,
-    ld_shared_v4, ldmatrix_x2, ldmatrix_x4, mma_bf16_16816, shfl_idx, st_shared_u16, st_shared_u32,
-    st_shared_v4, sync_threads, sync_warp, thread_idx,
+    atom_add_u32, block_idx, cp_async_16, cp_async_commit, cp_async_wait, dynamic_shared_memory,
+    f32_to_bf16, fence_gpu, grid_dim_x, grid_dim_y, lane_id, ld_cg_f32, ld_nc_u16, ld_nc_u32,
+    ld_shared_u8, ld_shared_u16, ld_shared_u32, ld_shared_v4, ldmatrix_x2, ldmatrix_x4,
+    mma_bf16_16816, shfl_idx, st_shared_u16, st_shared_u32, st_shared_v4, sync_threads, sync_warp,
+    thread_idx,
 };
-use crate::tile::{LaneTile, MatrixView};
+use crate::tile::{LaneTile, MatrixView, TileExceptions};
 
 /// Kernel arguments besides the matrix.
 #[derive(Clone, Copy)]
@@ -106,10 +106,7 @@ impl Smem {
 /// A tile's data fetched one tile ahead.
 struct Fetched {
     tile: LaneTile,
-    /// Exception range of the tile, and where its far exponents start.
-    start: u32,
-    count: u32,
-    far_start: u32,
+    exceptions: TileExceptions,
     /// This lane's entry among the first 32 (0 if none).
     entry: u32,
 }
@@ -152,19 +149,15 @@ unsafe fn fetch(
         }
         let at = tile - window.first_tile;
         let start = shfl_idx(window.exception_start, at);
-        let count = shfl_idx(window.exception_start, at + 1) - start;
-        let far_start = shfl_idx(window.far_start, at);
-        let entry = if lane < count {
-            ld_nc_u16(view.exceptions.add((start + lane) as usize))
-        } else {
-            0
+        let exceptions = TileExceptions {
+            start,
+            count: shfl_idx(window.exception_start, at + 1) - start,
+            far_start: shfl_idx(window.far_start, at),
         };
         Fetched {
             tile: view.load_lane(tile, lane),
-            start,
-            count,
-            far_start,
-            entry,
+            entry: view.exception(&exceptions, lane),
+            exceptions,
         }
     }
 }
@@ -180,38 +173,13 @@ fn a_stage_offset(row: usize, col: usize) -> u32 {
 /// warp's A stage: one entry per lane, 32 at a time.
 #[inline(always)]
 unsafe fn patch_exceptions(view: &MatrixView, f: &Fetched, s: &Smem, lane: u32) {
-    // SAFETY: entries index the tile's range; stage offsets stay in s.a.
+    // SAFETY: stage offsets stay in s.a; the table lies in shared memory.
     unsafe {
-        let mut far_next = f.far_start;
-        let mut first = 0;
-        let mut entry = f.entry;
-        loop {
-            let active = first + lane < f.count;
-            let (row, col, index) = exception_entry(entry as u16);
-            let is_far = active && index == EXC_FAR;
-            let far_mask = ballot(is_far);
-            if active {
-                let exponent = if is_far {
-                    let k = far_next + (far_mask & lanemask_lt()).count_ones();
-                    ld_nc_u8(view.far_exponents.add(k as usize))
-                } else {
-                    ld_shared_u8(s.table + index as u32)
-                };
-                let a = s.a + a_stage_offset(row, col);
-                st_shared_u16(a, patch_exponent(ld_shared_u16(a), exponent as u8));
-            }
-            far_next += far_mask.count_ones();
-            first += LANES as u32;
-            if first >= f.count {
-                break;
-            }
-            let i = first + lane;
-            entry = if i < f.count {
-                ld_nc_u16(view.exceptions.add((f.start + i) as usize))
-            } else {
-                0
-            };
-        }
+        let table = |index: u32| ld_shared_u8(s.table + index);
+        view.for_each_exception(&f.exceptions, f.entry, lane, table, |row, col, exponent| {
+            let a = s.a + a_stage_offset(row as usize, col as usize);
+            st_shared_u16(a, patch_exponent(ld_shared_u16(a), exponent as u8));
+        });
     }
 }
 
@@ -345,7 +313,7 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
                 }
                 sync_warp();
                 // patch
-                if f.count > 0 {
+                if f.exceptions.count > 0 {
                     patch_exceptions(&view, &f, &s, lane);
                     sync_warp();
                 }
