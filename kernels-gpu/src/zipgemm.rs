@@ -4,8 +4,13 @@
 //! reach global memory (they pass through a 4 KB per-warp shared-memory
 //! stage, where exceptions are patched).
 //!
-//! Grid: x = groups of [`GEMM_WARPS`] row tiles, y = split-K slice, z = chunk
-//! of `8 * NT` activation rows. Each warp owns one 16-row tile of `W` and
+//! Grid: x = (group of [`GEMM_WARPS`] row tiles) × (chunk of `8 * NT`
+//! activation rows), the chunk varying fastest, y = split-K slice. The
+//! blocks of one row group's chunks run side by side, so only the first
+//! reads the weights from HBM; the others find them in L2. (Measured on an
+//! H200: 2–4% faster at N ≥ 64 than with the chunk in grid z, where every
+//! chunk re-read the weights from HBM. What remains at large N is the decode,
+//! repeated for every chunk.) Each warp owns one 16-row tile of `W` and
 //! walks its slice of 128-column tiles; per tile:
 //!   fetch  – the next tile's six 16/8-byte loads per lane and its first 32
 //!            exception entries are issued a tile ahead (when: see
@@ -42,10 +47,9 @@ use crate::launch::{
 };
 use crate::ptx::{
     atom_add_u32, block_idx, cp_async_16, cp_async_commit, cp_async_wait, dynamic_shared_memory,
-    f32_to_bf16, fence_gpu, grid_dim_x, grid_dim_y, lane_id, ld_cg_f32, ld_nc_u16, ld_nc_u32,
-    ld_shared_u8, ld_shared_u16, ld_shared_u32, ld_shared_v4, ldmatrix_x2, ldmatrix_x4,
-    mma_bf16_16816, shfl_idx, st_shared_u16, st_shared_u32, st_shared_v4, sync_threads, sync_warp,
-    thread_idx,
+    f32_to_bf16, fence_gpu, grid_dim_y, lane_id, ld_cg_f32, ld_nc_u16, ld_nc_u32, ld_shared_u8,
+    ld_shared_u16, ld_shared_u32, ld_shared_v4, ldmatrix_x2, ldmatrix_x4, mma_bf16_16816, shfl_idx,
+    st_shared_u16, st_shared_u32, st_shared_v4, sync_threads, sync_warp, thread_idx,
 };
 use crate::tile::{LaneTile, MatrixView, TileExceptions};
 
@@ -63,7 +67,7 @@ struct GemmArgs {
     store: u32,
     tiles_per_split: u32,
     /// Split K only: f32 partial sums `[slice][n][m]` and one arrival
-    /// counter per (x, z) block position, zero between launches.
+    /// counter per block index x, zero between launches.
     partial: *mut f32,
     counters: *mut u32,
 }
@@ -245,7 +249,9 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
     // four, whose longer MMA phase needs the head start.
     let fetch_early = NT > 1;
 
-    let (bx, split, chunk) = block_idx();
+    let (x, split, _) = block_idx();
+    let chunks = args.n.div_ceil(8 * NT as u32);
+    let (bx, chunk) = (x / chunks, x % chunks);
     let slices = grid_dim_y();
     let row_tiles = view.rows.div_ceil(TILE_ROWS as u32);
     let tile_count = row_tiles * view.col_tiles;
@@ -356,7 +362,7 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
         fence_gpu();
         sync_threads();
         if tid == 0 {
-            let counter = args.counters.add((chunk * grid_dim_x() + bx) as usize);
+            let counter = args.counters.add(x as usize);
             let last = atom_add_u32(counter, 1) == slices - 1;
             if last {
                 *counter = 0; // ready for the next launch
@@ -476,7 +482,7 @@ macro_rules! zipgemm_entry {
         /// The matrix pointers describe a matrix validated by the host; `x`
         /// holds n × cols BF16; `y` (or `y32`) n × rows outputs; with
         /// several slices, `partial` holds slices × n × rows f32 and
-        /// `counters` one zeroed u32 per (x, z) block position; block size
+        /// `counters` one zeroed u32 per block index x; block size
         /// `32 * GEMM_WARPS`; dynamic shared memory `gemm_smem_bytes(NT)`.
         #[unsafe(no_mangle)]
         #[allow(clippy::too_many_arguments)]

@@ -173,12 +173,12 @@ pub fn zipgemm(
     let x_ptr = x.as_device_ptr();
     let x_vector_loads = u32::from(k.is_multiple_of(8) && x_ptr.as_raw().is_multiple_of(16));
     let grid = (
-        tiles_for(m, TILE_ROWS).div_ceil(GEMM_WARPS as usize) as u32,
+        (tiles_for(m, TILE_ROWS).div_ceil(GEMM_WARPS as usize) * n_chunks) as u32,
         split.slices,
-        n_chunks as u32,
+        1,
     );
     let (partial, counters) = if split.slices > 1 {
-        workspace.reserve(split.slices as usize * n * m, (grid.0 * grid.2) as usize)?
+        workspace.reserve(split.slices as usize * n * m, grid.0 as usize)?
     } else {
         (DevicePointer::null(), DevicePointer::null())
     };
@@ -189,7 +189,7 @@ pub fn zipgemm(
     let smem = gemm_smem_bytes(variant.nt) as u32;
     // SAFETY: shapes and buffer sizes were checked above; the matrix was
     // validated before upload; the workspace holds slices × n × m partial
-    // sums and zeroed counters for every (x, z) block position; block size
+    // sums and zeroed counters for every block index x; block size
     // and dynamic shared memory match the kernel's layout.
     unsafe {
         launch!(function<<<grid, 32 * GEMM_WARPS, smem, stream>>>(
