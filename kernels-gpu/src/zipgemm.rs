@@ -199,19 +199,24 @@ unsafe fn stage_activations<const NT: usize>(
     k0: u32,
     tid: u32,
 ) {
+    // Thread `tid` moves the same 16-byte column unit of rows tid / 16,
+    // tid / 16 + 8, ...: one row offset per unit, the rest fixed per tile.
+    // Indices are u32: the host keeps n × k below 2^32.
     const UNITS_PER_ROW: u32 = (TILE_COLS / 8) as u32;
-    let units = 8 * NT as u32 * UNITS_PER_ROW;
-    let mut u = tid;
+    const ROWS_PER_PASS: u32 = GEMM_WARPS * 32 / UNITS_PER_ROW;
+    let (row0, unit) = (tid / UNITS_PER_ROW, tid % UNITS_PER_ROW);
+    let kc = k0 + unit * 8;
+    let mut dst = s_x + (row0 * GEMM_X_STRIDE as u32 + unit * 8) * 2;
+    let mut n = n0 + row0;
+    let mut at = n.wrapping_mul(k).wrapping_add(kc);
     // SAFETY: loads are bounded by N and K; stores by the stage size.
     unsafe {
-        while u < units {
-            let (row, unit) = (u / UNITS_PER_ROW, u % UNITS_PER_ROW);
-            let (n, kc) = (n0 + row, k0 + unit * 8);
-            let dst = s_x + (row * GEMM_X_STRIDE as u32 + unit * 8) * 2;
+        let mut pass = 0;
+        while pass < NT as u32 * 8 / ROWS_PER_PASS {
             let inside = n < args.n && kc < k;
             if args.x_vector_loads != 0 {
                 let src = if inside {
-                    args.x.add(n as usize * k as usize + kc as usize)
+                    args.x.add(at as usize)
                 } else {
                     args.x
                 };
@@ -220,7 +225,7 @@ unsafe fn stage_activations<const NT: usize>(
                 let mut e = 0;
                 while e < 8 {
                     let v = if inside && kc + e < k {
-                        ld_nc_u16(args.x.add(n as usize * k as usize + (kc + e) as usize))
+                        ld_nc_u16(args.x.add((at + e) as usize))
                     } else {
                         0
                     };
@@ -228,7 +233,10 @@ unsafe fn stage_activations<const NT: usize>(
                     e += 1;
                 }
             }
-            u += GEMM_WARPS * 32;
+            n += ROWS_PER_PASS;
+            at = at.wrapping_add(ROWS_PER_PASS * k);
+            dst += ROWS_PER_PASS * GEMM_X_STRIDE as u32 * 2;
+            pass += 1;
         }
     }
 }
@@ -250,7 +258,9 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
     let fetch_early = NT > 1;
 
     let (x, split, _) = block_idx();
-    let chunks = args.n.div_ceil(8 * NT as u32);
+    // n ≥ 1 (host-checked); NonZero keeps a division-by-zero panic path out.
+    let chunks = core::num::NonZeroU32::new(args.n.div_ceil(8 * NT as u32))
+        .unwrap_or(core::num::NonZeroU32::MIN);
     let (bx, chunk) = (x / chunks, x % chunks);
     let slices = grid_dim_y();
     let row_tiles = view.rows.div_ceil(TILE_ROWS as u32);

@@ -38,6 +38,29 @@ fn ptx_uses_tensor_core_instructions() {
         !PTX.contains(".target sm_80, debug"),
         "PTX still carries debug info"
     );
+    // Weights stream through 16-byte loads that skip L1, compressed tiles'
+    // pairs are spread with prmt, activations move with cp.async, and B
+    // fragments come from ldmatrix.
+    for instruction in [
+        "ld.global.nc.L1::no_allocate.v4.u32",
+        "prmt.b32",
+        "cp.async.cg.shared.global",
+        "ldmatrix.sync.aligned.m8n8.x4.shared.b16",
+    ] {
+        assert!(PTX.contains(instruction), "PTX lacks {instruction}");
+    }
+}
+
+#[test]
+fn ptx_has_no_panic_paths_or_local_memory() {
+    // A `.func` in the PTX is a call kept out of line, in practice a core
+    // panic path (bounds or division checks) that reached a kernel; `.local`
+    // is an array that left registers.
+    assert!(
+        !PTX.contains(".func"),
+        "PTX contains a device function (a panic path?)"
+    );
+    assert!(!PTX.contains(".local"), "PTX uses local memory");
 }
 
 fn ptxas() -> Option<PathBuf> {
