@@ -136,20 +136,6 @@ pub fn cp_async_wait<const N: u32>() {
     unsafe { asm!("cp.async.wait_group {n};", n = const N, options(nostack)) }
 }
 
-/// Convert a generic pointer into shared memory to a 32-bit shared-window
-/// address, as `ldmatrix` and `cp.async` expect (PTX ISA §9.7.8.21, `cvta`).
-#[inline(always)]
-pub fn shared_addr<T>(p: *const T) -> u32 {
-    let r: u64;
-    // The pointer is only converted, never dereferenced: pass it as an integer.
-    let generic = p as u64;
-    // SAFETY: pure address arithmetic.
-    unsafe {
-        asm!("cvta.to.shared.u64 {r}, {p};", r = out(reg64) r, p = in(reg64) generic, options(pure, nomem, nostack))
-    }
-    r as u32
-}
-
 /// Block-wide barrier (`bar.sync 0`, PTX ISA §9.7.13.4).
 #[inline(always)]
 pub fn sync_threads() {
@@ -353,33 +339,6 @@ pub unsafe fn ld_shared_v4(addr: u32) -> [u32; 4] {
     r
 }
 
-/// Atomic add to an f32 in shared memory without returning the old value
-/// (PTX ISA §9.7.13.6, `red.shared.add.f32`): the exception corrections of
-/// different lanes may hit the same output.
-///
-/// # Safety
-/// `addr` is a 4-byte aligned address inside this block's shared memory.
-#[inline(always)]
-pub unsafe fn red_shared_add_f32(addr: u32, v: f32) {
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        asm!("red.shared.add.f32 [{a}], {v};", a = in(reg32) addr, v = in(reg32) v, options(nostack, preserves_flags))
-    }
-}
-
-/// Atomic add to an f32 in global memory (`red.global.add.f32`): the split-K
-/// partial sums meet here.
-///
-/// # Safety
-/// `p` is a 4-byte aligned global address of a writable f32.
-#[inline(always)]
-pub unsafe fn red_global_add_f32(p: *mut f32, v: f32) {
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        asm!("red.global.add.f32 [{p}], {v};", p = in(reg64) p, v = in(reg32) v, options(nostack, preserves_flags))
-    }
-}
-
 /// Read-only global byte load through the L1/texture path (`ld.global.nc.u8`).
 ///
 /// # Safety
@@ -418,26 +377,6 @@ pub unsafe fn ld_nc_u32(p: *const u32) -> u32 {
     // SAFETY: guaranteed by the caller.
     unsafe {
         asm!("ld.global.nc.u32 {r}, [{p}];", r = out(reg32) r, p = in(reg64) p, options(readonly, nostack, preserves_flags))
-    }
-    r
-}
-
-/// Read-only global 16-byte load through L1 (`ld.global.nc.v4.u32`), for
-/// activations that several warps of the block read.
-///
-/// # Safety
-/// As [`ld_stream_v4`].
-#[inline(always)]
-pub unsafe fn ld_nc_v4(p: *const u8) -> [u32; 4] {
-    let mut r = [0u32; 4];
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        asm!(
-            "ld.global.nc.v4.u32 {{{r0}, {r1}, {r2}, {r3}}}, [{p}];",
-            r0 = out(reg32) r[0], r1 = out(reg32) r[1], r2 = out(reg32) r[2], r3 = out(reg32) r[3],
-            p = in(reg64) p,
-            options(readonly, nostack, preserves_flags),
-        );
     }
     r
 }
