@@ -112,9 +112,36 @@ fn main() {
         .arg("-o")
         .arg(&ptx);
     run(&mut llc, "llc");
+    let text = fs::read_to_string(&ptx).unwrap_or_else(|e| fail(&format!("reading PTX: {e}")));
+    fs::write(&ptx, add_launch_bounds(&text))
+        .unwrap_or_else(|e| fail(&format!("writing PTX: {e}")));
 
     println!("cargo:rustc-env=ZIPSERV_PTX_FILE={}", ptx.display());
     println!("cargo:rustc-env=ZIPSERV_PTX_ARCH={arch}");
+}
+
+/// Adds launch bounds (PTX ISA §11.4.2–3, `.maxntid` and `.minnctapersm`)
+/// to the ZipGEMM entries, which Rust has no attribute for: they follow the
+/// parameter list of each `.entry`.
+fn add_launch_bounds(ptx: &str) -> String {
+    use zipserv_kernels::launch::{GEMM_MIN_BLOCKS_PER_SM, GEMM_NT, GEMM_WARPS};
+    let mut out = ptx.to_string();
+    for (nt, blocks) in GEMM_NT.iter().zip(GEMM_MIN_BLOCKS_PER_SM) {
+        let entry = format!(".entry zipserv_gemm_n{}(", 8 * nt);
+        let Some(start) = out.find(&entry) else {
+            fail(&format!("PTX lacks {entry}"));
+        };
+        let Some(close) = out[start..].find("\n)") else {
+            fail(&format!("PTX: no parameter list end after {entry}"));
+        };
+        let at = start + close + 2;
+        let bounds = format!(
+            "\n.maxntid {}, 1, 1\n.minnctapersm {blocks}",
+            32 * GEMM_WARPS
+        );
+        out.insert_str(at, &bounds);
+    }
+    out
 }
 
 /// PTX ISA version to emit. LLVM defaults to the oldest version that knows

@@ -13,8 +13,9 @@ pub const GEMM_WARPS: u32 = 4;
 /// Staged activation row in BF16: 8 extra elements make the B-fragment reads
 /// of the eight lane groups hit distinct banks (row stride 68 words).
 pub const GEMM_X_STRIDE: usize = TILE_COLS + 8;
-/// Activation buffers: one being read, one being filled.
-pub const GEMM_X_STAGES: usize = 2;
+/// Activation buffers: one being read, two being filled. Three let a block
+/// pass one barrier per tile instead of two (see `zipgemm`).
+pub const GEMM_X_STAGES: usize = 3;
 /// The exception table, padded to 32 entries (and to 128 bytes so what
 /// follows stays aligned).
 pub const GEMM_TABLE_BYTES: usize = 128;
@@ -39,6 +40,12 @@ pub const fn gemm_smem_bytes(nt: usize) -> usize {
 
 /// The n-tiles (of 8 activation rows) a ZipGEMM kernel variant covers.
 pub const GEMM_NT: [usize; 3] = [1, 2, 4];
+/// Resident blocks per multiprocessor each variant is compiled for (PTX
+/// `.minnctapersm`, added by the host's build script): ptxas then keeps the
+/// registers within 65536 / (blocks · threads). Left to itself it took 72–94
+/// (n8), 96–128 (n16) and 119–136 (n32) registers depending on small source
+/// changes; these bounds are the most blocks each fits without spilling.
+pub const GEMM_MIN_BLOCKS_PER_SM: [u32; 3] = [8, 4, 4];
 
 // Every region starts 16-byte aligned (cp.async and vector accesses).
 const _: () = assert!((GEMM_X_STRIDE * 2).is_multiple_of(16));
@@ -47,6 +54,138 @@ const _: () = assert!(GEMM_A_STAGE_BYTES.is_multiple_of(16));
 // Small enough for several blocks per multiprocessor on any sm_80+ part.
 const _: () = assert!(gemm_smem_bytes(4) <= 48 * 1024);
 
+/// How a ZipGEMM launch deals out its work. A *unit* is one output tile: a
+/// row group ([`GEMM_WARPS`] row tiles) × one activation chunk, reduced over
+/// `col_tiles` column tiles. The `units × col_tiles` (unit, column tile)
+/// pairs, unit-major, are cut into `blocks` contiguous shares that differ by
+/// at most one tile ("stream-K"). Any block count from 1 to the number of
+/// pairs is valid: with one wave of resident blocks every multiprocessor
+/// gets the same work, whatever the shape; a share that covers part of a
+/// unit leaves partial sums, which the last block to finish that unit adds.
+/// (Measured on an H200 with whole-unit blocks: 448 units on 528 block slots
+/// ran at 10% less throughput than 528 units.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkSplit {
+    pub units: u32,
+    pub col_tiles: u32,
+    pub blocks: u32,
+}
+
+impl WorkSplit {
+    /// Most blocks a launch may have: keeps [`WorkSplit::share_start`] in
+    /// 32-bit arithmetic.
+    pub const MAX_BLOCKS: u32 = u16::MAX as u32;
+
+    /// Number of (unit, column tile) pairs (the host keeps it below 2^32).
+    #[inline(always)]
+    pub const fn pairs(&self) -> u32 {
+        self.units * self.col_tiles
+    }
+
+    /// First pair of block `b`'s share, `⌊b · pairs / blocks⌋`; `b = blocks`
+    /// gives the end. With `blocks = units · s` every unit is cut into
+    /// exactly `s` shares. (Computed as `b·q + ⌊b·r / blocks⌋` with
+    /// `pairs = q·blocks + r`, which stays below 2^32 for blocks ≤
+    /// [`WorkSplit::MAX_BLOCKS`]; 64-bit division costs the kernels
+    /// hundreds of cycles on the path to the last block's reduction.)
+    #[inline(always)]
+    pub fn share_start(&self, b: u32) -> u32 {
+        let blocks = nonzero32(self.blocks);
+        let (q, r) = (self.pairs() / blocks, self.pairs() % blocks);
+        b * q + b * r / blocks
+    }
+
+    /// The blocks whose shares cover part of unit `u`, `first..=last`;
+    /// `b` is one of them.
+    #[inline(always)]
+    pub fn unit_blocks(&self, u: u32, b: u32) -> (u32, u32) {
+        // Whole slices per unit (the common case): no walk needed.
+        let units = nonzero32(self.units);
+        if self.blocks % units == 0 && self.blocks / units <= self.col_tiles {
+            let s = self.blocks / units;
+            return (u * s, u * s + s - 1);
+        }
+        let (mut first, mut last) = (b, b);
+        while first > 0 && self.share_start(first) > u * self.col_tiles {
+            first -= 1;
+        }
+        while self.share_start(last + 1) < (u + 1) * self.col_tiles {
+            last += 1;
+        }
+        (first, last)
+    }
+
+    /// Partial-sum slot of block `b` for unit `u`: each block has two, for
+    /// the unit its share starts in (0) and the unit it ends in (1).
+    #[inline(always)]
+    pub fn slot(&self, b: u32, u: u32) -> u32 {
+        // b covers part of u, so its share starts in u or before it.
+        2 * b + u32::from(self.share_start(b) < u * self.col_tiles)
+    }
+}
+
+/// A divisor that cannot be zero (callers guarantee it; a zero divisor
+/// becomes 1 instead of a panic path in the kernels).
+#[inline(always)]
+fn nonzero32(d: u32) -> core::num::NonZeroU32 {
+    core::num::NonZeroU32::new(d).unwrap_or(core::num::NonZeroU32::MIN)
+}
+
 /// `zipserv_gemm_*` output types.
 pub const STORE_BF16: u32 = 0;
 pub const STORE_F32: u32 = 1;
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::{vec, vec::Vec};
+
+    /// Shares partition the pairs, and `unit_blocks` / `slot` agree with a
+    /// direct walk over every block's share.
+    #[test]
+    fn work_split_shares_match_a_direct_walk() {
+        for units in 1..40u32 {
+            for col_tiles in 1..12u32 {
+                let pairs = units * col_tiles;
+                for blocks in 1..=pairs {
+                    let w = WorkSplit {
+                        units,
+                        col_tiles,
+                        blocks,
+                    };
+                    assert_eq!(w.share_start(0), 0);
+                    assert_eq!(w.share_start(blocks), pairs);
+                    let mut seen = vec![Vec::new(); units as usize];
+                    for b in 0..blocks {
+                        let (s, e) = (w.share_start(b), w.share_start(b + 1));
+                        let exact = u64::from(b) * u64::from(pairs) / u64::from(blocks);
+                        assert_eq!(u64::from(s), exact);
+                        assert!(e > s, "empty share {w:?} b={b}");
+                        for q in s..e {
+                            let u = (q / col_tiles) as usize;
+                            if seen[u].last() != Some(&b) {
+                                seen[u].push(b);
+                            }
+                        }
+                        let first_unit = s / col_tiles;
+                        let last_unit = (e - 1) / col_tiles;
+                        assert_eq!(w.slot(b, first_unit), 2 * b);
+                        if last_unit != first_unit {
+                            assert_eq!(w.slot(b, last_unit), 2 * b + 1);
+                        }
+                    }
+                    for (u, blocks_of_u) in seen.iter().enumerate() {
+                        let any = blocks_of_u[blocks_of_u.len() / 2];
+                        let (first, last) = w.unit_blocks(u as u32, any);
+                        let want: Vec<u32> = (first..=last).collect();
+                        assert_eq!(blocks_of_u, &want, "{w:?} unit {u}");
+                        if blocks % units == 0 && blocks / units <= col_tiles {
+                            assert_eq!(want.len() as u32, blocks / units, "{w:?} unit {u}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

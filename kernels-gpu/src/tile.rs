@@ -24,6 +24,7 @@ pub struct MatrixView {
 }
 
 /// One lane's compressed data for one tile, straight from global memory.
+#[derive(Clone, Copy)]
 pub struct LaneTile {
     /// 64 sign+mantissa bytes; pair `p` is bytes `2p, 2p+1`.
     pub sm: [u32; 16],

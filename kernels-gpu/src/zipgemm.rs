@@ -4,14 +4,17 @@
 //! reach global memory (they pass through a 4 KB per-warp shared-memory
 //! stage, where exceptions are patched).
 //!
-//! Grid: x = (group of [`GEMM_WARPS`] row tiles) × (chunk of `8 * NT`
-//! activation rows), the chunk varying fastest, y = split-K slice. The
-//! blocks of one row group's chunks run side by side, so only the first
-//! reads the weights from HBM; the others find them in L2. (Measured on an
-//! H200: 2–4% faster at N ≥ 64 than with the chunk in grid z, where every
-//! chunk re-read the weights from HBM. What remains at large N is the decode,
-//! repeated for every chunk.) Each warp owns one 16-row tile of `W` and
-//! walks its slice of 128-column tiles; per tile:
+//! Work: a *unit* is one output tile, a group of [`GEMM_WARPS`] row tiles ×
+//! a chunk of `8 * NT` activation rows; the (unit, 128-column tile) pairs
+//! are dealt to the blocks of a one-dimensional grid in equal contiguous
+//! shares ([`WorkSplit`], "stream-K"), so every block gets the same work
+//! whatever the shape. Consecutive units are the chunks of one row group,
+//! so blocks working side by side share the weights through L2: only the
+//! first reads them from HBM. (Measured on an H200: 2–4% faster at N ≥ 64
+//! than with every chunk re-reading the weights from HBM. What remains at
+//! large N is the decode, repeated for every chunk.) Each warp owns one
+//! 16-row tile of `W` in each unit of its block's share and
+//! walks the share's 128-column tiles; per tile:
 //!   fetch  – the next tile's six 16/8-byte loads per lane and its first 32
 //!            exception entries are issued a tile ahead (when: see
 //!            `fetch_early`). (Two tiles ahead in registers cost 122
@@ -19,8 +22,9 @@
 //!            `cp.async` queue in shared memory ran 10–50% slower: it needed
 //!            55–68 KB per block, so fewer blocks fit and grids spilled into
 //!            a second wave.)
-//!   stage  – `cp.async` copies the next activation chunk into the other
-//!            shared buffer while this one is used;
+//!   stage  – `cp.async` copies the activation chunk of the tile after next
+//!            into the third of three shared buffers while one is used, so
+//!            a block passes one barrier per tile;
 //!   decode – 32 BF16 pairs per lane, one k-step's A fragment at a time,
 //!            parked in the warp's A stage in fragment order;
 //!   patch  – each lane fixes about one exception's exponent in the stage,
@@ -33,21 +37,21 @@
 //!            the divergent patch ran every time.)
 //!   mma    – NT n-tiles per k-step, B fragments from the staged activations
 //!            with `ldmatrix` (one instruction per two n-tiles);
-//!   store  – one K slice: BF16 or f32 straight to `Y`. Several slices:
-//!            each block writes f32 partial sums to its slice of a
-//!            workspace, and the last block to arrive for an output tile
-//!            adds the slices in order and writes `Y` — one launch, and the
-//!            result does not depend on arrival order.
+//!   store  – a whole unit in one share: BF16 or f32 straight to `Y`.
+//!            Part of a unit: each block writes f32 partial sums to its
+//!            slot of a workspace, and the last block to finish the unit
+//!            adds the shares in block order and writes `Y` — one launch,
+//!            and the result does not depend on arrival order.
 
 use crate::decode::{base_pair, lane_pair, patch_exponent};
 use crate::format::{LANES, TILE_COLS, TILE_ROWS, lane_slot};
 use crate::launch::{
     GEMM_A_STAGE_BYTES, GEMM_FLAG_BYTES, GEMM_TABLE_BYTES, GEMM_WARPS, GEMM_X_STAGES,
-    GEMM_X_STRIDE, STORE_BF16, gemm_x_stage_bytes,
+    GEMM_X_STRIDE, STORE_BF16, WorkSplit, gemm_x_stage_bytes,
 };
 use crate::ptx::{
     atom_add_u32, block_idx, cp_async_16, cp_async_commit, cp_async_wait, dynamic_shared_memory,
-    f32_to_bf16, fence_gpu, grid_dim_y, lane_id, ld_cg_f32, ld_nc_u16, ld_nc_u32, ld_shared_u8,
+    f32_to_bf16, fence_gpu, grid_dim_x, lane_id, ld_cg_f32, ld_nc_u16, ld_nc_u32, ld_shared_u8,
     ld_shared_u16, ld_shared_u32, ld_shared_v4, ldmatrix_x2, ldmatrix_x4, mma_bf16_16816, shfl_idx,
     st_shared_u16, st_shared_u32, st_shared_v4, sync_threads, sync_warp, thread_idx,
 };
@@ -65,9 +69,9 @@ struct GemmArgs {
     y: *mut u16,
     y32: *mut f32,
     store: u32,
-    tiles_per_split: u32,
-    /// Split K only: f32 partial sums `[slice][n][m]` and one arrival
-    /// counter per block index x, zero between launches.
+    /// When shares split units: two f32 partial-sum slots per block (see
+    /// `reduce_partial`) and one arrival counter per unit, zero between
+    /// launches.
     partial: *mut f32,
     counters: *mut u32,
 }
@@ -108,11 +112,28 @@ impl Smem {
 }
 
 /// A tile's data fetched one tile ahead.
+#[derive(Clone, Copy)]
 struct Fetched {
     tile: LaneTile,
     exceptions: TileExceptions,
     /// This lane's entry among the first 32 (0 if none).
     entry: u32,
+}
+
+impl Fetched {
+    /// Placeholder for warps without a row tile, which never decode.
+    const NONE: Self = Self {
+        tile: LaneTile {
+            sm: [0; 16],
+            codes: [0; 6],
+        },
+        exceptions: TileExceptions {
+            start: 0,
+            count: 0,
+            far_start: 0,
+        },
+        entry: 0,
+    };
 }
 
 /// Exception offsets of 32 consecutive tiles, one per lane, so a tile's
@@ -187,57 +208,237 @@ unsafe fn patch_exceptions(view: &MatrixView, f: &Fetched, s: &Smem, lane: u32) 
     }
 }
 
-/// Starts copying activations `X[n0 .. n0 + 8·NT][k0 .. k0 + 128]` into the
-/// shared buffer `s_x` (zero past N and K), in 16-byte units spread over the
-/// block: asynchronously when rows are 16-byte aligned, else element-wise.
-#[inline(always)]
-unsafe fn stage_activations<const NT: usize>(
-    s_x: u32,
-    args: &GemmArgs,
-    k: u32,
-    n0: u32,
-    k0: u32,
-    tid: u32,
-) {
-    // Thread `tid` moves the same 16-byte column unit of rows tid / 16,
-    // tid / 16 + 8, ...: one row offset per unit, the rest fixed per tile.
-    // Indices are u32: the host keeps n × k below 2^32.
-    const UNITS_PER_ROW: u32 = (TILE_COLS / 8) as u32;
-    const ROWS_PER_PASS: u32 = GEMM_WARPS * 32 / UNITS_PER_ROW;
-    let (row0, unit) = (tid / UNITS_PER_ROW, tid % UNITS_PER_ROW);
-    let kc = k0 + unit * 8;
-    let mut dst = s_x + (row0 * GEMM_X_STRIDE as u32 + unit * 8) * 2;
-    let mut n = n0 + row0;
-    let mut at = n.wrapping_mul(k).wrapping_add(kc);
-    // SAFETY: loads are bounded by N and K; stores by the stage size.
-    unsafe {
-        let mut pass = 0;
-        while pass < NT as u32 * 8 / ROWS_PER_PASS {
-            let inside = n < args.n && kc < k;
-            if args.x_vector_loads != 0 {
-                let src = if inside {
-                    args.x.add(at as usize)
-                } else {
-                    args.x
-                };
-                cp_async_16(dst, src as *const u8, if inside { 16 } else { 0 });
-            } else {
-                let mut e = 0;
-                while e < 8 {
-                    let v = if inside && kc + e < k {
-                        ld_nc_u16(args.x.add((at + e) as usize))
-                    } else {
-                        0
-                    };
-                    st_shared_u16(dst + 2 * e, v as u16);
-                    e += 1;
-                }
-            }
-            n += ROWS_PER_PASS;
-            at = at.wrapping_add(ROWS_PER_PASS * k);
-            dst += ROWS_PER_PASS * GEMM_X_STRIDE as u32 * 2;
-            pass += 1;
+/// One thread's share of staging activation chunks `X[n0 .. n0 + 8·NT]
+/// [k0 .. k0 + 128]` into a shared buffer (zero past N and K), in 16-byte
+/// units spread over the block. Thread `tid` always moves the same column
+/// unit of rows `tid / 16 + 8p`. Rebuilt from the thread index for every
+/// tile: kept in registers across the K loop, these four words pushed the
+/// one-n-tile kernel from 64 to 72 registers (7 instead of 8 blocks per
+/// multiprocessor).
+struct Stager {
+    /// Element index in X of this thread's first unit at column tile 0.
+    at: u32,
+    /// Column of this thread's unit inside a tile.
+    kc: u32,
+    /// Rows of the chunk left below this thread's first row (≤ 0: none).
+    rows_left: i32,
+    /// Byte offset of this thread's first unit inside a buffer.
+    dst: u32,
+}
+
+const UNITS_PER_ROW: u32 = (TILE_COLS / 8) as u32;
+const ROWS_PER_PASS: u32 = GEMM_WARPS * 32 / UNITS_PER_ROW;
+
+impl Stager {
+    #[inline(always)]
+    fn new(args: &GemmArgs, k: u32, n0: u32, tid: u32) -> Self {
+        let (row0, unit) = (tid / UNITS_PER_ROW, tid % UNITS_PER_ROW);
+        // Indices are u32: the host keeps n × k below 2^32.
+        Self {
+            at: (n0 + row0).wrapping_mul(k).wrapping_add(unit * 8),
+            kc: unit * 8,
+            rows_left: args.n as i32 - (n0 + row0) as i32,
+            dst: (row0 * GEMM_X_STRIDE as u32 + unit * 8) * 2,
         }
+    }
+
+    /// Starts copying column tile `kt` into the buffer at `s_x`: with
+    /// `cp.async` when every row is 16-byte aligned, else element by element.
+    #[inline(always)]
+    unsafe fn stage<const NT: usize>(&self, args: &GemmArgs, k: u32, s_x: u32, kt: u32) {
+        let col = kt * TILE_COLS as u32;
+        let inside_k = col + self.kc < k;
+        let at = self.at.wrapping_add(col);
+        // SAFETY: loads are bounded by N and K; stores by the buffer size.
+        unsafe {
+            seq_macro::seq!(P in 0..4 {
+                if P < NT as u32 * 8 / ROWS_PER_PASS {
+                    let inside = inside_k && ((P * ROWS_PER_PASS) as i32) < self.rows_left;
+                    let at = at.wrapping_add(P * ROWS_PER_PASS * k);
+                    let dst = s_x + self.dst + P * ROWS_PER_PASS * GEMM_X_STRIDE as u32 * 2;
+                    if args.x_vector_loads != 0 {
+                        let src = if inside { args.x.add(at as usize) } else { args.x };
+                        cp_async_16(dst, src as *const u8, if inside { 16 } else { 0 });
+                    } else {
+                        let mut e = 0;
+                        while e < 8 {
+                            let v = if inside && col + self.kc + e < k {
+                                ld_nc_u16(args.x.add((at + e) as usize))
+                            } else {
+                                0
+                            };
+                            st_shared_u16(dst + 2 * e, v as u16);
+                            e += 1;
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
+const _: () = assert!(
+    4 * ROWS_PER_PASS as usize >= 8 * 4,
+    "stage unrolls at most 4 passes"
+);
+
+/// What a warp's K loop needs besides its accumulators.
+struct Walk<'a> {
+    view: &'a MatrixView,
+    args: &'a GemmArgs,
+    s: Smem,
+    n0: u32,
+    lane: u32,
+    active: bool,
+    rt: u32,
+    tile_count: u32,
+    kt1: u32,
+    base2: u32,
+    /// This lane's `ldmatrix` row address relative to an activation buffer.
+    b_lane: u32,
+}
+
+impl Walk<'_> {
+    #[inline(always)]
+    fn tile_of(&self, kt: u32) -> u32 {
+        self.rt * self.view.col_tiles + kt
+    }
+}
+
+/// The warp's walk over its K slice `kt0 .. kt1`. With the early fetch, two
+/// tiles per loop turn, so the tile in flight and the tile being decoded
+/// swap roles without register copies (one turn per tile cost 30 moves per
+/// tile at NT = 4).
+#[inline(always)]
+unsafe fn k_loop<const NT: usize>(w: &Walk, kt0: u32, acc: &mut [[f32; 4]; NT]) {
+    let k = w.view.cols;
+    // SAFETY: as in `zipgemm`.
+    unsafe {
+        let stage = |buffer: u32, kt: u32| {
+            if kt < w.kt1 {
+                let stager = Stager::new(w.args, k, w.n0, thread_idx());
+                stager.stage::<NT>(w.args, k, w.s.x(buffer), kt);
+            }
+            cp_async_commit();
+        };
+        stage(0, kt0);
+        stage(1, kt0 + 1);
+        let mut window = StartsWindow::load(
+            w.view,
+            w.tile_of(kt0).min(w.tile_count),
+            w.tile_count,
+            w.lane,
+        );
+        let mut a = Fetched::NONE;
+        let mut b = Fetched::NONE;
+        if w.active && kt0 < w.kt1 {
+            a = fetch(w.view, &mut window, w.tile_of(kt0), w.tile_count, w.lane);
+        }
+        let (mut kt, mut buffer) = (kt0, 0);
+        if !fetch_early::<NT>() {
+            // One tile in registers at a time: the next is fetched after
+            // this one is decoded, into the same variables.
+            while kt < w.kt1 {
+                // A copy, not a take: resetting `a` cost 8 registers
+                // of zeros kept live through the decode.
+                let cur = a;
+                tile_step::<NT>(w, acc, kt, buffer, &cur, &mut a, &mut window, &stage);
+                (kt, buffer) = (kt + 1, next_buffer(buffer));
+            }
+        } else {
+            while kt < w.kt1 {
+                tile_step::<NT>(w, acc, kt, buffer, &a, &mut b, &mut window, &stage);
+                (kt, buffer) = (kt + 1, next_buffer(buffer));
+                if kt == w.kt1 {
+                    break;
+                }
+                tile_step::<NT>(w, acc, kt, buffer, &b, &mut a, &mut window, &stage);
+                (kt, buffer) = (kt + 1, next_buffer(buffer));
+            }
+        }
+        cp_async_wait::<0>();
+    }
+}
+
+/// When to issue the next tile's loads. Early (before the barrier and the
+/// decode) gives them the longest flight but keeps two tiles in registers;
+/// late (after this tile is decoded) frees those registers, and more warps
+/// fit. Measured on an H200: late is 10–20% faster for one n-tile (72
+/// instead of 96 registers), early is 10–20% faster for two or four, whose
+/// longer MMA phase needs the head start.
+const fn fetch_early<const NT: usize>() -> bool {
+    NT > 1
+}
+
+#[inline(always)]
+fn next_buffer(buffer: u32) -> u32 {
+    if buffer + 1 == GEMM_X_STAGES as u32 {
+        0
+    } else {
+        buffer + 1
+    }
+}
+
+/// One 128-column tile of the warp: wait for its activations, start staging
+/// the tile after next, fetch the next tile's weights, decode, patch, MMA.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_step<const NT: usize>(
+    w: &Walk,
+    acc: &mut [[f32; 4]; NT],
+    kt: u32,
+    buffer: u32,
+    cur: &Fetched,
+    next: &mut Fetched,
+    window: &mut StartsWindow,
+    stage: &impl Fn(u32, u32),
+) {
+    let fetch_early = fetch_early::<NT>();
+    let has_next = w.active && kt + 1 < w.kt1;
+    let lane = w.lane;
+    // SAFETY: as in `zipgemm`.
+    unsafe {
+        // Issued before the barrier: a warp that waits there still has its
+        // next tile's weights on the way (measured: 3–9% slower when issued
+        // after the barrier).
+        if fetch_early && has_next {
+            *next = fetch(w.view, window, w.tile_of(kt + 1), w.tile_count, lane);
+        }
+        // This thread's copies of tile kt are done (only kt + 1's may be
+        // pending); after the barrier everyone's are, and every warp has
+        // finished tile kt − 1, whose buffer the stage below refills.
+        cp_async_wait::<1>();
+        sync_threads();
+        let after_next = if buffer == 0 {
+            GEMM_X_STAGES as u32 - 1
+        } else {
+            buffer - 1
+        };
+        stage(after_next, kt + 2);
+        if !w.active {
+            return;
+        }
+        // decode, one k-step (4 pairs) at a time, into the A stage
+        let (sm, codes) = (&cur.tile.sm, &cur.tile.codes);
+        seq_macro::seq!(S in 0..8 {
+            let first = S * 4; // the k-step's four pairs: registers a0..a3
+            let a = [0, 1, 2, 3].map(|r| lane_pair(sm, codes, first + r, w.base2));
+            st_shared_v4(w.s.a + (S * 32 + lane) * 16, a);
+        });
+        if !fetch_early && has_next {
+            *next = fetch(w.view, window, w.tile_of(kt + 1), w.tile_count, lane);
+        }
+        sync_warp();
+        // patch
+        if cur.exceptions.count > 0 {
+            patch_exceptions(w.view, cur, &w.s, lane);
+            sync_warp();
+        }
+        // mma
+        let b = w.s.x(buffer) + w.b_lane;
+        seq_macro::seq!(S in 0..8 {
+            let a = ld_shared_v4(w.s.a + (S * 32 + lane) * 16);
+            mma_kstep::<NT>(acc, a, b, S);
+        });
     }
 }
 
@@ -246,31 +447,22 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
     let tid = thread_idx();
     let warp = tid / 32;
     let lane = lane_id();
-    let (g, t) = (lane / 4, lane % 4);
     let s = Smem::new(NT, warp);
     const { assert!(NT == 1 || NT.is_multiple_of(2), "ldmatrix.x4 pairs n-tiles") };
-    // When to issue the next tile's loads. Early (before the barrier and
-    // the decode) gives them the longest flight but keeps two tiles in
-    // registers; late (after this tile is decoded) frees those registers,
-    // and more warps fit. Measured on an H200: late is 10–20% faster for one
-    // n-tile (72 instead of 96 registers), early is 10–20% faster for two or
-    // four, whose longer MMA phase needs the head start.
-    let fetch_early = NT > 1;
 
-    let (x, split, _) = block_idx();
-    // n ≥ 1 (host-checked); NonZero keeps a division-by-zero panic path out.
-    let chunks = core::num::NonZeroU32::new(args.n.div_ceil(8 * NT as u32))
-        .unwrap_or(core::num::NonZeroU32::MIN);
-    let (bx, chunk) = (x / chunks, x % chunks);
-    let slices = grid_dim_y();
+    let (b, _, _) = block_idx();
+    // n ≥ 1 and col_tiles ≥ 1 (host-checked); NonZero keeps division-by-zero
+    // panic paths out.
+    let nonzero = |d: u32| core::num::NonZeroU32::new(d).unwrap_or(core::num::NonZeroU32::MIN);
+    let chunks = nonzero(args.n.div_ceil(8 * NT as u32));
     let row_tiles = view.rows.div_ceil(TILE_ROWS as u32);
-    let tile_count = row_tiles * view.col_tiles;
-    let rt = bx * GEMM_WARPS + warp;
-    let active = rt < row_tiles; // uniform per warp
-    let n0 = chunk * 8 * NT as u32;
-    let kt0 = split * args.tiles_per_split;
-    let kt1 = (kt0 + args.tiles_per_split).min(view.col_tiles);
-    let tile_of = |kt: u32| rt * view.col_tiles + kt;
+    let work = WorkSplit {
+        units: row_tiles.div_ceil(GEMM_WARPS) * chunks.get(),
+        col_tiles: view.col_tiles,
+        blocks: grid_dim_x(),
+    };
+    let col_tiles = nonzero(view.col_tiles);
+    let (start, end) = (work.share_start(b), work.share_start(b + 1));
 
     // SAFETY: shared addresses stay in this block's allocation (the host
     // sizes it with `gemm_smem_bytes`); global accesses are bounded by the
@@ -282,170 +474,217 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
                 ld_nc_u32((view.exception_table as *const u32).add(tid as usize % 8)),
             );
         }
-        stage_activations::<NT>(s.x(0), &args, view.cols, n0, kt0 * TILE_COLS as u32, tid);
-        cp_async_commit();
-
-        let mut r_acc = [[0f32; 4]; NT];
-        let base2 = base_pair(view.base as u8);
-        let mut window = StartsWindow::load(&view, tile_of(kt0).min(tile_count), tile_count, lane);
-        let mut r_next = if active && kt0 < kt1 {
-            Some(fetch(&view, &mut window, tile_of(kt0), tile_count, lane))
-        } else {
-            None
-        };
-        let mut kt = kt0;
-        while kt < kt1 {
-            let r_cur = r_next.take();
-            if fetch_early && active && kt + 1 < kt1 {
-                r_next = Some(fetch(&view, &mut window, tile_of(kt + 1), tile_count, lane));
+        // The share, one unit's column range at a time (block-uniform).
+        let mut pos = start;
+        while pos < end {
+            let u = pos / col_tiles;
+            let kt0 = pos - u * view.col_tiles;
+            let kt1 = (kt0 + (end - pos)).min(view.col_tiles);
+            // Chunks of one row group side by side (see the module notes).
+            let (bx, chunk) = (u / chunks, u % chunks);
+            let rt = bx * GEMM_WARPS + warp;
+            let n0 = chunk * 8 * NT as u32;
+            let walk = Walk {
+                view: &view,
+                args: &args,
+                s,
+                n0,
+                lane,
+                active: rt < row_tiles, // uniform per warp
+                rt,
+                tile_count: row_tiles * view.col_tiles,
+                kt1,
+                base2: base_pair(view.base as u8),
+                b_lane: b_lane_offset::<NT>(lane),
+            };
+            let mut acc = [[0f32; 4]; NT];
+            k_loop::<NT>(&walk, kt0, &mut acc);
+            let out = Output {
+                view: &view,
+                args: &args,
+                work: &work,
+                s,
+                tid,
+                b,
+                u,
+                // Slot 0 for the unit the share starts in (see WorkSplit::slot).
+                slot: 2 * b + u32::from(pos != start),
+                bx,
+                n0,
+            };
+            if kt0 == 0 && kt1 == view.col_tiles {
+                if walk.active {
+                    out.store_direct::<NT>(&acc, rt, lane);
+                }
+            } else {
+                out.reduce_partial::<NT>(&acc, kt1 - kt0, warp, lane);
             }
-            // stage
-            let stage = (kt - kt0) % GEMM_X_STAGES as u32;
-            if kt + 1 < kt1 {
-                stage_activations::<NT>(
-                    s.x((stage + 1) % GEMM_X_STAGES as u32),
-                    &args,
-                    view.cols,
-                    n0,
-                    (kt + 1) * TILE_COLS as u32,
-                    tid,
-                );
-            }
-            cp_async_commit();
-            cp_async_wait::<1>();
-            // Activations of this tile are visible to all; the exception
-            // scratch of the last tile has been read by its owners.
+            pos += kt1 - kt0;
+            // Everyone is done with the activation buffers before the next
+            // unit restages them.
             sync_threads();
-            if let Some(f) = r_cur {
-                // decode, one k-step (4 pairs) at a time, into the A stage
-                let (sm, codes) = (&f.tile.sm, &f.tile.codes);
-                seq_macro::seq!(S in 0..8 {
-                    let first = S * 4; // the k-step's four pairs: registers a0..a3
-                    let a = [0, 1, 2, 3].map(|r| lane_pair(sm, codes, first + r, base2));
-                    st_shared_v4(s.a + (S * 32 + lane) * 16, a);
-                });
-                if !fetch_early && kt + 1 < kt1 {
-                    r_next = Some(fetch(&view, &mut window, tile_of(kt + 1), tile_count, lane));
-                }
-                sync_warp();
-                // patch
-                if f.exceptions.count > 0 {
-                    patch_exceptions(&view, &f, &s, lane);
-                    sync_warp();
-                }
-                // mma
-                let s_x = s.x(stage);
-                seq_macro::seq!(S in 0..8 {
-                    let a = ld_shared_v4(s.a + (S * 32 + lane) * 16);
-                    mma_kstep::<NT>(&mut r_acc, a, s_x, S, lane);
-                });
-            }
-            // Everyone is done with this activation buffer before the next
-            // iteration refills it.
-            sync_threads();
-            kt += 1;
-        }
-        cp_async_wait::<0>();
-
-        if slices == 1 {
-            if active {
-                store_fragments::<NT>(&r_acc, rt, n0, g, t, view.rows, args.n, |at, v| {
-                    if args.store == STORE_BF16 {
-                        *args.y.add(at) = f32_to_bf16(v)
-                    } else {
-                        *args.y32.add(at) = v
-                    }
-                });
-            }
-            return;
-        }
-
-        // Split K: publish this slice's partial sums, count arrivals; the
-        // last block adds all slices for its outputs.
-        let slice_len = args.n as usize * view.rows as usize;
-        if active {
-            let mine = args.partial.add(split as usize * slice_len);
-            store_fragments::<NT>(&r_acc, rt, n0, g, t, view.rows, args.n, |at, v| {
-                *mine.add(at) = v
-            });
-        }
-        fence_gpu();
-        sync_threads();
-        if tid == 0 {
-            let counter = args.counters.add(x as usize);
-            let last = atom_add_u32(counter, 1) == slices - 1;
-            if last {
-                *counter = 0; // ready for the next launch
-            }
-            st_shared_u32(s.flag, u32::from(last));
-        }
-        sync_threads();
-        if ld_shared_u32(s.flag) == 0 {
-            return;
-        }
-        fence_gpu();
-        // This block's outputs: GEMM_WARPS row tiles × 8·NT columns.
-        let rows_here = GEMM_WARPS * TILE_ROWS as u32;
-        let m0 = bx * rows_here;
-        let mut i = tid;
-        while i < rows_here * 8 * NT as u32 {
-            let (m, n) = (m0 + i % rows_here, n0 + i / rows_here);
-            if m < view.rows && n < args.n {
-                let at = n as usize * view.rows as usize + m as usize;
-                // Loads in groups of 8 before adding, so their L2 latencies
-                // overlap instead of queueing behind each add.
-                let mut sum = 0f32;
-                let mut sl = 0;
-                while sl < slices {
-                    let mut v = [0f32; 8];
-                    seq_macro::seq!(J in 0..8 {
-                        if sl + J < slices {
-                            v[J] = ld_cg_f32(args.partial.add((sl + J) as usize * slice_len + at));
-                        }
-                    });
-                    sum += v.iter().sum::<f32>();
-                    sl += 8;
-                }
-                if args.store == STORE_BF16 {
-                    *args.y.add(at) = f32_to_bf16(sum)
-                } else {
-                    *args.y32.add(at) = sum
-                }
-            }
-            i += GEMM_WARPS * 32;
         }
     }
 }
 
+/// Where one unit's results go (see [`WorkSplit`]).
+struct Output<'a> {
+    view: &'a MatrixView,
+    args: &'a GemmArgs,
+    work: &'a WorkSplit,
+    s: Smem,
+    tid: u32,
+    /// This block, the unit, this block's partial-sum slot for it, the
+    /// unit's row group and first activation row.
+    b: u32,
+    u: u32,
+    slot: u32,
+    bx: u32,
+    n0: u32,
+}
+
+/// Rows of one unit.
+const UNIT_ROWS: u32 = GEMM_WARPS * TILE_ROWS as u32;
+
+impl Output<'_> {
+    /// `Y[n][m] = v` as BF16 or f32.
+    #[inline(always)]
+    unsafe fn put(&self, at: usize, v: f32) {
+        // SAFETY: `at` < n × rows (callers check both bounds).
+        unsafe {
+            if self.args.store == STORE_BF16 {
+                *self.args.y.add(at) = f32_to_bf16(v)
+            } else {
+                *self.args.y32.add(at) = v
+            }
+        }
+    }
+
+    /// A whole unit in one share: this warp's results straight to `Y`.
+    #[inline(always)]
+    unsafe fn store_direct<const NT: usize>(&self, acc: &[[f32; 4]; NT], rt: u32, lane: u32) {
+        let (rows, n) = (self.view.rows, self.args.n);
+        for_each_fragment::<NT>(acc, lane, |row, col, v| {
+            let (m, col) = (rt * TILE_ROWS as u32 + row, self.n0 + col);
+            if m < rows && col < n {
+                // SAFETY: inside Y (checked just above).
+                unsafe { self.put(col as usize * rows as usize + m as usize, v) }
+            }
+        });
+    }
+
+    /// Part of a unit: publish this share's sums in the block's slot, count
+    /// arrivals; the last block to finish the unit adds every share's sums,
+    /// in block order (so the result does not depend on arrival order), and
+    /// writes `Y`.
+    #[inline(always)]
+    unsafe fn reduce_partial<const NT: usize>(
+        &self,
+        acc: &[[f32; 4]; NT],
+        tiles: u32,
+        warp: u32,
+        lane: u32,
+    ) {
+        let (work, b, u) = (self.work, self.b, self.u);
+        let slot_len = (UNIT_ROWS * 8 * NT as u32) as usize;
+        // SAFETY: slots lie in the partial buffer (2 × blocks slots of
+        // slot_len, host-sized); counters hold one entry per unit.
+        unsafe {
+            let mine = self.args.partial.add(self.slot as usize * slot_len);
+            for_each_fragment::<NT>(acc, lane, |row, col, v| {
+                *mine.add((col * UNIT_ROWS + warp * TILE_ROWS as u32 + row) as usize) = v
+            });
+            fence_gpu();
+            sync_threads();
+            if self.tid == 0 {
+                // Arrivals count column tiles: whoever completes the unit's
+                // `col_tiles` is last.
+                let counter = self.args.counters.add(u as usize);
+                let done = atom_add_u32(counter, tiles) + tiles == work.col_tiles;
+                if done {
+                    *counter = 0; // ready for the next launch
+                }
+                st_shared_u32(self.s.flag, u32::from(done));
+            }
+            sync_threads();
+            if ld_shared_u32(self.s.flag) == 0 {
+                return;
+            }
+            fence_gpu();
+            let (first, last) = work.unit_blocks(u, b);
+            // Only the first block may hold this unit in its second slot.
+            let first_slot = work.slot(first, u) as usize;
+            let slot_of = |blk: u32| {
+                if blk == first {
+                    first_slot
+                } else {
+                    2 * blk as usize
+                }
+            };
+            let (rows, n) = (self.view.rows, self.args.n);
+            let mut i = self.tid;
+            while i < UNIT_ROWS * 8 * NT as u32 {
+                let (m, col) = (self.bx * UNIT_ROWS + i % UNIT_ROWS, self.n0 + i / UNIT_ROWS);
+                if m < rows && col < n {
+                    // Loads in groups of 8 before adding, so their L2
+                    // latencies overlap instead of queueing behind each add.
+                    let mut sum = 0f32;
+                    let mut blk = first;
+                    while blk <= last {
+                        let mut v = [0f32; 8];
+                        seq_macro::seq!(J in 0..8 {
+                            if blk + J < last + 1 {
+                                let at = slot_of(blk + J) * slot_len + i as usize;
+                                v[J] = ld_cg_f32(self.args.partial.add(at));
+                            }
+                        });
+                        sum += v.iter().sum::<f32>();
+                        blk += 8;
+                    }
+                    self.put(col as usize * rows as usize + m as usize, sum);
+                }
+                i += GEMM_WARPS * 32;
+            }
+        }
+    }
+}
+
+/// Byte offset, inside an activation buffer, of the row this lane gives
+/// `ldmatrix` (see `mma_kstep`) for k-step 0 and n-tile 0.
+#[inline(always)]
+fn b_lane_offset<const NT: usize>(lane: u32) -> u32 {
+    let q = lane / 8;
+    let row = if NT == 1 {
+        lane % 8
+    } else {
+        (q / 2) * 8 + lane % 8
+    };
+    (row * GEMM_X_STRIDE as u32 + (q % 2) * 8) * 2
+}
+
 /// The MMAs of one k-step: A fragment `a` against the NT n-tiles of the
-/// staged activations. `ldmatrix.x4` fetches the B fragments of two n-tiles
+/// staged activations, whose rows this lane addresses at `b` (buffer +
+/// [`b_lane_offset`]). `ldmatrix.x4` fetches the B fragments of two n-tiles
 /// at once: lanes 8q..8q+7 address the rows of matrix q = (n-tile pair
 /// member q / 2, k half q % 2); the result registers come out as
 /// (b0, b1) of the first n-tile, then of the second (PTX ISA §9.7.14.5.15).
 /// (Per-lane `ld.shared.u32` pairs cost 8 instructions per k-step at NT = 4
-/// instead of 2.)
+/// instead of 2.) Every address is `b` plus a constant, which the loads
+/// take as an immediate offset.
 #[inline(always)]
-unsafe fn mma_kstep<const NT: usize>(
-    acc: &mut [[f32; 4]; NT],
-    a: [u32; 4],
-    s_x: u32,
-    step: u32,
-    lane: u32,
-) {
-    let q = lane / 8;
-    let k = step * 16 + (q % 2) * 8;
-    let mut nt = 0;
+unsafe fn mma_kstep<const NT: usize>(acc: &mut [[f32; 4]; NT], a: [u32; 4], b: u32, step: u32) {
+    let k_bytes = step * 16 * 2;
     // SAFETY: rows n < 8·NT and columns k + 8 ≤ 128 lie in the buffer.
     unsafe {
         if NT == 1 {
-            let row = lane % 8;
-            let b = ldmatrix_x2(s_x + (row * GEMM_X_STRIDE as u32 + k) * 2);
+            let b = ldmatrix_x2(b + k_bytes);
             acc[0] = mma_bf16_16816(a, b, acc[0]);
             return;
         }
+        let mut nt = 0;
         while nt < NT {
-            let row = (nt as u32 + q / 2) * 8 + lane % 8;
-            let b = ldmatrix_x4(s_x + (row * GEMM_X_STRIDE as u32 + k) * 2);
+            let rows = (nt * 8 * GEMM_X_STRIDE * 2) as u32;
+            let b = ldmatrix_x4(b + rows + k_bytes);
             acc[nt] = mma_bf16_16816(a, [b[0], b[1]], acc[nt]);
             acc[nt + 1] = mma_bf16_16816(a, [b[2], b[3]], acc[nt + 1]);
             nt += 2;
@@ -453,30 +692,26 @@ unsafe fn mma_kstep<const NT: usize>(
     }
 }
 
-/// Calls `put(index in Y, value)` for each accumulator of the warp inside
-/// the matrix: C fragment element `i` of n-tile `nt` is row `g + 8·(i / 2)`,
-/// column `nt·8 + 2t + i % 2` (PTX ISA §9.7.14.5.8, m16n8k16 C/D).
+/// Calls `f(row, column, value)` for each accumulator of the warp, row
+/// inside its 16-row tile and column inside its 8·NT activation rows: C
+/// fragment element `i` of n-tile `nt` is row `g + 8·(i / 2)`, column
+/// `nt·8 + 2t + i % 2` (PTX ISA §9.7.14.5.8, m16n8k16 C/D).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn store_fragments<const NT: usize>(
+fn for_each_fragment<const NT: usize>(
     acc: &[[f32; 4]; NT],
-    rt: u32,
-    n0: u32,
-    g: u32,
-    t: u32,
-    rows: u32,
-    n: u32,
-    mut put: impl FnMut(usize, f32),
+    lane: u32,
+    mut f: impl FnMut(u32, u32, f32),
 ) {
+    let (g, t) = (lane / 4, lane % 4);
     let mut nt = 0;
     while nt < NT {
         let mut i = 0;
         while i < 4 {
-            let m = rt * TILE_ROWS as u32 + g + 8 * (i as u32 / 2);
-            let col = n0 + nt as u32 * 8 + 2 * t + i as u32 % 2;
-            if m < rows && col < n {
-                put(col as usize * rows as usize + m as usize, acc[nt][i]);
-            }
+            f(
+                g + 8 * (i as u32 / 2),
+                nt as u32 * 8 + 2 * t + i as u32 % 2,
+                acc[nt][i],
+            );
             i += 1;
         }
         nt += 1;
@@ -490,10 +725,12 @@ macro_rules! zipgemm_entry {
         ///
         /// # Safety
         /// The matrix pointers describe a matrix validated by the host; `x`
-        /// holds n × cols BF16; `y` (or `y32`) n × rows outputs; with
-        /// several slices, `partial` holds slices × n × rows f32 and
-        /// `counters` one zeroed u32 per block index x; block size
-        /// `32 * GEMM_WARPS`; dynamic shared memory `gemm_smem_bytes(NT)`.
+        /// holds n × cols BF16; `y` (or `y32`) n × rows outputs; unless
+        /// every block's share is whole units, `partial` holds 2 × blocks
+        /// slots of `GEMM_WARPS · 16 · 8 · NT` f32 and `counters` one zeroed
+        /// u32 per unit; a one-dimensional grid of at most units × col_tiles
+        /// blocks of `32 * GEMM_WARPS` threads; dynamic shared memory
+        /// `gemm_smem_bytes(NT)`.
         #[unsafe(no_mangle)]
         #[allow(clippy::too_many_arguments)]
         pub unsafe extern "ptx-kernel" fn $name(
@@ -513,7 +750,6 @@ macro_rules! zipgemm_entry {
             y: *mut u16,
             y32: *mut f32,
             store: u32,
-            tiles_per_split: u32,
             partial: *mut f32,
             counters: *mut u32,
         ) {
@@ -536,7 +772,6 @@ macro_rules! zipgemm_entry {
                 y,
                 y32,
                 store,
-                tiles_per_split,
                 partial,
                 counters,
             };

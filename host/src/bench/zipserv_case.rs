@@ -127,7 +127,7 @@ impl<'a> FullBench<'a> {
             m,
             k,
             n,
-            split_k: split.slices as usize,
+            split_k: split.slices() as usize,
             zipgemm_us: zip.median_us,
             decompress_cublas_us: dec.median_us,
             cublas_us: cublas.median_us,

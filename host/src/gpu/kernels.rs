@@ -9,7 +9,7 @@ use cust::stream::Stream;
 use half::bf16;
 use zipserv_kernels::format::{TILE_COLS, TILE_ROWS, tiles_for};
 use zipserv_kernels::launch::{
-    DECOMPRESS_WARPS, GEMM_NT, GEMM_WARPS, STORE_BF16, STORE_F32, gemm_smem_bytes,
+    DECOMPRESS_WARPS, GEMM_NT, GEMM_WARPS, STORE_BF16, STORE_F32, WorkSplit, gemm_smem_bytes,
 };
 
 use super::Gpu;
@@ -22,34 +22,46 @@ pub enum GemmOutput<'a> {
     F32(&'a mut DeviceSlice<f32>),
 }
 
-/// Fewest 128-column tiles per automatic K slice (on an H200, 4096×4096 ran
-/// 10% slower with 11 slices of 3 tiles than with 8 of 4).
+/// Fewest 128-column tiles per block share when the split is automatic (on
+/// an H200, 4096×4096 ran 10% slower with 11 K slices of 3 tiles than with 8
+/// of 4).
 pub const MIN_TILES_PER_SLICE: usize = 4;
 
-/// Scratch memory for split K: f32 partial sums and arrival counters. Keep
-/// one per stream and reuse it: it grows on demand and is never shrunk.
+/// Share of a wave that whole K slices per output tile must fill before
+/// stream-K shares are used instead. Measured on an H200 at N = 32:
+/// 28672×4096 (448 tiles on 528 slots, 85%) ran 3–5% faster with stream-K;
+/// 4096×14336 (8 slices, 512 blocks, 97%) 15% slower — blocks whose share
+/// crosses an output tile restart their load pipeline there.
+pub const MIN_WAVE_FILL: f64 = 0.9;
+
+/// Scratch memory for shares that cut output tiles: f32 partial sums and
+/// arrival counters. Keep one per stream and reuse it: it grows on demand
+/// and is never shrunk.
 #[derive(Default)]
 pub struct GemmWorkspace {
     partial: Option<DeviceBuffer<f32>>,
     counters: Option<DeviceBuffer<u32>>,
 }
 
-/// The split of K chosen for a launch.
+/// How a ZipGEMM launch deals out its work ([`WorkSplit`]): the output tiles
+/// ("units", [`GEMM_WARPS`] row tiles × one chunk of activation rows) and
+/// their 128-column tiles, shared equally by `blocks` blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplitK {
-    /// Number of K slices (grid y).
-    pub slices: u32,
-    /// 128-column tiles per slice.
-    pub tiles_per_slice: u32,
+    pub work: WorkSplit,
 }
 
 impl SplitK {
-    /// `requested` slices (clamped to 1..=col_tiles), or, if `None`, as many
-    /// slices as still fit the whole grid into one wave of resident blocks
-    /// (`blocks_per_wave`): a second, partial wave left most of the GPU idle
-    /// (up to 2× slower on an H200), while more slices shorten each warp's
-    /// run and add partial sums; a slice keeps at least
-    /// [`MIN_TILES_PER_SLICE`] tiles so the fetch pipeline fills.
+    /// `requested` K slices per output tile (clamped to 1..=column tiles),
+    /// or, if `None`, a split that fills one wave of resident blocks
+    /// (`blocks_per_wave`; a second, partial wave left most of the GPU idle,
+    /// up to 2× slower on an H200):
+    /// - the most whole slices per output tile that fit, each of at least
+    ///   [`MIN_TILES_PER_SLICE`] tiles, when they fill at least
+    ///   [`MIN_WAVE_FILL`] of the wave or there are a wave's worth of
+    ///   output tiles;
+    /// - otherwise one block per slot, each with an equal share of the
+    ///   work (stream-K), which may cut output tiles anywhere.
     pub fn choose(
         rows: usize,
         cols: usize,
@@ -57,21 +69,51 @@ impl SplitK {
         blocks_per_wave: usize,
         requested: Option<u32>,
     ) -> Self {
-        let row_groups = tiles_for(rows, TILE_ROWS).div_ceil(GEMM_WARPS as usize) * n_chunks.max(1);
+        let units = tiles_for(rows, TILE_ROWS).div_ceil(GEMM_WARPS as usize) * n_chunks.max(1);
         let col_tiles = tiles_for(cols, TILE_COLS);
-        let wanted = match requested {
-            Some(s) => s as usize,
-            None => blocks_per_wave / row_groups,
+        let pairs = units * col_tiles;
+        let most_slices = col_tiles.div_ceil(MIN_TILES_PER_SLICE).max(1);
+        let blocks = match requested {
+            Some(s) => units * (s as usize).clamp(1, col_tiles),
+            None => {
+                let aligned = units * (blocks_per_wave / units).clamp(1, most_slices);
+                let filled = aligned as f64 >= MIN_WAVE_FILL * blocks_per_wave as f64;
+                if filled || units >= blocks_per_wave {
+                    aligned
+                } else {
+                    blocks_per_wave.min(pairs.div_ceil(MIN_TILES_PER_SLICE))
+                }
+            }
         };
-        let wanted = match requested {
-            Some(_) => wanted.clamp(1, col_tiles),
-            None => wanted.clamp(1, col_tiles.div_ceil(MIN_TILES_PER_SLICE).max(1)),
-        };
-        let tiles_per_slice = col_tiles.div_ceil(wanted);
         Self {
-            slices: col_tiles.div_ceil(tiles_per_slice) as u32,
-            tiles_per_slice: tiles_per_slice as u32,
+            work: WorkSplit {
+                units: units as u32,
+                col_tiles: col_tiles as u32,
+                blocks: blocks.clamp(1, pairs.min(WorkSplit::MAX_BLOCKS as usize)) as u32,
+            },
         }
+    }
+
+    /// The most blocks sharing one output tile (1: no partial sums).
+    pub fn slices(&self) -> u32 {
+        let w = &self.work;
+        let (pairs, blocks) = (u64::from(w.pairs()), u64::from(w.blocks));
+        // The block covering pair q: ⌈(q + 1) · blocks / pairs⌉ − 1.
+        let cover = |q: u64| ((q + 1) * blocks).div_ceil(pairs) - 1;
+        (0..u64::from(w.units))
+            .map(|u| {
+                let c = u64::from(w.col_tiles);
+                (cover((u + 1) * c - 1) - cover(u * c) + 1) as u32
+            })
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// Whether some share may cover only part of an output tile (exact
+    /// unless an uneven split happens to land on unit boundaries, which
+    /// only costs an unused workspace).
+    fn cuts_units(&self) -> bool {
+        !self.work.units.is_multiple_of(self.work.blocks)
     }
 }
 
@@ -161,24 +203,21 @@ pub fn zipgemm(
         }
     };
     let variant = GemmVariant::for_n(n);
-    let n_chunks = n.div_ceil(8 * variant.nt);
     let split = gpu.gemm_split(m, k, n, split_k);
-    if u32::try_from(split.slices as usize * n * m.max(k)).is_err() {
+    let work = split.work;
+    // Kernel indices (Y, X, shares) are 32-bit.
+    let pairs = u64::from(work.units) * u64::from(work.col_tiles);
+    if u32::try_from(n * m.max(k)).is_err() || u32::try_from(pairs).is_err() {
         return Err(Error::Unsupported(format!(
-            "{n} x {m} x {k} with {} K slices exceeds 32-bit indexing",
-            split.slices
+            "{n} x {m} x {k} exceeds the kernels' 32-bit indexing"
         )));
     }
 
     let x_ptr = x.as_device_ptr();
     let x_vector_loads = u32::from(k.is_multiple_of(8) && x_ptr.as_raw().is_multiple_of(16));
-    let grid = (
-        (tiles_for(m, TILE_ROWS).div_ceil(GEMM_WARPS as usize) * n_chunks) as u32,
-        split.slices,
-        1,
-    );
-    let (partial, counters) = if split.slices > 1 {
-        workspace.reserve(split.slices as usize * n * m, grid.0 as usize)?
+    let (partial, counters) = if split.cuts_units() {
+        let slot = GEMM_WARPS as usize * TILE_ROWS * 8 * variant.nt;
+        workspace.reserve(2 * work.blocks as usize * slot, work.units as usize)?
     } else {
         (DevicePointer::null(), DevicePointer::null())
     };
@@ -188,11 +227,12 @@ pub fn zipgemm(
         .cuda("cuModuleGetFunction")?;
     let smem = gemm_smem_bytes(variant.nt) as u32;
     // SAFETY: shapes and buffer sizes were checked above; the matrix was
-    // validated before upload; the workspace holds slices × n × m partial
-    // sums and zeroed counters for every block index x; block size
-    // and dynamic shared memory match the kernel's layout.
+    // validated before upload; when shares cut units, the workspace holds
+    // two partial-sum slots per block and a zeroed counter per unit; at most
+    // one block per (unit, column tile) pair; block size and dynamic shared
+    // memory match the kernel's layout.
     unsafe {
-        launch!(function<<<grid, 32 * GEMM_WARPS, smem, stream>>>(
+        launch!(function<<<work.blocks, 32 * GEMM_WARPS, smem, stream>>>(
             w.tiles.as_device_ptr(),
             w.exception_starts.as_device_ptr(),
             w.exceptions.as_device_ptr(),
@@ -209,7 +249,6 @@ pub fn zipgemm(
             y,
             y32,
             store,
-            split.tiles_per_slice,
             partial,
             counters
         ))
@@ -306,5 +345,43 @@ impl GemmWorkspace {
             self.partial.as_ref().unwrap().as_device_ptr(),
             self.counters.as_ref().unwrap().as_device_ptr(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Automatic splits on an H200-sized wave (132 multiprocessors × 4 blocks).
+    #[test]
+    fn automatic_split_fills_one_wave() {
+        let wave = 528;
+        // 448 output tiles fill 85% of the wave whole: stream-K shares.
+        let s = SplitK::choose(28672, 4096, 1, wave, None);
+        assert_eq!((s.work.units, s.work.blocks), (448, 528));
+        assert_eq!(s.slices(), 3);
+        assert!(s.cuts_units());
+        // 64 output tiles × 8 slices fill 97%: whole slices.
+        let s = SplitK::choose(4096, 14336, 1, wave, None);
+        assert_eq!((s.work.units, s.work.blocks, s.slices()), (64, 512, 8));
+        // More output tiles than slots: one block per tile, several waves.
+        let s = SplitK::choose(28672, 4096, 2, wave, None);
+        assert_eq!((s.work.blocks, s.slices()), (896, 1));
+        assert!(!s.cuts_units());
+        // Few tiles: every block keeps at least MIN_TILES_PER_SLICE.
+        let s = SplitK::choose(64, 1024, 1, wave, None);
+        assert_eq!((s.work.units, s.work.blocks), (1, 2));
+        let s = SplitK::choose(1, 1, 1, wave, None);
+        assert_eq!((s.work.units, s.work.col_tiles, s.work.blocks), (1, 1, 1));
+    }
+
+    #[test]
+    fn requested_slices_cut_every_tile_alike() {
+        let s = SplitK::choose(1000, 3000, 3, 528, Some(5));
+        assert_eq!(s.work.units, 16 * 3);
+        assert_eq!((s.work.blocks, s.slices()), (16 * 3 * 5, 5));
+        // More slices than column tiles: one tile per block.
+        let s = SplitK::choose(64, 300, 1, 528, Some(9));
+        assert_eq!((s.work.blocks, s.slices()), (3, 3));
     }
 }
