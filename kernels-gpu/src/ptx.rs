@@ -512,17 +512,22 @@ pub unsafe fn atom_add_u32(p: *mut u32, v: u32) -> u32 {
     r
 }
 
-/// Global f32 load from L2, skipping L1 (`ld.global.cg.f32`): reads data
-/// other multiprocessors wrote during this kernel, which L1 may hold stale.
+/// Four f32 from L2, skipping L1 (`ld.global.cg.v4.f32`): reads data other
+/// multiprocessors wrote during this kernel, which L1 may hold stale.
 ///
 /// # Safety
-/// `p` is a 4-byte aligned readable global address.
+/// `p` is a 16-byte aligned readable global address.
 #[inline(always)]
-pub unsafe fn ld_cg_f32(p: *const f32) -> f32 {
-    let r: f32;
+pub unsafe fn ld_cg_v4_f32(p: *const f32) -> [f32; 4] {
+    let mut r = [0f32; 4];
     // SAFETY: guaranteed by the caller.
     unsafe {
-        asm!("ld.global.cg.f32 {r}, [{p}];", r = out(reg32) r, p = in(reg64) p, options(readonly, nostack, preserves_flags))
+        asm!(
+            "ld.global.cg.v4.f32 {{{r0}, {r1}, {r2}, {r3}}}, [{p}];",
+            r0 = out(reg32) r[0], r1 = out(reg32) r[1], r2 = out(reg32) r[2], r3 = out(reg32) r[3],
+            p = in(reg64) p,
+            options(readonly, nostack, preserves_flags),
+        );
     }
     r
 }
