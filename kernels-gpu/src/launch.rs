@@ -86,8 +86,7 @@ impl WorkSplit {
     /// gives the end. With `blocks = units · s` every unit is cut into
     /// exactly `s` shares. (Computed as `b·q + ⌊b·r / blocks⌋` with
     /// `pairs = q·blocks + r`, which stays below 2^32 for blocks ≤
-    /// [`WorkSplit::MAX_BLOCKS`]; 64-bit division costs the kernels
-    /// hundreds of cycles on the path to the last block's reduction.)
+    /// [`WorkSplit::MAX_BLOCKS`], so the kernels need no 64-bit division.)
     #[inline(always)]
     pub fn share_start(&self, b: u32) -> u32 {
         let blocks = nonzero32(self.blocks);
