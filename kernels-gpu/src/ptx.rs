@@ -489,25 +489,22 @@ pub unsafe fn ld_shared_u8(addr: u32) -> u32 {
     r
 }
 
-/// Orders this thread's earlier memory accesses before its later ones for
-/// every thread of the GPU (`fence.acq_rel.gpu`, PTX ISA §9.7.13.4): the
-/// split-K partial sums are published before the arrival counter moves.
-#[inline(always)]
-pub fn fence_gpu() {
-    // SAFETY: a fence has no operands.
-    unsafe { asm!("fence.acq_rel.gpu;", options(nostack)) }
-}
-
-/// Atomic add on a global u32 returning the old value (`atom.global.add.u32`).
+/// Atomic add on a global u32 returning the old value, with acquire and
+/// release semantics at GPU scope (`atom.acq_rel.gpu.global.add.u32`, PTX
+/// ISA §9.7.13.5; memory model §8). After a block barrier, one thread's
+/// release publishes the whole block's earlier writes (the barrier orders
+/// them before it); its acquire, followed by a barrier, makes the writes of
+/// every block that released before visible to the whole block. So the
+/// split-K arrival needs no fence per thread.
 ///
 /// # Safety
 /// `p` is a 4-byte aligned global address of a writable u32.
 #[inline(always)]
-pub unsafe fn atom_add_u32(p: *mut u32, v: u32) -> u32 {
+pub unsafe fn atom_add_acq_rel_u32(p: *mut u32, v: u32) -> u32 {
     let r: u32;
     // SAFETY: guaranteed by the caller.
     unsafe {
-        asm!("atom.global.add.u32 {r}, [{p}], {v};", r = out(reg32) r, p = in(reg64) p, v = in(reg32) v, options(nostack))
+        asm!("atom.acq_rel.gpu.global.add.u32 {r}, [{p}], {v};", r = out(reg32) r, p = in(reg64) p, v = in(reg32) v, options(nostack))
     }
     r
 }

@@ -50,10 +50,11 @@ use crate::launch::{
     GEMM_X_STRIDE, STORE_BF16, WorkSplit, gemm_x_stage_bytes,
 };
 use crate::ptx::{
-    atom_add_u32, block_idx, cp_async_16, cp_async_commit, cp_async_wait, dynamic_shared_memory,
-    f32_to_bf16, fence_gpu, grid_dim_x, lane_id, ld_cg_v4_f32, ld_nc_u16, ld_nc_u32, ld_shared_u8,
-    ld_shared_u16, ld_shared_u32, ld_shared_v4, ldmatrix_x2, ldmatrix_x4, mma_bf16_16816, shfl_idx,
-    st_shared_u16, st_shared_u32, st_shared_v4, sync_threads, sync_warp, thread_idx,
+    atom_add_acq_rel_u32, block_idx, cp_async_16, cp_async_commit, cp_async_wait,
+    dynamic_shared_memory, f32_to_bf16, grid_dim_x, lane_id, ld_cg_v4_f32, ld_nc_u16, ld_nc_u32,
+    ld_shared_u8, ld_shared_u16, ld_shared_u32, ld_shared_v4, ldmatrix_x2, ldmatrix_x4,
+    mma_bf16_16816, shfl_idx, st_shared_u16, st_shared_u32, st_shared_v4, sync_threads, sync_warp,
+    thread_idx,
 };
 use crate::tile::{LaneTile, MatrixView, TileExceptions};
 
@@ -594,13 +595,13 @@ impl Output<'_> {
             for_each_fragment::<NT>(acc, lane, |row, col, v| {
                 *mine.add((col * UNIT_ROWS + warp * TILE_ROWS as u32 + row) as usize) = v
             });
-            fence_gpu();
             sync_threads();
             if self.tid == 0 {
                 // Arrivals count column tiles: whoever completes the unit's
-                // `col_tiles` is last.
+                // `col_tiles` is last. Release publishes this block's sums;
+                // acquire (for the last) sees every other block's.
                 let counter = self.args.counters.add(u as usize);
-                let done = atom_add_u32(counter, tiles) + tiles == work.col_tiles;
+                let done = atom_add_acq_rel_u32(counter, tiles) + tiles == work.col_tiles;
                 if done {
                     *counter = 0; // ready for the next launch
                 }
@@ -610,7 +611,6 @@ impl Output<'_> {
             if ld_shared_u32(self.s.flag) == 0 {
                 return;
             }
-            fence_gpu();
             let (first, last) = work.unit_blocks(u, b);
             // Only the first block may hold this unit in its second slot.
             let first_slot = work.slot(first, u) as usize;
