@@ -54,16 +54,18 @@ const _: () = assert!(GEMM_A_STAGE_BYTES.is_multiple_of(16));
 // Small enough for several blocks per multiprocessor on any sm_80+ part.
 const _: () = assert!(gemm_smem_bytes(4) <= 48 * 1024);
 
-/// How a ZipGEMM launch deals out its work. A *unit* is one output tile: a
-/// row group ([`GEMM_WARPS`] row tiles) × one activation chunk, reduced over
-/// `col_tiles` column tiles. The `units × col_tiles` (unit, column tile)
-/// pairs, unit-major, are cut into `blocks` contiguous shares that differ by
-/// at most one tile ("stream-K"). Any block count from 1 to the number of
-/// pairs is valid: with one wave of resident blocks every multiprocessor
-/// gets the same work, whatever the shape; a share that covers part of a
-/// unit leaves partial sums, which the last block to finish that unit adds.
-/// (Measured on an H200 with whole-unit blocks: 448 units on 528 block slots
-/// ran at 10% less throughput than 528 units.)
+/// How a ZipGEMM launch deals out its work. A *unit* is one row group
+/// ([`GEMM_WARPS`] row tiles of W), reduced over `col_tiles` column tiles.
+/// The `units × col_tiles` (unit, column tile) pairs, unit-major, are cut
+/// into `blocks` contiguous shares that differ by at most one tile
+/// ("stream-K"); every chunk of activation rows runs the same shares, in
+/// neighbouring blocks, so they read the same weights at the same time (the
+/// later ones from L2). Any share count from 1 to the number of pairs is
+/// valid: with one wave of resident blocks every multiprocessor gets the
+/// same work, whatever the shape; a share that covers part of a unit leaves
+/// partial sums, which the last block to finish that unit adds. (Measured
+/// on an H200 with whole-unit blocks: 448 units on 528 block slots ran at
+/// 10% less throughput than 528 units.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WorkSplit {
     pub units: u32,
@@ -114,12 +116,12 @@ impl WorkSplit {
         (first, last)
     }
 
-    /// Partial-sum slot of block `b` for unit `u`: each block has two, for
-    /// the unit its share starts in (0) and the unit it ends in (1).
+    /// Whether block `b`'s share, which covers part of unit `u`, starts in
+    /// an earlier unit: each block has two partial-sum slots, for the unit
+    /// its share starts in (0) and the unit it ends in (1).
     #[inline(always)]
-    pub fn slot(&self, b: u32, u: u32) -> u32 {
-        // b covers part of u, so its share starts in u or before it.
-        2 * b + u32::from(self.share_start(b) < u * self.col_tiles)
+    pub fn starts_before(&self, b: u32, u: u32) -> bool {
+        self.share_start(b) < u * self.col_tiles
     }
 }
 
@@ -140,7 +142,7 @@ mod tests {
     use super::*;
     use std::{vec, vec::Vec};
 
-    /// Shares partition the pairs, and `unit_blocks` / `slot` agree with a
+    /// Shares partition the pairs, and `unit_blocks` / `starts_before` agree with a
     /// direct walk over every block's share.
     #[test]
     fn work_split_shares_match_a_direct_walk() {
@@ -169,9 +171,9 @@ mod tests {
                         }
                         let first_unit = s / col_tiles;
                         let last_unit = (e - 1) / col_tiles;
-                        assert_eq!(w.slot(b, first_unit), 2 * b);
+                        assert!(!w.starts_before(b, first_unit));
                         if last_unit != first_unit {
-                            assert_eq!(w.slot(b, last_unit), 2 * b + 1);
+                            assert!(w.starts_before(b, last_unit));
                         }
                     }
                     for (u, blocks_of_u) in seen.iter().enumerate() {

@@ -4,16 +4,17 @@
 //! reach global memory (they pass through a 4 KB per-warp shared-memory
 //! stage, where exceptions are patched).
 //!
-//! Work: a *unit* is one output tile, a group of [`GEMM_WARPS`] row tiles ×
-//! a chunk of `8 * NT` activation rows; the (unit, 128-column tile) pairs
-//! are dealt to the blocks of a one-dimensional grid in equal contiguous
-//! shares ([`WorkSplit`], "stream-K"), so every block gets the same work
-//! whatever the shape. Consecutive units are the chunks of one row group,
-//! so blocks working side by side share the weights through L2: only the
-//! first reads them from HBM. (Measured on an H200: 2–4% faster at N ≥ 64
-//! than with every chunk re-reading the weights from HBM. What remains at
-//! large N is the decode, repeated for every chunk.) Each warp owns one
-//! 16-row tile of `W` in each unit of its block's share and
+//! Work: a *unit* is a group of [`GEMM_WARPS`] row tiles of W; the (unit,
+//! 128-column tile) pairs are cut into equal contiguous shares
+//! ([`WorkSplit`], "stream-K"), so every block gets the same work whatever
+//! the shape. Each share is run once per chunk of `8 * NT` activation rows,
+//! by neighbouring blocks (block `b`: share `b / chunks`, chunk
+//! `b % chunks`), so they read the same weights at the same time and only
+//! the first gets them from HBM; the others find them in L2. (Measured on
+//! an H200: 2–4% faster at N ≥ 64 than with every chunk re-reading the
+//! weights from HBM. What remains at large N is the decode, repeated for
+//! every chunk.) Each warp owns one 16-row tile of `W` in each unit of its
+//! block's share and
 //! walks the share's 128-column tiles; per tile:
 //!   fetch  – the next tile's six 16/8-byte loads per lane and its first 32
 //!            exception entries are issued a tile ahead (when: see
@@ -40,13 +41,13 @@
 //!   store  – a whole unit in one share: BF16 or f32 straight to `Y`.
 //!            Part of a unit: each block writes f32 partial sums to its
 //!            slot of a workspace, and the last block to finish the unit
-//!            adds the shares in block order and writes `Y` — one launch,
-//!            and the result does not depend on arrival order.
+//!            (for its chunk) adds the shares in order and writes `Y` — one
+//!            launch, and the result does not depend on arrival order.
 
 use crate::decode::{base_pair, lane_pair, patch_exponent};
 use crate::format::{LANES, TILE_COLS, TILE_ROWS, lane_slot};
 use crate::launch::{
-    GEMM_A_STAGE_BYTES, GEMM_FLAG_BYTES, GEMM_TABLE_BYTES, GEMM_WARPS, GEMM_X_STAGES,
+    GEMM_A_STAGE_BYTES, GEMM_FLAG_BYTES, GEMM_NT, GEMM_TABLE_BYTES, GEMM_WARPS, GEMM_X_STAGES,
     GEMM_X_STRIDE, STORE_BF16, WorkSplit, gemm_x_stage_bytes,
 };
 use crate::ptx::{
@@ -71,8 +72,8 @@ struct GemmArgs {
     y32: *mut f32,
     store: u32,
     /// When shares split units: two f32 partial-sum slots per block (see
-    /// `reduce_partial`) and one arrival counter per unit, zero between
-    /// launches.
+    /// `reduce_partial`) and one arrival counter per unit and chunk, zero
+    /// between launches.
     partial: *mut f32,
     counters: *mut u32,
 }
@@ -451,19 +452,28 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
     let s = Smem::new(NT, warp);
     const { assert!(NT == 1 || NT.is_multiple_of(2), "ldmatrix.x4 pairs n-tiles") };
 
-    let (b, _, _) = block_idx();
     // n ≥ 1 and col_tiles ≥ 1 (host-checked); NonZero keeps division-by-zero
     // panic paths out.
     let nonzero = |d: u32| core::num::NonZeroU32::new(d).unwrap_or(core::num::NonZeroU32::MIN);
-    let chunks = nonzero(args.n.div_ceil(8 * NT as u32));
+    // Only the widest variant takes more than one chunk (the host picks the
+    // narrowest variant that covers n); knowing that saves the narrow ones
+    // a register.
+    let chunks = if NT == GEMM_NT[GEMM_NT.len() - 1] {
+        nonzero(args.n.div_ceil(8 * NT as u32))
+    } else {
+        core::num::NonZeroU32::MIN
+    };
+    // Block b runs share b / chunks for activation chunk b % chunks.
+    let (share, chunk) = (block_idx().0 / chunks, block_idx().0 % chunks);
     let row_tiles = view.rows.div_ceil(TILE_ROWS as u32);
     let work = WorkSplit {
-        units: row_tiles.div_ceil(GEMM_WARPS) * chunks.get(),
+        units: row_tiles.div_ceil(GEMM_WARPS),
         col_tiles: view.col_tiles,
-        blocks: grid_dim_x(),
+        blocks: grid_dim_x() / chunks,
     };
     let col_tiles = nonzero(view.col_tiles);
-    let (start, end) = (work.share_start(b), work.share_start(b + 1));
+    let n0 = chunk * 8 * NT as u32;
+    let (start, end) = (work.share_start(share), work.share_start(share + 1));
 
     // SAFETY: shared addresses stay in this block's allocation (the host
     // sizes it with `gemm_smem_bytes`); global accesses are bounded by the
@@ -481,10 +491,7 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
             let u = pos / col_tiles;
             let kt0 = pos - u * view.col_tiles;
             let kt1 = (kt0 + (end - pos)).min(view.col_tiles);
-            // Chunks of one row group side by side (see the module notes).
-            let (bx, chunk) = (u / chunks, u % chunks);
-            let rt = bx * GEMM_WARPS + warp;
-            let n0 = chunk * 8 * NT as u32;
+            let rt = u * GEMM_WARPS + warp;
             let walk = Walk {
                 view: &view,
                 args: &args,
@@ -506,11 +513,11 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
                 work: &work,
                 s,
                 tid,
-                b,
+                share,
                 u,
-                // Slot 0 for the unit the share starts in (see WorkSplit::slot).
-                slot: 2 * b + u32::from(pos != start),
-                bx,
+                chunk,
+                chunks: chunks.get(),
+                first_segment: pos == start,
                 n0,
             };
             if kt0 == 0 && kt1 == view.col_tiles {
@@ -528,19 +535,20 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
     }
 }
 
-/// Where one unit's results go (see [`WorkSplit`]).
+/// Where one unit's results for one activation chunk go (see [`WorkSplit`]).
 struct Output<'a> {
     view: &'a MatrixView,
     args: &'a GemmArgs,
     work: &'a WorkSplit,
     s: Smem,
     tid: u32,
-    /// This block, the unit, this block's partial-sum slot for it, the
-    /// unit's row group and first activation row.
-    b: u32,
+    /// This block's share, the unit (row group), the activation chunk and
+    /// its first row, and whether this is the share's first segment.
+    share: u32,
     u: u32,
-    slot: u32,
-    bx: u32,
+    chunk: u32,
+    chunks: u32,
+    first_segment: bool,
     n0: u32,
 }
 
@@ -586,12 +594,20 @@ impl Output<'_> {
         warp: u32,
         lane: u32,
     ) {
-        let (work, b, u) = (self.work, self.b, self.u);
+        let (work, u) = (self.work, self.u);
         let slot_len = (UNIT_ROWS * 8 * NT as u32) as usize;
+        // Share `sh`'s slot (0: the unit its share starts in, 1: the unit it
+        // ends in) for this chunk.
+        let slot = |sh: u32, second: bool| {
+            (2 * (sh * self.chunks + self.chunk) + u32::from(second)) as usize
+        };
         // SAFETY: slots lie in the partial buffer (2 × blocks slots of
-        // slot_len, host-sized); counters hold one entry per unit.
+        // slot_len, host-sized); counters hold one entry per unit and chunk.
         unsafe {
-            let mine = self.args.partial.add(self.slot as usize * slot_len);
+            let mine = self
+                .args
+                .partial
+                .add(slot(self.share, !self.first_segment) * slot_len);
             for_each_fragment::<NT>(acc, lane, |row, col, v| {
                 *mine.add((col * UNIT_ROWS + warp * TILE_ROWS as u32 + row) as usize) = v
             });
@@ -600,7 +616,10 @@ impl Output<'_> {
                 // Arrivals count column tiles: whoever completes the unit's
                 // `col_tiles` is last. Release publishes this block's sums;
                 // acquire (for the last) sees every other block's.
-                let counter = self.args.counters.add(u as usize);
+                let counter = self
+                    .args
+                    .counters
+                    .add((u * self.chunks + self.chunk) as usize);
                 let done = atom_add_acq_rel_u32(counter, tiles) + tiles == work.col_tiles;
                 if done {
                     *counter = 0; // ready for the next launch
@@ -611,16 +630,10 @@ impl Output<'_> {
             if ld_shared_u32(self.s.flag) == 0 {
                 return;
             }
-            let (first, last) = work.unit_blocks(u, b);
-            // Only the first block may hold this unit in its second slot.
-            let first_slot = work.slot(first, u) as usize;
-            let slot_of = |blk: u32| {
-                if blk == first {
-                    first_slot
-                } else {
-                    2 * blk as usize
-                }
-            };
+            let (first, last) = work.unit_blocks(u, self.share);
+            // Only the first share may hold this unit in its second slot.
+            let first_second = work.starts_before(first, u);
+            let slot_of = |sh: u32| slot(sh, sh == first && first_second);
             // Each thread adds NT runs of four consecutive outputs, with one
             // 16-byte load per run and slot and 8–16 loads in flight. (One
             // f32 at a time, the last block's 16 rounds of L2 latency took 7
@@ -635,10 +648,10 @@ impl Output<'_> {
                 let mut v = [[[0f32; 4]; NT]; 8];
                 seq_macro::seq!(J in 0..8 {
                     if J < group && blk + J < last + 1 {
-                        let slot = self.args.partial.add(slot_of(blk + J) * slot_len);
+                        let from = self.args.partial.add(slot_of(blk + J) * slot_len);
                         seq_macro::seq!(R in 0..4 {
                             if R < NT {
-                                v[J][R] = ld_cg_v4_f32(slot.add(run(R)));
+                                v[J][R] = ld_cg_v4_f32(from.add(run(R)));
                             }
                         });
                     }
@@ -657,7 +670,7 @@ impl Output<'_> {
             seq_macro::seq!(R in 0..4 {
                 if R < NT {
                     let i = run(R) as u32;
-                    let (m, col) = (self.bx * UNIT_ROWS + i % UNIT_ROWS, self.n0 + i / UNIT_ROWS);
+                    let (m, col) = (u * UNIT_ROWS + i % UNIT_ROWS, self.n0 + i / UNIT_ROWS);
                     if col < n {
                         seq_macro::seq!(E in 0..4 {
                             if m + E < rows {
@@ -747,12 +760,14 @@ macro_rules! zipgemm_entry {
         ///
         /// # Safety
         /// The matrix pointers describe a matrix validated by the host; `x`
-        /// holds n × cols BF16; `y` (or `y32`) n × rows outputs; unless
-        /// every block's share is whole units, `partial` holds 2 × blocks
-        /// slots of `GEMM_WARPS · 16 · 8 · NT` f32 and `counters` one zeroed
-        /// u32 per unit; a one-dimensional grid of at most units × col_tiles
-        /// blocks of `32 * GEMM_WARPS` threads; dynamic shared memory
-        /// `gemm_smem_bytes(NT)`.
+        /// holds n × cols BF16, with n ≤ 8 · NT unless this is the widest
+        /// variant; `y` (or `y32`) n × rows outputs; a
+        /// one-dimensional grid of `shares · chunks` blocks (`chunks` =
+        /// ⌈n / 8·NT⌉, shares at most units × col_tiles, see `WorkSplit`)
+        /// of `32 * GEMM_WARPS` threads; unless every share is whole units,
+        /// `partial` holds 2 × grid slots of `GEMM_WARPS · 16 · 8 · NT` f32
+        /// and `counters` one zeroed u32 per unit and chunk; dynamic shared
+        /// memory `gemm_smem_bytes(NT)`.
         #[unsafe(no_mangle)]
         #[allow(clippy::too_many_arguments)]
         pub unsafe extern "ptx-kernel" fn $name(

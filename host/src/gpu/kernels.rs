@@ -44,26 +44,27 @@ pub struct GemmWorkspace {
     counters: Option<DeviceBuffer<u32>>,
 }
 
-/// How a ZipGEMM launch deals out its work ([`WorkSplit`]): the output tiles
-/// ("units", [`GEMM_WARPS`] row tiles × one chunk of activation rows) and
-/// their 128-column tiles, shared equally by `blocks` blocks.
+/// How a ZipGEMM launch deals out its work ([`WorkSplit`]): the row groups
+/// ("units", [`GEMM_WARPS`] row tiles) and their 128-column tiles, cut into
+/// `work.blocks` equal shares; each share runs once per chunk of activation
+/// rows, so the grid has `work.blocks × chunks` blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplitK {
     pub work: WorkSplit,
+    pub chunks: u32,
 }
 
 impl SplitK {
     /// `requested` K slices per output tile (clamped to 1..=column tiles),
     /// or, if `None`, a split that fills one wave of resident blocks
-    /// (`blocks_per_wave`):
-    /// - whole K slices per output tile, as many as fit, each of at least
+    /// (`blocks_per_wave`, shared by the `n_chunks` chunks):
+    /// - whole K slices per row group, as many as fit, each of at least
     ///   [`MIN_TILES_PER_SLICE`] tiles, when there are at most a wave's
-    ///   worth of output tiles and the slices fill at least
+    ///   worth of row groups and the slices fill at least
     ///   [`MIN_WAVE_FILL`] of the wave;
-    /// - otherwise one block per slot, each with an equal share of the work
-    ///   (stream-K), which may cut output tiles anywhere. That also replaces
-    ///   a second, partial wave when output tiles outnumber the slots
-    ///   (28672×4096 at N = 64 on an H200: 122 instead of 133 µs).
+    /// - otherwise one share per slot, each of equal size (stream-K), which
+    ///   may cut row groups anywhere. That also replaces a second, partial
+    ///   wave when row groups outnumber the slots.
     pub fn choose(
         rows: usize,
         cols: usize,
@@ -71,32 +72,41 @@ impl SplitK {
         blocks_per_wave: usize,
         requested: Option<u32>,
     ) -> Self {
-        let units = tiles_for(rows, TILE_ROWS).div_ceil(GEMM_WARPS as usize) * n_chunks.max(1);
+        let units = tiles_for(rows, TILE_ROWS).div_ceil(GEMM_WARPS as usize);
+        let chunks = n_chunks.max(1);
         let col_tiles = tiles_for(cols, TILE_COLS);
         let pairs = units * col_tiles;
+        let wave = (blocks_per_wave / chunks).max(1);
         let most_slices = col_tiles.div_ceil(MIN_TILES_PER_SLICE).max(1);
-        let blocks = match requested {
+        let shares = match requested {
             Some(s) => units * (s as usize).clamp(1, col_tiles),
             None => {
-                let aligned = units * (blocks_per_wave / units).clamp(1, most_slices);
-                let filled = aligned as f64 >= MIN_WAVE_FILL * blocks_per_wave as f64;
-                if units <= blocks_per_wave && filled {
+                let aligned = units * (wave / units).clamp(1, most_slices);
+                let filled = aligned as f64 >= MIN_WAVE_FILL * wave as f64;
+                if units <= wave && filled {
                     aligned
                 } else {
-                    blocks_per_wave.min(pairs.div_ceil(MIN_TILES_PER_SLICE))
+                    wave.min(pairs.div_ceil(MIN_TILES_PER_SLICE))
                 }
             }
         };
+        let max_shares = WorkSplit::MAX_BLOCKS as usize / chunks;
         Self {
             work: WorkSplit {
                 units: units as u32,
                 col_tiles: col_tiles as u32,
-                blocks: blocks.clamp(1, pairs.min(WorkSplit::MAX_BLOCKS as usize)) as u32,
+                blocks: shares.clamp(1, pairs.min(max_shares.max(1))) as u32,
             },
+            chunks: chunks as u32,
         }
     }
 
-    /// The most blocks sharing one output tile (1: no partial sums).
+    /// Blocks of the launch.
+    pub fn grid(&self) -> u32 {
+        self.work.blocks * self.chunks
+    }
+
+    /// The most shares one row group is cut into (1: no partial sums).
     pub fn slices(&self) -> u32 {
         let w = &self.work;
         let (pairs, blocks) = (u64::from(w.pairs()), u64::from(w.blocks));
@@ -219,7 +229,8 @@ pub fn zipgemm(
     let x_vector_loads = u32::from(k.is_multiple_of(8) && x_ptr.as_raw().is_multiple_of(16));
     let (partial, counters) = if split.cuts_units() {
         let slot = GEMM_WARPS as usize * TILE_ROWS * 8 * variant.nt;
-        workspace.reserve(2 * work.blocks as usize * slot, work.units as usize)?
+        let counters = work.units as usize * split.chunks as usize;
+        workspace.reserve(2 * split.grid() as usize * slot, counters)?
     } else {
         (DevicePointer::null(), DevicePointer::null())
     };
@@ -230,11 +241,12 @@ pub fn zipgemm(
     let smem = gemm_smem_bytes(variant.nt) as u32;
     // SAFETY: shapes and buffer sizes were checked above; the matrix was
     // validated before upload; when shares cut units, the workspace holds
-    // two partial-sum slots per block and a zeroed counter per unit; at most
-    // one block per (unit, column tile) pair; block size and dynamic shared
-    // memory match the kernel's layout.
+    // two partial-sum slots per block and a zeroed counter per unit and
+    // chunk; shares × chunks blocks with at most one share per (unit,
+    // column tile) pair; block size and dynamic shared memory match the
+    // kernel's layout.
     unsafe {
-        launch!(function<<<work.blocks, 32 * GEMM_WARPS, smem, stream>>>(
+        launch!(function<<<split.grid(), 32 * GEMM_WARPS, smem, stream>>>(
             w.tiles.as_device_ptr(),
             w.exception_starts.as_device_ptr(),
             w.exceptions.as_device_ptr(),
@@ -285,7 +297,8 @@ impl GemmVariant {
     ];
 
     /// The smallest variant covering `n` rows, or the widest for larger n
-    /// (grid z then takes chunks of 32 rows).
+    /// (which runs every share once per chunk of 32 rows; the narrower
+    /// kernels assume a single chunk).
     pub(crate) fn for_n(n: usize) -> &'static GemmVariant {
         Self::ALL
             .iter()
@@ -358,18 +371,22 @@ mod tests {
     #[test]
     fn automatic_split_fills_one_wave() {
         let wave = 528;
-        // 448 output tiles fill 85% of the wave whole: stream-K shares.
+        // 448 row groups fill 85% of the wave whole: stream-K shares.
         let s = SplitK::choose(28672, 4096, 1, wave, None);
-        assert_eq!((s.work.units, s.work.blocks), (448, 528));
+        assert_eq!((s.work.units, s.work.blocks, s.grid()), (448, 528, 528));
         assert_eq!(s.slices(), 3);
         assert!(s.cuts_units());
-        // 64 output tiles × 8 slices fill 97%: whole slices.
+        // 64 row groups × 8 slices fill 97%: whole slices.
         let s = SplitK::choose(4096, 14336, 1, wave, None);
         assert_eq!((s.work.units, s.work.blocks, s.slices()), (64, 512, 8));
-        // More output tiles than slots: still one wave, shares of 1.7 tiles.
+        // Two chunks share the wave; more row groups than its 264 slots:
+        // one wave of shares of 1.7 row groups, each run for both chunks.
         let s = SplitK::choose(28672, 4096, 2, wave, None);
-        assert_eq!((s.work.units, s.work.blocks, s.slices()), (896, 528, 2));
-        // Few output tiles, few columns: one block per tile.
+        assert_eq!(
+            (s.work.units, s.work.blocks, s.grid(), s.slices()),
+            (448, 264, 528, 2)
+        );
+        // Few row groups, few columns: one block per row group and chunk.
         let s = SplitK::choose(4096, 512, 1, wave, None);
         assert_eq!((s.work.units, s.work.blocks, s.slices()), (64, 64, 1));
         assert!(!s.cuts_units());
@@ -383,8 +400,11 @@ mod tests {
     #[test]
     fn requested_slices_cut_every_tile_alike() {
         let s = SplitK::choose(1000, 3000, 3, 528, Some(5));
-        assert_eq!(s.work.units, 16 * 3);
-        assert_eq!((s.work.blocks, s.slices()), (16 * 3 * 5, 5));
+        assert_eq!((s.work.units, s.chunks), (16, 3));
+        assert_eq!(
+            (s.work.blocks, s.grid(), s.slices()),
+            (16 * 5, 16 * 5 * 3, 5)
+        );
         // More slices than column tiles: one tile per block.
         let s = SplitK::choose(64, 300, 1, 528, Some(9));
         assert_eq!((s.work.blocks, s.slices()), (3, 3));
