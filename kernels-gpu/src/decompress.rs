@@ -6,7 +6,7 @@
 //! and rows written with coalesced 16-byte stores, then moves on.
 
 use crate::format::{LANE_PAIRS, LANES, TILE_COLS, TILE_ROWS, TILE_WEIGHTS, pair_position};
-use crate::launch::DECOMPRESS_WARPS;
+use crate::launch::{DECOMPRESS_WARPS, nonzero};
 use crate::ptx::{
     block_idx, grid_dim_x, ld_nc_u8, ld_shared_u16, ld_shared_v4, shared_memory, st_global_v4,
     st_shared_u16, st_shared_u32, sync_warp, thread_idx,
@@ -63,7 +63,7 @@ pub unsafe extern "ptx-kernel" fn zipserv_decompress(
 
     // The host guarantees col_tiles ≥ 1; NonZero keeps a division-by-zero
     // panic path out of the loop.
-    let col_tiles_nz = core::num::NonZeroU32::new(col_tiles).unwrap_or(core::num::NonZeroU32::MIN);
+    let col_tiles_nz = nonzero(col_tiles);
 
     let mut tile = block_idx().0 * DECOMPRESS_WARPS + warp;
     let tile_stride = grid_dim_x() * DECOMPRESS_WARPS;

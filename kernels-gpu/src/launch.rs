@@ -91,7 +91,7 @@ impl WorkSplit {
     /// [`WorkSplit::MAX_BLOCKS`], so the kernels need no 64-bit division.)
     #[inline(always)]
     pub fn share_start(&self, b: u32) -> u32 {
-        let blocks = nonzero32(self.blocks);
+        let blocks = nonzero(self.blocks);
         let (q, r) = (self.pairs() / blocks, self.pairs() % blocks);
         b * q + b * r / blocks
     }
@@ -101,7 +101,7 @@ impl WorkSplit {
     #[inline(always)]
     pub fn unit_blocks(&self, u: u32, b: u32) -> (u32, u32) {
         // Whole slices per unit (the common case): no walk needed.
-        let units = nonzero32(self.units);
+        let units = nonzero(self.units);
         if self.blocks % units == 0 && self.blocks / units <= self.col_tiles {
             let s = self.blocks / units;
             return (u * s, u * s + s - 1);
@@ -128,7 +128,7 @@ impl WorkSplit {
 /// A divisor that cannot be zero (callers guarantee it; a zero divisor
 /// becomes 1 instead of a panic path in the kernels).
 #[inline(always)]
-fn nonzero32(d: u32) -> core::num::NonZeroU32 {
+pub fn nonzero(d: u32) -> core::num::NonZeroU32 {
     core::num::NonZeroU32::new(d).unwrap_or(core::num::NonZeroU32::MIN)
 }
 

@@ -48,7 +48,7 @@ use crate::decode::{base_pair, lane_pair, patch_exponent};
 use crate::format::{LANES, TILE_COLS, TILE_ROWS, lane_slot};
 use crate::launch::{
     GEMM_A_STAGE_BYTES, GEMM_FLAG_BYTES, GEMM_NT, GEMM_TABLE_BYTES, GEMM_WARPS, GEMM_X_STAGES,
-    GEMM_X_STRIDE, STORE_BF16, WorkSplit, gemm_x_stage_bytes,
+    GEMM_X_STRIDE, STORE_BF16, WorkSplit, gemm_x_stage_bytes, nonzero,
 };
 use crate::ptx::{
     atom_add_acq_rel_u32, block_idx, cp_async_16, cp_async_commit, cp_async_wait,
@@ -452,9 +452,8 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
     let s = Smem::new(NT, warp);
     const { assert!(NT == 1 || NT.is_multiple_of(2), "ldmatrix.x4 pairs n-tiles") };
 
-    // n ≥ 1 and col_tiles ≥ 1 (host-checked); NonZero keeps division-by-zero
-    // panic paths out.
-    let nonzero = |d: u32| core::num::NonZeroU32::new(d).unwrap_or(core::num::NonZeroU32::MIN);
+    // n ≥ 1 and col_tiles ≥ 1 (host-checked); `nonzero` keeps
+    // division-by-zero panic paths out.
     // Only the widest variant takes more than one chunk (the host picks the
     // narrowest variant that covers n); knowing that saves the narrow ones
     // a register.
