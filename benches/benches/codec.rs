@@ -3,8 +3,8 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use half::bf16;
-use zipserv::CompressedMatrix;
-use zipserv::rng::SplitMix64;
+use zipserv_format::CompressedMatrix;
+use zipserv_format::rng::SplitMix64;
 
 /// A 4096 × 4096 projection, the size of a 7B model's attention matrices.
 const ROWS: usize = 4096;

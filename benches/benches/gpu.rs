@@ -12,10 +12,11 @@ use std::time::Duration;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, measurement::WallTime};
 use cust::memory::DeviceBuffer;
 use half::bf16;
-use zipserv::bench::{LLAMA3_8B_LAYERS, rotation_copies, time_op_batched, upload_rotated};
-use zipserv::gpu::{Cublas, DeviceWeights, GemmOutput, GemmWorkspace, Gpu, decompress, zipgemm};
-use zipserv::rng::SplitMix64;
-use zipserv::{CompressedMatrix, Error};
+use zipserv_benches::{LLAMA3_8B_LAYERS, rotation_copies, time_op_batched, upload_rotated};
+use zipserv_format::CompressedMatrix;
+use zipserv_format::rng::SplitMix64;
+use zipserv_gpu::Error;
+use zipserv_gpu::{Cublas, DeviceWeights, GemmOutput, GemmWorkspace, Gpu, decompress, zipgemm};
 
 const BATCHES: [usize; 2] = [1, 16];
 
@@ -55,8 +56,8 @@ fn bench_op(
     gpu: &Gpu,
     id: BenchmarkId,
     bytes: usize,
-    mut op: impl FnMut(usize) -> zipserv::Result<()>,
-) -> zipserv::Result<()> {
+    mut op: impl FnMut(usize) -> zipserv_gpu::Result<()>,
+) -> zipserv_gpu::Result<()> {
     let stream = gpu.stream();
     let mut error = None;
     group.throughput(Throughput::Bytes(bytes as u64));
@@ -75,7 +76,7 @@ fn bench_op(
     error.map_or(Ok(()), Err)
 }
 
-fn run(c: &mut Criterion, gpu: &Gpu, blas: &Cublas<'_>) -> zipserv::Result<()> {
+fn run(c: &mut Criterion, gpu: &Gpu, blas: &Cublas<'_>) -> zipserv_gpu::Result<()> {
     let mut rng = SplitMix64::new(1);
     let l2 = gpu.info().l2_bytes;
     let stream = gpu.stream();
@@ -87,7 +88,7 @@ fn run(c: &mut Criterion, gpu: &Gpu, blas: &Cublas<'_>) -> zipserv::Result<()> {
         let matrix = CompressedMatrix::encode(&w, m, k)?;
         let compressed = (0..rotation_copies(l2, matrix.compressed_bytes()).max(2))
             .map(|_| DeviceWeights::upload(gpu, &matrix))
-            .collect::<zipserv::Result<Vec<_>>>()?;
+            .collect::<zipserv_gpu::Result<Vec<_>>>()?;
         let plain = upload_rotated(&w[..], rotation_copies(l2, 2 * m * k).max(2))?;
         let mut out = DeviceBuffer::<bf16>::zeroed(m * k).map_err(|source| Error::Cuda {
             call: "cuMemAlloc",

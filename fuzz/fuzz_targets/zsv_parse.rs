@@ -11,9 +11,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use zipserv::container::ZsvFile;
-use zipserv::container::header::{HEADER_LEN, Header};
-use zipserv::container::index::{Encoding, Index, Section};
+use zipserv_format::container::ZsvFile;
+use zipserv_format::container::header::{HEADER_LEN, Header};
+use zipserv_format::container::index::{Encoding, Index, Section};
 
 fuzz_target!(|data: &[u8]| {
     read_everything(data.to_vec());

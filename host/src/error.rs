@@ -1,13 +1,19 @@
-//! The one error type of the library.
+//! The one error type of the GPU crate.
 
-use std::fmt;
-use std::path::PathBuf;
+use crate::cublas::CublasStatus;
+pub use zipserv_format::error::Shape;
 
-/// Everything that can go wrong in zipserv, with enough structure for callers
-/// to react and enough text for users to understand.
+/// Everything that can go wrong on the GPU side, with enough structure for
+/// callers to react and enough text for users to understand. Errors of the
+/// format and codec arrive as [`Error::Format`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// No usable CUDA device: no driver, no device, or the driver refused.
+    /// The CUDA driver library could not be loaded: no NVIDIA driver on this
+    /// machine, or one without the entry points zipserv needs.
+    #[error("no CUDA driver found: {reason}")]
+    NoDriver { reason: String },
+
+    /// A driver is there but offers no usable device.
     #[error("no CUDA device: {reason}")]
     NoDevice { reason: String },
 
@@ -27,15 +33,11 @@ pub enum Error {
     #[error("GPU result mismatch: {0}")]
     Mismatch(String),
 
-    /// Compressed data that breaks the format's invariants.
-    #[error("corrupt compressed data: {0}")]
-    Corrupt(String),
-
-    /// Valid input that this version cannot handle.
+    /// Valid input that this version cannot handle on the GPU.
     #[error("unsupported: {0}")]
     Unsupported(String),
 
-    /// Shapes or sizes do not fit together.
+    /// Shapes or sizes of a launch do not fit together.
     #[error("shape mismatch for {what}: expected {expected}, got {got}")]
     ShapeMismatch {
         what: &'static str,
@@ -58,77 +60,26 @@ pub enum Error {
     #[error("cuBLAS error in {call}: {status}")]
     Cublas {
         call: &'static str,
-        status: crate::gpu::cublas::CublasStatus,
+        status: CublasStatus,
     },
 
-    /// Reading or writing a file failed.
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-
-    /// A floating-point tensor that is not BF16, met without `--cast-bf16`.
-    #[error(
-        "tensor `{tensor}` is {dtype}, not BF16; pass --cast-bf16 to round it to BF16 \
-         (round to nearest even) before compressing"
-    )]
-    NotBf16 { tensor: String, dtype: String },
-
-    /// The input is not a valid safetensors file.
-    #[error("{}: not a valid safetensors file: {reason}", path.display())]
-    Safetensors { path: PathBuf, reason: String },
-
-    /// The file is not a `.zsv` container at all.
-    #[error("not a .zsv file: magic bytes {found:02x?}, expected {expected:02x?}")]
-    BadMagic { found: Vec<u8>, expected: Vec<u8> },
-
-    /// A `.zsv` container of a format version this build cannot read.
-    #[error("unsupported .zsv format version {found} (this build reads version {supported})")]
-    UnsupportedVersion { found: u32, supported: u32 },
-
-    /// A file ends before the data its header or index points to.
-    #[error("truncated file: {what} needs bytes {start}..{end}, but the file has {len}")]
-    Truncated {
-        what: String,
-        start: u64,
-        end: u64,
-        len: u64,
-    },
-
-    /// Stored data whose checksum does not match the index.
-    #[error("checksum mismatch in {what}: stored crc32 {expected:#010x}, computed {got:#010x}")]
-    ChecksumMismatch {
-        what: String,
-        expected: u32,
-        got: u32,
-    },
+    /// The compressed data, its file, or the codec.
+    #[error(transparent)]
+    Format(#[from] zipserv_format::Error),
 }
 
 impl Error {
-    /// An [`Error::Io`] for `path`.
-    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
-        let path = path.into();
-        move |source| Self::Io { path, source }
-    }
-}
-
-/// A shape in an error message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Shape(pub Vec<usize>);
-
-impl fmt::Display for Shape {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let dims: Vec<String> = self.0.iter().map(|d| d.to_string()).collect();
-        write!(f, "[{}]", dims.join(" x "))
+    /// Whether this machine simply has no GPU to run on (no driver, or no
+    /// device), as opposed to a GPU that failed.
+    pub fn is_no_gpu(&self) -> bool {
+        matches!(self, Self::NoDriver { .. } | Self::NoDevice { .. })
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Attach the name of the failing driver call to a `cust` error.
-pub(crate) trait CudaContext<T> {
+pub trait CudaContext<T> {
     fn cuda(self, call: &'static str) -> Result<T>;
 }
 

@@ -1,16 +1,22 @@
-//! zipserv: lossless compression of BF16 LLM weights that GPU kernels read
-//! directly.
+//! zipserv-gpu: the GPU side of zipserv. Uploads compressed matrices made by
+//! `zipserv-format`, runs the Rust-written kernels embedded as PTX (bit-exact
+//! decompression, fused decode + GEMM) and, as the baseline, cuBLAS.
 //!
-//! Layers, bottom up: [`gpu`] (CUDA context, embedded kernels, launches,
-//! the cuBLAS baseline) and the error type [`Error`]; [`bench`] measures
-//! them.
+//! Layers, bottom up: [`driver`] (the CUDA driver library, loaded at run
+//! time), [`device`] (context, module, stream), [`weights`] (compressed
+//! matrices in device memory), [`kernels`] (checked launches), [`cublas`].
 
-pub mod bench;
-pub mod codec;
-pub mod container;
+pub mod cublas;
+mod demo;
+pub mod device;
+pub mod driver;
 pub mod error;
-pub mod gpu;
-pub mod rng;
+pub mod kernels;
+pub mod weights;
 
-pub use codec::CompressedMatrix;
+pub use cublas::{BlasOutput, Cublas, CublasStatus};
+pub use demo::{DemoReport, run_demo_mma};
+pub use device::{BUILD_COMMIT, DeviceInfo, Gpu, PTX, PTX_ARCH};
 pub use error::{Error, Result};
+pub use kernels::{GemmOutput, GemmWorkspace, SplitK, decompress, zipgemm};
+pub use weights::DeviceWeights;

@@ -1,7 +1,7 @@
 //! Test inputs: weight-like matrices, adversarial bit patterns, references.
 
 use half::bf16;
-use zipserv::rng::SplitMix64;
+use zipserv_format::rng::SplitMix64;
 
 /// Weight-like values: uniform in ±scale with a sprinkling of much smaller
 /// and larger magnitudes, so every exception path (table and far) is used.

@@ -3,9 +3,9 @@
 pub mod st;
 
 use std::io::Write;
-use zipserv::Error;
+use zipserv_gpu::Error;
 
-use zipserv::gpu::Gpu;
+use zipserv_gpu::Gpu;
 
 /// Set to `1` where a GPU must be present (the GPU machine's test script), so
 /// a broken driver setup fails the run instead of skipping every GPU test.
@@ -19,9 +19,10 @@ pub const REQUIRE_GPU_ENV: &str = "ZIPSERV_REQUIRE_GPU";
 pub fn gpu_or_skip(test: &str) -> Option<Gpu> {
     match Gpu::new(0) {
         Ok(gpu) => Some(gpu),
-        Err(Error::NoDevice { reason }) => {
+        Err(e) if e.is_no_gpu() => {
+            let reason = e.to_string();
             if std::env::var(REQUIRE_GPU_ENV).as_deref() == Ok("1") {
-                panic!("{test}: {REQUIRE_GPU_ENV}=1 but no CUDA device: {reason}");
+                panic!("{test}: {REQUIRE_GPU_ENV}=1 but {reason}");
             }
             // Written to the real stderr, past the test harness's capture, so
             // a CI log shows which GPU tests did not run.
@@ -41,8 +42,8 @@ pub mod data;
 ///
 /// A machine with a GPU but no cuBLAS skips (cuBLAS is only the baseline),
 /// unless [`REQUIRE_GPU_ENV`] is `1`, where it fails like a missing GPU.
-pub fn cublas_or_skip<'gpu>(gpu: &'gpu Gpu, test: &str) -> Option<zipserv::gpu::Cublas<'gpu>> {
-    match zipserv::gpu::Cublas::new(gpu) {
+pub fn cublas_or_skip<'gpu>(gpu: &'gpu Gpu, test: &str) -> Option<zipserv_gpu::Cublas<'gpu>> {
+    match zipserv_gpu::Cublas::new(gpu) {
         Ok(blas) => Some(blas),
         Err(e @ Error::CublasUnavailable { .. }) => {
             if std::env::var(REQUIRE_GPU_ENV).as_deref() == Ok("1") {

@@ -1,8 +1,8 @@
 //! Bit-exact round trips of the CPU codec.
 
 use half::bf16;
-use zipserv::CompressedMatrix;
-use zipserv::rng::{SplitMix64, fresh_seed};
+use zipserv_format::CompressedMatrix;
+use zipserv_format::rng::{SplitMix64, fresh_seed};
 
 fn round_trip(bits: &[u16], rows: usize, cols: usize) -> CompressedMatrix {
     let weights: &[bf16] = bytemuck::cast_slice(bits);

@@ -7,13 +7,13 @@ use std::path::PathBuf;
 
 use half::bf16;
 use safetensors::Dtype;
-use zipserv::container::header::{HEADER_LEN, Header};
-use zipserv::container::index::{Encoding, Index};
-use zipserv::container::{
+use zipserv_format::container::header::{HEADER_LEN, Header};
+use zipserv_format::container::index::{Encoding, Index};
+use zipserv_format::container::{
     CompressOptions, SafetensorsInput, ZsvFile, ZsvWriter, decompress_to_safetensors,
 };
-use zipserv::rng::SplitMix64;
-use zipserv::{CompressedMatrix, Error};
+use zipserv_format::rng::SplitMix64;
+use zipserv_format::{CompressedMatrix, Error};
 use zipserv_tests::st::{self, Tensor};
 
 fn weight_like(n: usize, seed: u64) -> Vec<u16> {

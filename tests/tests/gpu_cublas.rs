@@ -4,9 +4,9 @@
 
 use cust::memory::{CopyDestination, DeviceBuffer};
 use half::bf16;
-use zipserv::Error;
-use zipserv::gpu::{BlasOutput, Cublas, Gpu};
-use zipserv::rng::{SplitMix64, fresh_seed};
+use zipserv_format::rng::{SplitMix64, fresh_seed};
+use zipserv_gpu::Error;
+use zipserv_gpu::{BlasOutput, Cublas, Gpu};
 use zipserv_tests::{cublas_or_skip, gpu_or_skip};
 
 /// Shapes every run covers: tile-aligned, odd, one row, and a Llama layer.

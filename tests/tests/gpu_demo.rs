@@ -1,7 +1,7 @@
 //! The toolchain end to end: Rust kernel → PTX → cust launch → checked result.
 
-use zipserv::gpu::run_demo_mma;
-use zipserv::rng::fresh_seed;
+use zipserv_format::rng::fresh_seed;
+use zipserv_gpu::run_demo_mma;
 use zipserv_tests::gpu_or_skip;
 
 #[test]

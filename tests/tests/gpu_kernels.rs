@@ -3,9 +3,9 @@
 
 use cust::memory::{CopyDestination, DeviceBuffer};
 use half::bf16;
-use zipserv::CompressedMatrix;
-use zipserv::gpu::{DeviceWeights, GemmOutput, GemmWorkspace, Gpu, decompress, zipgemm};
-use zipserv::rng::{SplitMix64, fresh_seed};
+use zipserv_format::CompressedMatrix;
+use zipserv_format::rng::{SplitMix64, fresh_seed};
+use zipserv_gpu::{DeviceWeights, GemmOutput, GemmWorkspace, Gpu, decompress, zipgemm};
 use zipserv_tests::data::{
     activations, all_bit_patterns, gemm_reference, relative_error, weight_like,
 };

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use half::bf16;
 use safetensors::Dtype;
-use zipserv::container::{
+use zipserv_format::container::{
     CompressOptions, Encoding, SafetensorsInput, ZsvFile, decompress_to_safetensors,
 };
 use zipserv_tests::st;

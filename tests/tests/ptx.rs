@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 
-use zipserv::gpu::PTX;
+use zipserv_gpu::PTX;
 
 /// Every kernel the host launches. A kernel missing here means a launch
 /// would fail at run time.

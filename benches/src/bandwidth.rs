@@ -4,8 +4,8 @@
 use cust::memory::{AsyncCopyDestination, DeviceBuffer};
 
 use super::timing::time_op;
-use crate::error::{CudaContext, Error, Result};
-use crate::gpu::Gpu;
+use zipserv_gpu::Gpu;
+use zipserv_gpu::error::{CudaContext, Error, Result};
 
 /// Bytes copied per iteration by [`copy_bandwidth`]: 1 GiB.
 pub const COPY_BYTES: usize = 1 << 30;

@@ -11,10 +11,10 @@ use super::record::Row;
 use super::rotation::{rotation_copies, upload_rotated};
 use super::sweep::Case;
 use super::timing::{TimingOptions, time_op_batched};
-use crate::codec::CompressedMatrix;
-use crate::error::{CudaContext, Error, Result};
-use crate::gpu::{Cublas, DeviceWeights, GemmOutput, GemmWorkspace, Gpu, decompress, zipgemm};
-use crate::rng::SplitMix64;
+use zipserv_format::codec::CompressedMatrix;
+use zipserv_format::rng::SplitMix64;
+use zipserv_gpu::error::{CudaContext, Error, Result};
+use zipserv_gpu::{Cublas, DeviceWeights, GemmOutput, GemmWorkspace, Gpu, decompress, zipgemm};
 
 /// Back-to-back launches per timed sample: one event pair per batch keeps
 /// event overhead out of kernels that take ~10 µs.

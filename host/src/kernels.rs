@@ -12,9 +12,9 @@ use zipserv_kernels::launch::{
     DECOMPRESS_WARPS, GEMM_NT, GEMM_WARPS, STORE_BF16, STORE_F32, WorkSplit, gemm_smem_bytes,
 };
 
-use super::Gpu;
-use super::weights::DeviceWeights;
+use crate::device::Gpu;
 use crate::error::{CudaContext, Error, Result, Shape};
+use crate::weights::DeviceWeights;
 
 /// Where ZipGEMM writes `Y` (N × M, row-major).
 pub enum GemmOutput<'a> {

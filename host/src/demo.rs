@@ -5,7 +5,7 @@ use cust::launch;
 use cust::memory::{CopyDestination, DeviceBuffer};
 use half::bf16;
 
-use super::Gpu;
+use crate::device::Gpu;
 use crate::error::{CudaContext, Error, Result};
 
 /// Outcome of one demo run.
@@ -22,7 +22,7 @@ pub struct DemoReport {
 /// are exactly representable and the tensor core accumulates in f32, so the
 /// error bound is f32 rounding of 16-term sums.
 pub fn run_demo_mma(gpu: &Gpu, seed: u64) -> Result<DemoReport> {
-    let mut rng = crate::rng::SplitMix64::new(seed);
+    let mut rng = zipserv_format::rng::SplitMix64::new(seed);
     let a: Vec<bf16> = (0..16 * 16)
         .map(|_| bf16::from_f32(rng.next_f32_signed()))
         .collect();

@@ -11,7 +11,7 @@
 
 use cust::memory::{DeviceBuffer, DeviceCopy};
 
-use crate::error::{CudaContext, Result};
+use zipserv_gpu::error::{CudaContext, Result};
 
 /// How many copies of a `bytes_per_copy` buffer set to rotate so that the
 /// rotated set is at least `2 × l2_bytes` (at least one copy; a single

@@ -4,7 +4,7 @@
 use cust::event::{Event, EventFlags};
 use cust::stream::Stream;
 
-use crate::error::{CudaContext, Error, Result};
+use zipserv_gpu::error::{CudaContext, Error, Result};
 
 /// Summary of per-iteration device times, in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]

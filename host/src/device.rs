@@ -1,14 +1,4 @@
-//! The device side: one CUDA context, the embedded kernel module and a stream.
-
-pub mod cublas;
-mod demo;
-mod kernels;
-mod weights;
-
-pub use cublas::{BlasOutput, Cublas, CublasStatus};
-pub use demo::run_demo_mma;
-pub use kernels::{GemmOutput, GemmWorkspace, SplitK, decompress, zipgemm};
-pub use weights::DeviceWeights;
+//! One device: its primary context, the embedded kernel module and a stream.
 
 use cust::CudaFlags;
 use cust::context::Context;
@@ -17,11 +7,15 @@ use cust::module::Module;
 use cust::stream::{Stream, StreamFlags};
 
 use crate::error::{CudaContext, Error, Result};
+use crate::kernels::SplitK;
 
 /// PTX for every kernel in `kernels-gpu`, built by `build.rs`.
 pub const PTX: &str = include_str!(env!("ZIPSERV_PTX_FILE"));
 /// The `sm_XX` the embedded PTX was generated for.
 pub const PTX_ARCH: &str = env!("ZIPSERV_PTX_ARCH");
+/// The short commit hash this crate was built from (`"unknown"` outside a
+/// git checkout), for benchmark records.
+pub const BUILD_COMMIT: &str = env!("ZIPSERV_BUILD_COMMIT");
 
 /// What the user (and benchmark records) need to know about the card.
 #[derive(Debug, Clone)]
@@ -50,10 +44,12 @@ pub struct Gpu {
 }
 
 impl Gpu {
-    /// Opens device `ordinal`. Fails with [`Error::NoDevice`] when there is no
-    /// driver or no such device, so callers can tell "no GPU here" apart from
-    /// a real CUDA failure.
+    /// Opens device `ordinal`. Fails with [`Error::NoDriver`] when there is no
+    /// driver library and [`Error::NoDevice`] when the driver has no such
+    /// device ([`Error::is_no_gpu`] covers both), so callers can tell "no GPU
+    /// here" apart from a real CUDA failure.
     pub fn new(ordinal: u32) -> Result<Self> {
+        crate::driver::load()?;
         cust::init(CudaFlags::empty()).map_err(|e| Error::NoDevice {
             reason: format!("cuInit failed: {e}"),
         })?;
@@ -67,7 +63,7 @@ impl Gpu {
         let context = Context::new(device).cuda("cuDevicePrimaryCtxRetain")?;
         let info = device_info(device)?;
         let module = Module::from_ptx(PTX, &[]).cuda("cuModuleLoadData")?;
-        let gemm_blocks_per_sm = kernels::prepare_gemm(&module)?;
+        let gemm_blocks_per_sm = crate::kernels::prepare_gemm(&module)?;
         let stream = Stream::new(StreamFlags::NON_BLOCKING, None).cuda("cuStreamCreate")?;
         Ok(Self {
             module,
@@ -98,7 +94,7 @@ impl Gpu {
     /// The K split ZipGEMM would use for an `m × k` matrix and `n`
     /// activation rows (`requested`: an explicit number of slices).
     pub fn gemm_split(&self, m: usize, k: usize, n: usize, requested: Option<u32>) -> SplitK {
-        let variant = kernels::GemmVariant::for_n(n);
+        let variant = crate::kernels::GemmVariant::for_n(n);
         SplitK::choose(
             m,
             k,

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use zipserv::Result;
-use zipserv::container::{ZsvFile, decompress_to_safetensors};
+use crate::error::Result;
+use zipserv_format::container::{ZsvFile, decompress_to_safetensors};
 
 use super::human_bytes;
 use super::progress::bytes_bar;

@@ -5,9 +5,11 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use zipserv::bench::{BenchRecord, Case, FullBench, TimingOptions, llama3_8b_sweep, run_benchmark};
-use zipserv::gpu::{Cublas, Gpu};
-use zipserv::{Error, Result};
+use crate::error::{CliError, Result};
+use zipserv_benches::{
+    BenchRecord, Case, FullBench, TimingOptions, llama3_8b_sweep, run_benchmark,
+};
+use zipserv_gpu::{Cublas, Gpu};
 
 /// Arguments of `zipserv bench`.
 #[derive(Debug, clap::Args)]
@@ -47,7 +49,7 @@ impl BenchArgs {
     pub fn cases(&self) -> Result<Vec<Case>> {
         let positive = |name: &str, value: usize| {
             if value == 0 {
-                Err(Error::Unsupported(format!("{name} must be at least 1")))
+                Err(CliError::Usage(format!("{name} must be at least 1")))
             } else {
                 Ok(value)
             }
@@ -63,13 +65,13 @@ impl BenchArgs {
                 n: positive("N", n)?,
                 split_k,
             }]),
-            _ => Err(Error::Unsupported("give M K N, or --sweep".to_string())),
+            _ => Err(CliError::Usage("give M K N, or --sweep".to_string())),
         }
     }
 
     pub fn timing(&self) -> Result<TimingOptions> {
         if self.iters == 0 {
-            return Err(Error::Unsupported("--iters must be at least 1".into()));
+            return Err(CliError::Usage("--iters must be at least 1".into()));
         }
         Ok(TimingOptions {
             warmup: self.warmup,
@@ -89,10 +91,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut bench = FullBench::new(&gpu, &blas, timing);
     let record = run_benchmark(record, &cases, &mut stdout, |case| bench.run(case))?;
     let (json, md) = record.write(&args.out)?;
-    writeln!(stdout, "wrote {} and {}", json.display(), md.display()).map_err(|source| Error::Io {
-        path: "<stdout>".into(),
-        source,
-    })
+    writeln!(stdout, "wrote {} and {}", json.display(), md.display())
+        .map_err(zipserv_format::Error::io("<stdout>"))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -142,8 +143,8 @@ mod tests {
         assert!(parse(&["--sweep", "4096", "4096", "1"]).is_err());
         assert!(parse(&["4096", "x", "1"]).is_err());
         let zero = parse(&["4096", "0", "1"]).unwrap();
-        assert!(matches!(zero.cases(), Err(Error::Unsupported(_))));
+        assert!(matches!(zero.cases(), Err(CliError::Usage(_))));
         let no_iters = parse(&["4096", "4096", "1", "--iters", "0"]).unwrap();
-        assert!(matches!(no_iters.timing(), Err(Error::Unsupported(_))));
+        assert!(matches!(no_iters.timing(), Err(CliError::Usage(_))));
     }
 }

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use zipserv::Result;
-use zipserv::codec::exponent_entropy_bits;
-use zipserv::container::{Encoding, TensorEntry, ZsvFile};
+use crate::error::Result;
+use zipserv_format::codec::exponent_entropy_bits;
+use zipserv_format::container::{Encoding, TensorEntry, ZsvFile};
 
 use super::human_bytes;
 use super::progress::bytes_bar;

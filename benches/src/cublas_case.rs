@@ -8,9 +8,9 @@ use super::record::Row;
 use super::rotation::{rotation_copies, upload_rotated};
 use super::sweep::Case;
 use super::timing::{TimingOptions, time_op};
-use crate::error::{CudaContext, Error, Result};
-use crate::gpu::{Cublas, Gpu};
-use crate::rng::SplitMix64;
+use zipserv_format::rng::SplitMix64;
+use zipserv_gpu::error::{CudaContext, Error, Result};
+use zipserv_gpu::{Cublas, Gpu};
 
 /// Output columns of the first row spot-checked against the CPU.
 const CHECKED_COLUMNS: usize = 16;

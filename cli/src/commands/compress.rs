@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
+use crate::error::Result;
 use safetensors::Dtype;
-use zipserv::Result;
-use zipserv::container::{CompressOptions, SafetensorsInput};
+use zipserv_format::container::{CompressOptions, SafetensorsInput};
 
 use super::human_bytes;
 use super::progress::bytes_bar;

@@ -3,9 +3,9 @@
 use cust::memory::{DeviceBuffer, DeviceCopy};
 use zipserv_kernels::format::EXC_TABLE_LEN;
 
-use super::Gpu;
-use crate::codec::CompressedMatrix;
+use crate::device::Gpu;
 use crate::error::{CudaContext, Result};
+use zipserv_format::CompressedMatrix;
 
 /// Every section of a [`CompressedMatrix`], uploaded. Only matrices that
 /// passed validation (every `CompressedMatrix` did) can be uploaded, so the

@@ -5,7 +5,7 @@ use std::io::Write;
 use super::record::{BenchRecord, Row};
 use super::sweep::Case;
 use super::table::{live_header, live_line, num};
-use crate::error::{Error, Result, Shape};
+use zipserv_gpu::error::{Error, Result, Shape};
 
 /// Runs `run_case` on every case in order, printing a live table to `out`
 /// (a line as each case finishes), and returns `record` with the rows
@@ -21,9 +21,10 @@ where
     W: Write,
     F: FnMut(&Case) -> Result<Row>,
 {
-    let io = |source| Error::Io {
-        path: "<benchmark table output>".into(),
-        source,
+    let io = |source| {
+        Error::from(zipserv_format::Error::io("<benchmark table output>")(
+            source,
+        ))
     };
     writeln!(
         out,
@@ -65,7 +66,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::llama3_8b_sweep;
+    use crate::llama3_8b_sweep;
 
     fn fake_row(case: &Case) -> Row {
         Row {

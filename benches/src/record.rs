@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::bandwidth::{copy_bandwidth, gbps};
 use super::provenance::{commit, driver_version, today_utc};
 use super::table::num;
-use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use zipserv_gpu::Gpu;
+use zipserv_gpu::error::{Error, Result};
 
 /// Bytes per bf16 element.
 const BF16_BYTES: f64 = 2.0;
@@ -138,12 +138,14 @@ impl BenchRecord {
     }
 
     pub fn to_json(&self) -> Result<String> {
-        serde_json::to_string_pretty(self)
-            .map_err(|e| Error::Corrupt(format!("benchmark record as JSON: {e}")))
+        serde_json::to_string_pretty(self).map_err(|e| {
+            zipserv_format::Error::Corrupt(format!("benchmark record as JSON: {e}")).into()
+        })
     }
 
     pub fn from_json(text: &str) -> Result<Self> {
-        serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("benchmark record: {e}")))
+        serde_json::from_str(text)
+            .map_err(|e| zipserv_format::Error::Corrupt(format!("benchmark record: {e}")).into())
     }
 
     /// The record as a markdown report: provenance, method, then one table
@@ -204,8 +206,8 @@ impl BenchRecord {
     /// a second run with the same stem gets `-2`, `-3`, … appended.
     pub fn write(&self, dir: &Path) -> Result<(PathBuf, PathBuf)> {
         let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Io { path, source }
+            let io = zipserv_format::Error::io(path.to_path_buf());
+            move |source| Error::from(io(source))
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let stem = self.file_stem();
@@ -216,12 +218,12 @@ impl BenchRecord {
             })
             .map(|s| (dir.join(format!("{s}.json")), dir.join(format!("{s}.md"))))
             .find(|(j, m)| !j.exists() && !m.exists())
-            .ok_or_else(|| Error::Io {
-                path: dir.join(&stem),
-                source: std::io::Error::new(
+            .ok_or_else(|| {
+                let exists = std::io::Error::new(
                     std::io::ErrorKind::AlreadyExists,
                     "1000 results with this stem already exist",
-                ),
+                );
+                Error::from(zipserv_format::Error::io(dir.join(&stem))(exists))
             })?;
         let mut json = self.to_json()?;
         json.push('\n');
@@ -336,7 +338,7 @@ mod tests {
         assert!(back.rows[1].zipgemm_us.is_nan());
         assert!(matches!(
             BenchRecord::from_json("{\"card\": 1}"),
-            Err(Error::Corrupt(_))
+            Err(Error::Format(zipserv_format::Error::Corrupt(_)))
         ));
     }
 
@@ -383,7 +385,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "zipserv-bench-test-{}-{}",
             std::process::id(),
-            crate::rng::fresh_seed()
+            zipserv_format::rng::fresh_seed()
         ));
         let record = sample();
         let (j1, m1) = record.write(&dir).unwrap();

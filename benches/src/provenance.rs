@@ -1,6 +1,6 @@
 //! Where a benchmark ran: driver version, commit, date.
 
-use crate::gpu::DeviceInfo;
+use zipserv_gpu::DeviceInfo;
 
 /// Environment variable that overrides the commit embedded at build time
 /// (e.g. when the binary was built from a tree without git metadata).
@@ -11,7 +11,7 @@ const NVIDIA_PROC_VERSION: &str = "/proc/driver/nvidia/version";
 
 /// The short commit hash the binary was built from, or `"unknown"`.
 pub fn build_commit() -> &'static str {
-    env!("ZIPSERV_BUILD_COMMIT")
+    zipserv_gpu::BUILD_COMMIT
 }
 
 /// `$ZIPSERV_COMMIT` when set and non-empty, else [`build_commit`].

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use cust::memory::{DeviceCopy, DeviceSlice};
 use cust::stream::Stream;
 
-use super::Gpu;
+use crate::device::Gpu;
 use crate::error::{Error, Result, Shape};
 use half::bf16;
 

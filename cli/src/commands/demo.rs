@@ -1,11 +1,11 @@
 //! `zipserv demo`: one tensor-core tile on the GPU, checked against the CPU.
 
-use zipserv::Result;
-use zipserv::gpu::{Gpu, run_demo_mma};
+use crate::error::Result;
+use zipserv_gpu::{Gpu, run_demo_mma};
 
 pub fn run(device: u32, seed: Option<u64>) -> Result<()> {
     let gpu = Gpu::new(device)?;
-    let seed = seed.unwrap_or_else(zipserv::rng::fresh_seed);
+    let seed = seed.unwrap_or_else(zipserv_format::rng::fresh_seed);
     let info = gpu.info();
     println!(
         "device {device}: {} (sm_{}{}, {} SMs, CUDA {}.{} driver), PTX built for {}",
@@ -15,7 +15,7 @@ pub fn run(device: u32, seed: Option<u64>) -> Result<()> {
         info.multiprocessors,
         info.cuda_driver_version.0,
         info.cuda_driver_version.1,
-        zipserv::gpu::PTX_ARCH
+        zipserv_gpu::PTX_ARCH
     );
     let report = run_demo_mma(&gpu, seed)?;
     println!(

@@ -1,6 +1,7 @@
 //! `zipserv` command-line tool.
 
-mod cli;
+mod commands;
+mod error;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,7 +61,7 @@ enum Command {
     Ptx,
     /// Time GEMM paths on the GPU (`bench M K N` or `bench --sweep`) and
     /// write a JSON record with a markdown table.
-    Bench(cli::bench::BenchArgs),
+    Bench(commands::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,15 +71,15 @@ fn main() -> ExitCode {
             input,
             output,
             cast_bf16,
-        } => cli::compress::run(&input, &output, cast_bf16),
-        Command::Decompress { input, output } => cli::decompress::run(&input, &output),
-        Command::Inspect { input } => cli::inspect::run(&input),
-        Command::Demo { device, seed } => cli::demo::run(device, seed),
+        } => commands::compress::run(&input, &output, cast_bf16),
+        Command::Decompress { input, output } => commands::decompress::run(&input, &output),
+        Command::Inspect { input } => commands::inspect::run(&input),
+        Command::Demo { device, seed } => commands::demo::run(device, seed),
         Command::Ptx => {
-            print!("{}", zipserv::gpu::PTX);
+            print!("{}", zipserv_gpu::PTX);
             Ok(())
         }
-        Command::Bench(args) => cli::bench::run(&args),
+        Command::Bench(args) => commands::bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
