@@ -21,12 +21,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Compress a safetensors file: 2-D BF16 tensors into the tile format,
-    /// every other tensor stored as it is.
+    /// Compress a safetensors file (to a `.zsv` file) or a Hugging Face
+    /// model directory (to a new directory): 2-D BF16 tensors into the tile
+    /// format where that is smaller, every other tensor and file as it is.
     Compress {
-        /// Input `.safetensors` file.
+        /// Input `.safetensors` file or model directory.
         input: PathBuf,
-        /// Output `.zsv` file.
+        /// Output `.zsv` file (replaced atomically if it exists), or for a
+        /// directory input a new directory.
         #[arg(short, long)]
         output: PathBuf,
         /// Round F16/F32/F64 tensors to BF16 (nearest even) instead of
@@ -34,19 +36,31 @@ enum Command {
         #[arg(long)]
         cast_bf16: bool,
     },
-    /// Write a `.zsv` file back as safetensors, bit for bit.
+    /// Give back the safetensors file (or model directory) a `.zsv` file (or
+    /// compressed directory) holds, byte for byte.
     Decompress {
-        /// Input `.zsv` file.
+        /// Input `.zsv` file or compressed directory.
         input: PathBuf,
-        /// Output `.safetensors` file.
+        /// Output `.safetensors` file (replaced atomically if it exists), or
+        /// for a directory input a new directory.
         #[arg(short, long)]
         output: PathBuf,
     },
-    /// Per-tensor table of a `.zsv` file: shape, ratio, coverage, bits per
-    /// weight, exponent entropy and the ratio bound 16 / (8 + H).
+    /// Per-tensor table of a `.zsv` file or compressed directory: shape,
+    /// ratio, coverage, bits per weight, exponent entropy and the ratio bound
+    /// 16 / (8 + H).
     Inspect {
-        /// Input `.zsv` file.
+        /// Input `.zsv` file or compressed directory.
         input: PathBuf,
+    },
+    /// Check that a compressed file or directory gives back its original
+    /// (tensors rounded by --cast-bf16: their rounding), without writing
+    /// anything.
+    Verify {
+        /// The original `.safetensors` file or model directory.
+        original: PathBuf,
+        /// Its compressed form.
+        compressed: PathBuf,
     },
     /// Run one tensor-core tile on the GPU and check it against the CPU.
     Demo {
@@ -66,6 +80,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Ctrl-C, SIGTERM or SIGHUP while an output is being written: remove the
+    // temporary files and directories, then exit as interrupted.
+    let handler = ctrlc::set_handler(|| {
+        zipserv_format::files::pending::remove_all();
+        eprintln!("interrupted: nothing was written");
+        std::process::exit(130);
+    });
+    if let Err(e) = handler {
+        eprintln!("error: cannot install the interrupt handler: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Compress {
             input,
@@ -74,6 +99,10 @@ fn main() -> ExitCode {
         } => commands::compress::run(&input, &output, cast_bf16),
         Command::Decompress { input, output } => commands::decompress::run(&input, &output),
         Command::Inspect { input } => commands::inspect::run(&input),
+        Command::Verify {
+            original,
+            compressed,
+        } => commands::verify::run(&original, &compressed),
         Command::Demo { device, seed } => commands::demo::run(device, seed),
         Command::Ptx => {
             print!("{}", zipserv_gpu::PTX);

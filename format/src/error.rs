@@ -24,6 +24,11 @@ pub enum Error {
         got: Shape,
     },
 
+    /// Data that should be identical is not: a compressed file that does not
+    /// give back its original, or a written file that does not read back.
+    #[error("{0}")]
+    Mismatch(String),
+
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -39,6 +44,24 @@ pub enum Error {
     )]
     NotBf16 { tensor: String, dtype: String },
 
+    /// An input that is not a regular file (a directory where a file is
+    /// expected, a device, a FIFO, a socket).
+    #[error("{}: {kind}, not a regular file", path.display())]
+    NotRegularFile { path: PathBuf, kind: &'static str },
+
+    /// An output path that cannot be written safely.
+    #[error("{}: refusing to write there: {reason}", path.display())]
+    BadOutput { path: PathBuf, reason: String },
+
+    /// The output is one of the inputs (the same file through any path).
+    #[error("{}: the output is also an input; writing it would destroy the input", path.display())]
+    OutputIsInput { path: PathBuf },
+
+    /// A safetensors header that breaks the format, before it is known which
+    /// file it came from (see [`Error::Safetensors`]).
+    #[error("not a valid safetensors header: {reason}")]
+    InvalidSafetensors { reason: String },
+
     /// The input is not a valid safetensors file.
     #[error("{}: not a valid safetensors file: {reason}", path.display())]
     Safetensors { path: PathBuf, reason: String },
@@ -48,7 +71,7 @@ pub enum Error {
     BadMagic { found: Vec<u8>, expected: Vec<u8> },
 
     /// A `.zsv` container of a format version this build cannot read.
-    #[error("unsupported .zsv format version {found} (this build reads version {supported})")]
+    #[error("unsupported .zsv format version {found} (this build reads versions 1 to {supported})")]
     UnsupportedVersion { found: u32, supported: u32 },
 
     /// A file ends before the data its header or index points to.

@@ -5,8 +5,17 @@
 
 pub mod codec;
 pub mod container;
+pub mod convert;
 pub mod error;
+pub mod files;
 pub mod rng;
+pub mod st;
+
+#[cfg(not(all(unix, target_endian = "little")))]
+compile_error!(
+    "zipserv-format needs a little-endian Unix target: files hold little-endian values, and \
+     inputs are checked with Unix file identities and O_NONBLOCK"
+);
 
 pub use codec::CompressedMatrix;
 pub use error::{Error, Result};

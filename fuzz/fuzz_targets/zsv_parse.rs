@@ -26,11 +26,15 @@ fn read_everything(bytes: Vec<u8>) {
     let Ok(zsv) = ZsvFile::from_bytes(bytes, "fuzz input") else {
         return;
     };
+    let mut restored = 8 + zsv.output_header_json().len() as u64;
     for entry in zsv.tensors() {
         if let Ok(data) = zsv.tensor_data(entry) {
-            assert_eq!(data.len() as u64, entry.original_bytes());
+            assert_eq!(data.bytes().len() as u64, entry.original_bytes());
         }
+        restored += entry.original_bytes();
     }
+    // The header that decompression writes matches the tensors it lists.
+    assert_eq!(restored, zsv.output_len());
 }
 
 /// `data` with every checksum the header and index point to recomputed, or
@@ -42,11 +46,20 @@ fn with_fixed_checksums(data: &[u8]) -> Option<Vec<u8>> {
     let end = start.checked_add(usize::try_from(header.index_len).ok()?)?;
     // `Index::parse` checks the index's structure, not its CRC.
     let index_bytes = bytes.get(start..end)?;
-    let mut index = Index::parse(index_bytes, header.index_offset, bytes.len() as u64).ok()?;
+    let mut index = Index::parse(
+        index_bytes,
+        header.version,
+        header.index_offset,
+        bytes.len() as u64,
+    )
+    .ok()?;
     let crc = |s: &Section| {
         let from = s.offset as usize;
         crc32fast::hash(&data[from..from + s.len as usize])
     };
+    if let Some(source) = &mut index.source {
+        source.header.crc32 = crc(&source.header);
+    }
     for t in &mut index.tensors {
         match &mut t.encoding {
             Encoding::Raw(s) => s.crc32 = crc(s),

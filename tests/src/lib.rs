@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests.
 
+pub mod minilm;
 pub mod st;
 
 use std::io::Write;

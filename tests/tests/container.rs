@@ -1,5 +1,5 @@
-//! `.zsv` container and safetensors conversion: round trips, and one
-//! negative test per error the reader and converter can report.
+//! `.zsv` container and safetensors conversion: round trips (byte for byte),
+//! and one negative test per error the reader and converter can report.
 
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -9,10 +9,10 @@ use half::bf16;
 use safetensors::Dtype;
 use zipserv_format::container::header::{HEADER_LEN, Header};
 use zipserv_format::container::index::{Encoding, Index};
-use zipserv_format::container::{
-    CompressOptions, SafetensorsInput, ZsvFile, ZsvWriter, decompress_to_safetensors,
-};
+use zipserv_format::container::{ZsvFile, ZsvWriter};
+use zipserv_format::convert::{CompressOptions, compress_file, decompress_file};
 use zipserv_format::rng::SplitMix64;
+use zipserv_format::st::{self as header, SafetensorsFile};
 use zipserv_format::{CompressedMatrix, Error};
 use zipserv_tests::st::{self, Tensor};
 
@@ -26,7 +26,7 @@ fn weight_like(n: usize, seed: u64) -> Vec<u16> {
 /// A model with one compressible matrix (with zeros, NaN, Inf, subnormals
 /// and huge values among its weights) and tensors of every other kind.
 fn sample_tensors() -> Vec<Tensor> {
-    let mut w = weight_like(33 * 200, 1);
+    let mut w = weight_like(40 * 250, 1);
     for (i, v) in [
         0x0000, 0x8000, 0x7FC0, 0xFF80, 0x0001, 0x7F7F, 0x4480, 0xC2F7,
     ]
@@ -36,7 +36,7 @@ fn sample_tensors() -> Vec<Tensor> {
         w[i * 800 + 3] = v;
     }
     vec![
-        Tensor::bf16("layer.0.weight", &[33, 200], &w),
+        Tensor::bf16("layer.0.weight", &[40, 250], &w),
         Tensor::bf16("layer.0.bias", &[7], &weight_like(7, 2)),
         Tensor::bf16("empty", &[0, 5], &[]),
         Tensor::bf16("scalar", &[], &[0x3F80]),
@@ -66,10 +66,7 @@ fn sample_zsv(dir: &Dir) -> PathBuf {
     let input = dir.join("model.safetensors");
     st::write(&input, &sample_tensors(), Some(metadata()));
     let output = dir.join("model.zsv");
-    let model = SafetensorsInput::open(&input).unwrap();
-    model
-        .compress_to(&output, CompressOptions::default(), |_| {})
-        .unwrap();
+    compress_file(&input, &output, CompressOptions::default(), |_| {}).unwrap();
     output
 }
 
@@ -87,7 +84,12 @@ fn safetensors_round_trip_is_bit_exact_and_keeps_metadata() {
     assert_eq!(compressed, ["layer.0.weight"]);
 
     let back = dir.join("back.safetensors");
-    decompress_to_safetensors(&zsv, &back, |_| {}).unwrap();
+    decompress_file(&zsv_path, &back, |_| {}).unwrap();
+    let original = std::fs::read(dir.join("model.safetensors")).unwrap();
+    assert!(
+        std::fs::read(&back).unwrap() == original,
+        "not byte-identical"
+    );
     let want: HashMap<_, _> = sample_tensors()
         .into_iter()
         .map(|t| (t.name, (t.dtype, t.shape, t.data)))
@@ -145,12 +147,19 @@ fn cast_bf16_rounds_to_nearest_even_and_keeps_nan() {
         ],
         None,
     );
-    let model = SafetensorsInput::open(&input).unwrap();
     let output = dir.join("f32.zsv");
     let cast = CompressOptions { cast_bf16: true };
-    model.compress_to(&output, cast, |_| {}).unwrap();
+    compress_file(&input, &output, cast, |_| {}).unwrap();
     let back = dir.join("back.safetensors");
-    decompress_to_safetensors(&ZsvFile::open(&output).unwrap(), &back, |_| {}).unwrap();
+    decompress_file(&output, &back, |_| {}).unwrap();
+    let zsv = ZsvFile::open(&output).unwrap();
+    let mut sources: Vec<String> = zsv
+        .tensors()
+        .iter()
+        .map(|t| format!("{}:{}", t.name, t.source_dtype))
+        .collect();
+    sources.sort();
+    assert_eq!(sources, ["d:F64", "h:F16", "w:F32"]);
     let tensors = st::read(&back);
 
     let bits = |name: &str| -> Vec<u16> {
@@ -177,10 +186,7 @@ fn f32_without_cast_is_rejected_and_writes_nothing() {
     let input = dir.join("f32.safetensors");
     st::write(&input, &[Tensor::f32("w", &[2, 2], &[1.0; 4])], None);
     let output = dir.join("f32.zsv");
-    let model = SafetensorsInput::open(&input).unwrap();
-    let err = model
-        .compress_to(&output, CompressOptions::default(), |_| {})
-        .unwrap_err();
+    let err = compress_file(&input, &output, CompressOptions::default(), |_| {}).unwrap_err();
     match &err {
         Error::NotBf16 { tensor, dtype } => assert_eq!((&**tensor, &**dtype), ("w", "F32")),
         other => panic!("expected NotBf16, got {other}"),
@@ -199,12 +205,10 @@ fn missing_files_are_io_errors_with_their_path() {
     }
     let input = dir.join("model.safetensors");
     st::write(&input, &sample_tensors(), None);
-    let model = SafetensorsInput::open(&input).unwrap();
     let unwritable = dir.join("no/such/dir/out.zsv");
-    let err = model
-        .compress_to(&unwritable, CompressOptions::default(), |_| {})
-        .unwrap_err();
-    assert!(matches!(err, Error::Io { .. }), "{err}");
+    let err = compress_file(&input, &unwritable, CompressOptions::default(), |_| {}).unwrap_err();
+    assert!(matches!(err, Error::BadOutput { .. }), "{err}");
+    assert!(err.to_string().contains("not there"), "{err}");
 }
 
 #[test]
@@ -212,8 +216,14 @@ fn invalid_safetensors_input_is_reported() {
     let dir = Dir::new();
     let input = dir.join("bad.safetensors");
     std::fs::write(&input, b"\x10\0\0\0\0\0\0\0{\"a\": 1}").unwrap();
-    let err = SafetensorsInput::open(&input).err().unwrap();
+    let err = SafetensorsFile::open(&input).err().unwrap();
     assert!(matches!(err, Error::Safetensors { .. }), "{err}");
+    std::fs::write(&input, b"\x02\0\0\0").unwrap();
+    let err = SafetensorsFile::open(&input).err().unwrap();
+    assert!(err.to_string().contains("too short"), "{err}");
+    std::fs::write(&input, b"\xff\xff\xff\xff\0\0\0\0{}").unwrap();
+    let err = SafetensorsFile::open(&input).err().unwrap();
+    assert!(err.to_string().contains("limit"), "{err}");
 }
 
 fn open_bytes(bytes: Vec<u8>) -> Result<ZsvFile, Error> {
@@ -246,10 +256,10 @@ fn wrong_magic_is_not_a_zsv_file() {
 #[test]
 fn other_format_versions_are_refused() {
     let mut bytes = sample_bytes();
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
     match open_bytes(bytes) {
         Err(Error::UnsupportedVersion { found, supported }) => {
-            assert_eq!((found, supported), (2, 1))
+            assert_eq!((found, supported), (3, 2))
         }
         other => panic!("expected UnsupportedVersion, got {:?}", other.err()),
     }
@@ -315,12 +325,19 @@ fn flipped_bits_fail_their_checksum() {
 fn with_index(bytes: &[u8], edit: impl FnOnce(&mut Index)) -> Vec<u8> {
     let header = Header::parse(&bytes[..HEADER_LEN], bytes.len() as u64).unwrap();
     let start = header.index_offset as usize;
-    let mut index = Index::parse(&bytes[start..], header.index_offset, bytes.len() as u64).unwrap();
+    let mut index = Index::parse(
+        &bytes[start..],
+        header.version,
+        header.index_offset,
+        bytes.len() as u64,
+    )
+    .unwrap();
     edit(&mut index);
     let index_bytes = index.to_bytes();
     let mut out = bytes[..start].to_vec();
     out.extend_from_slice(&index_bytes);
     let header = Header {
+        version: index.version,
         index_len: index_bytes.len() as u64,
         index_crc: crc32fast::hash(&index_bytes),
         ..header
@@ -345,7 +362,7 @@ fn shapes_that_do_not_fit_their_sections_are_corrupt() {
                     .iter_mut()
                     .find(|t| t.name == "layer.0.weight")
                     .unwrap();
-                t.shape = vec![33, 300];
+                t.shape = vec![40, 300];
             }),
         ),
         (
@@ -374,7 +391,7 @@ fn shapes_that_do_not_fit_their_sections_are_corrupt() {
                     .iter_mut()
                     .find(|t| t.name == "layer.0.weight")
                     .unwrap();
-                t.shape = vec![33 * 200];
+                t.shape = vec![40 * 250];
             }),
         ),
         (
@@ -395,16 +412,110 @@ fn shapes_that_do_not_fit_their_sections_are_corrupt() {
         );
     }
     // Same tile count, different shape: the exceptions land in the padding.
+    // (In version 2 the stored safetensors header would catch the change
+    // first; version 1 has none, so the tile checks must.)
     let narrower = with_index(&bytes, |ix| {
+        as_version_1(ix);
         let t = ix
             .tensors
             .iter_mut()
             .find(|t| t.name == "layer.0.weight")
             .unwrap();
-        t.shape = vec![33, 129];
+        t.shape = vec![40, 129];
     });
     let err = read_all(&open_bytes(narrower).unwrap()).unwrap_err();
     assert!(matches!(err, Error::Corrupt(_)), "{err}");
+}
+
+/// Turns a version 2 index into the version 1 layout (metadata in the
+/// index, no stored safetensors header).
+fn as_version_1(ix: &mut Index) {
+    ix.version = 1;
+    ix.source = None;
+    ix.metadata = vec![("format".into(), "pt".into())];
+    for t in &mut ix.tensors {
+        t.source_dtype = t.dtype;
+    }
+}
+
+#[test]
+fn sections_shared_by_two_tensors_are_corrupt() {
+    // Aliased sections let a small file decompress into a huge one.
+    let bytes = sample_bytes();
+    let aliased = with_index(&bytes, |ix| {
+        let data = ix
+            .tensors
+            .iter()
+            .find_map(|t| match (&t.name[..], &t.encoding) {
+                ("layer.0.bias", Encoding::Raw(s)) => Some(*s),
+                _ => None,
+            })
+            .unwrap();
+        let t = ix.tensors.iter_mut().find(|t| t.name == "scalar").unwrap();
+        t.shape = vec![7];
+        t.encoding = Encoding::Raw(data);
+        as_version_1(ix);
+    });
+    let err = open_bytes(aliased).err().unwrap();
+    assert!(err.to_string().contains("overlaps"), "{err}");
+}
+
+#[test]
+fn a_stored_header_that_disagrees_with_the_index_is_corrupt() {
+    let bytes = sample_bytes();
+    let renamed = with_index(&bytes, |ix| ix.tensors[0].name = "other".into());
+    let err = open_bytes(renamed).err().unwrap();
+    assert!(
+        matches!(&err, Error::Corrupt(m) if m.contains("source header")),
+        "{err}"
+    );
+    let longer = with_index(&bytes, |ix| ix.source.as_mut().unwrap().len += 1);
+    let err = open_bytes(longer).err().unwrap();
+    assert!(err.to_string().contains("source length"), "{err}");
+}
+
+#[test]
+fn version_1_files_are_read_and_decompress_the_same_every_time() {
+    let dir = Dir::new();
+    let v2 = std::fs::read(sample_zsv(&dir)).unwrap();
+    let v1 = with_index(&v2, as_version_1);
+    let path = dir.join("v1.zsv");
+    std::fs::write(&path, &v1).unwrap();
+    let zsv = ZsvFile::open(&path).unwrap();
+    assert_eq!((zsv.version(), zsv.output_crc32()), (1, None));
+    let (a, b) = (dir.join("a.safetensors"), dir.join("b.safetensors"));
+    decompress_file(&path, &a, |_| {}).unwrap();
+    decompress_file(&path, &b, |_| {}).unwrap();
+    assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
+    let want: HashMap<_, _> = sample_tensors()
+        .into_iter()
+        .map(|t| (t.name, (t.dtype, t.shape, t.data)))
+        .collect();
+    assert_eq!(st::read(&a), want);
+    assert_eq!(st::metadata(&a), Some(metadata()));
+}
+
+#[test]
+fn a_damaged_first_tensor_stops_decompression_there() {
+    // Defect 9: a file corrupt in its first tensor used to be written whole
+    // before the error was reported.
+    let dir = Dir::new();
+    let zsv_path = sample_zsv(&dir);
+    let mut bytes = std::fs::read(&zsv_path).unwrap();
+    let zsv = open_bytes(bytes.clone()).unwrap();
+    let first = &zsv.tensors()[0];
+    let s = match &first.encoding {
+        Encoding::Raw(s) => *s,
+        Encoding::Tiles(t) => t.tiles,
+    };
+    bytes[s.offset as usize] ^= 1;
+    std::fs::write(&zsv_path, bytes).unwrap();
+    let mut written = 0;
+    let back = dir.join("back.safetensors");
+    let err = decompress_file(&zsv_path, &back, |_| written += 1).unwrap_err();
+    assert!(err.to_string().contains(&first.name), "{err}");
+    assert_eq!(written, 0);
+    assert!(!back.exists());
 }
 
 #[test]
@@ -417,11 +528,14 @@ fn decode_into_a_wrong_buffer_is_a_shape_mismatch() {
 #[test]
 fn writer_rejects_data_that_does_not_match_the_shape() {
     let mut w = ZsvWriter::new(Cursor::new(Vec::new()), "mem.zsv").unwrap();
-    let err = w.add_raw("x", Dtype::I32, &[3], &[0; 8]).unwrap_err();
+    let i32 = Dtype::I32;
+    let err = w.add_raw("x", i32, i32, &[3], &[0; 8]).unwrap_err();
     assert!(matches!(err, Error::Unsupported(_)), "{err}");
-    w.add_raw("x", Dtype::I32, &[2], &[0; 8]).unwrap();
-    let err = w.add_raw("x", Dtype::I32, &[2], &[0; 8]).unwrap_err();
+    w.add_raw("x", i32, i32, &[2], &[0; 8]).unwrap();
+    let err = w.add_raw("x", i32, i32, &[2], &[0; 8]).unwrap_err();
     assert!(matches!(err, Error::Unsupported(_)), "{err}");
+    let err = w.add_raw("y", i32, Dtype::F32, &[2], &[0; 8]).unwrap_err();
+    assert!(err.to_string().contains("cannot be stored"), "{err}");
 }
 
 /// Round trip of one matrix through the codec and an in-memory container.
@@ -429,8 +543,14 @@ fn container_round_trip(bits: &[u16], rows: usize, cols: usize) -> Result<(), St
     let weights: &[bf16] = bytemuck::cast_slice(bits);
     let m = CompressedMatrix::encode(weights, rows, cols).map_err(|e| e.to_string())?;
     let mut w = ZsvWriter::new(Cursor::new(Vec::new()), "mem.zsv").unwrap();
-    w.add_matrix("m", &m).unwrap();
-    let (cursor, len) = w.finish().unwrap();
+    w.add_matrix("m", Dtype::BF16, &m).unwrap();
+    let json = one_matrix_header(rows, cols);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&(json.len() as u64).to_le_bytes());
+    crc.update(&json);
+    crc.update(bytemuck::cast_slice(bits));
+    let restored_len = 8 + json.len() as u64 + 2 * bits.len() as u64;
+    let (cursor, len) = w.finish(&json, restored_len, crc.finalize()).unwrap();
     let bytes = cursor.into_inner();
     assert_eq!(bytes.len() as u64, len);
     let zsv = open_bytes(bytes).map_err(|e| e.to_string())?;
@@ -489,18 +609,39 @@ mod properties {
     }
 }
 
+/// The safetensors header of one BF16 matrix `m`.
+fn one_matrix_header(rows: usize, cols: usize) -> Vec<u8> {
+    header::Header {
+        metadata: vec![],
+        tensors: vec![header::TensorInfo {
+            name: "m".into(),
+            dtype: Dtype::BF16,
+            shape: vec![rows, cols],
+            begin: 0,
+            end: 2 * (rows * cols) as u64,
+        }],
+    }
+    .to_json()
+}
+
 #[test]
 fn fuzz_seeds_stay_valid() {
-    // The fuzzer starts from these files; they must keep opening and
-    // decoding as format version 1.
-    let seeds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
-    let mut count = 0;
-    for entry in std::fs::read_dir(&seeds).unwrap() {
-        let zsv = ZsvFile::open(entry.unwrap().path()).unwrap();
+    // The fuzzer starts from these files (embedded, so the test runs from
+    // any directory); they must keep opening and decoding: `small.zsv` is a
+    // format version 1 file, `small-v2.zsv` version 2.
+    let seeds: [(&str, &[u8], u32); 2] = [
+        ("small.zsv", include_bytes!("../../fuzz/seeds/small.zsv"), 1),
+        (
+            "small-v2.zsv",
+            include_bytes!("../../fuzz/seeds/small-v2.zsv"),
+            2,
+        ),
+    ];
+    for (name, bytes, version) in seeds {
+        let zsv = ZsvFile::from_bytes(bytes.to_vec(), name).unwrap();
+        assert_eq!(zsv.version(), version, "{name}");
         read_all(&zsv).unwrap();
-        count += 1;
     }
-    assert!(count > 0, "no seeds in {}", seeds.display());
 }
 
 #[test]
@@ -516,8 +657,7 @@ fn decompressing_a_damaged_file_fails_and_leaves_no_output() {
     std::fs::write(&zsv_path, bytes).unwrap();
 
     let back = dir.join("back.safetensors");
-    let damaged = ZsvFile::open(&zsv_path).unwrap();
-    let err = decompress_to_safetensors(&damaged, &back, |_| {}).unwrap_err();
+    let err = decompress_file(&zsv_path, &back, |_| {}).unwrap_err();
     assert!(matches!(err, Error::ChecksumMismatch { .. }), "{err}");
     assert!(!back.exists());
     let leftovers: Vec<_> = std::fs::read_dir(dir.0.path())

@@ -6,52 +6,28 @@
 //! `scripts/fetch-minilm.sh`; when neither works the test prints
 //! `skipped: ...`, unless `ZIPSERV_REQUIRE_MINILM=1` makes that a failure.
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use half::bf16;
 use safetensors::Dtype;
-use zipserv_format::container::{
-    CompressOptions, Encoding, SafetensorsInput, ZsvFile, decompress_to_safetensors,
+use zipserv_format::container::{Encoding, ZsvFile};
+use zipserv_format::convert::{
+    CompressOptions, compress_dir, compress_file, decompress_dir, decompress_file, verify_dir,
+    verify_file,
 };
-use zipserv_tests::st;
+use zipserv_tests::{minilm, st};
 
-const REQUIRE_ENV: &str = "ZIPSERV_REQUIRE_MINILM";
 const TARGET_RATIO: f64 = 1.40;
-
-fn model_path() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os("ZIPSERV_MINILM") {
-        return Ok(path.into());
-    }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-minilm.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(format!("fetch-minilm.sh failed: {}", stderr.trim()));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().into())
-}
 
 #[test]
 fn minilm_round_trips_and_reaches_the_target_ratio() {
-    let path = match model_path() {
-        Ok(path) => path,
-        Err(reason) if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") => {
-            panic!("{REQUIRE_ENV}=1 but the model is unavailable: {reason}")
-        }
-        Err(reason) => {
-            println!("minilm: skipped: {reason}");
-            return;
-        }
+    let Some(path) = minilm::model_file_or_skip("minilm") else {
+        return;
     };
     let dir = tempfile::tempdir().unwrap();
     let zsv_path = dir.path().join("minilm.zsv");
-    let model = SafetensorsInput::open(&path).unwrap();
     let cast = CompressOptions { cast_bf16: true };
-    model.compress_to(&zsv_path, cast, |_| {}).unwrap();
+    compress_file(&path, &zsv_path, cast, |_| {}).unwrap();
+    let report = verify_file(&path, &zsv_path).unwrap();
+    assert_eq!((report.identical_file, report.cast), (false, 103));
 
     // Expected: every float tensor rounded to BF16, the rest unchanged.
     let original = st::read(&path);
@@ -82,7 +58,7 @@ fn minilm_round_trips_and_reaches_the_target_ratio() {
             entry.name
         );
         assert!(
-            zsv.tensor_data(entry).unwrap()[..] == want[..],
+            zsv.tensor_data(entry).unwrap().bytes() == &want[..],
             "{} differs after the round trip",
             entry.name
         );
@@ -95,7 +71,7 @@ fn minilm_round_trips_and_reaches_the_target_ratio() {
 
     // The same through a decompressed safetensors file.
     let back = dir.path().join("back.safetensors");
-    decompress_to_safetensors(&zsv, &back, |_| {}).unwrap();
+    decompress_file(&zsv_path, &back, |_| {}).unwrap();
     for (name, (dtype, shape, data)) in st::read(&back) {
         let (want_dtype, want) = expected(original[&name].0, &original[&name].2);
         assert_eq!((dtype, &shape), (want_dtype, &original[&name].1), "{name}");
@@ -118,4 +94,43 @@ fn minilm_round_trips_and_reaches_the_target_ratio() {
         ratio >= TARGET_RATIO,
         "ratio {ratio:.4} below the {TARGET_RATIO} target"
     );
+}
+
+#[test]
+fn the_minilm_directory_round_trips_through_compress_and_decompress() {
+    let Some(file) = minilm::model_file_or_skip("minilm directory") else {
+        return;
+    };
+    let model = file.parent().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, back) = (dir.path().join("packed"), dir.path().join("back"));
+    let cast = CompressOptions { cast_bf16: true };
+    let r = compress_dir(model, &packed, cast, |_| {}, |_| {}).unwrap();
+    assert!(r.files >= 12 && r.model_files == 1, "{r:?}");
+    let v = verify_dir(model, &packed, |_| {}).unwrap();
+    assert_eq!(v.identical_files, r.files - 1);
+    decompress_dir(&packed, &back, |_| {}, |_| {}).unwrap();
+    for name in [
+        "config.json",
+        "tokenizer.json",
+        "1_Pooling/config.json",
+        "vocab.txt",
+    ] {
+        let (a, b) = (model.join(name), back.join(name));
+        assert!(
+            std::fs::read(a).unwrap() == std::fs::read(b).unwrap(),
+            "{name}"
+        );
+    }
+    // The BF16 directory it gave back compresses and decompresses to
+    // itself, byte for byte.
+    let (packed2, back2) = (dir.path().join("packed2"), dir.path().join("back2"));
+    compress_dir(&back, &packed2, CompressOptions::default(), |_| {}, |_| {}).unwrap();
+    let r = decompress_dir(&packed2, &back2, |_| {}, |_| {}).unwrap();
+    assert_eq!(r.identical_files, r.files);
+    let (a, b) = (
+        back.join("model.safetensors"),
+        back2.join("model.safetensors"),
+    );
+    assert!(std::fs::read(a).unwrap() == std::fs::read(b).unwrap());
 }

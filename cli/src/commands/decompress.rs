@@ -1,28 +1,41 @@
-//! `zipserv decompress`: `.zsv` → safetensors.
+//! `zipserv decompress`: `.zsv` file → safetensors file, or compressed
+//! directory → model directory.
 
 use std::path::Path;
 
-use crate::error::Result;
-use zipserv_format::container::{ZsvFile, decompress_to_safetensors};
+use zipserv_format::convert::{TensorDone, decompress_dir, decompress_file};
 
-use super::human_bytes;
-use super::progress::bytes_bar;
+use super::progress::{bytes_bar, input_bytes};
+use super::{human_bytes, is_dir};
+use crate::error::Result;
 
 pub fn run(input: &Path, output: &Path) -> Result<()> {
-    let zsv = ZsvFile::open(input)?;
-    let total: u64 = zsv.tensors().iter().map(|t| t.stored_bytes()).sum();
-    let bar = bytes_bar(total, "decompressing");
-    decompress_to_safetensors(&zsv, output, |done| {
-        bar.set_message(done.name.to_owned());
+    let bar = bytes_bar(input_bytes(input), "decompressing");
+    let on_tensor = |done: &TensorDone| {
+        bar.set_message(done.name.escape_debug().to_string());
         bar.inc(done.input_bytes);
-    })?;
-    bar.finish_and_clear();
-    let original: u64 = zsv.tensors().iter().map(|t| t.original_bytes()).sum();
-    println!(
-        "{}: {} tensors, {} of tensor data",
-        output.display(),
-        zsv.tensors().len(),
-        human_bytes(original)
-    );
+    };
+    if is_dir(input) {
+        let r = decompress_dir(input, output, |_| {}, on_tensor)?;
+        bar.finish_and_clear();
+        println!(
+            "{}: {} files ({} safetensors, {} tensors; {} identical to the original), {}, every file checked",
+            output.display(),
+            r.files,
+            r.model_files,
+            r.tensors,
+            r.identical_files,
+            human_bytes(r.output_bytes)
+        );
+    } else {
+        let r = decompress_file(input, output, on_tensor)?;
+        bar.finish_and_clear();
+        println!(
+            "{}: {} tensors, {}, checked against the recorded checksum",
+            output.display(),
+            r.tensors,
+            human_bytes(r.output_len)
+        );
+    }
     Ok(())
 }

@@ -1,14 +1,16 @@
-//! `zipserv inspect`: what each tensor of a `.zsv` file costs and how close
-//! it comes to the exponent-entropy bound.
+//! `zipserv inspect`: what each tensor of a `.zsv` file (or of every `.zsv`
+//! file of a compressed directory) costs and how close it comes to the
+//! exponent-entropy bound.
 
 use std::path::Path;
 
-use crate::error::Result;
 use zipserv_format::codec::exponent_entropy_bits;
 use zipserv_format::container::{Encoding, TensorEntry, ZsvFile};
+use zipserv_format::convert::manifest::{FileKind, Manifest, join};
 
-use super::human_bytes;
 use super::progress::bytes_bar;
+use super::{human_bytes, is_dir};
+use crate::error::Result;
 
 /// One row of the table.
 struct Row {
@@ -23,19 +25,47 @@ struct Row {
 }
 
 pub fn run(input: &Path) -> Result<()> {
-    let zsv = ZsvFile::open(input)?;
+    if !is_dir(input) {
+        let zsv = ZsvFile::open(input)?;
+        let rows = rows(&zsv)?;
+        print_table(&rows);
+        print_totals(&rows, zsv.file_len());
+        return Ok(());
+    }
+    let manifest = Manifest::read(input)?;
+    let (mut all, mut file_bytes, mut copied) = (Vec::new(), 0, 0);
+    for f in &manifest.files {
+        let path = join(input, &f.stored);
+        match f.kind {
+            FileKind::Zsv => {
+                let zsv = ZsvFile::open(&path)?;
+                println!("== {} (from {})", f.stored, f.path);
+                let rows = rows(&zsv)?;
+                print_table(&rows);
+                file_bytes += zsv.file_len();
+                all.extend(rows);
+            }
+            FileKind::Copy => copied += f.len,
+        }
+    }
+    println!("== all {} files", manifest.files.len());
+    print_totals(&all, file_bytes);
+    println!("other files: {} copied as they are", human_bytes(copied));
+    Ok(())
+}
+
+/// One row per tensor of `zsv`, every section read and checked.
+fn rows(zsv: &ZsvFile) -> Result<Vec<Row>> {
     let total: u64 = zsv.tensors().iter().map(|t| t.original_bytes()).sum();
     let bar = bytes_bar(total, "reading");
     let mut rows = Vec::new();
     for entry in zsv.tensors() {
-        bar.set_message(entry.name.clone());
-        rows.push(row(&zsv, entry)?);
+        bar.set_message(entry.name.escape_debug().to_string());
+        rows.push(row(zsv, entry)?);
         bar.inc(entry.original_bytes());
     }
     bar.finish_and_clear();
-    print_table(&rows);
-    print_totals(&zsv, &rows);
-    Ok(())
+    Ok(rows)
 }
 
 fn row(zsv: &ZsvFile, entry: &TensorEntry) -> Result<Row> {
@@ -47,14 +77,20 @@ fn row(zsv: &ZsvFile, entry: &TensorEntry) -> Result<Row> {
         }
         Encoding::Tiles(_) => {
             let matrix = zsv.matrix(entry)?;
-            let entropy = exponent_entropy_bits(&matrix.decode());
+            // max(0): a single-exponent matrix gives -0.0, printed "-0.000".
+            let entropy = exponent_entropy_bits(&matrix.decode()).max(0.0);
             let stats = matrix.stats();
             Some((entry.elements(), stats.coverage, entropy))
         }
     };
     Ok(Row {
-        name: entry.name.clone(),
-        dtype: entry.dtype.to_string(),
+        // Control characters would break the table's lines.
+        name: entry.name.escape_debug().to_string(),
+        dtype: if entry.source_dtype == entry.dtype {
+            entry.dtype.to_string()
+        } else {
+            format!("{}<{}", entry.dtype, entry.source_dtype)
+        },
         shape: format!("[{}]", shape.join(" x ")),
         encoding: if tiles.is_some() { "tiles" } else { "raw" },
         original: entry.original_bytes(),
@@ -66,8 +102,9 @@ fn row(zsv: &ZsvFile, entry: &TensorEntry) -> Result<Row> {
 fn print_table(rows: &[Row]) {
     let name_width = rows.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
     let shape_width = rows.iter().map(|r| r.shape.len()).max().unwrap_or(5).max(5);
+    let dtype_width = rows.iter().map(|r| r.dtype.len()).max().unwrap_or(5).max(5);
     println!(
-        "{:<name_width$}  {:<5}  {:<shape_width$}  {:<5}  {:>7}  {:>9}  {:>6}  {:>6}  {:>7}",
+        "{:<name_width$}  {:<dtype_width$}  {:<shape_width$}  {:<5}  {:>7}  {:>9}  {:>6}  {:>6}  {:>7}",
         "tensor", "dtype", "shape", "enc", "ratio", "coverage", "bits/w", "H(exp)", "bound"
     );
     for r in rows {
@@ -83,13 +120,13 @@ fn print_table(rows: &[Row]) {
             None => format!("{:>9}  {:>6}  {:>6}  {:>7}", "-", "-", "-", "-"),
         };
         println!(
-            "{:<name_width$}  {:<5}  {:<shape_width$}  {:<5}  {:>6.3}x  {detail}",
+            "{:<name_width$}  {:<dtype_width$}  {:<shape_width$}  {:<5}  {:>6.3}x  {detail}",
             r.name, r.dtype, r.shape, r.encoding, ratio
         );
     }
 }
 
-fn print_totals(zsv: &ZsvFile, rows: &[Row]) {
+fn print_totals(rows: &[Row], file_len: u64) {
     let tiles: Vec<&Row> = rows.iter().filter(|r| r.tiles.is_some()).collect();
     let weights: usize = tiles.iter().map(|r| r.tiles.unwrap().0).sum();
     if weights > 0 {
@@ -125,9 +162,9 @@ fn print_totals(zsv: &ZsvFile, rows: &[Row]) {
     );
     let original: u64 = rows.iter().map(|r| r.original).sum();
     println!(
-        "file: {} of tensor data in {} ({:.3}x, headers and alignment included)",
+        "files: {} of tensor data in {} ({:.3}x, headers and alignment included)",
         human_bytes(original),
-        human_bytes(zsv.file_len()),
-        original as f64 / zsv.file_len() as f64
+        human_bytes(file_len),
+        original as f64 / file_len.max(1) as f64
     );
 }

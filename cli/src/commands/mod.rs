@@ -6,6 +6,14 @@ pub mod decompress;
 pub mod demo;
 pub mod inspect;
 mod progress;
+pub mod verify;
+
+/// Whether `path` names a directory (following symbolic links); anything
+/// else, including a path that does not exist, is handled as a file so that
+/// the error names the problem.
+pub fn is_dir(path: &std::path::Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_dir())
+}
 
 /// Bytes in a human unit (decimal, as file managers show them).
 pub fn human_bytes(bytes: u64) -> String {

@@ -201,6 +201,16 @@ impl CompressedMatrix {
             + p.exception_table.len()
     }
 
+    /// The fewest bytes any `rows × cols` matrix takes in the tile format
+    /// (the tile stream and the two offset arrays; no exceptions), or `None`
+    /// on overflow. Tiles pad to 16 × 128, so thin or tiny matrices can be
+    /// far larger compressed than raw: callers compare before encoding.
+    pub fn min_compressed_bytes(rows: usize, cols: usize) -> Option<usize> {
+        let tiles = tile_count(rows, cols)?;
+        let stream = tiles.checked_mul(TILE_BYTES)?;
+        stream.checked_add(tiles.checked_add(1)?.checked_mul(8)?)
+    }
+
     /// Bytes of the same matrix as plain BF16.
     pub fn original_bytes(&self) -> usize {
         2 * self.parts.rows * self.parts.cols

@@ -4,7 +4,7 @@
 //! |--------|-------------------------------------------------|
 //! | 0..8   | magic [`MAGIC`]                                 |
 //! | 8..12  | format version, u32 LE ([`FORMAT_VERSION`])     |
-//! | 12..16 | flags, u32 LE, zero in version 1                |
+//! | 12..16 | flags, u32 LE, zero                             |
 //! | 16..24 | index offset, u64 LE                            |
 //! | 24..32 | index length in bytes, u64 LE                   |
 //! | 32..36 | CRC-32 of the index bytes, u32 LE               |
@@ -15,8 +15,12 @@ use crate::error::{Error, Result};
 /// First bytes of every `.zsv` file. The high first byte and the CR LF / ^Z /
 /// LF tail catch 7-bit and newline-translating transfers (as PNG's does).
 pub const MAGIC: [u8; 8] = *b"\x89ZSV\r\n\x1a\n";
-/// The container and tile format described in docs/FORMAT.md.
-pub const FORMAT_VERSION: u32 = 1;
+/// The container and tile format described in docs/FORMAT.md, which the
+/// writer produces. Version 2 added the safetensors header and checksum of
+/// the file decompression writes, and each tensor's source dtype.
+pub const FORMAT_VERSION: u32 = 2;
+/// Versions this build reads (version 1's tile format is unchanged).
+pub const READABLE_VERSIONS: [u32; 2] = [1, 2];
 /// Bytes of the header; the first section starts here.
 pub const HEADER_LEN: usize = 64;
 /// Every section and the index start at a multiple of this many bytes.
@@ -28,6 +32,7 @@ pub const MAX_INDEX_LEN: u64 = 256 << 20;
 /// The decoded header fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    pub version: u32,
     pub index_offset: u64,
     pub index_len: u64,
     pub index_crc: u32,
@@ -37,7 +42,7 @@ impl Header {
     pub fn to_bytes(self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[0..8].copy_from_slice(&MAGIC);
-        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[8..12].copy_from_slice(&self.version.to_le_bytes());
         b[16..24].copy_from_slice(&self.index_offset.to_le_bytes());
         b[24..32].copy_from_slice(&self.index_len.to_le_bytes());
         b[32..36].copy_from_slice(&self.index_crc.to_le_bytes());
@@ -66,7 +71,7 @@ impl Header {
         let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap());
         let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap());
         let version = u32_at(8);
-        if version != FORMAT_VERSION {
+        if !READABLE_VERSIONS.contains(&version) {
             return Err(Error::UnsupportedVersion {
                 found: version,
                 supported: FORMAT_VERSION,
@@ -78,6 +83,7 @@ impl Header {
             ));
         }
         let header = Self {
+            version,
             index_offset: u64_at(16),
             index_len: u64_at(24),
             index_crc: u32_at(32),

@@ -1,13 +1,17 @@
-//! The binary index at the end of a `.zsv` file: metadata, then every
-//! tensor's name, dtype, shape and sections (docs/FORMAT.md, "Index").
+//! The binary index at the end of a `.zsv` file: every tensor's name,
+//! dtype, shape and sections, and (from version 2) the safetensors header
+//! that decompression writes (docs/FORMAT.md, "Index").
 //!
 //! All integers are little-endian. A string is a u32 byte length and that
 //! many bytes of UTF-8. A section is `offset: u64, length: u64, crc32: u32`.
 //!
 //! ```text
-//! index    = u32 metadata_count, metadata_count × (string key, string value),
+//! index v1 = u32 metadata_count, metadata_count × (string key, string value),
 //!            u32 tensor_count, tensor_count × tensor
-//! tensor   = string name, string dtype, u8 rank, rank × u64 dim, u8 encoding,
+//! index v2 = section source_header, u64 source_len, u32 source_crc32,
+//!            u32 tensor_count, tensor_count × tensor
+//! tensor   = string name, string dtype, [v2: string source_dtype],
+//!            u8 rank, rank × u64 dim, u8 encoding,
 //!            encoding 0 (raw):   section data
 //!            encoding 1 (tiles): u8 base, u8 table_len, table_len × u8 exponent,
 //!                                section tiles, section exception_starts,
@@ -17,9 +21,10 @@
 //!
 //! The parser trusts nothing: every read is bounds-checked, counts are never
 //! used to reserve memory (each element read consumes index bytes, so memory
-//! stays proportional to the index, itself capped by the header), and every
+//! stays proportional to the index, itself capped by the header), every
 //! size and offset is checked against the shape and the file before any
-//! section is touched.
+//! section is touched, and no two sections may share a byte (aliased
+//! sections would let a small file expand into a huge output).
 
 use std::collections::HashSet;
 
@@ -27,7 +32,7 @@ use safetensors::Dtype;
 use zipserv_kernels::format::{EXC_TABLE_LEN, MAX_BASE, TILE_BYTES};
 
 use super::dtype::{dtype_from_name, element_bytes};
-use super::header::{HEADER_LEN, SECTION_ALIGN};
+use super::header::{FORMAT_VERSION, HEADER_LEN, SECTION_ALIGN};
 use crate::codec::tile_count;
 use crate::error::{Error, Result};
 
@@ -89,7 +94,12 @@ pub enum Encoding {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorEntry {
     pub name: String,
+    /// The dtype decompression gives back.
     pub dtype: Dtype,
+    /// The dtype of the tensor in the file that was compressed: `dtype`,
+    /// unless it was rounded to BF16 (`--cast-bf16`). Version 1 did not
+    /// record it (read as `dtype`).
+    pub source_dtype: Dtype,
     pub shape: Vec<usize>,
     pub encoding: Encoding,
 }
@@ -115,14 +125,43 @@ impl TensorEntry {
     }
 }
 
-/// Metadata (safetensors' `__metadata__`) and tensors, in file order.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// The safetensors file that decompression writes (version 2): its header
+/// JSON as a section, and the whole file's length and CRC-32, so the output
+/// can be checked before it replaces anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Source {
+    pub header: Section,
+    pub len: u64,
+    pub crc32: u32,
+}
+
+/// What the index holds, in file order of the tensors' data.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Index {
+    /// Container format version of this index (1 or 2).
+    pub version: u32,
+    /// Version 1: safetensors' `__metadata__` (version 2 keeps it inside
+    /// `source`'s header, so it has one home).
     pub metadata: Vec<(String, String)>,
+    /// Version 2: the safetensors file decompression writes.
+    pub source: Option<Source>,
     pub tensors: Vec<TensorEntry>,
 }
 
+impl Default for Index {
+    fn default() -> Self {
+        Self {
+            version: FORMAT_VERSION,
+            metadata: Vec::new(),
+            source: Some(Source::default()),
+            tensors: Vec::new(),
+        }
+    }
+}
+
 impl Index {
+    /// The index bytes in the layout of `self.version` (the writer makes
+    /// version 2; tests write version 1 to check that it is still read).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         let string = |out: &mut Vec<u8>, s: &str| {
@@ -134,15 +173,25 @@ impl Index {
             out.extend_from_slice(&s.len.to_le_bytes());
             out.extend_from_slice(&s.crc32.to_le_bytes());
         };
-        out.extend_from_slice(&(self.metadata.len() as u32).to_le_bytes());
-        for (k, v) in &self.metadata {
-            string(&mut out, k);
-            string(&mut out, v);
+        if self.version == 1 {
+            out.extend_from_slice(&(self.metadata.len() as u32).to_le_bytes());
+            for (k, v) in &self.metadata {
+                string(&mut out, k);
+                string(&mut out, v);
+            }
+        } else {
+            let source = self.source.unwrap_or_default();
+            section(&mut out, &source.header);
+            out.extend_from_slice(&source.len.to_le_bytes());
+            out.extend_from_slice(&source.crc32.to_le_bytes());
         }
         out.extend_from_slice(&(self.tensors.len() as u32).to_le_bytes());
         for t in &self.tensors {
             string(&mut out, &t.name);
             string(&mut out, &t.dtype.to_string());
+            if self.version != 1 {
+                string(&mut out, &t.source_dtype.to_string());
+            }
             out.push(t.shape.len() as u8);
             for &d in &t.shape {
                 out.extend_from_slice(&(d as u64).to_le_bytes());
@@ -166,29 +215,50 @@ impl Index {
         out
     }
 
-    /// Parses and validates an index whose sections must lie in
-    /// `HEADER_LEN..index_offset` of a file of `file_len` bytes.
-    pub fn parse(bytes: &[u8], index_offset: u64, file_len: u64) -> Result<Self> {
+    /// Parses and validates an index of container `version` whose sections
+    /// must lie in `HEADER_LEN..index_offset` of a file of `file_len` bytes.
+    pub fn parse(bytes: &[u8], version: u32, index_offset: u64, file_len: u64) -> Result<Self> {
         let mut r = Reader { bytes, pos: 0 };
-        let mut index = Index::default();
-        let mut keys = HashSet::new();
-        for _ in 0..r.u32("metadata count")? {
-            let key = r.string("metadata key")?;
-            let value = r.string("metadata value")?;
-            if !keys.insert(key.clone()) {
-                return corrupt(format!("metadata key `{key}` appears twice"));
-            }
-            index.metadata.push((key, value));
-        }
         let bounds = Bounds {
             index_offset,
             file_len,
         };
+        let mut index = Index {
+            version,
+            metadata: Vec::new(),
+            source: None,
+            tensors: Vec::new(),
+        };
+        if version == 1 {
+            let mut keys = HashSet::new();
+            for _ in 0..r.u32("metadata count")? {
+                let key = r.string("metadata key")?;
+                let value = r.string("metadata value")?;
+                if !keys.insert(key.clone()) {
+                    return corrupt(format!(
+                        "metadata key `{}` appears twice",
+                        key.escape_debug()
+                    ));
+                }
+                index.metadata.push((key, value));
+            }
+        } else {
+            let header = r.section("source header")?;
+            bounds.check(&header, "source header")?;
+            index.source = Some(Source {
+                header,
+                len: r.u64("source length")?,
+                crc32: r.u32("source checksum")?,
+            });
+        }
         let mut names = HashSet::new();
         for _ in 0..r.u32("tensor count")? {
-            let entry = parse_tensor(&mut r, &bounds)?;
+            let entry = parse_tensor(&mut r, version, &bounds)?;
             if !names.insert(entry.name.clone()) {
-                return corrupt(format!("tensor `{}` appears twice", entry.name));
+                return corrupt(format!(
+                    "tensor `{}` appears twice",
+                    entry.name.escape_debug()
+                ));
             }
             index.tensors.push(entry);
         }
@@ -198,7 +268,50 @@ impl Index {
                 bytes.len() - r.pos
             ));
         }
+        index.check_disjoint()?;
         Ok(index)
+    }
+
+    /// Every section, with what it belongs to, in index order.
+    fn sections(&self) -> Vec<(String, Section)> {
+        let mut all = Vec::new();
+        if let Some(source) = &self.source {
+            all.push(("source header".to_string(), source.header));
+        }
+        for t in &self.tensors {
+            let name = t.name.escape_debug();
+            match &t.encoding {
+                Encoding::Raw(s) => all.push((format!("tensor `{name}` section data"), *s)),
+                Encoding::Tiles(tiles) => {
+                    for (what, s) in tiles.named() {
+                        all.push((format!("tensor `{name}` section {what}"), *s));
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    /// No byte of the file belongs to two sections. (Empty sections hold no
+    /// bytes and may sit anywhere.)
+    fn check_disjoint(&self) -> Result<()> {
+        let mut all = self.sections();
+        all.retain(|(_, s)| s.len > 0);
+        all.sort_by_key(|(_, s)| s.offset);
+        for pair in all.windows(2) {
+            let ((a_name, a), (b_name, b)) = (&pair[0], &pair[1]);
+            // Bounds were checked, so offset + len cannot overflow.
+            if b.offset < a.offset + a.len {
+                return corrupt(format!(
+                    "{b_name} (bytes {}..{}) overlaps {a_name} (bytes {}..{})",
+                    b.offset,
+                    b.offset + b.len,
+                    a.offset,
+                    a.offset + a.len
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -212,12 +325,16 @@ struct Bounds {
     file_len: u64,
 }
 
-fn parse_tensor(r: &mut Reader, bounds: &Bounds) -> Result<TensorEntry> {
-    let name = r.string("tensor name")?;
-    let dtype_name = r.string("dtype")?;
-    let Some(dtype) = dtype_from_name(&dtype_name) else {
-        return corrupt(format!("tensor `{name}`: unknown dtype `{dtype_name}`"));
+fn parse_tensor(r: &mut Reader, version: u32, bounds: &Bounds) -> Result<TensorEntry> {
+    let raw_name = r.string("tensor name")?;
+    let dtype = r.dtype(&raw_name, "dtype")?;
+    let source_dtype = if version == 1 {
+        dtype
+    } else {
+        r.dtype(&raw_name, "source dtype")?
     };
+    // For messages: names may hold control characters.
+    let name = raw_name.escape_debug().to_string();
     let rank = r.u8("rank")? as usize;
     if rank > MAX_RANK {
         return corrupt(format!("tensor `{name}`: rank {rank} > {MAX_RANK}"));
@@ -238,11 +355,7 @@ fn parse_tensor(r: &mut Reader, bounds: &Bounds) -> Result<TensorEntry> {
         return corrupt(format!("tensor `{name}`: shape {shape:?} overflows"));
     };
     let section = |r: &mut Reader, what: &str| -> Result<Section> {
-        let s = Section {
-            offset: r.u64("section offset")?,
-            len: r.u64("section length")?,
-            crc32: r.u32("section checksum")?,
-        };
+        let s = r.section("section")?;
         bounds.check(&s, &format!("tensor `{name}` section {what}"))?;
         Ok(s)
     };
@@ -290,12 +403,23 @@ fn parse_tensor(r: &mut Reader, bounds: &Bounds) -> Result<TensorEntry> {
         }
         other => return corrupt(format!("tensor `{name}`: unknown encoding {other}")),
     };
+    if source_dtype != dtype && !(dtype == Dtype::BF16 && is_castable(source_dtype)) {
+        return corrupt(format!(
+            "tensor `{name}`: stored as {dtype} from {source_dtype}, but only F16/F32/F64 are cast (to BF16)"
+        ));
+    }
     Ok(TensorEntry {
-        name,
+        name: raw_name,
         dtype,
+        source_dtype,
         shape,
         encoding,
     })
+}
+
+/// The dtypes `--cast-bf16` rounds to BF16.
+pub fn is_castable(dtype: Dtype) -> bool {
+    matches!(dtype, Dtype::F16 | Dtype::F32 | Dtype::F64)
 }
 
 /// Section sizes that follow from the shape (the contents are checked by
@@ -384,6 +508,28 @@ impl<'a> Reader<'a> {
 
     fn u64(&mut self, what: &str) -> Result<u64> {
         Ok(u64::from_le_bytes(self.take(8, what)?.try_into().unwrap()))
+    }
+
+    fn section(&mut self, what: &str) -> Result<Section> {
+        Ok(Section {
+            offset: self.u64(&format!("{what} offset"))?,
+            len: self.u64(&format!("{what} length"))?,
+            crc32: self.u32(&format!("{what} checksum"))?,
+        })
+    }
+
+    fn dtype(&mut self, tensor: &str, what: &str) -> Result<Dtype> {
+        let name = self.string(what)?;
+        dtype_from_name(&name).map_or_else(
+            || {
+                corrupt(format!(
+                    "tensor `{}`: unknown {what} `{}`",
+                    tensor.escape_debug(),
+                    name.escape_debug()
+                ))
+            },
+            Ok,
+        )
     }
 
     fn string(&mut self, what: &str) -> Result<String> {

@@ -1,5 +1,5 @@
-//! Streaming `.zsv` writer: sections tensor by tensor, then the index, then
-//! the header.
+//! Streaming `.zsv` writer: sections tensor by tensor, then the safetensors
+//! header that decompression writes, the index, and the header last.
 
 use std::collections::HashSet;
 use std::io::{Seek, SeekFrom, Write};
@@ -9,7 +9,9 @@ use safetensors::Dtype;
 
 use super::dtype::element_bytes;
 use super::header::{HEADER_LEN, Header, SECTION_ALIGN};
-use super::index::{Encoding, Index, MAX_RANK, Section, TensorEntry, TileSections};
+use super::index::{
+    Encoding, Index, MAX_RANK, Section, Source, TensorEntry, TileSections, is_castable,
+};
 use crate::codec::CompressedMatrix;
 use crate::error::{Error, Result};
 
@@ -38,20 +40,19 @@ impl<W: Write + Seek> ZsvWriter<W> {
         })
     }
 
-    /// Key/value metadata kept for the safetensors file `decompress` writes.
-    pub fn set_metadata(&mut self, metadata: Vec<(String, String)>) {
-        self.index.metadata = metadata;
-    }
-
-    /// Stores a tensor's bytes as they are (safetensors layout).
+    /// Stores a tensor's bytes as they are (safetensors layout). `source`
+    /// is its dtype in the compressed file: `dtype`, or F16/F32/F64 for a
+    /// tensor rounded to BF16.
     pub fn add_raw(
         &mut self,
         name: &str,
         dtype: Dtype,
+        source: Dtype,
         shape: &[usize],
         data: &[u8],
     ) -> Result<()> {
         self.check_name(name)?;
+        check_source(name, dtype, source)?;
         if shape.len() > MAX_RANK {
             return Err(Error::Unsupported(format!(
                 "tensor `{name}`: rank {} > {MAX_RANK}",
@@ -67,13 +68,19 @@ impl<W: Write + Seek> ZsvWriter<W> {
             )));
         }
         let data = self.section(data)?;
-        self.push(name, dtype, shape, Encoding::Raw(data));
+        self.push(name, dtype, source, shape, Encoding::Raw(data));
         Ok(())
     }
 
-    /// Stores a compressed BF16 matrix.
-    pub fn add_matrix(&mut self, name: &str, matrix: &CompressedMatrix) -> Result<()> {
+    /// Stores a compressed BF16 matrix (`source`: as for [`Self::add_raw`]).
+    pub fn add_matrix(
+        &mut self,
+        name: &str,
+        source: Dtype,
+        matrix: &CompressedMatrix,
+    ) -> Result<()> {
         self.check_name(name)?;
+        check_source(name, Dtype::BF16, source)?;
         let p = matrix.parts();
         let tiles = TileSections {
             base: p.base,
@@ -84,15 +91,36 @@ impl<W: Write + Seek> ZsvWriter<W> {
             far_starts: self.section(&le_bytes_u32(&p.far_starts))?,
             far_exponents: self.section(&p.far_exponents)?,
         };
-        self.push(name, Dtype::BF16, &[p.rows, p.cols], Encoding::Tiles(tiles));
+        self.push(
+            name,
+            Dtype::BF16,
+            source,
+            &[p.rows, p.cols],
+            Encoding::Tiles(tiles),
+        );
         Ok(())
     }
 
-    /// Writes the index and the header; returns the output and the file size.
-    pub fn finish(mut self) -> Result<(W, u64)> {
+    /// Writes the header JSON of the safetensors file that decompression is
+    /// to give back (`source_header`, listing the added tensors in the order
+    /// they were added), that file's length and CRC-32, the index and the
+    /// header; returns the output and the container's size.
+    pub fn finish(
+        mut self,
+        source_header: &[u8],
+        source_len: u64,
+        source_crc32: u32,
+    ) -> Result<(W, u64)> {
+        let header = self.section(source_header)?;
+        self.index.source = Some(Source {
+            header,
+            len: source_len,
+            crc32: source_crc32,
+        });
         let index = self.index.to_bytes();
         let index_section = self.section(&index)?;
         let header = Header {
+            version: self.index.version,
             index_offset: index_section.offset,
             index_len: index_section.len,
             index_crc: index_section.crc32,
@@ -114,11 +142,19 @@ impl<W: Write + Seek> ZsvWriter<W> {
         Ok(())
     }
 
-    fn push(&mut self, name: &str, dtype: Dtype, shape: &[usize], encoding: Encoding) {
+    fn push(
+        &mut self,
+        name: &str,
+        dtype: Dtype,
+        source: Dtype,
+        shape: &[usize],
+        encoding: Encoding,
+    ) {
         self.names.insert(name.to_owned());
         self.index.tensors.push(TensorEntry {
             name: name.to_owned(),
             dtype,
+            source_dtype: source,
             shape: shape.to_vec(),
             encoding,
         });
@@ -140,6 +176,17 @@ impl<W: Write + Seek> ZsvWriter<W> {
             len: data.len() as u64,
             crc32: crc32fast::hash(data),
         })
+    }
+}
+
+fn check_source(name: &str, dtype: Dtype, source: Dtype) -> Result<()> {
+    if source == dtype || (dtype == Dtype::BF16 && is_castable(source)) {
+        Ok(())
+    } else {
+        Err(Error::Unsupported(format!(
+            "tensor `{}`: {source} cannot be stored as {dtype}",
+            name.escape_debug()
+        )))
     }
 }
 
