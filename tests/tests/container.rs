@@ -630,10 +630,14 @@ fn fuzz_seeds_stay_valid() {
     // any directory); they must keep opening and decoding: `small.zsv` is a
     // format version 1 file, `small-v2.zsv` version 2.
     let seeds: [(&str, &[u8], u32); 2] = [
-        ("small.zsv", include_bytes!("../../fuzz/seeds/small.zsv"), 1),
+        (
+            "small.zsv",
+            include_bytes!("../../fuzz/seeds/zsv_parse/small.zsv"),
+            1,
+        ),
         (
             "small-v2.zsv",
-            include_bytes!("../../fuzz/seeds/small-v2.zsv"),
+            include_bytes!("../../fuzz/seeds/zsv_parse/small-v2.zsv"),
             2,
         ),
     ];
