@@ -7,6 +7,7 @@ pub mod codec;
 pub mod container;
 pub mod error;
 pub mod rng;
+pub mod synth;
 
 pub use codec::CompressedMatrix;
 pub use error::{Error, Result};
