@@ -1,5 +1,5 @@
-//! `zipserv bench`: time one GEMM shape (the paper's `test_mm M K N SplitK`),
-//! the Llama-3-8B sweep, or every 2-D BF16 tensor of a model's own weights,
+//! `zipserv bench`: time one GEMM shape (the paper's `test_mm M K N SplitK`)
+//! at one or more batch sizes, the Llama-3-8B sweep, or every 2-D BF16 tensor of a model's own weights,
 //! for ZipGEMM, decompress + cuBLAS, cuBLAS and cuBLASLt, and write the
 //! record under `--out`.
 
@@ -16,10 +16,10 @@ use zipserv_gpu::{Cublas, CublasLt, Gpu};
 /// Arguments of `zipserv bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// `M K N` for one case (W is M×K, X is N×K); with `--weights`, the
-    /// batch sizes N to time each tensor at (default: 1 8 16 32 64 128
-    /// 256).
-    #[arg(value_name = "M K N | N...")]
+    /// `M K N [N ...]`: one shape (W is M×K, X is N×K) at one or more
+    /// batch sizes; with `--weights`, only the batch sizes N to time each
+    /// tensor at (default: 1 8 16 32 64 128 256).
+    #[arg(value_name = "M K N... | N...")]
     pub dims: Vec<usize>,
     /// Run the Llama-3-8B layer shapes at N = 1 … 256 and the prefill
     /// sizes 512 and 2048 on trained-like synthetic weights.
@@ -78,25 +78,25 @@ impl BenchArgs {
             }
         };
         let split_k = self.split_k;
+        // Batch sizes, each at least 1 and none twice.
+        let batches = |ns: &[usize]| -> Result<Vec<usize>> {
+            let mut seen = std::collections::HashSet::new();
+            ns.iter()
+                .map(|&n| match positive("N", n)? {
+                    n if !seen.insert(n) => Err(CliError::Usage(format!("N = {n} is given twice"))),
+                    n => Ok(n),
+                })
+                .collect()
+        };
         if let Some(path) = &self.weights {
-            let batches = if self.dims.is_empty() {
-                DECODE_N.to_vec()
-            } else {
-                let batches = self
-                    .dims
-                    .iter()
-                    .map(|&n| positive("N", n))
-                    .collect::<Result<Vec<_>>>()?;
-                let mut seen = std::collections::HashSet::new();
-                if let Some(n) = batches.iter().find(|&&n| !seen.insert(n)) {
-                    return Err(CliError::Usage(format!("N = {n} is given twice")));
-                }
-                batches
-            };
             return Ok(Plan::Weights {
                 path: path.clone(),
                 tensor: self.tensor.clone(),
-                batches,
+                batches: if self.dims.is_empty() {
+                    DECODE_N.to_vec()
+                } else {
+                    batches(&self.dims)?
+                },
                 split_k,
             });
         }
@@ -107,13 +107,16 @@ impl BenchArgs {
             return Ok(Plan::Cases(llama3_8b_sweep(split_k)));
         }
         match self.dims[..] {
-            [m, k, n] => Ok(Plan::Cases(vec![Case {
-                m: positive("M", m)?,
-                k: positive("K", k)?,
-                n: positive("N", n)?,
-                split_k,
-            }])),
-            _ => usage("give M K N, --sweep, or --weights FILE [N ...]"),
+            [m, k, ref ns @ ..] if !ns.is_empty() => {
+                let (m, k) = (positive("M", m)?, positive("K", k)?);
+                Ok(Plan::Cases(
+                    batches(ns)?
+                        .into_iter()
+                        .map(|n| Case { m, k, n, split_k })
+                        .collect(),
+                ))
+            }
+            _ => usage("give M K N [N ...], --sweep, or --weights FILE [N ...]"),
         }
     }
 
@@ -225,6 +228,15 @@ mod tests {
         );
         assert_eq!(args.timing().unwrap().iters, 50);
         assert_eq!(args.out, PathBuf::from("bench/results"));
+        // One shape at several batch sizes.
+        let Plan::Cases(cases) = plan(&["28672", "4096", "1", "64", "2048"]).unwrap() else {
+            panic!("a list of cases");
+        };
+        let shapes: Vec<(usize, usize, usize)> = cases.iter().map(|c| (c.m, c.k, c.n)).collect();
+        assert_eq!(
+            shapes,
+            [(28672, 4096, 1), (28672, 4096, 64), (28672, 4096, 2048)]
+        );
     }
 
     #[test]
@@ -282,6 +294,10 @@ mod tests {
         assert!(matches!(plan(&["4096", "4096"]), Err(CliError::Usage(_))));
         assert!(matches!(
             plan(&["4096", "4096", "1", "1"]),
+            Err(CliError::Usage(_))
+        ));
+        assert!(matches!(
+            plan(&["4096", "4096", "1", "0"]),
             Err(CliError::Usage(_))
         ));
         assert!(matches!(
