@@ -1,7 +1,7 @@
 //! `zipserv bench`: time one GEMM shape (the paper's `test_mm M K N SplitK`)
-//! at one or more batch sizes, the Llama-3-8B sweep, or every 2-D BF16 tensor of a model's own weights,
-//! for ZipGEMM, decompress + cuBLAS, cuBLAS and cuBLASLt, and write the
-//! record under `--out`.
+//! at one or more batch sizes, the Llama-3-8B sweep, or every 2-D BF16
+//! tensor of a model's own weights, for ZipGEMM, decompress + cuBLAS,
+//! cuBLAS and cuBLASLt, and write the record under `--out`.
 
 use std::io::Write;
 use std::path::PathBuf;
