@@ -14,7 +14,7 @@ use cust::memory::DeviceBuffer;
 use half::bf16;
 use zipserv_benches::{LLAMA3_8B_LAYERS, rotation_copies, time_op_batched, upload_rotated};
 use zipserv_format::CompressedMatrix;
-use zipserv_format::rng::SplitMix64;
+use zipserv_format::synth;
 use zipserv_gpu::Error;
 use zipserv_gpu::{Cublas, DeviceWeights, GemmOutput, GemmWorkspace, Gpu, decompress, zipgemm};
 
@@ -77,14 +77,13 @@ fn bench_op(
 }
 
 fn run(c: &mut Criterion, gpu: &Gpu, blas: &Cublas<'_>) -> zipserv_gpu::Result<()> {
-    let mut rng = SplitMix64::new(1);
     let l2 = gpu.info().l2_bytes;
     let stream = gpu.stream();
     for layer in LLAMA3_8B_LAYERS {
         let (m, k) = (layer.m, layer.k);
-        let w: Vec<bf16> = (0..m * k)
-            .map(|_| bf16::from_f32(rng.next_f32_signed() * 0.03))
-            .collect();
+        // Exponents distributed like trained weights' (synth), so that ZipGEMM
+        // decodes as many exceptions as on a real model.
+        let w = synth::trained_like(m, k, 1)?;
         let matrix = CompressedMatrix::encode(&w, m, k)?;
         let compressed = (0..rotation_copies(l2, matrix.compressed_bytes()).max(2))
             .map(|_| DeviceWeights::upload(gpu, &matrix))

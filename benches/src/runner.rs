@@ -1,4 +1,4 @@
-//! Running a list of cases and printing the table as it fills.
+//! Running cases and printing the table as it fills.
 
 use std::io::Write;
 
@@ -7,40 +7,55 @@ use super::sweep::Case;
 use super::table::{live_header, live_line, num};
 use zipserv_gpu::error::{Error, Result, Shape};
 
-/// Runs `run_case` on every case in order, printing a live table to `out`
-/// (a line as each case finishes), and returns `record` with the rows
-/// appended. Stops at the first failing case. A row whose shape is not its
-/// case's is an error, so a closure cannot file results under wrong shapes.
-pub fn run_benchmark<W, F>(
-    mut record: BenchRecord,
-    cases: &[Case],
-    out: &mut W,
-    mut run_case: F,
-) -> Result<BenchRecord>
-where
-    W: Write,
-    F: FnMut(&Case) -> Result<Row>,
-{
-    let io = |source| {
-        Error::from(zipserv_format::Error::io("<benchmark table output>")(
-            source,
-        ))
-    };
-    writeln!(
-        out,
-        "{} | driver {} | commit {} | {} | copy bandwidth {} GB/s | {} cases",
-        record.card,
-        record.driver,
-        record.commit,
-        record.date,
-        num(record.copy_gbps, 0),
-        cases.len()
-    )
-    .map_err(io)?;
-    writeln!(out, "{}", live_header()).map_err(io)?;
-    out.flush().map_err(io)?;
-    for case in cases {
-        let row = run_case(case)?;
+/// A benchmark in progress: the record so far and the live table on `out`.
+/// Cases can be added one at a time (a model's tensors are read one after
+/// the other), each printed as it finishes.
+pub struct Runner<'o, W: Write> {
+    record: BenchRecord,
+    out: &'o mut W,
+}
+
+fn io_error(source: std::io::Error) -> Error {
+    Error::from(zipserv_format::Error::io("<benchmark table output>")(
+        source,
+    ))
+}
+
+impl<'o, W: Write> Runner<'o, W> {
+    /// Prints the provenance line (ending with `what`, e.g. `36 cases`)
+    /// and the table's header.
+    pub fn start(record: BenchRecord, out: &'o mut W, what: &str) -> Result<Self> {
+        writeln!(
+            out,
+            "{} | driver {} | commit {} | {} | copy bandwidth {} GB/s | {what}",
+            record.card,
+            record.driver,
+            record.commit,
+            record.date,
+            num(record.copy_gbps, 0),
+        )
+        .map_err(io_error)?;
+        writeln!(out, "{}", live_header()).map_err(io_error)?;
+        out.flush().map_err(io_error)?;
+        Ok(Self { record, out })
+    }
+
+    /// A line of its own in the table (e.g. which tensor follows).
+    pub fn note(&mut self, text: &str) -> Result<()> {
+        writeln!(self.out, "{text}").map_err(io_error)?;
+        self.out.flush().map_err(io_error)
+    }
+
+    /// Runs `run_case` on `case`, completes its row (best bf16 time,
+    /// floors; [`Row::complete`]), prints it and adds it to the record. A
+    /// row whose shape is not its case's is an error, so a closure cannot
+    /// file results under wrong shapes.
+    pub fn run(
+        &mut self,
+        case: &Case,
+        run_case: impl FnOnce(&Case) -> Result<Row>,
+    ) -> Result<&Row> {
+        let mut row = run_case(case)?;
         // split_k 0 asks for the automatic choice, which the row reports.
         let got = [
             row.m,
@@ -56,11 +71,37 @@ where
                 got: Shape(got.to_vec()),
             });
         }
-        writeln!(out, "{}", live_line(&row, record.copy_gbps)).map_err(io)?;
-        out.flush().map_err(io)?;
-        record.rows.push(row);
+        row.complete(self.record.copy_gbps);
+        writeln!(self.out, "{}", live_line(&row)).map_err(io_error)?;
+        self.out.flush().map_err(io_error)?;
+        self.record.rows.push(row);
+        Ok(self.record.rows.last().expect("just pushed"))
     }
-    Ok(record)
+
+    /// The record with every row run so far.
+    pub fn finish(self) -> BenchRecord {
+        self.record
+    }
+}
+
+/// Runs `run_case` on every case in order through a [`Runner`] on `out`
+/// and returns `record` with the rows appended. Stops at the first failing
+/// case.
+pub fn run_benchmark<W, F>(
+    record: BenchRecord,
+    cases: &[Case],
+    out: &mut W,
+    mut run_case: F,
+) -> Result<BenchRecord>
+where
+    W: Write,
+    F: FnMut(&Case) -> Result<Row>,
+{
+    let mut runner = Runner::start(record, out, &format!("{} cases", cases.len()))?;
+    for case in cases {
+        runner.run(case, &mut run_case)?;
+    }
+    Ok(runner.finish())
 }
 
 #[cfg(test)]
@@ -69,16 +110,9 @@ mod tests {
     use crate::llama3_8b_sweep;
 
     fn fake_row(case: &Case) -> Row {
-        Row {
-            m: case.m,
-            k: case.k,
-            n: case.n,
-            split_k: case.split_k,
-            zipgemm_us: f64::NAN,
-            decompress_cublas_us: f64::NAN,
-            cublas_us: (case.m * case.k) as f64 / 1e6,
-            ratio: f64::NAN,
-        }
+        let mut row = Row::new(case.m, case.k, case.n, case.split_k, "fake");
+        row.cublas_us = (case.m * case.k) as f64 / 1e6;
+        row
     }
 
     #[test]
@@ -91,6 +125,41 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.lines().count(), 2 + cases.len());
         assert!(text.starts_with("Test Card | driver 1.2.3"), "{text}");
+        assert!(text.lines().next().unwrap().ends_with("36 cases"), "{text}");
+        // Every row was completed: floors and the best bf16 time.
+        assert!(record.rows.iter().all(|r| r.bf16_floor_us > 0.0));
+        assert!(record.rows.iter().all(|r| r.best_bf16_us == r.cublas_us));
+    }
+
+    #[test]
+    fn runner_takes_cases_one_at_a_time_with_notes() {
+        let mut out = Vec::new();
+        let record = BenchRecord::new("c", "d", 1000.0);
+        let mut runner = Runner::start(record, &mut out, "weights model.zsv").unwrap();
+        runner.note("tensor a (64x128)").unwrap();
+        let case = Case {
+            m: 64,
+            k: 128,
+            n: 8,
+            split_k: 0,
+        };
+        // split-K 0 (automatic): the row may report what was chosen.
+        let row = runner
+            .run(&case, |c| {
+                let mut row = fake_row(c);
+                row.split_k = 3;
+                Ok(row)
+            })
+            .unwrap();
+        assert_eq!(row.split_k, 3);
+        let record = runner.finish();
+        assert_eq!(record.rows.len(), 1);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].ends_with("| weights model.zsv"), "{text}");
+        assert_eq!(lines[2], "tensor a (64x128)");
+        assert!(lines[3].contains("64x128"), "{text}");
     }
 
     #[test]

@@ -43,9 +43,16 @@ pub const LLAMA3_8B_LAYERS: [Layer; 4] = [
     },
 ];
 
-/// Tokens per batch swept for each layer: decode (1–32) up to small
-/// prefill chunks.
-pub const SWEEP_N: [usize; 7] = [1, 8, 16, 32, 64, 128, 256];
+/// Batch sizes of decode (one token per sequence, up to 256 sequences):
+/// the default of `zipserv bench --weights`.
+pub const DECODE_N: [usize; 7] = [1, 8, 16, 32, 64, 128, 256];
+
+/// Prefill chunks, where the product is bound by compute, not by reading
+/// W: where decompress + cuBLAS is meant to take over.
+pub const PREFILL_N: [usize; 2] = [512, 2048];
+
+/// Tokens per batch swept for each layer: [`DECODE_N`], then [`PREFILL_N`].
+pub const SWEEP_N: [usize; 9] = [1, 8, 16, 32, 64, 128, 256, 512, 2048];
 
 /// Every [`LLAMA3_8B_LAYERS`] shape at every [`SWEEP_N`], layer by layer.
 pub fn llama3_8b_sweep(split_k: usize) -> Vec<Case> {
@@ -68,8 +75,9 @@ mod tests {
 
     #[test]
     fn sweep_covers_every_layer_and_batch() {
+        assert_eq!(SWEEP_N[..], [&DECODE_N[..], &PREFILL_N[..]].concat());
         let cases = llama3_8b_sweep(1);
-        assert_eq!(cases.len(), 28);
+        assert_eq!(cases.len(), 36);
         assert_eq!(
             cases[0],
             Case {
@@ -79,9 +87,11 @@ mod tests {
                 split_k: 1
             }
         );
-        assert_eq!(cases[27].m, 4096);
-        assert_eq!(cases[27].k, 14336);
-        assert_eq!(cases[27].n, 256);
+        assert_eq!(cases[35].m, 4096);
+        assert_eq!(cases[35].k, 14336);
+        assert_eq!(cases[35].n, 2048);
+        assert_eq!(cases[8].n, 2048);
+        assert_eq!(cases[9].n, 1);
         assert!(cases.iter().all(|c| c.split_k == 1));
     }
 }

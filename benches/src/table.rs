@@ -12,46 +12,60 @@ pub(crate) fn num(value: f64, decimals: usize) -> String {
     }
 }
 
+/// One live-table line's cells, each with its width (see [`live_header`]).
+fn cells(items: [(String, usize); 15]) -> String {
+    let [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o] = items.map(|(t, w)| format!("{t:>w$}"));
+    format!("{a} {b} {c} {d} {e} | {f} {g} {h} {i} | {j} {k} {l} {m} | {n} {o}")
+}
+
+/// Column widths of the live table, in order.
+const WIDTHS: [usize; 15] = [12, 4, 3, 5, 5, 8, 8, 7, 4, 8, 7, 4, 7, 10, 7];
+
 /// The live table's column heads (see [`live_line`]).
 pub fn live_header() -> String {
-    format!(
-        "{:>12} {:>4} {:>3} {:>5} | {:>9} {:>6} {:>5} | {:>9} {:>6} {:>5} {:>7} | {:>10} {:>7}",
+    let heads = [
         "M x K",
         "N",
         "sK",
         "ratio",
-        "cuBLAS µs",
-        "GB/s",
-        "%copy",
+        "exc%",
+        "cuBLAS",
+        "cuBLASLt",
+        "floor",
+        "%fl",
         "zipgemm",
-        "GB/s",
-        "%copy",
+        "floor",
+        "%fl",
         "speedup",
         "dec+cuBLAS",
-        "speedup"
-    )
+        "speedup",
+    ];
+    cells(std::array::from_fn(|i| (heads[i].to_string(), WIDTHS[i])))
 }
 
-/// One row of the live table: times in µs, effective GB/s and % of the
-/// copy bandwidth for cuBLAS and zipgemm, speedups over cuBLAS.
-pub fn live_line(row: &Row, copy_gbps: f64) -> String {
-    let pct = |gbps: f64| num(100.0 * gbps / copy_gbps, 0);
-    format!(
-        "{:>12} {:>4} {:>3} {:>5} | {:>9} {:>6} {:>5} | {:>9} {:>6} {:>5} {:>7} | {:>10} {:>7}",
+/// One row of the live table: times in µs for cuBLAS, cuBLASLt, zipgemm
+/// and decompress + cuBLAS; the bf16 floor and the best bf16 path's
+/// percentage of it, the compressed floor and zipgemm's percentage of it;
+/// speedups over the best bf16 path.
+pub fn live_line(row: &Row) -> String {
+    let values = [
         format!("{}x{}", row.m, row.k),
-        row.n,
-        row.split_k,
+        row.n.to_string(),
+        row.split_k.to_string(),
         num(row.ratio, 2),
+        num(100.0 * row.exception_rate, 2),
         num(row.cublas_us, 1),
-        num(row.cublas_gbps(), 0),
-        pct(row.cublas_gbps()),
+        num(row.cublaslt_us, 1),
+        num(row.bf16_floor_us, 1),
+        num(100.0 * row.best_bf16_of_floor, 0),
         num(row.zipgemm_us, 1),
-        num(row.zipgemm_gbps(), 0),
-        pct(row.zipgemm_gbps()),
+        num(row.compressed_floor_us, 1),
+        num(100.0 * row.zipgemm_of_floor, 0),
         num(row.zipgemm_speedup(), 2),
         num(row.decompress_cublas_us, 1),
         num(row.decompress_cublas_speedup(), 2),
-    )
+    ];
+    cells(std::array::from_fn(|i| (values[i].clone(), WIDTHS[i])))
 }
 
 #[cfg(test)]
@@ -60,21 +74,20 @@ mod tests {
 
     #[test]
     fn lines_line_up_with_the_header() {
-        let row = Row {
-            m: 28672,
-            k: 4096,
-            n: 16,
-            split_k: 2,
-            zipgemm_us: 61.0,
-            decompress_cublas_us: f64::NAN,
-            cublas_us: 82.9,
-            ratio: 1.42,
-        };
-        let line = live_line(&row, 2944.0);
+        let mut row = Row::new(28672, 4096, 16, 2, "synthetic");
+        row.zipgemm_us = 61.0;
+        row.cublas_us = 82.9;
+        row.cublaslt_us = 80.5;
+        row.ratio = 1.42;
+        row.exception_rate = 0.0161;
+        row.complete(2944.0);
+        let line = live_line(&row);
         assert_eq!(line.chars().count(), live_header().chars().count());
         assert!(line.contains("28672x4096"), "{line}");
-        assert!(line.contains("n/a"), "{line}");
-        assert!(line.contains("1.36"), "{line}"); // 82.9 / 61.0
+        assert!(line.contains("n/a"), "{line}"); // decompress + cuBLAS
+        assert!(line.contains("1.32"), "{line}"); // 80.5 / 61.0
+        assert!(line.contains("1.61"), "{line}"); // exceptions, %
+        assert!(line.contains(" 99 "), "{line}"); // 79.8 / 80.5
     }
 
     #[test]

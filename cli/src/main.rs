@@ -73,8 +73,9 @@ enum Command {
     },
     /// Print the embedded PTX (for inspection with ptxas / cuobjdump).
     Ptx,
-    /// Time GEMM paths on the GPU (`bench M K N` or `bench --sweep`) and
-    /// write a JSON record with a markdown table.
+    /// Time GEMM paths on the GPU (`bench M K N`, `bench --sweep`, or
+    /// `bench --weights FILE [N ...]` on a model's own tensors) and write a
+    /// JSON record with a markdown table.
     Bench(commands::bench::BenchArgs),
 }
 

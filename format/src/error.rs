@@ -12,6 +12,10 @@ pub enum Error {
     #[error("corrupt compressed data: {0}")]
     Corrupt(String),
 
+    /// Something asked for (a tensor, a file) that is not there.
+    #[error("{0}")]
+    NotFound(String),
+
     /// Valid input that this version cannot handle.
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -10,6 +10,7 @@ pub mod error;
 pub mod files;
 pub mod rng;
 pub mod st;
+pub mod synth;
 
 #[cfg(not(all(unix, target_endian = "little")))]
 compile_error!(

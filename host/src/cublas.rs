@@ -104,7 +104,7 @@ impl fmt::Display for CublasStatus {
     }
 }
 
-fn check(call: &'static str, status: ffi::Status) -> Result<()> {
+pub(crate) fn check(call: &'static str, status: c_int) -> Result<()> {
     if status == ffi::STATUS_SUCCESS {
         Ok(())
     } else {
@@ -122,14 +122,24 @@ pub fn library_candidates(
     override_path: Option<&OsStr>,
     cuda_home: Option<&OsStr>,
 ) -> Vec<PathBuf> {
+    candidates_for(&SONAMES, override_path, cuda_home)
+}
+
+/// The search order of [`library_candidates`] for any NVIDIA library's
+/// `sonames` (cuBLASLt uses it too).
+pub(crate) fn candidates_for(
+    sonames: &[&str],
+    override_path: Option<&OsStr>,
+    cuda_home: Option<&OsStr>,
+) -> Vec<PathBuf> {
     let mut candidates: Vec<PathBuf> = override_path.map(PathBuf::from).into_iter().collect();
-    candidates.extend(SONAMES.iter().map(PathBuf::from));
+    candidates.extend(sonames.iter().map(PathBuf::from));
     let dirs = cuda_home
         .map(|home| Path::new(home).join("lib64"))
         .into_iter()
         .chain([PathBuf::from("/usr/local/cuda/lib64")]);
     for dir in dirs {
-        candidates.extend(SONAMES.iter().map(|name| dir.join(name)));
+        candidates.extend(sonames.iter().map(|name| dir.join(name)));
     }
     let mut seen = std::collections::HashSet::new();
     candidates.retain(|c| seen.insert(c.clone()));
@@ -191,7 +201,7 @@ impl Api {
 /// # Safety
 ///
 /// `T` must be the type of the symbol `name` (a function pointer type).
-unsafe fn symbol<T: Copy>(
+pub(crate) unsafe fn symbol<T: Copy>(
     library: &libloading::Library,
     name: &str,
 ) -> std::result::Result<T, String> {

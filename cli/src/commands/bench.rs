@@ -1,31 +1,37 @@
-//! `zipserv bench`: time one GEMM shape (the paper's `test_mm M K N SplitK`),
-//! or the Llama-3-8B sweep, for ZipGEMM, decompress + cuBLAS and cuBLAS, and
-//! write the record under `--out`.
+//! `zipserv bench`: time one GEMM shape (the paper's `test_mm M K N SplitK`)
+//! at one or more batch sizes, the Llama-3-8B sweep, or every 2-D BF16
+//! tensor of a model's own weights, for ZipGEMM, decompress + cuBLAS,
+//! cuBLAS and cuBLASLt, and write the record under `--out`.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use crate::error::{CliError, Result};
 use zipserv_benches::{
-    BenchRecord, Case, FullBench, TimingOptions, llama3_8b_sweep, run_benchmark,
+    BenchRecord, BenchWeights, Case, DECODE_N, FullBench, Runner, TimingOptions, for_each_matrix,
+    llama3_8b_sweep,
 };
-use zipserv_gpu::{Cublas, Gpu};
+use zipserv_gpu::{Cublas, CublasLt, Gpu};
 
 /// Arguments of `zipserv bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Rows of W (output features); with K and N, one case.
-    #[arg(required_unless_present = "sweep", conflicts_with = "sweep")]
-    pub m: Option<usize>,
-    /// Columns of W (input features).
-    #[arg(required_unless_present = "sweep")]
-    pub k: Option<usize>,
-    /// Rows of X (tokens in the batch).
-    #[arg(required_unless_present = "sweep")]
-    pub n: Option<usize>,
-    /// Run the Llama-3-8B layer shapes at N = 1 … 256 instead of one case.
-    #[arg(long)]
+    /// `M K N [N ...]`: one shape (W is M×K, X is N×K) at one or more
+    /// batch sizes; with `--weights`, only the batch sizes N to time each
+    /// tensor at (default: 1 8 16 32 64 128 256).
+    #[arg(value_name = "M K N... | N...")]
+    pub dims: Vec<usize>,
+    /// Run the Llama-3-8B layer shapes at N = 1 … 256 and the prefill
+    /// sizes 512 and 2048 on trained-like synthetic weights.
+    #[arg(long, conflicts_with = "weights")]
     pub sweep: bool,
+    /// Time every 2-D BF16 tensor of a model's own weights: a `.zsv` file,
+    /// a BF16 `.safetensors` file, or a directory of such files.
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<PathBuf>,
+    /// With `--weights`: only the tensor of this name.
+    #[arg(long, value_name = "NAME", requires = "weights")]
+    pub tensor: Option<String>,
     /// K slices of the ZipGEMM kernel; 0 chooses from the shape and the
     /// number of multiprocessors.
     #[arg(long, default_value_t = 0)]
@@ -44,9 +50,26 @@ pub struct BenchArgs {
     pub device: u32,
 }
 
+/// What a `zipserv bench` command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Cases on synthetic weights (one shape, or the sweep).
+    Cases(Vec<Case>),
+    /// Every matrix of a model's files (or the one named) at each batch
+    /// size.
+    Weights {
+        path: PathBuf,
+        tensor: Option<String>,
+        batches: Vec<usize>,
+        split_k: usize,
+    },
+}
+
 impl BenchArgs {
-    /// The cases to run, with every dimension checked to be at least 1.
-    pub fn cases(&self) -> Result<Vec<Case>> {
+    /// The plan, with every dimension and batch size checked to be at
+    /// least 1.
+    pub fn plan(&self) -> Result<Plan> {
+        let usage = |msg: &str| Err(CliError::Usage(msg.to_string()));
         let positive = |name: &str, value: usize| {
             if value == 0 {
                 Err(CliError::Usage(format!("{name} must be at least 1")))
@@ -55,17 +78,45 @@ impl BenchArgs {
             }
         };
         let split_k = self.split_k;
-        if self.sweep {
-            return Ok(llama3_8b_sweep(split_k));
-        }
-        match (self.m, self.k, self.n) {
-            (Some(m), Some(k), Some(n)) => Ok(vec![Case {
-                m: positive("M", m)?,
-                k: positive("K", k)?,
-                n: positive("N", n)?,
+        // Batch sizes, each at least 1 and none twice.
+        let batches = |ns: &[usize]| -> Result<Vec<usize>> {
+            let mut seen = std::collections::HashSet::new();
+            ns.iter()
+                .map(|&n| match positive("N", n)? {
+                    n if !seen.insert(n) => Err(CliError::Usage(format!("N = {n} is given twice"))),
+                    n => Ok(n),
+                })
+                .collect()
+        };
+        if let Some(path) = &self.weights {
+            return Ok(Plan::Weights {
+                path: path.clone(),
+                tensor: self.tensor.clone(),
+                batches: if self.dims.is_empty() {
+                    DECODE_N.to_vec()
+                } else {
+                    batches(&self.dims)?
+                },
                 split_k,
-            }]),
-            _ => Err(CliError::Usage("give M K N, or --sweep".to_string())),
+            });
+        }
+        if self.sweep {
+            if !self.dims.is_empty() {
+                return usage("--sweep takes no M K N");
+            }
+            return Ok(Plan::Cases(llama3_8b_sweep(split_k)));
+        }
+        match self.dims[..] {
+            [m, k, ref ns @ ..] if !ns.is_empty() => {
+                let (m, k) = (positive("M", m)?, positive("K", k)?);
+                Ok(Plan::Cases(
+                    batches(ns)?
+                        .into_iter()
+                        .map(|n| Case { m, k, n, split_k })
+                        .collect(),
+                ))
+            }
+            _ => usage("give M K N [N ...], --sweep, or --weights FILE [N ...]"),
         }
     }
 
@@ -82,14 +133,60 @@ impl BenchArgs {
 
 /// Runs the benchmark on the GPU and writes its record.
 pub fn run(args: &BenchArgs) -> Result<()> {
-    let cases = args.cases()?;
+    let plan = args.plan()?;
     let timing = args.timing()?;
+    if let Plan::Weights { path, .. } = &plan {
+        // Say so now if the weights are not there, not after the GPU's
+        // set-up and the copy-bandwidth measurement.
+        std::fs::metadata(path).map_err(zipserv_format::Error::io(path))?;
+    }
     let gpu = Gpu::new(args.device)?;
     let blas = Cublas::new(&gpu)?;
+    let lt = CublasLt::new(&gpu)?;
     let record = BenchRecord::detect(&gpu)?;
     let mut stdout = std::io::stdout().lock();
-    let mut bench = FullBench::new(&gpu, &blas, timing);
-    let record = run_benchmark(record, &cases, &mut stdout, |case| bench.run(case))?;
+    let mut bench = FullBench::new(&gpu, &blas, &lt, timing);
+    let record = match plan {
+        Plan::Cases(cases) => {
+            let what = format!("{} cases", cases.len());
+            let mut runner = Runner::start(record, &mut stdout, &what)?;
+            for case in &cases {
+                runner.run(case, |c| bench.run(c))?;
+            }
+            runner.finish()
+        }
+        Plan::Weights {
+            path,
+            tensor,
+            batches,
+            split_k,
+        } => {
+            let what = format!("weights {}", path.display());
+            let mut runner = Runner::start(record, &mut stdout, &what)?;
+            for_each_matrix(&path, tensor.as_deref(), |matrix| {
+                let weights = BenchWeights::from_file(matrix)?;
+                runner.note(&format!(
+                    "{} ({}x{}, ratio {:.3}, {:.2}% exceptions)",
+                    weights.label(),
+                    weights.rows(),
+                    weights.cols(),
+                    weights.ratio(),
+                    100.0 * weights.exception_rate()
+                ))?;
+                for &n in &batches {
+                    let case = Case {
+                        m: weights.rows(),
+                        k: weights.cols(),
+                        n,
+                        split_k,
+                    };
+                    runner.run(&case, |c| bench.run_on(&weights, c))?;
+                }
+                Ok(())
+            })?;
+            runner.finish()
+        }
+    };
     let (json, md) = record.write(&args.out)?;
     writeln!(stdout, "wrote {} and {}", json.display(), md.display())
         .map_err(zipserv_format::Error::io("<stdout>"))?;
@@ -113,38 +210,115 @@ mod tests {
             .map(|w| w.args)
     }
 
+    fn plan(argv: &[&str]) -> Result<Plan> {
+        parse(argv).expect("parses").plan()
+    }
+
     #[test]
     fn one_case() {
         let args = parse(&["4096", "14336", "16", "--split-k", "2", "--iters", "50"]).unwrap();
         assert_eq!(
-            args.cases().unwrap(),
-            [Case {
+            args.plan().unwrap(),
+            Plan::Cases(vec![Case {
                 m: 4096,
                 k: 14336,
                 n: 16,
                 split_k: 2
-            }]
+            }])
         );
         assert_eq!(args.timing().unwrap().iters, 50);
         assert_eq!(args.out, PathBuf::from("bench/results"));
+        // One shape at several batch sizes.
+        let Plan::Cases(cases) = plan(&["28672", "4096", "1", "64", "2048"]).unwrap() else {
+            panic!("a list of cases");
+        };
+        let shapes: Vec<(usize, usize, usize)> = cases.iter().map(|c| (c.m, c.k, c.n)).collect();
+        assert_eq!(
+            shapes,
+            [(28672, 4096, 1), (28672, 4096, 64), (28672, 4096, 2048)]
+        );
     }
 
     #[test]
     fn sweep() {
         let args = parse(&["--sweep", "--out", "elsewhere"]).unwrap();
-        assert_eq!(args.cases().unwrap().len(), 28);
+        let Plan::Cases(cases) = args.plan().unwrap() else {
+            panic!("the sweep is a list of cases");
+        };
+        assert_eq!(cases.len(), 36);
+        assert!(cases.iter().any(|c| c.n == 2048));
         assert_eq!(args.out, PathBuf::from("elsewhere"));
     }
 
     #[test]
+    fn weights() {
+        assert_eq!(
+            plan(&["--weights", "model.zsv"]).unwrap(),
+            Plan::Weights {
+                path: "model.zsv".into(),
+                tensor: None,
+                batches: DECODE_N.to_vec(),
+                split_k: 0,
+            }
+        );
+        assert_eq!(
+            plan(&[
+                "--weights",
+                "llama/",
+                "--tensor",
+                "model.layers.0.mlp.down_proj.weight",
+                "1",
+                "16",
+                "2048",
+                "--split-k",
+                "4",
+            ])
+            .unwrap(),
+            Plan::Weights {
+                path: "llama/".into(),
+                tensor: Some("model.layers.0.mlp.down_proj.weight".into()),
+                batches: vec![1, 16, 2048],
+                split_k: 4,
+            }
+        );
+        // One N alone is a batch size, not a shape.
+        let Plan::Weights { batches, .. } = plan(&["--weights", "m.zsv", "8"]).unwrap() else {
+            panic!("weights plan");
+        };
+        assert_eq!(batches, [8]);
+    }
+
+    #[test]
     fn bad_command_lines() {
-        assert!(parse(&[]).is_err());
-        assert!(parse(&["4096", "4096"]).is_err());
-        assert!(parse(&["--sweep", "4096", "4096", "1"]).is_err());
+        assert!(matches!(plan(&[]), Err(CliError::Usage(_))));
+        assert!(matches!(plan(&["4096", "4096"]), Err(CliError::Usage(_))));
+        assert!(matches!(
+            plan(&["4096", "4096", "1", "1"]),
+            Err(CliError::Usage(_))
+        ));
+        assert!(matches!(
+            plan(&["4096", "4096", "1", "0"]),
+            Err(CliError::Usage(_))
+        ));
+        assert!(matches!(
+            plan(&["--sweep", "4096", "4096", "1"]),
+            Err(CliError::Usage(_))
+        ));
         assert!(parse(&["4096", "x", "1"]).is_err());
-        let zero = parse(&["4096", "0", "1"]).unwrap();
-        assert!(matches!(zero.cases(), Err(CliError::Usage(_))));
+        assert!(matches!(plan(&["4096", "0", "1"]), Err(CliError::Usage(_))));
         let no_iters = parse(&["4096", "4096", "1", "--iters", "0"]).unwrap();
         assert!(matches!(no_iters.timing(), Err(CliError::Usage(_))));
+        // --tensor needs --weights; --weights and --sweep exclude each other.
+        assert!(parse(&["--tensor", "a", "4096", "4096", "1"]).is_err());
+        assert!(parse(&["--sweep", "--weights", "m.zsv"]).is_err());
+        assert!(matches!(
+            plan(&["--weights", "m.zsv", "0"]),
+            Err(CliError::Usage(_))
+        ));
+        assert!(matches!(
+            plan(&["--weights", "m.zsv", "8", "8"]),
+            Err(CliError::Usage(_))
+        ));
+        assert!(parse(&["--weights", "m.zsv", "-1"]).is_err());
     }
 }
