@@ -3,17 +3,16 @@
 //! weights are committed): `synth_model OUT_DIR [LAYERS]` (default 8).
 //!
 //! Shapes are Llama-3-8B's (hidden 4096, intermediate 14336, 8 KV heads of
-//! 128, vocabulary 128256); weights are Gaussian (σ = 0.02), which gives a
-//! trained-like narrow band of exponents. Shards are written tensor by
-//! tensor, so the generator holds one tensor in memory.
+//! 128, vocabulary 128256); weights are `zipserv_format::synth::trained_like`
+//! (exponents with a trained model's statistics). Shards are written tensor
+//! by tensor, so the generator holds one tensor in memory.
 
 use std::io::Write;
 use std::path::Path;
 
-use rayon::prelude::*;
 use safetensors::Dtype;
-use zipserv_format::rng::SplitMix64;
 use zipserv_format::st::{Header, TensorInfo};
+use zipserv_format::synth::trained_like;
 
 const HIDDEN: usize = 4096;
 const INTERMEDIATE: usize = 14336;
@@ -100,24 +99,8 @@ fn write_shard(path: &Path, tensors: &[(String, [usize; 2])], seed: u64) {
     f.write_all(&(json.len() as u64).to_le_bytes()).unwrap();
     f.write_all(&json).unwrap();
     for (t, (_, shape)) in tensors.iter().enumerate() {
-        let rows: Vec<u8> = (0..shape[0])
-            .into_par_iter()
-            .flat_map_iter(|r| gaussian_row(seed << 40 ^ (t as u64) << 32 ^ r as u64, shape[1]))
-            .collect();
-        f.write_all(&rows).unwrap();
+        let values = trained_like(shape[0], shape[1], seed << 32 ^ t as u64).unwrap();
+        f.write_all(bytemuck::cast_slice(&values)).unwrap();
     }
     f.flush().unwrap();
-}
-
-/// `cols` BF16 values N(0, 0.02²), little-endian bytes (Box–Muller).
-fn gaussian_row(seed: u64, cols: usize) -> Vec<u8> {
-    let mut rng = SplitMix64::new(seed);
-    let mut uniform = move || ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    (0..cols)
-        .flat_map(|_| {
-            let (u, v) = (uniform(), uniform());
-            let g = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos() * 0.02;
-            half::bf16::from_f64(g).to_bits().to_le_bytes()
-        })
-        .collect()
 }
