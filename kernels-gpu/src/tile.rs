@@ -4,7 +4,10 @@
 //! `#[repr(C)]` parameter block); the loads exist only on the GPU.
 
 #[cfg(target_arch = "nvptx64")]
-use crate::decode::{decode_lane, exception_entry, patch_exponent};
+use crate::decode::{
+    SPREAD_BYTES_01, SPREAD_BYTES_23, base_pair, decode_lane, decode_pair, exception_entry,
+    pair_codes, patch_exponent,
+};
 #[cfg(target_arch = "nvptx64")]
 use crate::format::{EXC_FAR, LANE_PAIRS, SM_BYTES, SM_CHUNKS, TILE_BYTES};
 use crate::format::{LANE_CODE_WORDS, LANES, lane_slot};
@@ -49,6 +52,46 @@ impl LaneTile {
     #[inline(always)]
     pub fn decode(&self, base: u32) -> [u32; LANE_PAIRS] {
         decode_lane(&self.sm, &self.codes, base as u8)
+    }
+
+    /// Decodes lane `lane`'s share of a tile that a bulk copy placed at
+    /// `s_tile` straight from shared memory, handing each k-step's A
+    /// fragment (pairs `4s .. 4s + 4`) to `put(s, fragment)` as soon as it
+    /// is complete: the code words first, then one 16-byte sign+mantissa
+    /// chunk (two k-steps) at a time, so at most 10 of the tile's 22 words
+    /// and 8 decoded pairs are live at once ([`LaneTile::load_shared`] then
+    /// [`LaneTile::decode`] holds all 22 and the 32 pairs, which the Hopper
+    /// kernel's N = 256 variant cannot afford while another tile's
+    /// fragments are in the tensor cores).
+    ///
+    /// # Safety
+    /// As [`LaneTile::load_shared`].
+    #[inline(always)]
+    pub unsafe fn decode_shared(
+        s_tile: u32,
+        lane: u32,
+        base: u32,
+        mut put: impl FnMut(usize, [u32; 4]),
+    ) {
+        let base2 = base_pair(base as u8);
+        // SAFETY: every offset stays inside the tile's TILE_BYTES.
+        unsafe {
+            let c0 = ld_shared_v4(s_tile + SM_BYTES as u32 + lane * 16);
+            let c1 = ld_shared_v2(s_tile + (SM_BYTES + LANES * 16) as u32 + lane * 8);
+            let codes = [c0[0], c0[1], c0[2], c0[3], c1[0], c1[1]];
+            seq_macro::seq!(J in 0..4 {
+                let sm = ld_shared_v4(s_tile + ((J * LANES as u32 + lane) * 16));
+                seq_macro::seq!(H in 0..2 {
+                    let first = 8 * J + 4 * H; // k-step 2J + H
+                    let frag = [0usize, 1, 2, 3].map(|r| {
+                        let pair = first + r;
+                        let spread = if r % 2 == 0 { SPREAD_BYTES_01 } else { SPREAD_BYTES_23 };
+                        decode_pair(sm[2 * H + r / 2], spread, pair_codes(&codes, pair), base2)
+                    });
+                    put(2 * J + H, frag);
+                });
+            });
+        }
     }
 
     /// Lane `lane`'s share of a tile that a bulk copy placed, byte for

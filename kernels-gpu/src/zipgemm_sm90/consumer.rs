@@ -59,10 +59,154 @@ impl Exceptions {
     }
 }
 
-/// The consumers' walk over the block's share: per (unit, column tile)
-/// pair, wait for the stage, decode, patch, multiply, release the stage;
-/// per unit segment, store. `ctid` is the thread's index among the
-/// consumers (0..256).
+/// How a variant keeps the next tile's fragments while the tensor cores
+/// work on the current one's (which must stay untouched in their
+/// registers until their `wgmma`s complete):
+/// - in a second register set (`false`), patched through the A stage only
+///   when the tile has exceptions: N ≤ 128;
+/// - in the warp's A stage in shared memory (`true`), loaded into the one
+///   register set once the previous `wgmma`s are complete: N = 256, whose
+///   128 accumulators leave no room for a second set (it spilled 116 bytes
+///   with 240 registers per thread).
+const fn stages_fragments(nj: usize) -> bool {
+    nj == 32
+}
+
+/// What a consumer warp needs to decode its tiles of one unit segment.
+struct Decoder<'a> {
+    view: &'a MatrixView,
+    s: &'a Smem,
+    warp: u32,
+    lane: u32,
+    /// First tile of this warp's row in the segment's unit, and the
+    /// segment's end column.
+    row_tile0: u32,
+    kt1: u32,
+    /// Whether this warp has a row tile in the unit (warp-uniform).
+    active: bool,
+}
+
+impl Decoder<'_> {
+    /// Waits for stage `ring`; `exceptions` holds tile `kt`'s and is
+    /// refilled with tile `kt + 1`'s, one tile ahead. Returns tile `kt`'s.
+    ///
+    /// # Safety
+    /// `kt` < `kt1`; `ring` is the stage of tile `kt`.
+    #[inline(always)]
+    unsafe fn wait_and_prefetch<const STAGES: usize>(
+        &self,
+        ring: Ring<STAGES>,
+        kt: u32,
+        exceptions: &mut Exceptions,
+    ) -> Exceptions {
+        let current = *exceptions;
+        // SAFETY: the caller's promise.
+        unsafe {
+            mbarrier_wait_parity(self.s.full(ring.stage), ring.phase);
+            if self.active && kt + 1 < self.kt1 {
+                *exceptions = Exceptions::load(self.view, self.row_tile0 + kt + 1, self.lane);
+            }
+        }
+        current
+    }
+
+    /// decode + patch into registers: tile `kt` of stage `ring` as
+    /// fragments (zeros for a warp without a row tile), exceptions patched
+    /// through the A stage when there are any.
+    ///
+    /// # Safety
+    /// All lanes of the warp call this together; as [`Self::wait_and_prefetch`].
+    #[inline(always)]
+    unsafe fn decode<const STAGES: usize>(
+        &self,
+        ring: Ring<STAGES>,
+        kt: u32,
+        exceptions: &mut Exceptions,
+    ) -> TileFrags {
+        let mut a: TileFrags = [0; LANE_PAIRS];
+        // SAFETY: the caller's promise; the stage is complete once the
+        // barrier's phase is.
+        unsafe {
+            let current = self.wait_and_prefetch(ring, kt, exceptions);
+            if self.active {
+                let s_tile = self.s.w(ring.stage, self.warp);
+                LaneTile::decode_shared(s_tile, self.lane, self.view.base, |step, frag| {
+                    a[4 * step..4 * step + 4].copy_from_slice(&frag)
+                });
+                // Warp-uniform: every lane read the same count.
+                if current.range.count > 0 {
+                    patch(self.view, &current, &mut a, self.s, self.warp, self.lane);
+                }
+            }
+        }
+        a
+    }
+
+    /// decode + patch into the warp's A stage: tile `kt` of stage `ring`,
+    /// each k-step's fragment stored as soon as it is decoded, exceptions
+    /// patched in place; [`Self::load_staged`] brings it into registers.
+    ///
+    /// # Safety
+    /// As [`Self::decode`]; the A stage is not being read.
+    #[inline(always)]
+    unsafe fn decode_to_stage<const STAGES: usize>(
+        &self,
+        ring: Ring<STAGES>,
+        kt: u32,
+        exceptions: &mut Exceptions,
+    ) {
+        // SAFETY: the caller's promise; the stage is this warp's 4 KB.
+        unsafe {
+            let current = self.wait_and_prefetch(ring, kt, exceptions);
+            if self.active {
+                let (s_a, lane) = (self.s.a(self.warp), self.lane);
+                let s_tile = self.s.w(ring.stage, self.warp);
+                LaneTile::decode_shared(s_tile, lane, self.view.base, |step, frag| {
+                    st_shared_v4(s_a + (step as u32 * 32 + lane) * 16, frag)
+                });
+                if current.range.count > 0 {
+                    sync_warp();
+                    patch_a_stage(
+                        self.view,
+                        &current.range,
+                        current.entry,
+                        lane,
+                        self.s.table(),
+                        s_a,
+                    );
+                }
+                sync_warp();
+            }
+        }
+    }
+
+    /// The fragments [`Self::decode_to_stage`] left in the A stage.
+    ///
+    /// # Safety
+    /// The stage holds a decoded tile (or the warp has none).
+    #[inline(always)]
+    unsafe fn load_staged(&self) -> TileFrags {
+        let mut a: TileFrags = [0; LANE_PAIRS];
+        if self.active {
+            let s_a = self.s.a(self.warp);
+            // SAFETY: the stage is this warp's 4 KB.
+            unsafe {
+                seq_macro::seq!(S in 0..8 {
+                    let v = ld_shared_v4(s_a + (S * 32 + self.lane) * 16);
+                    a[4 * S..4 * S + 4].copy_from_slice(&v);
+                });
+            }
+        }
+        a
+    }
+}
+
+/// The consumers' walk over the block's share, one unit segment at a
+/// time. A warpgroup decodes tile `kt + 1` while its `wgmma`s on tile `kt`
+/// run, and releases a stage once the `wgmma`s that read it are complete
+/// (v1 waited for each tile's `wgmma`s before decoding the next: on an
+/// H200, 28672×4096, 144 µs at N = 256, where the tensor cores alone need
+/// ~60). `ctid` is the thread's index among the consumers (0..256).
 ///
 /// # Safety
 /// Called by every consumer thread; `b` and `s` describe this block.
@@ -86,35 +230,24 @@ pub(super) unsafe fn run<const NJ: usize, const STAGES: usize>(b: &Block, s: &Sm
             let (u, kt0) = b.unit_and_tile(pos);
             let kt1 = (kt0 + (b.end - pos)).min(col_tiles);
             let rt = u * UNIT_ROW_TILES + warp;
-            let active = rt < b.row_tiles; // uniform per warp
+            let d = Decoder {
+                view,
+                s,
+                warp,
+                lane,
+                row_tile0: rt * col_tiles,
+                kt1,
+                active: rt < b.row_tiles,
+            };
             let mut acc: FragD<NJ> = [[0.0; 4]; NJ];
-            let mut next = Exceptions::NONE;
-            if active {
-                next = Exceptions::load(view, rt * col_tiles + kt0, lane);
+            let mut exceptions = Exceptions::NONE;
+            if d.active {
+                exceptions = Exceptions::load(view, d.row_tile0 + kt0, lane);
             }
-            let mut kt = kt0;
-            while kt < kt1 {
-                mbarrier_wait_parity(s.full(ring.stage), ring.phase);
-                // decode (warps without a row tile multiply zeros)
-                let mut a: TileFrags = [0; LANE_PAIRS];
-                if active {
-                    let exceptions = next;
-                    a = LaneTile::load_shared(s.w(ring.stage, warp), lane).decode(view.base);
-                    if kt + 1 < kt1 {
-                        next = Exceptions::load(view, rt * col_tiles + kt + 1, lane);
-                    }
-                    // patch (warp-uniform: every lane read the same count)
-                    if exceptions.range.count > 0 {
-                        patch(view, &exceptions, &mut a, s, warp, lane);
-                    }
-                }
-                mma::<NJ>(&mut acc, &a, s.x(ring.stage));
-                // This thread is done with the stage: its weight loads were
-                // consumed by the decode, and the wgmma reads of the
-                // activations are complete (wait_group 0 in `mma`).
-                mbarrier_arrive(s.empty(ring.stage));
-                ring.advance();
-                kt += 1;
+            if stages_fragments(NJ) {
+                segment_staged::<NJ, STAGES>(&d, &mut acc, &mut ring, kt0, &mut exceptions);
+            } else {
+                segment_in_registers::<NJ, STAGES>(&d, &mut acc, &mut ring, kt0, &mut exceptions);
             }
             let segment = Segment {
                 u,
@@ -124,6 +257,120 @@ pub(super) unsafe fn run<const NJ: usize, const STAGES: usize>(b: &Block, s: &Sm
             };
             epilogue::store::<NJ>(b, s, &acc, &segment, warp, lane, ctid);
             pos += kt1 - kt0;
+        }
+    }
+}
+
+/// One segment's tiles `kt0 .. d.kt1` with the next tile's fragments in a
+/// second register set (`a0`, `a1`; the loop is unrolled by two so each
+/// is a fixed set). On return every `wgmma` is complete and every stage
+/// released.
+///
+/// # Safety
+/// As [`run`]; `ring` is the stage of tile `kt0`, `exceptions` its
+/// exception range.
+#[inline(always)]
+unsafe fn segment_in_registers<const NJ: usize, const STAGES: usize>(
+    d: &Decoder,
+    acc: &mut FragD<NJ>,
+    ring: &mut Ring<STAGES>,
+    kt0: u32,
+    exceptions: &mut Exceptions,
+) {
+    let s = d.s;
+    // SAFETY: the caller's promise.
+    unsafe {
+        // The stage whose wgmmas were issued last, not yet released.
+        let mut in_flight: Option<Ring<STAGES>> = None;
+        let mut kt = kt0;
+        let mut a0 = d.decode(*ring, kt, exceptions);
+        loop {
+            // mma on tile kt (a0), then release tile kt − 1's stage and
+            // decode tile kt + 1 into a1 while the tensor cores work.
+            mma_issue::<NJ>(acc, &a0, s.x(ring.stage));
+            release_previous(s, &mut in_flight, *ring);
+            ring.advance();
+            kt += 1;
+            if kt == d.kt1 {
+                break;
+            }
+            let a1 = d.decode(*ring, kt, exceptions);
+            mma_issue::<NJ>(acc, &a1, s.x(ring.stage));
+            release_previous(s, &mut in_flight, *ring);
+            ring.advance();
+            kt += 1;
+            if kt == d.kt1 {
+                break;
+            }
+            a0 = d.decode(*ring, kt, exceptions);
+        }
+        // The last tile's wgmmas: wait for all, release its stage.
+        wgmma_wait_group::<0>();
+        if let Some(last) = in_flight {
+            mbarrier_arrive(s.empty(last.stage));
+        }
+    }
+}
+
+/// The same with the next tile's fragments in the A stage: decode tile
+/// `kt + 1` there while tile `kt`'s `wgmma`s run, wait for them, load.
+///
+/// # Safety
+/// As [`segment_in_registers`].
+#[inline(always)]
+unsafe fn segment_staged<const NJ: usize, const STAGES: usize>(
+    d: &Decoder,
+    acc: &mut FragD<NJ>,
+    ring: &mut Ring<STAGES>,
+    kt0: u32,
+    exceptions: &mut Exceptions,
+) {
+    let s = d.s;
+    // SAFETY: the caller's promise.
+    unsafe {
+        let mut kt = kt0;
+        d.decode_to_stage(*ring, kt, exceptions);
+        loop {
+            let a = d.load_staged();
+            mma_issue::<NJ>(acc, &a, s.x(ring.stage));
+            let current = *ring;
+            ring.advance();
+            kt += 1;
+            if kt < d.kt1 {
+                d.decode_to_stage(*ring, kt, exceptions);
+            }
+            // Tile kt − 1's wgmmas read `a` and the stage: both are free
+            // once they are complete.
+            wgmma_wait_group::<0>();
+            mbarrier_arrive(s.empty(current.stage));
+            if kt == d.kt1 {
+                break;
+            }
+        }
+    }
+}
+
+/// After the wgmmas on stage `current` were committed: waits until only
+/// they are pending, so the previous tile's wgmmas are complete — its
+/// stage goes back to the producer and its fragment registers may be
+/// overwritten — and records `current` as the stage in flight.
+///
+/// # Safety
+/// Warpgroup-collective; `in_flight` is the stage of the group committed
+/// before `current`'s, if any.
+#[inline(always)]
+unsafe fn release_previous<const STAGES: usize>(
+    s: &Smem,
+    in_flight: &mut Option<Ring<STAGES>>,
+    current: Ring<STAGES>,
+) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        if let Some(previous) = in_flight.replace(current) {
+            wgmma_wait_group::<1>();
+            // This thread is done with the stage: its weight loads were
+            // consumed by the decode, the wgmma reads are complete.
+            mbarrier_arrive(s.empty(previous.stage));
         }
     }
 }
@@ -169,25 +416,24 @@ unsafe fn patch(
 const _: () = assert!(K_STEPS == 8, "mma and patch unroll exactly 8 k-steps");
 
 /// The tile's 8 k-steps as `wgmma`s against the stage's activations at
-/// `s_x`, then a wait for all of them: after it, the accumulators are
-/// valid and the stage's activations and `a` may be reused. (First
-/// version: no overlap of this warpgroup's MMAs with its next decode; the
-/// other consumer warpgroup's decode fills the gap.)
+/// `s_x`, committed as one group; they run while the caller goes on (see
+/// `run`).
 ///
 /// # Safety
 /// Warpgroup-collective: every thread of the warpgroup calls it converged;
-/// `s_x` holds a full stage of activations.
+/// `s_x` holds a full stage of activations, and neither it nor `a`'s
+/// registers change until the group is complete.
 #[inline(always)]
-unsafe fn mma<const NJ: usize>(acc: &mut FragD<NJ>, a: &TileFrags, s_x: u32) {
+unsafe fn mma_issue<const NJ: usize>(acc: &mut FragD<NJ>, a: &TileFrags, s_x: u32) {
     // SAFETY: the caller's promise.
     unsafe {
+        // The fragments were just written by the decode.
         wgmma_fence();
         seq_macro::seq!(S in 0..8 {
             let frag: FragA = [a[4 * S], a[4 * S + 1], a[4 * S + 2], a[4 * S + 3]];
             wgmma::<NJ>(acc, frag, x_descriptor(s_x, 8 * NJ, S));
         });
         wgmma_commit_group();
-        wgmma_wait_group::<0>();
     }
 }
 

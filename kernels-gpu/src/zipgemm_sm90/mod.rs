@@ -38,8 +38,8 @@
 //!
 //! The producer runs ahead by up to `stages` pairs, across unit boundaries,
 //! so the next unit's data arrives while the consumers store. `setmaxnreg`
-//! gives the consumers 232 registers (128 accumulators at N = 256) and the
-//! producer 40.
+//! gives the consumers 240 registers (at N = 256: 128 accumulators and two
+//! tiles' 32 fragment registers) and the producer 24.
 
 mod consumer;
 mod epilogue;
@@ -131,6 +131,7 @@ unsafe fn zipgemm_sm90<const V: usize, const NJ: usize, const STAGES: usize>(p: 
     // requests `SmemLayout::request_bytes`); global accesses are bounded by
     // the shapes the host checked; the roles below are whole warpgroups.
     unsafe {
+        let mut map = core::ptr::null();
         if tid == 0 {
             let mut i = 0;
             while i < STAGES as u32 {
@@ -139,13 +140,14 @@ unsafe fn zipgemm_sm90<const V: usize, const NJ: usize, const STAGES: usize>(p: 
                 i += 1;
             }
             fence_mbarrier_init();
+            map = producer::publish_tensor_map(p);
         }
         sync_threads();
         // One if/else, one role per branch, as setmaxnreg wants.
         if tid < WARPGROUP_THREADS {
             setmaxnreg_dec::<PRODUCER_REGISTERS>();
             if tid == 0 {
-                producer::run::<NJ, STAGES>(&block, &s);
+                producer::run::<NJ, STAGES>(&block, &s, map);
             }
         } else {
             setmaxnreg_inc::<CONSUMER_REGISTERS>();

@@ -8,36 +8,55 @@ use crate::ptx_sm90::{
     cp_async_bulk_g2s, fence_proxy_tensormap_acquire, fence_proxy_tensormap_release,
     mbarrier_arrive_expect_tx, mbarrier_wait_parity, tma_load_2d,
 };
-use crate::sm90::{UNIT_ROW_TILES, X_BOX_COLS, X_BOX_ROW_BYTES, X_BOXES, x_stage_bytes};
+use crate::sm90::{
+    UNIT_ROW_TILES, WgmmaGemmParams, X_BOX_COLS, X_BOX_ROW_BYTES, X_BOXES, x_stage_bytes,
+};
 
 /// Words of a tensor map.
 const MAP_WORDS: usize = 16;
 
-/// Walks the block's share pair by pair, as the consumers do: for each,
-/// waits for the stage to be empty, announces the bytes to come on its
-/// "full" barrier and starts the copies. Tiles of row tiles past M are not
-/// copied (their warps skip the decode); activations past N and K arrive
-/// as zeros.
+/// Copies the activations' tensor map from the kernel parameters to this
+/// block's slot of global memory, where TMA can read it (see
+/// `sm90::TensorMap`), and hands it to the tensor-map proxy. Done before
+/// the roles split, so the 16 words never count against the producer's 24
+/// registers.
 ///
 /// # Safety
-/// Called by one thread; `b` and `s` describe this block (see the kernel).
+/// Called by the thread that will run [`run`]; `map_slots` holds 128 bytes
+/// for this block.
 #[inline(always)]
-pub(super) unsafe fn run<const NJ: usize, const STAGES: usize>(b: &Block, s: &Smem) {
-    let p = b.p;
-    let n_tile = 8 * NJ;
-    // SAFETY: the slot holds 128 bytes for this block; copies stay inside
-    // the tile stream (pairs index existing tiles) and the stage.
+pub(super) unsafe fn publish_tensor_map(p: &WgmmaGemmParams) -> *const u64 {
+    // SAFETY: the caller's promise.
     unsafe {
-        // The tensor map reaches TMA from global memory (see
-        // `sm90::TensorMap`): this block's slot, written by ordinary stores,
-        // then handed to the tensor-map proxy.
         let slot = p.map_slots.add(block_idx().0 as usize * MAP_WORDS);
         seq_macro::seq!(I in 0..16 {
             *slot.add(I) = p.x_map.opaque[I];
         });
         fence_proxy_tensormap_release();
-        fence_proxy_tensormap_acquire(slot);
+        slot
+    }
+}
 
+/// Walks the block's share pair by pair, as the consumers do: for each,
+/// waits for the stage to be empty, announces the bytes to come on its
+/// "full" barrier and starts the copies. Tiles of row tiles past M are not
+/// copied (their warps skip the decode); activations past N and K arrive
+/// as zeros. `map` is the slot [`publish_tensor_map`] filled.
+///
+/// # Safety
+/// Called by one thread; `b` and `s` describe this block (see the kernel).
+#[inline(always)]
+pub(super) unsafe fn run<const NJ: usize, const STAGES: usize>(
+    b: &Block,
+    s: &Smem,
+    map: *const u64,
+) {
+    let p = b.p;
+    let n_tile = 8 * NJ;
+    // SAFETY: copies stay inside the tile stream (pairs index existing
+    // tiles) and the stage; `map` is a published tensor map.
+    unsafe {
+        fence_proxy_tensormap_acquire(map);
         let col_tiles = p.matrix.col_tiles;
         let mut ring = Ring::<STAGES>::START;
         let mut q = b.start;
@@ -68,7 +87,7 @@ pub(super) unsafe fn run<const NJ: usize, const STAGES: usize>(b: &Block, s: &Sm
             seq_macro::seq!(H in 0..2 {
                 tma_load_2d(
                     s.x(ring.stage) + (H * n_tile * X_BOX_ROW_BYTES) as u32,
-                    slot,
+                    map,
                     (k0 + (H * X_BOX_COLS) as u32) as i32,
                     b.n0 as i32,
                     full,
