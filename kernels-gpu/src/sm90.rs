@@ -35,19 +35,25 @@ pub const UNIT_ROW_TILES: u32 = CONSUMER_WARPGROUPS * WG_ROW_TILES;
 /// Rows of W in one unit.
 pub const UNIT_ROWS: u32 = UNIT_ROW_TILES * TILE_ROWS as u32;
 
-/// Registers per thread the producer warpgroup keeps after `setmaxnreg`,
-/// the least there is (one thread issues copies; the others exit).
-pub const PRODUCER_REGISTERS: u32 = 32;
+/// Registers per thread a block of [`BLOCK_THREADS`] starts with: the 64 K
+/// register file shared out, rounded down to a multiple of 8 (ptxas's cap
+/// under the launch bounds `.maxntid 384` / `.minnctapersm 1`).
+pub const ENTRY_REGISTERS: u32 = (65536 / BLOCK_THREADS) & !7;
+/// Registers per thread the producer warpgroup keeps after `setmaxnreg`
+/// (one thread issues copies; the others exit). 24 made it spill.
+pub const PRODUCER_REGISTERS: u32 = 40;
 /// Registers per thread of a consumer after `setmaxnreg`: at N = 256, 128
-/// f32 accumulators and the 32 fragment registers of two tiles (one in the
-/// tensor cores, one being decoded). With the producer at 40 and consumers
-/// at 232 that variant spilled 208 bytes.
-pub const CONSUMER_REGISTERS: u32 = 240;
-// setmaxnreg: multiples of 8 in 24..=256, and the block's total must fit
-// the 64 K-register file (PTX ISA, "setmaxnreg").
+/// f32 accumulators and a tile's 32 fragment registers in the tensor
+/// cores while the next tile is decoded into the A stage.
+pub const CONSUMER_REGISTERS: u32 = 232;
+// setmaxnreg: multiples of 8 in 24..=256 (PTX ISA, "setmaxnreg"). The
+// consumers' `.inc` only draws on what the block owns from the start: the
+// producer's release. Tried 32/240 (within the 64 K file, not within the
+// 168 × 384 the block starts with): `setmaxnreg.inc` waited forever.
 const _: () = assert!(PRODUCER_REGISTERS.is_multiple_of(8) && CONSUMER_REGISTERS.is_multiple_of(8));
 const _: () = assert!(
-    PRODUCER_REGISTERS * WARPGROUP_THREADS + CONSUMER_REGISTERS * CONSUMER_THREADS <= 65536
+    PRODUCER_REGISTERS * WARPGROUP_THREADS + CONSUMER_REGISTERS * CONSUMER_THREADS
+        <= ENTRY_REGISTERS * BLOCK_THREADS
 );
 
 /// Activation columns (BF16) per TMA box: 64 × 2 B = 128 B, the span of the

@@ -67,7 +67,7 @@ impl Exceptions {
 /// - in the warp's A stage in shared memory (`true`), loaded into the one
 ///   register set once the previous `wgmma`s are complete: N = 256, whose
 ///   128 accumulators leave no room for a second set (it spilled 116 bytes
-///   with 240 registers per thread).
+///   even with 240 registers per thread).
 const fn stages_fragments(nj: usize) -> bool {
     nj == 32
 }

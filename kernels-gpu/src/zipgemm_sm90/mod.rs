@@ -38,8 +38,8 @@
 //!
 //! The producer runs ahead by up to `stages` pairs, across unit boundaries,
 //! so the next unit's data arrives while the consumers store. `setmaxnreg`
-//! gives the consumers 240 registers (at N = 256: 128 accumulators and two
-//! tiles' 32 fragment registers) and the producer 24.
+//! gives the consumers 232 registers (128 accumulators at N = 256) and the
+//! producer 40.
 
 mod consumer;
 mod epilogue;

@@ -18,7 +18,7 @@ const MAP_WORDS: usize = 16;
 /// Copies the activations' tensor map from the kernel parameters to this
 /// block's slot of global memory, where TMA can read it (see
 /// `sm90::TensorMap`), and hands it to the tensor-map proxy. Done before
-/// the roles split, so the 16 words never count against the producer's 24
+/// the roles split, so the 16 words never count against the producer's 40
 /// registers.
 ///
 /// # Safety
