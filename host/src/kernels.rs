@@ -40,7 +40,7 @@ pub const MIN_WAVE_FILL: f64 = 0.9;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GemmPath {
     /// The library's choice: [`GemmPath::Wgmma`] where the device runs it
-    /// and N ≥ [`WGMMA_MIN_N`], else [`GemmPath::MmaSync`].
+    /// and N reaches [`WGMMA_MIN_N`], else [`GemmPath::MmaSync`].
     #[default]
     Auto,
     /// The `mma.sync` kernel (`zipserv_gemm_n8/n16/n32`), any sm_80+ card.
@@ -50,17 +50,20 @@ pub enum GemmPath {
     Wgmma,
 }
 
-/// Smallest N for which [`GemmPath::Auto`] takes the Hopper kernel. Until
-/// the crossover of the two ZipGEMMs is measured on a Hopper card, `Auto`
-/// keeps the `mma.sync` kernel everywhere (`usize::MAX`); force the Hopper
-/// kernel with [`GemmPath::Wgmma`] or `ZIPSERV_GEMM_PATH=wgmma`.
-pub const WGMMA_MIN_N: usize = usize::MAX;
+/// Smallest N for which [`GemmPath::Auto`] takes the Hopper kernel, if
+/// any. Measured on an H200 (docs/PERFORMANCE.md, "Hopper ZipGEMM"): on all
+/// four Llama-3-8B shapes the `mma.sync` kernel is faster at N ≤ 32 and the
+/// Hopper kernel from N = 64 (1.3–1.5× at 64, 1.6–2.2× at 128); between,
+/// the `mma.sync` kernel runs two chunks of 32, as slow as at N = 64.
+pub const WGMMA_MIN_N: Option<usize> = Some(33);
 
 impl GemmPath {
     /// The path a launch of `n` activation rows takes on `gpu`.
     pub fn resolve(self, gpu: &Gpu, n: usize) -> GemmPath {
         match self {
-            GemmPath::Auto if gpu.has_wgmma() && n >= WGMMA_MIN_N => GemmPath::Wgmma,
+            GemmPath::Auto if gpu.has_wgmma() && WGMMA_MIN_N.is_some_and(|min| n >= min) => {
+                GemmPath::Wgmma
+            }
             GemmPath::Auto => GemmPath::MmaSync,
             p => p,
         }

@@ -59,17 +59,18 @@ impl Exceptions {
     }
 }
 
-/// How a variant keeps the next tile's fragments while the tensor cores
-/// work on the current one's (which must stay untouched in their
-/// registers until their `wgmma`s complete):
-/// - in a second register set (`false`), patched through the A stage only
-///   when the tile has exceptions: N ≤ 128;
-/// - in the warp's A stage in shared memory (`true`), loaded into the one
-///   register set once the previous `wgmma`s are complete: N = 256, whose
-///   128 accumulators leave no room for a second set (it spilled 116 bytes
-///   even with 240 registers per thread).
-const fn stages_fragments(nj: usize) -> bool {
-    nj == 32
+/// Whether a variant decodes the next tile while the tensor cores work on
+/// the current one's fragments (which must stay untouched in their
+/// registers until their `wgmma`s complete), in a second register set:
+/// N ≤ 128. At N = 256 the 128 accumulators leave no room for that set (it
+/// spilled 116 bytes even with 240 registers per thread), and the variant
+/// decodes, multiplies and waits one tile at a time (v1). Tried for it
+/// (v2 on an H200, 28672×4096): decoding the next tile into the A stage
+/// during the `wgmma`s and loading it after them ran 161 µs instead of
+/// 144: with only 2 stages of 88 KB, a stage then stays busy until the
+/// next tile is decoded, and the producer falls behind.
+const fn overlaps_decode(nj: usize) -> bool {
+    nj < 32
 }
 
 /// What a consumer warp needs to decode its tiles of one unit segment.
@@ -141,72 +142,14 @@ impl Decoder<'_> {
         }
         a
     }
-
-    /// decode + patch into the warp's A stage: tile `kt` of stage `ring`,
-    /// each k-step's fragment stored as soon as it is decoded, exceptions
-    /// patched in place; [`Self::load_staged`] brings it into registers.
-    ///
-    /// # Safety
-    /// As [`Self::decode`]; the A stage is not being read.
-    #[inline(always)]
-    unsafe fn decode_to_stage<const STAGES: usize>(
-        &self,
-        ring: Ring<STAGES>,
-        kt: u32,
-        exceptions: &mut Exceptions,
-    ) {
-        // SAFETY: the caller's promise; the stage is this warp's 4 KB.
-        unsafe {
-            let current = self.wait_and_prefetch(ring, kt, exceptions);
-            if self.active {
-                let (s_a, lane) = (self.s.a(self.warp), self.lane);
-                let s_tile = self.s.w(ring.stage, self.warp);
-                LaneTile::decode_shared(s_tile, lane, self.view.base, |step, frag| {
-                    st_shared_v4(s_a + (step as u32 * 32 + lane) * 16, frag)
-                });
-                if current.range.count > 0 {
-                    sync_warp();
-                    patch_a_stage(
-                        self.view,
-                        &current.range,
-                        current.entry,
-                        lane,
-                        self.s.table(),
-                        s_a,
-                    );
-                }
-                sync_warp();
-            }
-        }
-    }
-
-    /// The fragments [`Self::decode_to_stage`] left in the A stage.
-    ///
-    /// # Safety
-    /// The stage holds a decoded tile (or the warp has none).
-    #[inline(always)]
-    unsafe fn load_staged(&self) -> TileFrags {
-        let mut a: TileFrags = [0; LANE_PAIRS];
-        if self.active {
-            let s_a = self.s.a(self.warp);
-            // SAFETY: the stage is this warp's 4 KB.
-            unsafe {
-                seq_macro::seq!(S in 0..8 {
-                    let v = ld_shared_v4(s_a + (S * 32 + self.lane) * 16);
-                    a[4 * S..4 * S + 4].copy_from_slice(&v);
-                });
-            }
-        }
-        a
-    }
 }
 
 /// The consumers' walk over the block's share, one unit segment at a
-/// time. A warpgroup decodes tile `kt + 1` while its `wgmma`s on tile `kt`
-/// run, and releases a stage once the `wgmma`s that read it are complete
-/// (v1 waited for each tile's `wgmma`s before decoding the next: on an
-/// H200, 28672×4096, 144 µs at N = 256, where the tensor cores alone need
-/// ~60). `ctid` is the thread's index among the consumers (0..256).
+/// time. For N ≤ 128 a warpgroup decodes tile `kt + 1` while its `wgmma`s
+/// on tile `kt` run, and releases a stage once the `wgmma`s that read it
+/// are complete (v2; v1 waited for each tile's `wgmma`s before decoding the
+/// next: on an H200, 28672×4096, N = 64 92.1 → 79.5 µs, N = 128 110.5 →
+/// 100.3). `ctid` is the thread's index among the consumers (0..256).
 ///
 /// # Safety
 /// Called by every consumer thread; `b` and `s` describe this block.
@@ -244,10 +187,10 @@ pub(super) unsafe fn run<const NJ: usize, const STAGES: usize>(b: &Block, s: &Sm
             if d.active {
                 exceptions = Exceptions::load(view, d.row_tile0 + kt0, lane);
             }
-            if stages_fragments(NJ) {
-                segment_staged::<NJ, STAGES>(&d, &mut acc, &mut ring, kt0, &mut exceptions);
-            } else {
+            if overlaps_decode(NJ) {
                 segment_in_registers::<NJ, STAGES>(&d, &mut acc, &mut ring, kt0, &mut exceptions);
+            } else {
+                segment_serial::<NJ, STAGES>(&d, &mut acc, &mut ring, kt0, &mut exceptions);
             }
             let segment = Segment {
                 u,
@@ -312,13 +255,13 @@ unsafe fn segment_in_registers<const NJ: usize, const STAGES: usize>(
     }
 }
 
-/// The same with the next tile's fragments in the A stage: decode tile
-/// `kt + 1` there while tile `kt`'s `wgmma`s run, wait for them, load.
+/// One segment's tiles one at a time (N = 256): decode, `wgmma`s, wait,
+/// release the stage, so a stage is free as soon as its `wgmma`s are done.
 ///
 /// # Safety
 /// As [`segment_in_registers`].
 #[inline(always)]
-unsafe fn segment_staged<const NJ: usize, const STAGES: usize>(
+unsafe fn segment_serial<const NJ: usize, const STAGES: usize>(
     d: &Decoder,
     acc: &mut FragD<NJ>,
     ring: &mut Ring<STAGES>,
@@ -329,23 +272,15 @@ unsafe fn segment_staged<const NJ: usize, const STAGES: usize>(
     // SAFETY: the caller's promise.
     unsafe {
         let mut kt = kt0;
-        d.decode_to_stage(*ring, kt, exceptions);
-        loop {
-            let a = d.load_staged();
+        while kt < d.kt1 {
+            let a = d.decode(*ring, kt, exceptions);
             mma_issue::<NJ>(acc, &a, s.x(ring.stage));
-            let current = *ring;
+            wgmma_wait_group::<0>();
+            // This thread is done with the stage: its weight loads were
+            // consumed by the decode, the wgmma reads are complete.
+            mbarrier_arrive(s.empty(ring.stage));
             ring.advance();
             kt += 1;
-            if kt < d.kt1 {
-                d.decode_to_stage(*ring, kt, exceptions);
-            }
-            // Tile kt − 1's wgmmas read `a` and the stage: both are free
-            // once they are complete.
-            wgmma_wait_group::<0>();
-            mbarrier_arrive(s.empty(current.stage));
-            if kt == d.kt1 {
-                break;
-            }
         }
     }
 }
