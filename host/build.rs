@@ -1,5 +1,7 @@
-//! Builds the GPU kernels in `kernels-gpu` to PTX and hands the file to the
-//! crate (`include_str!` in `src/gpu/module.rs`).
+//! Builds the GPU kernels in `kernels-gpu` to PTX, once per image of
+//! `zipserv_kernels::catalog::IMAGES` (`sm_80` for Ampere and later, and
+//! `sm_90a` with the Hopper-only kernels), and hands the files to the crate
+//! (`include_str!` in `src/device.rs`, through `ZIPSERV_PTX_<ARCH>`).
 //!
 //! rustc's `nvptx64-nvidia-cuda` target leaves LLVM bitcode inside `.rlib`s
 //! and expects an external `llvm-bitcode-linker` to finish; that tool is not
@@ -11,10 +13,14 @@
 //!   3. `llvm-link` merges them (only what the kernels need from the sysroot);
 //!   4. `opt` internalizes everything but the `ptx_kernel` entry points,
 //!      drops debug info and optimizes;
-//!   5. `llc` emits PTX for the chosen `sm_XX`.
+//!   5. `llc` emits PTX for the image's `sm_XX` and PTX ISA version;
+//!   6. the entry points found must be exactly the image's catalog list,
+//!      and launch bounds are added to the GEMM entries.
 //!
-//! `ZIPSERV_PTX_ARCH` picks the target (default `sm_80`, which the driver
-//! also runs on Hopper; `sm_90a` unlocks Hopper-only instructions).
+//! Which kernels go into which image is decided in the kernel crate, not
+//! here: Hopper-only modules are compiled under
+//! `#[cfg(target_feature = "sm_90a")]`, which rustc sets for
+//! `-C target-cpu=sm_90a`.
 //!
 //! It also embeds the short commit hash (`ZIPSERV_BUILD_COMMIT`, "unknown"
 //! outside a git checkout) for benchmark records.
@@ -25,7 +31,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const DEFAULT_ARCH: &str = "sm_80";
+use zipserv_kernels::catalog::{IMAGES, PtxImage};
+
 const NVPTX_TARGET: &str = "nvptx64-nvidia-cuda";
 
 fn main() {
@@ -40,15 +47,7 @@ fn main() {
         "cargo:rerun-if-changed={}",
         kernels_dir.join("Cargo.toml").display()
     );
-    println!("cargo:rerun-if-env-changed=ZIPSERV_PTX_ARCH");
     embed_git_commit(&manifest_dir);
-
-    let arch = env::var("ZIPSERV_PTX_ARCH").unwrap_or_else(|_| DEFAULT_ARCH.to_string());
-    if !is_valid_arch(&arch) {
-        fail(&format!(
-            "ZIPSERV_PTX_ARCH={arch:?} is not of the form sm_NN or sm_NNa"
-        ));
-    }
 
     let sysroot = rustc_sysroot();
     let tools = sysroot.join("lib/rustlib").join(host_triple()).join("bin");
@@ -60,19 +59,46 @@ fn main() {
             ));
         }
     }
+    for image in &IMAGES {
+        if !is_valid_arch(image.arch) {
+            fail(&format!(
+                "catalog arch {:?} is not of the form sm_NN or sm_NNa",
+                image.arch
+            ));
+        }
+        let ptx = build_image(&tools, &sysroot, &kernels_dir, &out_dir, image);
+        println!("cargo:rustc-env={}={}", ptx_env(image.arch), ptx.display());
+    }
+}
 
-    let rlib = build_kernel_rlib(&kernels_dir, &out_dir, &arch);
-    let objects_dir = out_dir.join("ptx-objects");
+/// The environment variable naming image `arch`'s PTX file, e.g.
+/// `ZIPSERV_PTX_SM_90A` (the names `src/device.rs` includes).
+fn ptx_env(arch: &str) -> String {
+    format!("ZIPSERV_PTX_{}", arch.to_ascii_uppercase())
+}
+
+/// Steps 1–6 for one image, in its own directory; returns the PTX file.
+fn build_image(
+    tools: &Path,
+    sysroot: &Path,
+    kernels_dir: &Path,
+    out_dir: &Path,
+    image: &PtxImage,
+) -> PathBuf {
+    let arch = image.arch;
+    let work = out_dir.join(arch);
+    let rlib = build_kernel_rlib(kernels_dir, &work, arch);
+    let objects_dir = work.join("ptx-objects");
     let _ = fs::remove_dir_all(&objects_dir);
-    let ours = extract_bitcode(&tools, &rlib, &objects_dir.join("kernels"));
+    let ours = extract_bitcode(tools, &rlib, &objects_dir.join("kernels"));
     let nvptx_lib = sysroot.join("lib/rustlib").join(NVPTX_TARGET).join("lib");
     let mut sysroot_objects = Vec::new();
     for prefix in ["libcore-", "libcompiler_builtins-"] {
         let lib = find_rlib(&nvptx_lib, prefix);
-        sysroot_objects.extend(extract_bitcode(&tools, &lib, &objects_dir.join(prefix)));
+        sysroot_objects.extend(extract_bitcode(tools, &lib, &objects_dir.join(prefix)));
     }
 
-    let linked = out_dir.join("kernels.linked.bc");
+    let linked = work.join("kernels.linked.bc");
     let mut link = Command::new(tools.join("llvm-link"));
     link.args(&ours)
         .arg("--only-needed")
@@ -81,12 +107,18 @@ fn main() {
         .arg(&linked);
     run(&mut link, "llvm-link");
 
-    let kernels = kernel_names(&tools, &linked);
-    if kernels.is_empty() {
-        fail("no `extern \"ptx-kernel\"` entry points found in kernels-gpu");
+    // One list (the catalog) for what each image exports: a kernel missing
+    // from it, or one the catalog names that is not compiled in, fails here.
+    let kernels = kernel_names(tools, &linked);
+    let mut listed: Vec<String> = image.kernels.iter().map(|k| k.to_string()).collect();
+    listed.sort();
+    if kernels != listed {
+        fail(&format!(
+            "{arch}: the kernels' entry points {kernels:?} differ from the catalog's list {listed:?} (kernels-gpu/src/catalog.rs)"
+        ));
     }
 
-    let optimized = out_dir.join("kernels.opt.bc");
+    let optimized = work.join("kernels.opt.bc");
     let mut opt = Command::new(tools.join("opt"));
     opt.arg("--strip-debug")
         .arg(format!(
@@ -103,56 +135,57 @@ fn main() {
         .arg(&optimized);
     run(&mut opt, "opt");
 
-    let ptx = out_dir.join("kernels.ptx");
+    let ptx = work.join("kernels.ptx");
     let mut llc = Command::new(tools.join("llc"));
     llc.arg(format!("-mcpu={arch}"))
-        .arg(format!("-mattr=+{}", ptx_isa(&arch)))
+        .arg(format!("-mattr=+{}", image.ptx_isa))
         .arg("-O3")
         .arg(&optimized)
         .arg("-o")
         .arg(&ptx);
     run(&mut llc, "llc");
     let text = fs::read_to_string(&ptx).unwrap_or_else(|e| fail(&format!("reading PTX: {e}")));
-    fs::write(&ptx, add_launch_bounds(&text))
+    fs::write(&ptx, add_launch_bounds(&text, image))
         .unwrap_or_else(|e| fail(&format!("writing PTX: {e}")));
-
-    println!("cargo:rustc-env=ZIPSERV_PTX_FILE={}", ptx.display());
-    println!("cargo:rustc-env=ZIPSERV_PTX_ARCH={arch}");
+    ptx
 }
 
 /// Adds launch bounds (PTX ISA §11.4.2–3, `.maxntid` and `.minnctapersm`)
-/// to the ZipGEMM entries, which Rust has no attribute for: they follow the
-/// parameter list of each `.entry`.
-fn add_launch_bounds(ptx: &str) -> String {
-    use zipserv_kernels::launch::{GEMM_MIN_BLOCKS_PER_SM, GEMM_NT, GEMM_WARPS};
+/// to the GEMM entries of `image`, which Rust has no attribute for: they
+/// follow the parameter list of each `.entry`. The `mma.sync` variants get
+/// the blocks per multiprocessor their registers are fitted to; the Hopper
+/// ones one block of `sm90::BLOCK_THREADS`, which also gives ptxas the
+/// register cap at entry that `setmaxnreg` needs.
+fn add_launch_bounds(ptx: &str, image: &PtxImage) -> String {
+    use zipserv_kernels::launch::{GEMM_VARIANTS, GEMM_WARPS};
+    use zipserv_kernels::sm90::{BLOCK_THREADS, WGMMA_GEMM_VARIANTS};
+    let bounds = GEMM_VARIANTS
+        .iter()
+        .map(|v| (v.name, 32 * GEMM_WARPS, v.min_blocks_per_sm))
+        .chain(
+            WGMMA_GEMM_VARIANTS
+                .iter()
+                .map(|v| (v.name, BLOCK_THREADS, 1)),
+        );
     let mut out = ptx.to_string();
-    for (nt, blocks) in GEMM_NT.iter().zip(GEMM_MIN_BLOCKS_PER_SM) {
-        let entry = format!(".entry zipserv_gemm_n{}(", 8 * nt);
+    for (name, threads, blocks) in bounds {
+        if !image.kernels.contains(&name) {
+            continue;
+        }
+        let entry = format!(".entry {name}(");
         let Some(start) = out.find(&entry) else {
-            fail(&format!("PTX lacks {entry}"));
+            fail(&format!("{}: PTX lacks {entry}", image.arch));
         };
         let Some(close) = out[start..].find("\n)") else {
             fail(&format!("PTX: no parameter list end after {entry}"));
         };
         let at = start + close + 2;
-        let bounds = format!(
-            "\n.maxntid {}, 1, 1\n.minnctapersm {blocks}",
-            32 * GEMM_WARPS
+        out.insert_str(
+            at,
+            &format!("\n.maxntid {threads}, 1, 1\n.minnctapersm {blocks}"),
         );
-        out.insert_str(at, &bounds);
     }
     out
-}
-
-/// PTX ISA version to emit. LLVM defaults to the oldest version that knows
-/// the target (7.0 for sm_80); the kernels use cache hints such as
-/// `L1::no_allocate`, which need 7.4, and CUDA 12 drivers accept 7.8.
-fn ptx_isa(arch: &str) -> &'static str {
-    if arch.starts_with("sm_9") {
-        "ptx80"
-    } else {
-        "ptx78"
-    }
 }
 
 /// Sets `ZIPSERV_BUILD_COMMIT` to `git rev-parse --short HEAD`, and asks to

@@ -1,18 +1,49 @@
-//! One device: its primary context, the embedded kernel module and a stream.
+//! One device: its primary context, the embedded kernel module that fits
+//! it, and a stream.
 
 use cust::CudaFlags;
 use cust::context::Context;
 use cust::device::{Device, DeviceAttribute};
 use cust::module::Module;
 use cust::stream::{Stream, StreamFlags};
+use zipserv_kernels::catalog::{self, PtxImage};
 
 use crate::error::{CudaContext, Error, Result};
-use crate::kernels::SplitK;
+use crate::kernels::{GemmPath, SplitK};
 
-/// PTX for every kernel in `kernels-gpu`, built by `build.rs`.
-pub const PTX: &str = include_str!(env!("ZIPSERV_PTX_FILE"));
-/// The `sm_XX` the embedded PTX was generated for.
-pub const PTX_ARCH: &str = env!("ZIPSERV_PTX_ARCH");
+/// One embedded PTX image: its catalog entry and its text (`build.rs`
+/// builds every image of `catalog::IMAGES`).
+#[derive(Clone, Copy, Debug)]
+pub struct EmbeddedPtx {
+    pub image: &'static PtxImage,
+    pub ptx: &'static str,
+}
+
+/// Every embedded image, in the order [`Gpu::new`] tries them: the first
+/// whose compute capability matches and whose module the driver loads.
+pub const PTX_IMAGES: [EmbeddedPtx; 2] = [
+    EmbeddedPtx {
+        image: &catalog::SM90A,
+        ptx: include_str!(env!("ZIPSERV_PTX_SM_90A")),
+    },
+    EmbeddedPtx {
+        image: &catalog::SM80,
+        ptx: include_str!(env!("ZIPSERV_PTX_SM_80")),
+    },
+];
+const _: () = assert!(PTX_IMAGES.len() == catalog::IMAGES.len());
+
+/// The portable image (`sm_80`, every kernel but the Hopper-only ones): what
+/// runs on any supported card. [`Gpu::ptx_image`] says which one a device
+/// actually loaded.
+pub const PTX: &str = PTX_IMAGES[1].ptx;
+/// The `sm_XX` of [`PTX`].
+pub const PTX_ARCH: &str = catalog::SM80.arch;
+
+/// Environment variable that sets [`Gpu::gemm_path`] at [`Gpu::new`]:
+/// `auto` (default), `mma` (the `mma.sync` kernel) or `wgmma` (the Hopper
+/// kernel). It lets benchmarks and tests force a path without code changes.
+pub const GEMM_PATH_ENV: &str = "ZIPSERV_GEMM_PATH";
 /// The short commit hash this crate was built from (`"unknown"` outside a
 /// git checkout), for benchmark records.
 pub const BUILD_COMMIT: &str = env!("ZIPSERV_BUILD_COMMIT");
@@ -38,8 +69,13 @@ pub struct Gpu {
     module: Module,
     stream: Stream,
     info: DeviceInfo,
-    /// Resident blocks per multiprocessor of each ZipGEMM variant.
+    /// The image `module` was loaded from.
+    image: &'static EmbeddedPtx,
+    /// Resident blocks per multiprocessor of each `mma.sync` ZipGEMM variant.
     gemm_blocks_per_sm: [u32; 3],
+    /// The same for the Hopper variants (0 where the image lacks them).
+    wgmma_blocks_per_sm: [u32; 3],
+    gemm_path: GemmPath,
     _context: Context,
 }
 
@@ -62,16 +98,50 @@ impl Gpu {
         let device = Device::get_device(ordinal).cuda("cuDeviceGet")?;
         let context = Context::new(device).cuda("cuDevicePrimaryCtxRetain")?;
         let info = device_info(device)?;
-        let module = Module::from_ptx(PTX, &[]).cuda("cuModuleLoadData")?;
+        let (image, module) = load_module(info.compute_capability)?;
         let gemm_blocks_per_sm = crate::kernels::prepare_gemm(&module)?;
+        let wgmma_blocks_per_sm = if image.image.has_wgmma() {
+            crate::zipgemm_sm90::prepare(&module)?
+        } else {
+            [0; 3]
+        };
         let stream = Stream::new(StreamFlags::NON_BLOCKING, None).cuda("cuStreamCreate")?;
+        let gemm_path = match std::env::var(GEMM_PATH_ENV) {
+            Ok(v) => v.parse()?,
+            Err(_) => GemmPath::Auto,
+        };
         Ok(Self {
             module,
             stream,
             info,
+            image,
             gemm_blocks_per_sm,
+            wgmma_blocks_per_sm,
+            gemm_path,
             _context: context,
         })
+    }
+
+    /// The PTX image this device runs (`sm_90a` on Hopper unless its driver
+    /// refused it, else `sm_80`).
+    pub fn ptx_image(&self) -> &'static EmbeddedPtx {
+        self.image
+    }
+
+    /// Whether the Hopper ZipGEMM (`wgmma`) can run here.
+    pub fn has_wgmma(&self) -> bool {
+        self.image.image.has_wgmma()
+    }
+
+    /// The ZipGEMM path [`crate::zipgemm`] takes ([`GEMM_PATH_ENV`] at
+    /// start, else [`GemmPath::Auto`]).
+    pub fn gemm_path(&self) -> GemmPath {
+        self.gemm_path
+    }
+
+    /// Sets the path [`crate::zipgemm`] takes from now on.
+    pub fn set_gemm_path(&mut self, path: GemmPath) {
+        self.gemm_path = path;
     }
 
     pub fn info(&self) -> &DeviceInfo {
@@ -91,6 +161,11 @@ impl Gpu {
         self.gemm_blocks_per_sm[index] as usize * self.info.multiprocessors as usize
     }
 
+    /// The same for Hopper ZipGEMM variant `index`.
+    pub(crate) fn wgmma_blocks_per_wave(&self, index: usize) -> usize {
+        self.wgmma_blocks_per_sm[index] as usize * self.info.multiprocessors as usize
+    }
+
     /// The K split ZipGEMM would use for an `m × k` matrix and `n`
     /// activation rows (`requested`: an explicit number of slices).
     pub fn gemm_split(&self, m: usize, k: usize, n: usize, requested: Option<u32>) -> SplitK {
@@ -107,6 +182,28 @@ impl Gpu {
     /// Waits for all work on the stream and surfaces any asynchronous error.
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().cuda("cuStreamSynchronize")
+    }
+}
+
+/// Loads the first embedded image that runs on compute capability `cc`.
+/// An image the driver refuses (an `sm_90a` image under a driver too old
+/// for its PTX version) falls back to the next one; only when none loads is
+/// that an error.
+fn load_module(cc: (i32, i32)) -> Result<(&'static EmbeddedPtx, Module)> {
+    let cc = (cc.0.max(0) as u32, cc.1.max(0) as u32);
+    let mut refused = None;
+    for image in PTX_IMAGES.iter().filter(|i| i.image.runs_on(cc)) {
+        match Module::from_ptx(image.ptx, &[]) {
+            Ok(module) => return Ok((image, module)),
+            Err(e) => refused = Some(e),
+        }
+    }
+    match refused {
+        Some(e) => Err(e).cuda("cuModuleLoadData"),
+        None => Err(Error::Unsupported(format!(
+            "compute capability {}.{}: zipserv's kernels need 8.0 or newer",
+            cc.0, cc.1
+        ))),
     }
 }
 

@@ -9,7 +9,8 @@ use cust::stream::Stream;
 use half::bf16;
 use zipserv_kernels::format::{TILE_COLS, TILE_ROWS, tiles_for};
 use zipserv_kernels::launch::{
-    DECOMPRESS_WARPS, GEMM_NT, GEMM_WARPS, STORE_BF16, STORE_F32, WorkSplit, gemm_smem_bytes,
+    DECOMPRESS_WARPS, GEMM_VARIANTS, GEMM_WARPS, MmaGemmVariant, STORE_BF16, STORE_F32, WorkSplit,
+    gemm_smem_bytes,
 };
 
 use crate::device::Gpu;
@@ -35,13 +36,67 @@ pub const MIN_TILES_PER_SLICE: usize = 4;
 /// there; 6144×4096 at N = 32 (5 slices, 91%) was even.
 pub const MIN_WAVE_FILL: f64 = 0.9;
 
-/// Scratch memory for shares that cut output tiles: f32 partial sums and
-/// arrival counters. Keep one per stream and reuse it: it grows on demand
-/// and is never shrunk.
+/// Which ZipGEMM kernel a launch uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GemmPath {
+    /// The library's choice: [`GemmPath::Wgmma`] where the device runs it
+    /// and N reaches [`WGMMA_MIN_N`], else [`GemmPath::MmaSync`].
+    #[default]
+    Auto,
+    /// The `mma.sync` kernel (`zipserv_gemm_n8/n16/n32`), any sm_80+ card.
+    MmaSync,
+    /// The Hopper kernel (`zipserv_gemm_sm90_*`, `wgmma`), compute
+    /// capability 9.0 with the sm_90a image only.
+    Wgmma,
+}
+
+/// Smallest N for which [`GemmPath::Auto`] takes the Hopper kernel, if
+/// any. Measured on an H200 (docs/PERFORMANCE.md, "Hopper ZipGEMM"): on all
+/// four Llama-3-8B shapes the `mma.sync` kernel is faster at N ≤ 32 and the
+/// Hopper kernel from N = 64 (1.3–1.5× at 64, 1.6–2.2× at 128); between,
+/// the `mma.sync` kernel runs two chunks of 32, as slow as at N = 64.
+pub const WGMMA_MIN_N: Option<usize> = Some(33);
+
+impl GemmPath {
+    /// The path a launch of `n` activation rows takes on `gpu`.
+    pub fn resolve(self, gpu: &Gpu, n: usize) -> GemmPath {
+        match self {
+            GemmPath::Auto if gpu.has_wgmma() && WGMMA_MIN_N.is_some_and(|min| n >= min) => {
+                GemmPath::Wgmma
+            }
+            GemmPath::Auto => GemmPath::MmaSync,
+            p => p,
+        }
+    }
+}
+
+impl std::str::FromStr for GemmPath {
+    type Err = Error;
+
+    /// `auto`, `mma` or `wgmma` (the values of `ZIPSERV_GEMM_PATH`).
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(GemmPath::Auto),
+            "mma" => Ok(GemmPath::MmaSync),
+            "wgmma" => Ok(GemmPath::Wgmma),
+            other => Err(Error::Unsupported(format!(
+                "ZipGEMM path {other:?}: expected auto, mma or wgmma"
+            ))),
+        }
+    }
+}
+
+/// Scratch memory of ZipGEMM launches: f32 partial sums and arrival
+/// counters for shares that cut output tiles, and for the Hopper kernel
+/// the blocks' tensor-map slots and, when the activations' rows are not
+/// 16-byte aligned, a copy of them with a padded pitch. Keep one per stream
+/// and reuse it: it grows on demand and is never shrunk.
 #[derive(Default)]
 pub struct GemmWorkspace {
     partial: Option<DeviceBuffer<f32>>,
     counters: Option<DeviceBuffer<u32>>,
+    pub(crate) map_slots: Option<DeviceBuffer<u64>>,
+    pub(crate) x_pitched: Option<DeviceBuffer<bf16>>,
 }
 
 /// How a ZipGEMM launch deals out its work ([`WorkSplit`]): the row groups
@@ -72,7 +127,28 @@ impl SplitK {
         blocks_per_wave: usize,
         requested: Option<u32>,
     ) -> Self {
-        let units = tiles_for(rows, TILE_ROWS).div_ceil(GEMM_WARPS as usize);
+        Self::choose_for_unit(
+            GEMM_WARPS as usize,
+            rows,
+            cols,
+            n_chunks,
+            blocks_per_wave,
+            requested,
+        )
+    }
+
+    /// [`SplitK::choose`] for units of `unit_row_tiles` row tiles (the
+    /// `mma.sync` kernel's are [`GEMM_WARPS`], the Hopper kernel's
+    /// `sm90::UNIT_ROW_TILES`).
+    pub fn choose_for_unit(
+        unit_row_tiles: usize,
+        rows: usize,
+        cols: usize,
+        n_chunks: usize,
+        blocks_per_wave: usize,
+        requested: Option<u32>,
+    ) -> Self {
+        let units = tiles_for(rows, TILE_ROWS).div_ceil(unit_row_tiles);
         let chunks = n_chunks.max(1);
         let col_tiles = tiles_for(cols, TILE_COLS);
         let pairs = units * col_tiles;
@@ -124,12 +200,12 @@ impl SplitK {
     /// Whether some share may cover only part of an output tile (exact
     /// unless an uneven split happens to land on unit boundaries, which
     /// only costs an unused workspace).
-    fn cuts_units(&self) -> bool {
+    pub(crate) fn cuts_units(&self) -> bool {
         !self.work.units.is_multiple_of(self.work.blocks)
     }
 }
 
-fn check_len(what: &'static str, have: usize, rows: usize, cols: usize) -> Result<()> {
+pub(crate) fn check_len(what: &'static str, have: usize, rows: usize, cols: usize) -> Result<()> {
     if have < rows * cols {
         return Err(Error::ShapeMismatch {
             what,
@@ -184,6 +260,7 @@ pub fn decompress(
 /// FP32 accumulation; asynchronous on `stream`. `split_k` overrides the
 /// automatic choice of K slices. `workspace` holds the split-K partial sums;
 /// use one workspace per stream (launches sharing one must not overlap).
+/// The kernel is the one [`Gpu::gemm_path`] picks (see [`GemmPath`]).
 #[allow(clippy::too_many_arguments)]
 pub fn zipgemm(
     gpu: &Gpu,
@@ -193,6 +270,42 @@ pub fn zipgemm(
     n: usize,
     out: GemmOutput<'_>,
     split_k: Option<u32>,
+    workspace: &mut GemmWorkspace,
+) -> Result<()> {
+    zipgemm_with(
+        gpu,
+        stream,
+        w,
+        x,
+        n,
+        out,
+        GemmOptions {
+            split_k,
+            path: gpu.gemm_path(),
+        },
+        workspace,
+    )
+}
+
+/// How a ZipGEMM launch is made: the work split and the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GemmOptions {
+    /// K slices per output tile, or `None` for the automatic split.
+    pub split_k: Option<u32>,
+    pub path: GemmPath,
+}
+
+/// [`zipgemm`] with the path given explicitly. [`GemmPath::Wgmma`] on a
+/// device without the Hopper kernel is [`Error::Unsupported`].
+#[allow(clippy::too_many_arguments)]
+pub fn zipgemm_with(
+    gpu: &Gpu,
+    stream: &Stream,
+    w: &DeviceWeights,
+    x: &DeviceSlice<bf16>,
+    n: usize,
+    out: GemmOutput<'_>,
+    options: GemmOptions,
     workspace: &mut GemmWorkspace,
 ) -> Result<()> {
     let (m, k) = (w.rows(), w.cols());
@@ -214,12 +327,47 @@ pub fn zipgemm(
             (DevicePointer::null(), y.as_device_ptr(), STORE_F32)
         }
     };
+    // Kernel indices (Y, X) are 32-bit.
+    if u32::try_from(n * m.max(k.next_multiple_of(8))).is_err() {
+        return Err(Error::Unsupported(format!(
+            "{n} x {m} x {k} exceeds the kernels' 32-bit indexing"
+        )));
+    }
+    let out = RawOutput { y, y32, store };
+    match options.path.resolve(gpu, n) {
+        GemmPath::Wgmma => {
+            crate::zipgemm_sm90::launch(gpu, stream, w, x, n, out, options.split_k, workspace)
+        }
+        _ => launch_mma(gpu, stream, w, x, n, out, options.split_k, workspace),
+    }
+}
+
+/// A checked output buffer as kernel arguments.
+#[derive(Clone, Copy)]
+pub(crate) struct RawOutput {
+    pub(crate) y: DevicePointer<bf16>,
+    pub(crate) y32: DevicePointer<f32>,
+    pub(crate) store: u32,
+}
+
+/// The `mma.sync` ZipGEMM, shapes already checked.
+#[allow(clippy::too_many_arguments)]
+fn launch_mma(
+    gpu: &Gpu,
+    stream: &Stream,
+    w: &DeviceWeights,
+    x: &DeviceSlice<bf16>,
+    n: usize,
+    out: RawOutput,
+    split_k: Option<u32>,
+    workspace: &mut GemmWorkspace,
+) -> Result<()> {
+    let (m, k) = (w.rows(), w.cols());
     let variant = GemmVariant::for_n(n);
     let split = gpu.gemm_split(m, k, n, split_k);
     let work = split.work;
-    // Kernel indices (Y, X, shares) are 32-bit.
     let pairs = u64::from(work.units) * u64::from(work.col_tiles);
-    if u32::try_from(n * m.max(k)).is_err() || u32::try_from(pairs).is_err() {
+    if u32::try_from(pairs).is_err() {
         return Err(Error::Unsupported(format!(
             "{n} x {m} x {k} exceeds the kernels' 32-bit indexing"
         )));
@@ -239,6 +387,7 @@ pub fn zipgemm(
         .get_function(variant.name)
         .cuda("cuModuleGetFunction")?;
     let smem = gemm_smem_bytes(variant.nt) as u32;
+    let RawOutput { y, y32, store } = out;
     // SAFETY: shapes and buffer sizes were checked above; the matrix was
     // validated before upload; when shares cut units, the workspace holds
     // two partial-sum slots per block and a zeroed counter per unit and
@@ -270,7 +419,7 @@ pub fn zipgemm(
     .cuda("cuLaunchKernel(zipserv_gemm)")
 }
 
-/// One compiled ZipGEMM variant: `nt` n-tiles of 8 activation rows.
+/// One compiled `mma.sync` ZipGEMM variant ([`GEMM_VARIANTS`]) and its index.
 pub(crate) struct GemmVariant {
     pub(crate) name: &'static str,
     pub(crate) nt: usize,
@@ -278,32 +427,17 @@ pub(crate) struct GemmVariant {
 }
 
 impl GemmVariant {
-    const ALL: [GemmVariant; 3] = [
-        GemmVariant {
-            name: "zipserv_gemm_n8",
-            nt: GEMM_NT[0],
-            index: 0,
-        },
-        GemmVariant {
-            name: "zipserv_gemm_n16",
-            nt: GEMM_NT[1],
-            index: 1,
-        },
-        GemmVariant {
-            name: "zipserv_gemm_n32",
-            nt: GEMM_NT[2],
-            index: 2,
-        },
-    ];
-
     /// The smallest variant covering `n` rows, or the widest for larger n
     /// (which runs every share once per chunk of 32 rows; the narrower
     /// kernels assume a single chunk).
-    pub(crate) fn for_n(n: usize) -> &'static GemmVariant {
-        Self::ALL
+    pub(crate) fn for_n(n: usize) -> GemmVariant {
+        let last = GEMM_VARIANTS.len() - 1;
+        let index = GEMM_VARIANTS
             .iter()
-            .find(|v| n <= 8 * v.nt)
-            .unwrap_or(&Self::ALL[2])
+            .position(|v| n <= 8 * v.nt)
+            .unwrap_or(last);
+        let MmaGemmVariant { name, nt, .. } = GEMM_VARIANTS[index];
+        GemmVariant { name, nt, index }
     }
 }
 
@@ -311,7 +445,7 @@ impl GemmVariant {
 /// needs, and returns how many blocks of each fit on one multiprocessor.
 pub(crate) fn prepare_gemm(module: &Module) -> Result<[u32; 3]> {
     let mut blocks = [0u32; 3];
-    for (variant, blocks) in GemmVariant::ALL.iter().zip(&mut blocks) {
+    for (variant, blocks) in GEMM_VARIANTS.iter().zip(&mut blocks) {
         let function = module
             .get_function(variant.name)
             .cuda("cuModuleGetFunction")?;
@@ -341,7 +475,7 @@ pub(crate) fn prepare_gemm(module: &Module) -> Result<[u32; 3]> {
 impl GemmWorkspace {
     /// Device pointers to at least `partial_len` f32 and `counters` zeroed
     /// u32, growing the buffers if needed.
-    fn reserve(
+    pub(crate) fn reserve(
         &mut self,
         partial_len: usize,
         counters: usize,

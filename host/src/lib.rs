@@ -5,8 +5,8 @@
 //!
 //! Layers, bottom up: [`driver`] (the CUDA driver library, loaded at run
 //! time), [`device`] (context, module, stream), [`weights`] (compressed
-//! matrices in device memory), [`kernels`] (checked launches), [`cublas`]
-//! and [`cublaslt`].
+//! matrices in device memory), [`kernels`] (checked launches; the Hopper
+//! ZipGEMM's in [`zipgemm_sm90`]), [`cublas`] and [`cublaslt`].
 
 pub mod cublas;
 pub mod cublaslt;
@@ -15,12 +15,19 @@ pub mod device;
 pub mod driver;
 pub mod error;
 pub mod kernels;
+mod tensor_map;
 pub mod weights;
+pub mod zipgemm_sm90;
 
 pub use cublas::{BlasOutput, Cublas, CublasStatus};
 pub use cublaslt::{CublasLt, LinearPlan, LtAlgorithm};
 pub use demo::{DemoReport, run_demo_mma};
-pub use device::{BUILD_COMMIT, DeviceInfo, Gpu, PTX, PTX_ARCH};
+pub use device::{
+    BUILD_COMMIT, DeviceInfo, EmbeddedPtx, GEMM_PATH_ENV, Gpu, PTX, PTX_ARCH, PTX_IMAGES,
+};
 pub use error::{Error, Result};
-pub use kernels::{GemmOutput, GemmWorkspace, SplitK, decompress, zipgemm};
+pub use kernels::{
+    GemmOptions, GemmOutput, GemmPath, GemmWorkspace, SplitK, WGMMA_MIN_N, decompress, zipgemm,
+    zipgemm_with,
+};
 pub use weights::DeviceWeights;

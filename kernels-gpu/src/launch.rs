@@ -38,14 +38,43 @@ pub const fn gemm_smem_bytes(nt: usize) -> usize {
         + GEMM_WARPS as usize * GEMM_A_STAGE_BYTES
 }
 
-/// The n-tiles (of 8 activation rows) a ZipGEMM kernel variant covers.
-pub const GEMM_NT: [usize; 3] = [1, 2, 4];
-/// Resident blocks per multiprocessor each variant is compiled for (PTX
-/// `.minnctapersm`, added by the host's build script): ptxas then keeps the
-/// registers within 65536 / (blocks · threads). Left to itself it took 72–94
-/// (n8), 96–128 (n16) and 119–136 (n32) registers depending on small source
-/// changes; these bounds are the most blocks each fits without spilling.
-pub const GEMM_MIN_BLOCKS_PER_SM: [u32; 3] = [8, 4, 4];
+/// One compiled variant of the `mma.sync` ZipGEMM (`zipgemm.rs`): its entry
+/// point, the n-tiles of 8 activation rows it covers, and the resident blocks
+/// per multiprocessor it is compiled for (PTX `.minnctapersm`, added by the
+/// host's build script): ptxas then keeps the registers within 65536 /
+/// (blocks · threads). Left to itself it took 72–94 (n8), 96–128 (n16) and
+/// 119–136 (n32) registers depending on small source changes; these bounds
+/// are the most blocks each fits without spilling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmaGemmVariant {
+    pub name: &'static str,
+    pub nt: usize,
+    pub min_blocks_per_sm: u32,
+}
+
+/// Every `mma.sync` ZipGEMM variant, narrowest first: the one list the
+/// kernels' entry points, the build script (launch bounds), the host
+/// (variant choice) and the PTX tests follow.
+pub const GEMM_VARIANTS: [MmaGemmVariant; 3] = [
+    MmaGemmVariant {
+        name: "zipserv_gemm_n8",
+        nt: 1,
+        min_blocks_per_sm: 8,
+    },
+    MmaGemmVariant {
+        name: "zipserv_gemm_n16",
+        nt: 2,
+        min_blocks_per_sm: 4,
+    },
+    MmaGemmVariant {
+        name: "zipserv_gemm_n32",
+        nt: 4,
+        min_blocks_per_sm: 4,
+    },
+];
+/// n-tiles of the widest variant, the only one that takes several
+/// activation chunks per launch.
+pub const GEMM_WIDEST_NT: usize = GEMM_VARIANTS[GEMM_VARIANTS.len() - 1].nt;
 
 // Every region starts 16-byte aligned (cp.async and vector accesses).
 const _: () = assert!((GEMM_X_STRIDE * 2).is_multiple_of(16));
@@ -66,6 +95,7 @@ const _: () = assert!(gemm_smem_bytes(4) <= 48 * 1024);
 /// partial sums, which the last block to finish that unit adds. (Measured
 /// on an H200 with whole-unit blocks: 448 units on 528 block slots ran at
 /// 10% less throughput than 528 units.)
+#[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WorkSplit {
     pub units: u32,

@@ -12,21 +12,30 @@
 // that is the point of unrolling, not a mistake.
 #![allow(clippy::identity_op, clippy::erasing_op)]
 
+pub mod catalog;
 pub mod decode;
 pub mod format;
 pub mod launch;
+pub mod sm90;
+pub mod tile;
 
 #[cfg(target_arch = "nvptx64")]
 pub mod ptx;
+// Hopper-only instructions: compiled into the sm_90a image alone (see
+// `catalog`).
+#[cfg(all(target_arch = "nvptx64", target_feature = "sm_90a"))]
+pub mod ptx_sm90;
 
 #[cfg(target_arch = "nvptx64")]
 mod decompress;
 #[cfg(target_arch = "nvptx64")]
 mod demo;
-#[cfg(target_arch = "nvptx64")]
-pub mod tile;
+#[cfg(all(target_arch = "nvptx64", target_feature = "sm_90a"))]
+mod demo_wgmma;
 #[cfg(target_arch = "nvptx64")]
 pub mod zipgemm;
+#[cfg(all(target_arch = "nvptx64", target_feature = "sm_90a"))]
+pub mod zipgemm_sm90;
 
 #[cfg(target_arch = "nvptx64")]
 #[panic_handler]

@@ -528,3 +528,52 @@ pub unsafe fn ld_cg_v4_f32(p: *const f32) -> [f32; 4] {
     }
     r
 }
+
+/// 8-byte shared-memory load.
+///
+/// # Safety
+/// `addr` is an 8-byte aligned address inside this block's shared memory.
+#[inline(always)]
+pub unsafe fn ld_shared_v2(addr: u32) -> [u32; 2] {
+    let mut r = [0u32; 2];
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "ld.shared.v2.u32 {{{r0}, {r1}}}, [{a}];",
+            r0 = out(reg32) r[0], r1 = out(reg32) r[1],
+            a = in(reg32) addr,
+            options(readonly, nostack, preserves_flags),
+        )
+    }
+    r
+}
+
+/// Barrier among the first `threads` threads to arrive at barrier `id`
+/// (`bar.sync id, threads`, PTX ISA §9.7.13.4): lets some warps of a block
+/// synchronise without the others (barrier 0 with no count is
+/// [`sync_threads`]). `threads` is a multiple of 32.
+///
+/// # Safety
+/// Exactly `threads` threads, in whole warps, reach this barrier for each
+/// use of it, and no other barrier use with the same `id` overlaps.
+#[inline(always)]
+pub unsafe fn named_barrier_sync(id: u32, threads: u32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("bar.sync {i}, {n};", i = in(reg32) id, n = in(reg32) threads, options(nostack)) }
+}
+
+/// `v`, passed through a `mov` the optimizer must leave where it is (an
+/// `asm!` with side effects): values derived from the result are computed
+/// at this point, not hoisted out of the enclosing loop. In the Hopper
+/// ZipGEMM's epilogue, loop-invariant code motion hoisted the 128 store
+/// offsets of each thread's accumulators (they depend only on the lane) out
+/// of the loop over units: 256 registers, spilled to local memory.
+#[inline(always)]
+pub fn opaque(v: u32) -> u32 {
+    let r: u32;
+    // SAFETY: a register move.
+    unsafe {
+        asm!("mov.b32 {r}, {v};", r = out(reg32) r, v = in(reg32) v, options(nomem, nostack, preserves_flags))
+    }
+    r
+}

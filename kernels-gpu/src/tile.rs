@@ -1,14 +1,29 @@
-//! Device-side access to one compressed matrix: a lane's share of a tile,
-//! and a tile's exceptions spread over the warp.
+//! Access to one compressed matrix from a kernel: a lane's share of a tile,
+//! and a tile's exceptions spread over the warp. The types are shared with
+//! the host (which fills [`MatrixView`] for kernels that take it inside a
+//! `#[repr(C)]` parameter block); the loads exist only on the GPU.
 
-use crate::decode::{decode_lane, exception_entry};
-use crate::format::{EXC_FAR, LANE_CODE_WORDS, LANE_PAIRS, LANES, SM_BYTES, SM_CHUNKS, TILE_BYTES};
+#[cfg(target_arch = "nvptx64")]
+use crate::decode::{
+    SPREAD_BYTES_01, SPREAD_BYTES_23, base_pair, decode_lane, decode_pair, exception_entry,
+    pair_codes, patch_exponent,
+};
+#[cfg(target_arch = "nvptx64")]
+use crate::format::{EXC_FAR, LANE_PAIRS, SM_BYTES, SM_CHUNKS, TILE_BYTES};
+use crate::format::{LANE_CODE_WORDS, LANES, lane_slot};
 
+#[cfg(target_arch = "nvptx64")]
 const _: () = assert!(SM_CHUNKS == 4, "load_lane unrolls exactly four chunks");
-use crate::ptx::{ballot, lanemask_lt, ld_nc_u8, ld_nc_u16, ld_nc_u32, ld_stream_v2, ld_stream_v4};
+#[cfg(target_arch = "nvptx64")]
+use crate::ptx::{
+    ballot, lanemask_lt, ld_nc_u8, ld_nc_u16, ld_nc_u32, ld_shared_u8, ld_shared_u16, ld_shared_v2,
+    ld_shared_v4, ld_stream_v2, ld_stream_v4, st_shared_u16,
+};
 
-/// The sections of a compressed matrix as kernel arguments (device pointers).
-#[derive(Clone, Copy)]
+/// The sections of a compressed matrix as kernel arguments (device
+/// pointers), in the field order a `#[repr(C)]` parameter block carries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
 pub struct MatrixView {
     pub tiles: *const u8,
     pub exception_starts: *const u32,
@@ -31,14 +46,82 @@ pub struct LaneTile {
     pub codes: [u32; LANE_CODE_WORDS],
 }
 
+#[cfg(target_arch = "nvptx64")]
 impl LaneTile {
     /// The lane's 32 decoded BF16 pairs (exceptions still at their code-0 value).
     #[inline(always)]
     pub fn decode(&self, base: u32) -> [u32; LANE_PAIRS] {
         decode_lane(&self.sm, &self.codes, base as u8)
     }
+
+    /// Decodes lane `lane`'s share of a tile that a bulk copy placed at
+    /// `s_tile` straight from shared memory, handing each k-step's A
+    /// fragment (pairs `4s .. 4s + 4`) to `put(s, fragment)` as soon as it
+    /// is complete: the code words first, then one 16-byte sign+mantissa
+    /// chunk (two k-steps) at a time, so at most 10 of the tile's 22 words
+    /// and 8 decoded pairs are live at once ([`LaneTile::load_shared`] then
+    /// [`LaneTile::decode`] holds all 22 and the 32 pairs, which the Hopper
+    /// kernel's N = 256 variant cannot afford while another tile's
+    /// fragments are in the tensor cores).
+    ///
+    /// # Safety
+    /// As [`LaneTile::load_shared`].
+    #[inline(always)]
+    pub unsafe fn decode_shared(
+        s_tile: u32,
+        lane: u32,
+        base: u32,
+        mut put: impl FnMut(usize, [u32; 4]),
+    ) {
+        let base2 = base_pair(base as u8);
+        // SAFETY: every offset stays inside the tile's TILE_BYTES.
+        unsafe {
+            let c0 = ld_shared_v4(s_tile + SM_BYTES as u32 + lane * 16);
+            let c1 = ld_shared_v2(s_tile + (SM_BYTES + LANES * 16) as u32 + lane * 8);
+            let codes = [c0[0], c0[1], c0[2], c0[3], c1[0], c1[1]];
+            seq_macro::seq!(J in 0..4 {
+                let sm = ld_shared_v4(s_tile + ((J * LANES as u32 + lane) * 16));
+                seq_macro::seq!(H in 0..2 {
+                    let first = 8 * J + 4 * H; // k-step 2J + H
+                    let frag = [0usize, 1, 2, 3].map(|r| {
+                        let pair = first + r;
+                        let spread = if r % 2 == 0 { SPREAD_BYTES_01 } else { SPREAD_BYTES_23 };
+                        decode_pair(sm[2 * H + r / 2], spread, pair_codes(&codes, pair), base2)
+                    });
+                    put(2 * J + H, frag);
+                });
+            });
+        }
+    }
+
+    /// Lane `lane`'s share of a tile that a bulk copy placed, byte for
+    /// byte, at `s_tile` in shared memory: the same six loads as
+    /// [`MatrixView::load_lane`], each a conflict-free warp-wide access
+    /// (512 or 256 contiguous bytes).
+    ///
+    /// # Safety
+    /// `s_tile` is a 16-byte aligned shared address holding a whole tile
+    /// ([`TILE_BYTES`]).
+    #[inline(always)]
+    pub unsafe fn load_shared(s_tile: u32, lane: u32) -> Self {
+        // SAFETY: every offset stays inside the tile's TILE_BYTES.
+        unsafe {
+            let mut sm = [0u32; 16];
+            seq_macro::seq!(J in 0..4 {
+                let v = ld_shared_v4(s_tile + ((J * LANES as u32 + lane) * 16));
+                sm[4 * J..4 * J + 4].copy_from_slice(&v);
+            });
+            let c0 = ld_shared_v4(s_tile + SM_BYTES as u32 + lane * 16);
+            let c1 = ld_shared_v2(s_tile + (SM_BYTES + LANES * 16) as u32 + lane * 8);
+            LaneTile {
+                sm,
+                codes: [c0[0], c0[1], c0[2], c0[3], c1[0], c1[1]],
+            }
+        }
+    }
 }
 
+#[cfg(target_arch = "nvptx64")]
 impl MatrixView {
     /// Issues the six loads (4 × 16 B sign+mantissa, 16 B + 8 B codes) of
     /// lane `lane` for tile `tile`; each is one coalesced warp-wide access.
@@ -148,9 +231,47 @@ impl MatrixView {
 
 /// Where a tile's exceptions are: entries `start .. start + count`, and the
 /// first of its far exponents.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct TileExceptions {
     pub start: u32,
     pub count: u32,
     pub far_start: u32,
+}
+
+/// Byte offset, in a warp's *A stage* (one decoded tile parked in shared
+/// memory in fragment order: the A fragment of k-step `j` of lane `l` at
+/// byte `(j * 32 + l) * 16`), of the weight at (row, col) of the tile.
+#[inline(always)]
+pub fn a_stage_offset(row: usize, col: usize) -> u32 {
+    let (lane, pair, half) = lane_slot(row, col);
+    (((pair / 4) * LANES + lane) * 16 + (pair % 4) * 4 + half * 2) as u32
+}
+
+/// Writes the true exponent of each exception of a tile into the warp's A
+/// stage at `s_a`: one entry per lane, 32 at a time (`entry`: this lane's
+/// entry among the first 32). `s_table` is the exception table in shared
+/// memory. All 32 lanes call this together.
+///
+/// # Safety
+/// `e` describes a tile of `view` (validated); `s_a` is this warp's A stage
+/// (4 KB) and `s_table` 32 readable bytes, both in shared memory.
+#[cfg(target_arch = "nvptx64")]
+#[inline(always)]
+pub unsafe fn patch_a_stage(
+    view: &MatrixView,
+    e: &TileExceptions,
+    entry: u32,
+    lane: u32,
+    s_table: u32,
+    s_a: u32,
+) {
+    // SAFETY: stage offsets stay inside the 4 KB stage; the table lies in
+    // shared memory (the caller's promise).
+    unsafe {
+        let table = |index: u32| ld_shared_u8(s_table + index);
+        view.for_each_exception(e, entry, lane, table, |row, col, exponent| {
+            let a = s_a + a_stage_offset(row as usize, col as usize);
+            st_shared_u16(a, patch_exponent(ld_shared_u16(a), exponent as u8));
+        });
+    }
 }

@@ -44,20 +44,19 @@
 //!            (for its chunk) adds the shares in order and writes `Y` — one
 //!            launch, and the result does not depend on arrival order.
 
-use crate::decode::{base_pair, lane_pair, patch_exponent};
-use crate::format::{LANES, TILE_COLS, TILE_ROWS, lane_slot};
+use crate::decode::{base_pair, lane_pair};
+use crate::format::{LANES, TILE_COLS, TILE_ROWS};
 use crate::launch::{
-    GEMM_A_STAGE_BYTES, GEMM_FLAG_BYTES, GEMM_NT, GEMM_TABLE_BYTES, GEMM_WARPS, GEMM_X_STAGES,
-    GEMM_X_STRIDE, STORE_BF16, WorkSplit, gemm_x_stage_bytes, nonzero,
+    GEMM_A_STAGE_BYTES, GEMM_FLAG_BYTES, GEMM_TABLE_BYTES, GEMM_WARPS, GEMM_WIDEST_NT,
+    GEMM_X_STAGES, GEMM_X_STRIDE, STORE_BF16, WorkSplit, gemm_x_stage_bytes, nonzero,
 };
 use crate::ptx::{
     atom_add_acq_rel_u32, block_idx, cp_async_16, cp_async_commit, cp_async_wait,
     dynamic_shared_memory, f32_to_bf16, grid_dim_x, lane_id, ld_cg_v4_f32, ld_nc_u16, ld_nc_u32,
-    ld_shared_u8, ld_shared_u16, ld_shared_u32, ld_shared_v4, ldmatrix_x2, ldmatrix_x4,
-    mma_bf16_16816, shfl_idx, st_shared_u16, st_shared_u32, st_shared_v4, sync_threads, sync_warp,
-    thread_idx,
+    ld_shared_u32, ld_shared_v4, ldmatrix_x2, ldmatrix_x4, mma_bf16_16816, shfl_idx, st_shared_u16,
+    st_shared_u32, st_shared_v4, sync_threads, sync_warp, thread_idx,
 };
-use crate::tile::{LaneTile, MatrixView, TileExceptions};
+use crate::tile::{LaneTile, MatrixView, TileExceptions, patch_a_stage};
 
 /// Kernel arguments besides the matrix.
 #[derive(Clone, Copy)]
@@ -189,25 +188,12 @@ unsafe fn fetch(
     }
 }
 
-/// Byte offset in the A stage of the weight at (row, col) of the tile.
-#[inline(always)]
-fn a_stage_offset(row: usize, col: usize) -> u32 {
-    let (lane, pair, half) = lane_slot(row, col);
-    (((pair / 4) * LANES + lane) * 16 + (pair % 4) * 4 + half * 2) as u32
-}
-
 /// Writes the true exponent of each of the tile's exceptions into the
 /// warp's A stage: one entry per lane, 32 at a time.
 #[inline(always)]
 unsafe fn patch_exceptions(view: &MatrixView, f: &Fetched, s: &Smem, lane: u32) {
-    // SAFETY: stage offsets stay in s.a; the table lies in shared memory.
-    unsafe {
-        let table = |index: u32| ld_shared_u8(s.table + index);
-        view.for_each_exception(&f.exceptions, f.entry, lane, table, |row, col, exponent| {
-            let a = s.a + a_stage_offset(row as usize, col as usize);
-            st_shared_u16(a, patch_exponent(ld_shared_u16(a), exponent as u8));
-        });
-    }
+    // SAFETY: s.a is this warp's A stage; the table lies in shared memory.
+    unsafe { patch_a_stage(view, &f.exceptions, f.entry, lane, s.table, s.a) }
 }
 
 /// One thread's share of staging activation chunks `X[n0 .. n0 + 8·NT]
@@ -457,7 +443,7 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
     // Only the widest variant takes more than one chunk (the host picks the
     // narrowest variant that covers n); knowing that saves the narrow ones
     // a register.
-    let chunks = if NT == GEMM_NT[GEMM_NT.len() - 1] {
+    let chunks = if NT == GEMM_WIDEST_NT {
         nonzero(args.n.div_ceil(8 * NT as u32))
     } else {
         core::num::NonZeroU32::MIN

@@ -1,53 +1,106 @@
-//! Checks on the embedded PTX that need no GPU: the expected kernels are
-//! there, the instructions the design relies on were emitted, and `ptxas`
-//! assembles every kernel for sm_80 and sm_90 without local memory or spills.
+//! Checks on the embedded PTX images that need no GPU: every image holds
+//! the kernels its catalog entry lists, the instructions the design relies
+//! on were emitted, and `ptxas` assembles every kernel of every image (the
+//! `sm_80` image for sm_80 and sm_90, the `sm_90a` image for sm_90a)
+//! without local memory, spills or warnings.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 
-use zipserv_gpu::PTX;
-
-/// Every kernel the host launches. A kernel missing here means a launch
-/// would fail at run time.
-const EXPECTED_KERNELS: &[&str] = &[
-    "demo_mma_16x8x16",
-    "zipserv_decompress",
-    "zipserv_gemm_n8",
-    "zipserv_gemm_n16",
-    "zipserv_gemm_n32",
-];
+use zipserv_gpu::{EmbeddedPtx, PTX_IMAGES};
+use zipserv_kernels::catalog::{self, IMAGES};
+use zipserv_kernels::sm90::{BLOCK_THREADS, WGMMA_GEMM_VARIANTS};
 
 /// Set to `1` in CI, where ptxas must be found (scripts/fetch-ptxas.sh).
 const REQUIRE_PTXAS_ENV: &str = "ZIPSERV_REQUIRE_PTXAS";
 
+fn image(arch: &str) -> &'static EmbeddedPtx {
+    PTX_IMAGES
+        .iter()
+        .find(|i| i.image.arch == arch)
+        .unwrap_or_else(|| panic!("no embedded {arch} image"))
+}
+
 #[test]
-fn expected_kernels_are_exported() {
-    for name in EXPECTED_KERNELS {
+fn every_catalog_image_is_embedded_with_its_kernels() {
+    assert_eq!(PTX_IMAGES.len(), IMAGES.len());
+    for want in &IMAGES {
+        let got = image(want.arch);
+        assert_eq!(got.image, want);
         assert!(
-            PTX.contains(&format!(".visible .entry {name}(")),
-            "kernel {name} missing from the embedded PTX"
+            got.ptx.contains(&format!(".target {}\n", want.arch)),
+            "{}: PTX for another target, or with debug info",
+            want.arch
         );
+        for name in want.kernels {
+            assert!(
+                got.ptx.contains(&format!(".visible .entry {name}(")),
+                "{}: kernel {name} missing from the embedded PTX",
+                want.arch
+            );
+        }
+    }
+    // Hopper-only kernels stay out of the portable image.
+    for v in &WGMMA_GEMM_VARIANTS {
+        assert!(!image("sm_80").ptx.contains(v.name), "{} in sm_80", v.name);
     }
 }
 
 #[test]
 fn ptx_uses_tensor_core_instructions() {
-    assert!(PTX.contains("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"));
-    assert!(
-        !PTX.contains(".target sm_80, debug"),
-        "PTX still carries debug info"
-    );
-    // Weights stream through 16-byte loads that skip L1, compressed tiles'
-    // pairs are spread with prmt, activations move with cp.async, and B
-    // fragments come from ldmatrix.
+    // Every image: weights stream through 16-byte loads that skip L1,
+    // compressed tiles' pairs are spread with prmt, activations move with
+    // cp.async, B fragments come from ldmatrix, and mma.sync multiplies.
+    for embedded in &PTX_IMAGES {
+        for instruction in [
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
+            "ld.global.nc.L1::no_allocate.v4.u32",
+            "prmt.b32",
+            "cp.async.cg.shared.global",
+            "ldmatrix.sync.aligned.m8n8.x4.shared.b16",
+        ] {
+            assert!(
+                embedded.ptx.contains(instruction),
+                "{}: PTX lacks {instruction}",
+                embedded.image.arch
+            );
+        }
+    }
+    // The Hopper image: register-A wgmma at every compiled N, bulk and
+    // tensor copies on mbarriers, register reallocation.
+    let sm90 = image("sm_90a").ptx;
+    for v in &WGMMA_GEMM_VARIANTS {
+        let wgmma = format!(
+            "wgmma.mma_async.sync.aligned.m64n{}k16.f32.bf16.bf16",
+            v.n_tile
+        );
+        assert!(sm90.contains(&wgmma), "sm_90a PTX lacks {wgmma}");
+    }
     for instruction in [
-        "ld.global.nc.L1::no_allocate.v4.u32",
-        "prmt.b32",
-        "cp.async.cg.shared.global",
-        "ldmatrix.sync.aligned.m8n8.x4.shared.b16",
+        "wgmma.fence.sync.aligned",
+        "wgmma.commit_group.sync.aligned",
+        "wgmma.wait_group.sync.aligned",
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes",
+        "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes",
+        "mbarrier.try_wait.parity.shared::cta.b64",
+        "mbarrier.arrive.expect_tx.shared::cta.b64",
+        "fence.proxy.tensormap::generic.acquire.gpu",
+        "setmaxnreg.inc.sync.aligned.u32",
+        "setmaxnreg.dec.sync.aligned.u32",
     ] {
-        assert!(PTX.contains(instruction), "PTX lacks {instruction}");
+        assert!(sm90.contains(instruction), "sm_90a PTX lacks {instruction}");
+    }
+    // Launch bounds (build.rs): the register cap setmaxnreg needs.
+    for v in &WGMMA_GEMM_VARIANTS {
+        let entry = sm90.find(&format!(".entry {}(", v.name)).unwrap();
+        let body = &sm90[entry..entry + sm90[entry..].find('{').unwrap()];
+        assert!(
+            body.contains(&format!(".maxntid {BLOCK_THREADS}, 1, 1"))
+                && body.contains(".minnctapersm 1"),
+            "{}: launch bounds missing",
+            v.name
+        );
     }
 }
 
@@ -56,11 +109,18 @@ fn ptx_has_no_panic_paths_or_local_memory() {
     // A `.func` in the PTX is a call kept out of line, in practice a core
     // panic path (bounds or division checks) that reached a kernel; `.local`
     // is an array that left registers.
-    assert!(
-        !PTX.contains(".func"),
-        "PTX contains a device function (a panic path?)"
-    );
-    assert!(!PTX.contains(".local"), "PTX uses local memory");
+    for embedded in &PTX_IMAGES {
+        let arch = embedded.image.arch;
+        assert!(
+            !embedded.ptx.contains(".func"),
+            "{arch}: PTX contains a device function (a panic path?)"
+        );
+        assert!(
+            !embedded.ptx.contains(".local"),
+            "{arch}: PTX uses local memory"
+        );
+    }
+    assert_eq!(catalog::image("sm_90a"), Some(&catalog::SM90A));
 }
 
 fn ptxas() -> Option<PathBuf> {
@@ -129,6 +189,16 @@ fn parse_ptxas_report(arch: &str, text: &str) -> Vec<Resources> {
     out
 }
 
+/// The targets each image is assembled for: the portable image for Ampere
+/// and (as the driver would JIT it) Hopper, the Hopper image for itself.
+fn ptxas_targets(arch: &str) -> &'static [&'static str] {
+    match arch {
+        "sm_80" => &["sm_80", "sm_90"],
+        "sm_90a" => &["sm_90a"],
+        other => panic!("no ptxas targets for image {other}"),
+    }
+}
+
 #[test]
 fn ptxas_assembles_without_spills() {
     let Some(ptxas) = ptxas() else {
@@ -143,38 +213,58 @@ fn ptxas_assembles_without_spills() {
     };
     let dir = std::env::temp_dir().join(format!("zipserv-ptx-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let ptx_file = dir.join("kernels.ptx");
-    std::fs::write(&ptx_file, PTX).unwrap();
 
     let mut report = String::from(
-        "| kernel | arch | registers | stack frame (B) | spill stores (B) | spill loads (B) |\n|---|---|---|---|---|---|\n",
+        "| kernel | image | arch | registers | stack frame (B) | spill stores (B) | spill loads (B) |\n|---|---|---|---|---|---|---|\n",
     );
-    for arch in ["sm_80", "sm_90"] {
-        let out = Command::new(&ptxas)
-            .args(["-v", &format!("-arch={arch}"), "-o"])
-            .arg(dir.join(format!("{arch}.cubin")))
-            .arg(&ptx_file)
-            .output()
-            .expect("run ptxas");
-        let text = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "ptxas -arch={arch} failed:\n{text}");
-        let kernels = parse_ptxas_report(arch, &text);
-        for name in EXPECTED_KERNELS {
+    for embedded in &PTX_IMAGES {
+        let image = embedded.image.arch;
+        let ptx_file = dir.join(format!("{image}.ptx"));
+        std::fs::write(&ptx_file, embedded.ptx).unwrap();
+        for arch in ptxas_targets(image) {
+            let out = Command::new(&ptxas)
+                .args(["-v", &format!("-arch={arch}"), "-o"])
+                .arg(dir.join(format!("{image}-{arch}.cubin")))
+                .arg(&ptx_file)
+                .output()
+                .expect("run ptxas");
+            let text = String::from_utf8_lossy(&out.stderr);
             assert!(
-                kernels.iter().any(|k| k.kernel == *name),
-                "{arch}: ptxas did not see kernel {name}"
+                out.status.success(),
+                "ptxas -arch={arch} ({image} image) failed:\n{text}"
             );
-        }
-        for k in &kernels {
-            report += &format!(
-                "| {} | {} | {} | {} | {} | {} |\n",
-                k.kernel, k.arch, k.registers, k.stack_frame, k.spill_stores, k.spill_loads
-            );
+            // e.g. wgmma serialised because its registers were touched in
+            // flight, or setmaxnreg ignored: correct code, lost speed.
+            let warnings: Vec<&str> = text.lines().filter(|l| l.contains("warning")).collect();
             assert!(
-                k.stack_frame == 0 && k.spill_stores == 0 && k.spill_loads == 0,
-                "{arch}: kernel {} uses local memory: {k:?}",
-                k.kernel
+                warnings.is_empty(),
+                "ptxas -arch={arch} ({image} image) warns:\n{}",
+                warnings.join("\n")
             );
+            let kernels = parse_ptxas_report(arch, &text);
+            for name in embedded.image.kernels {
+                assert!(
+                    kernels.iter().any(|k| k.kernel == *name),
+                    "{image} image, {arch}: ptxas did not see kernel {name}"
+                );
+            }
+            for k in &kernels {
+                report += &format!(
+                    "| {} | {} | {} | {} | {} | {} | {} |\n",
+                    k.kernel,
+                    image,
+                    k.arch,
+                    k.registers,
+                    k.stack_frame,
+                    k.spill_stores,
+                    k.spill_loads
+                );
+                assert!(
+                    k.stack_frame == 0 && k.spill_stores == 0 && k.spill_loads == 0,
+                    "{image} image, {arch}: kernel {} uses local memory: {k:?}",
+                    k.kernel
+                );
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,0 +1,234 @@
+//! Launch of the Hopper ZipGEMM (`zipserv_gemm_sm90_*`, `wgmma`): variant,
+//! work split, activation tensor map and scratch, all checked before the
+//! launch. Callers go through [`crate::zipgemm_with`] (shape checks there).
+
+use cust::function::BlockSize;
+use cust::launch;
+use cust::memory::{DeviceBuffer, DeviceCopy, DevicePointer, DeviceSlice};
+use cust::module::Module;
+use cust::stream::Stream;
+use half::bf16;
+use zipserv_kernels::catalog::X_PITCH;
+use zipserv_kernels::format::{TILE_COLS, tiles_for};
+use zipserv_kernels::sm90::{
+    BLOCK_THREADS, SmemLayout, UNIT_ROW_TILES, UNIT_ROWS, WGMMA_GEMM_VARIANTS, WgmmaGemmParams,
+    WgmmaGemmVariant, X_PITCH_ELEMENTS, X_PITCH_THREADS,
+};
+use zipserv_kernels::tile::MatrixView;
+
+use crate::device::Gpu;
+use crate::error::{CudaContext, Error, Result};
+use crate::kernels::{GemmWorkspace, RawOutput, SplitK};
+use crate::tensor_map;
+use crate::weights::DeviceWeights;
+
+/// The kernel's parameter block as a launch argument: the same bytes the
+/// kernel reads (`#[repr(C)]`, defined once in `zipserv_kernels::sm90`).
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+struct Params(WgmmaGemmParams);
+
+// SAFETY: plain data (device addresses and integers) with no host
+// references; the kernel receives a byte copy.
+unsafe impl DeviceCopy for Params {}
+
+/// Index into [`WGMMA_GEMM_VARIANTS`] of the variant for `n` activation
+/// rows: the narrowest covering them, else the widest, run once per chunk
+/// of 256 rows.
+pub fn variant_for(n: usize) -> usize {
+    WGMMA_GEMM_VARIANTS
+        .iter()
+        .position(|v| n <= v.n_tile)
+        .unwrap_or(WGMMA_GEMM_VARIANTS.len() - 1)
+}
+
+/// Lets every Hopper variant use the dynamic shared memory its layout
+/// needs, and returns how many blocks of each fit on one multiprocessor.
+pub(crate) fn prepare(module: &Module) -> Result<[u32; 3]> {
+    let mut blocks = [0u32; 3];
+    for (variant, blocks) in WGMMA_GEMM_VARIANTS.iter().zip(&mut blocks) {
+        let function = module
+            .get_function(variant.name)
+            .cuda("cuModuleGetFunction")?;
+        let smem = SmemLayout::of(variant).request_bytes();
+        // SAFETY: a valid function handle and a plain integer attribute.
+        let code = unsafe {
+            cust::sys::cuFuncSetAttribute(
+                function.to_raw(),
+                cust::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                smem as i32,
+            )
+        };
+        if code != cust::sys::cudaError_enum::CUDA_SUCCESS {
+            return Err(Error::Driver {
+                call: "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)",
+                code: code as i32,
+            });
+        }
+        *blocks = function
+            .max_active_blocks_per_multiprocessor(BlockSize::x(BLOCK_THREADS), smem)
+            .cuda("cuOccupancyMaxActiveBlocksPerMultiprocessor")?;
+        if *blocks == 0 {
+            return Err(Error::Unsupported(format!(
+                "{} does not fit on a multiprocessor ({smem} bytes of shared memory)",
+                variant.name
+            )));
+        }
+    }
+    Ok(blocks)
+}
+
+impl Gpu {
+    /// The work split the Hopper ZipGEMM would use for an `m × k` matrix
+    /// and `n` activation rows (`requested`: explicit K slices): one wave
+    /// of resident blocks, whole K slices or stream-K shares as
+    /// [`SplitK::choose`] decides, for units of `sm90::UNIT_ROWS` rows.
+    pub fn wgmma_split(&self, m: usize, k: usize, n: usize, requested: Option<u32>) -> SplitK {
+        let index = variant_for(n);
+        let chunks = n.div_ceil(WGMMA_GEMM_VARIANTS[index].n_tile);
+        SplitK::choose_for_unit(
+            UNIT_ROW_TILES as usize,
+            m,
+            k,
+            chunks,
+            self.wgmma_blocks_per_wave(index),
+            requested,
+        )
+    }
+}
+
+/// The Hopper ZipGEMM of a checked shape (see [`crate::zipgemm_with`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn launch(
+    gpu: &Gpu,
+    stream: &Stream,
+    w: &DeviceWeights,
+    x: &DeviceSlice<bf16>,
+    n: usize,
+    out: RawOutput,
+    split_k: Option<u32>,
+    workspace: &mut GemmWorkspace,
+) -> Result<()> {
+    if !gpu.has_wgmma() {
+        return Err(Error::Unsupported(format!(
+            "the wgmma ZipGEMM needs a Hopper GPU (compute capability 9.0) running the sm_90a image; this device runs {}",
+            gpu.ptx_image().image.arch
+        )));
+    }
+    let (m, k) = (w.rows(), w.cols());
+    let index = variant_for(n);
+    let variant: &WgmmaGemmVariant = &WGMMA_GEMM_VARIANTS[index];
+    let split = gpu.wgmma_split(m, k, n, split_k);
+    let work = split.work;
+    if u32::try_from(u64::from(work.units) * u64::from(work.col_tiles)).is_err() {
+        return Err(Error::Unsupported(format!(
+            "{n} x {m} x {k} exceeds the kernels' 32-bit indexing"
+        )));
+    }
+    let grid = split.grid();
+
+    // TMA reads rows whose pitch is a multiple of 16 bytes from a 16-byte
+    // aligned address; anything else goes through a padded copy first.
+    let x_ptr = x.as_device_ptr().as_raw();
+    let (x_src, pitch) = if k.is_multiple_of(X_PITCH_ELEMENTS) && x_ptr.is_multiple_of(16) {
+        (x_ptr, k)
+    } else {
+        let pitch = k.next_multiple_of(X_PITCH_ELEMENTS);
+        (pitched_copy(gpu, stream, x, n, k, pitch, workspace)?, pitch)
+    };
+    let x_map = tensor_map::activations(x_src, n, k, 2 * pitch, variant.n_tile)?;
+
+    let map_slots = {
+        let need = grid as usize * 16;
+        if workspace.map_slots.as_ref().is_none_or(|b| b.len() < need) {
+            // SAFETY: each block writes its slot before reading it.
+            workspace.map_slots =
+                Some(unsafe { DeviceBuffer::uninitialized(need) }.cuda("cuMemAlloc")?);
+        }
+        workspace.map_slots.as_ref().unwrap().as_device_ptr()
+    };
+    let (partial, counters) = if split.cuts_units() {
+        let slot = UNIT_ROWS as usize * variant.n_tile;
+        let counters = work.units as usize * split.chunks as usize;
+        workspace.reserve(2 * grid as usize * slot, counters)?
+    } else {
+        (DevicePointer::null(), DevicePointer::null())
+    };
+
+    let params = Params(WgmmaGemmParams {
+        x_map,
+        matrix: MatrixView {
+            tiles: w.tiles.as_device_ptr().as_raw() as *const u8,
+            exception_starts: w.exception_starts.as_device_ptr().as_raw() as *const u32,
+            exceptions: w.exceptions.as_device_ptr().as_raw() as *const u16,
+            far_starts: w.far_starts.as_device_ptr().as_raw() as *const u32,
+            far_exponents: w.far_exponents.as_device_ptr().as_raw() as *const u8,
+            exception_table: w.exception_table.as_device_ptr().as_raw() as *const u8,
+            base: u32::from(w.base),
+            rows: m as u32,
+            cols: k as u32,
+            col_tiles: tiles_for(k, TILE_COLS) as u32,
+        },
+        y: out.y.as_raw() as *mut u16,
+        y32: out.y32.as_raw() as *mut f32,
+        partial: partial.as_raw() as *mut f32,
+        counters: counters.as_raw() as *mut u32,
+        map_slots: map_slots.as_raw() as *mut u64,
+        work,
+        n: n as u32,
+        chunks: split.chunks,
+        store: out.store,
+    });
+    let function = gpu
+        .module()
+        .get_function(variant.name)
+        .cuda("cuModuleGetFunction")?;
+    let smem = SmemLayout::of(variant).request_bytes() as u32;
+    // SAFETY: shapes and buffer sizes were checked (here and by the
+    // caller); the matrix was validated before upload; the tensor map
+    // describes `x_src` (n rows of k BF16, `pitch` apart); the workspace
+    // holds a map slot per block and, when shares cut units, two
+    // partial-sum slots per block and a zeroed counter per unit and chunk;
+    // block size and dynamic shared memory match the kernel's layout.
+    unsafe { launch!(function<<<grid, BLOCK_THREADS, smem, stream>>>(params)) }
+        .cuda("cuLaunchKernel(zipserv_gemm_sm90)")
+}
+
+/// Copies `x` (n × k) into the workspace's pitched buffer with rows `pitch`
+/// elements apart, on `stream`, and returns its device address.
+fn pitched_copy(
+    gpu: &Gpu,
+    stream: &Stream,
+    x: &DeviceSlice<bf16>,
+    n: usize,
+    k: usize,
+    pitch: usize,
+    workspace: &mut GemmWorkspace,
+) -> Result<u64> {
+    let need = n * pitch;
+    if workspace.x_pitched.as_ref().is_none_or(|b| b.len() < need) {
+        // SAFETY: the kernel writes every element TMA reads (the pad
+        // columns lie outside the tensor map and are never read).
+        workspace.x_pitched =
+            Some(unsafe { DeviceBuffer::uninitialized(need) }.cuda("cuMemAlloc")?);
+    }
+    let dst = workspace.x_pitched.as_ref().unwrap().as_device_ptr();
+    let blocks = (n * k)
+        .div_ceil(X_PITCH_THREADS as usize)
+        .clamp(1, gpu.info().multiprocessors as usize * 8) as u32;
+    let module = gpu.module();
+    let function = module.get_function(X_PITCH).cuda("cuModuleGetFunction")?;
+    // SAFETY: `x` holds n × k elements (checked by the caller), `dst`
+    // n × pitch; n × pitch < 2^32 (checked by the caller).
+    unsafe {
+        launch!(function<<<blocks, X_PITCH_THREADS, 0, stream>>>(
+            x.as_device_ptr(),
+            n as u32,
+            k as u32,
+            dst,
+            pitch as u32
+        ))
+    }
+    .cuda("cuLaunchKernel(zipserv_x_pitch)")?;
+    Ok(dst.as_raw())
+}

@@ -1,0 +1,397 @@
+//! Geometry of the Hopper ZipGEMM (`zipgemm_sm90`), shared by the kernel
+//! and the host that sizes and launches it, so every constant exists once.
+//!
+//! The kernel computes `Yᵀ = W · Xᵀ` with `wgmma.mma_async.m64nNk16`: the
+//! decoded weights are the A operand, taken from registers (each warp of a
+//! warpgroup holds 16 of the 64 rows, in the same fragment layout as
+//! `mma.m16n8k16`'s A, so one compressed 16×128 tile per warp decodes
+//! straight into it); the activations are the B operand, read by the tensor
+//! cores from shared memory through a matrix descriptor. A block is one
+//! producer warpgroup, which moves compressed tiles (`cp.async.bulk`) and
+//! activations (`cp.async.bulk.tensor`, TMA) into a ring of shared-memory
+//! stages, and [`CONSUMER_WARPGROUPS`] consumer warpgroups, which decode and
+//! multiply. Sizes below are in bytes unless a name says otherwise.
+
+use crate::format::{LANE_PAIRS, LANES, TILE_BYTES, TILE_COLS, TILE_ROWS};
+use crate::launch::WorkSplit;
+use crate::tile::MatrixView;
+
+/// Threads of a warpgroup: the four consecutive warps (starting at a warp
+/// index divisible by 4) that issue one `wgmma` together.
+pub const WARPGROUP_THREADS: u32 = 128;
+/// Warpgroups that decode weights and issue `wgmma` (warpgroups 1..).
+/// Two share every activation stage, halving the activation bytes read
+/// from L2 per weight compared with one.
+pub const CONSUMER_WARPGROUPS: u32 = 2;
+/// Threads of a block: the producer warpgroup (warpgroup 0) and the
+/// consumers.
+pub const BLOCK_THREADS: u32 = WARPGROUP_THREADS * (1 + CONSUMER_WARPGROUPS);
+/// Consumer threads (they alone arrive on a stage's "empty" barrier).
+pub const CONSUMER_THREADS: u32 = WARPGROUP_THREADS * CONSUMER_WARPGROUPS;
+/// Row tiles (16 rows of W) per consumer warpgroup: wgmma's M is 64.
+pub const WG_ROW_TILES: u32 = 4;
+/// Row tiles a block's accumulators cover: a *unit* of the work split.
+pub const UNIT_ROW_TILES: u32 = CONSUMER_WARPGROUPS * WG_ROW_TILES;
+/// Rows of W in one unit.
+pub const UNIT_ROWS: u32 = UNIT_ROW_TILES * TILE_ROWS as u32;
+
+/// Registers per thread a block of [`BLOCK_THREADS`] starts with: the 64 K
+/// register file shared out, rounded down to a multiple of 8 (ptxas's cap
+/// under the launch bounds `.maxntid 384` / `.minnctapersm 1`).
+pub const ENTRY_REGISTERS: u32 = (65536 / BLOCK_THREADS) & !7;
+/// Registers per thread the producer warpgroup keeps after `setmaxnreg`
+/// (one thread issues copies; the others exit). 24 made it spill.
+pub const PRODUCER_REGISTERS: u32 = 40;
+/// Registers per thread of a consumer after `setmaxnreg`: at N = 256, 128
+/// f32 accumulators and a tile's 32 fragment registers in the tensor
+/// cores while the next tile is decoded into the A stage.
+pub const CONSUMER_REGISTERS: u32 = 232;
+// setmaxnreg: multiples of 8 in 24..=256 (PTX ISA, "setmaxnreg"). The
+// consumers' `.inc` only draws on what the block owns from the start: the
+// producer's release. Tried 32/240 (within the 64 K file, not within the
+// 168 × 384 the block starts with): `setmaxnreg.inc` waited forever.
+const _: () = assert!(PRODUCER_REGISTERS.is_multiple_of(8) && CONSUMER_REGISTERS.is_multiple_of(8));
+const _: () = assert!(
+    PRODUCER_REGISTERS * WARPGROUP_THREADS + CONSUMER_REGISTERS * CONSUMER_THREADS
+        <= ENTRY_REGISTERS * BLOCK_THREADS
+);
+
+/// Activation columns (BF16) per TMA box: 64 × 2 B = 128 B, the span of the
+/// 128-byte swizzle, so each box row is one swizzle row.
+pub const X_BOX_COLS: usize = 64;
+/// Bytes of one activation row inside a box.
+pub const X_BOX_ROW_BYTES: usize = X_BOX_COLS * 2;
+/// Boxes per 128-column k-tile.
+pub const X_BOXES: usize = TILE_COLS / X_BOX_COLS;
+/// 128-byte swizzle atom: 8 rows × 128 B. Boxes start at multiples of it,
+/// because the swizzle is a function of the shared-memory address bits.
+pub const SWIZZLE_ATOM_BYTES: usize = 8 * X_BOX_ROW_BYTES;
+/// Compressed tiles of one stage: the unit's row tiles at one k-tile.
+pub const W_STAGE_BYTES: usize = UNIT_ROW_TILES as usize * TILE_BYTES;
+/// One warp's decoded tile in fragment order, where exceptions are patched
+/// (the A stage of `tile::a_stage_offset`).
+pub const A_STAGE_BYTES: usize = LANES * LANE_PAIRS * 4;
+/// Consumer warps, each with its own A stage.
+pub const CONSUMER_WARPS: usize = (CONSUMER_THREADS / 32) as usize;
+/// The exception table copied to shared memory (32 entries used).
+pub const TABLE_BYTES: usize = 128;
+/// Block-wide scratch word: the split-K arrival verdict.
+pub const FLAG_BYTES: usize = 16;
+/// One `mbarrier` object.
+pub const MBARRIER_BYTES: usize = 8;
+/// Named barrier (besides barrier 0, the whole block) that the consumer
+/// warpgroups use among themselves; the producer never joins it.
+pub const CONSUMER_BARRIER: u32 = 1;
+
+/// Threads per block of `zipserv_x_pitch` (the pitch copy for activations
+/// TMA cannot address directly).
+pub const X_PITCH_THREADS: u32 = 256;
+/// Row pitch TMA needs: a multiple of 16 bytes (8 BF16).
+pub const X_PITCH_ELEMENTS: usize = 8;
+
+/// Activations bytes of one stage for a variant of `n_tile` rows of X.
+pub const fn x_stage_bytes(n_tile: usize) -> usize {
+    X_BOXES * n_tile * X_BOX_ROW_BYTES
+}
+
+/// One compiled Hopper ZipGEMM variant: its entry point, the activation rows
+/// `n_tile` one launch chunk covers (wgmma's N), and the stages of its
+/// shared-memory ring (as many as fit in 227 KB).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WgmmaGemmVariant {
+    pub name: &'static str,
+    pub n_tile: usize,
+    pub stages: usize,
+}
+
+/// Every Hopper ZipGEMM variant, narrowest first: the one list the entry
+/// points, the build script (launch bounds), the host and the PTX tests use.
+pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 3] = [
+    WgmmaGemmVariant {
+        name: "zipserv_gemm_sm90_n64",
+        n_tile: 64,
+        stages: 4,
+    },
+    WgmmaGemmVariant {
+        name: "zipserv_gemm_sm90_n128",
+        n_tile: 128,
+        stages: 3,
+    },
+    WgmmaGemmVariant {
+        name: "zipserv_gemm_sm90_n256",
+        n_tile: 256,
+        stages: 2,
+    },
+];
+
+/// Dynamic shared memory a block may have on Hopper (227 KB, after
+/// `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`).
+pub const MAX_SMEM_BYTES: usize = 227 * 1024;
+
+/// Byte offsets of a block's shared-memory regions from a base aligned to
+/// [`SWIZZLE_ATOM_BYTES`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SmemLayout {
+    /// Activation stages, `x_stage` bytes each (boxes 1024-aligned).
+    pub x: usize,
+    pub x_stage: usize,
+    /// Compressed-tile stages, [`W_STAGE_BYTES`] each.
+    pub w: usize,
+    /// Consumer warps' A stages, [`A_STAGE_BYTES`] each.
+    pub a: usize,
+    pub table: usize,
+    pub flag: usize,
+    /// "Full" barriers (the producer's copies landed), one per stage, then
+    /// "empty" barriers (the consumers are done with the stage).
+    pub full: usize,
+    pub empty: usize,
+    /// End of the layout.
+    pub end: usize,
+}
+
+impl SmemLayout {
+    pub const fn of(v: &WgmmaGemmVariant) -> Self {
+        let x_stage = x_stage_bytes(v.n_tile);
+        let w = v.stages * x_stage;
+        let a = w + v.stages * W_STAGE_BYTES;
+        let table = a + CONSUMER_WARPS * A_STAGE_BYTES;
+        let flag = table + TABLE_BYTES;
+        let full = flag + FLAG_BYTES;
+        let empty = full + v.stages * MBARRIER_BYTES;
+        let end = empty + v.stages * MBARRIER_BYTES;
+        Self {
+            x: 0,
+            x_stage,
+            w,
+            a,
+            table,
+            flag,
+            full,
+            empty,
+            end,
+        }
+    }
+
+    /// Dynamic shared memory to request: the layout plus the slack that
+    /// lets the kernel align its base to [`SWIZZLE_ATOM_BYTES`] (dynamic
+    /// shared memory is only guaranteed 16-byte alignment).
+    pub const fn request_bytes(&self) -> usize {
+        self.end + SWIZZLE_ATOM_BYTES
+    }
+}
+
+const fn check_variants() {
+    let mut i = 0;
+    while i < WGMMA_GEMM_VARIANTS.len() {
+        let v = &WGMMA_GEMM_VARIANTS[i];
+        let l = SmemLayout::of(v);
+        // wgmma N: multiples of 8 up to 256 (here: 16 so every box is whole
+        // swizzle atoms); TMA boxes: at most 256 rows.
+        assert!(v.n_tile.is_multiple_of(16) && v.n_tile <= 256);
+        assert!(l.x_stage.is_multiple_of(SWIZZLE_ATOM_BYTES));
+        assert!((v.n_tile * X_BOX_ROW_BYTES).is_multiple_of(SWIZZLE_ATOM_BYTES));
+        // cp.async.bulk: 16-byte aligned destinations and sizes.
+        assert!(l.w.is_multiple_of(16) && TILE_BYTES.is_multiple_of(16));
+        assert!(l.a.is_multiple_of(16) && l.table.is_multiple_of(16));
+        assert!(l.full.is_multiple_of(8));
+        assert!(l.request_bytes() <= MAX_SMEM_BYTES);
+        assert!(v.stages >= 2);
+        i += 1;
+    }
+}
+const _: () = check_variants();
+
+/// A CUDA tensor map (`CUtensorMap`, 128 opaque bytes made by the driver's
+/// `cuTensorMapEncodeTiled` on the host) describing the activations for
+/// `cp.async.bulk.tensor`. TMA wants it 64-byte aligned in param, const or
+/// global memory; rustc's kernel ABI passes structs aligned to 16 at most,
+/// so the kernel copies it from its parameters to a 128-byte slot of global
+/// memory per block before use.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TensorMap {
+    pub opaque: [u64; 16],
+}
+
+/// Everything a Hopper ZipGEMM launch takes, as one `#[repr(C)]` block
+/// passed by value: host and kernel build it from this one definition.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct WgmmaGemmParams {
+    /// Activations `X[n][k]`, BF16, row pitch a multiple of 16 bytes; boxes
+    /// of [`X_BOX_COLS`] × `n_tile`, 128-byte swizzle, zero past N and K.
+    pub x_map: TensorMap,
+    pub matrix: MatrixView,
+    /// `Y` (N × M, row-major) as BF16 or f32 (`store`, see `launch`).
+    pub y: *mut u16,
+    pub y32: *mut f32,
+    /// Split-K partial sums: two slots of [`UNIT_ROWS`] × `n_tile` f32 per
+    /// block; one zeroed arrival counter per unit and chunk.
+    pub partial: *mut f32,
+    pub counters: *mut u32,
+    /// One 128-byte slot per block for its copy of `x_map`.
+    pub map_slots: *mut u64,
+    /// Shares of (unit, column tile) pairs; `work.blocks` shares, each run
+    /// once per activation chunk (grid = `work.blocks × chunks`).
+    pub work: WorkSplit,
+    pub n: u32,
+    pub chunks: u32,
+    pub store: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<WgmmaGemmParams>() == 256);
+const _: () = assert!(core::mem::align_of::<WgmmaGemmParams>() == 16);
+
+/// Swizzle modes of a `wgmma` shared-memory matrix descriptor (bits 62–63).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum DescriptorSwizzle {
+    None = 0,
+    B128 = 1,
+    B64 = 2,
+    B32 = 3,
+}
+
+/// A `wgmma` shared-memory matrix descriptor (PTX ISA, "Asynchronous
+/// Warpgroup Level Matrix Instructions: Matrix Descriptor Format"): the
+/// start address, the leading- and stride-dimension byte offsets (each
+/// stored as bits 4..18 of the byte value, in 14-bit fields at bits 0, 16
+/// and 32), base offset 0 (the matrix starts on a swizzle-atom boundary)
+/// and the swizzle mode at bits 62–63.
+#[inline]
+pub const fn matrix_descriptor(
+    s_addr: u32,
+    leading_bytes: u32,
+    stride_bytes: u32,
+    swizzle: DescriptorSwizzle,
+) -> u64 {
+    const fn field(bytes: u32) -> u64 {
+        ((bytes >> 4) & 0x3FFF) as u64
+    }
+    field(s_addr) | field(leading_bytes) << 16 | field(stride_bytes) << 32 | (swizzle as u64) << 62
+}
+
+/// Descriptor of k-step `step` (16 columns, 0..8) of a k-tile of
+/// activations staged at `s_x` as [`X_BOXES`] boxes of `n_tile` rows, each
+/// K-major with the 128-byte swizzle. In that canonical layout (CUTLASS's
+/// `Layout_K_SW128_Atom`, PTX ISA "Shared Memory Matrix Layout") a row of
+/// the box is 128 contiguous bytes whose 16-byte chunks are permuted by
+/// the row's index mod 8, rows are 128 B apart and groups of 8 rows 1024 B
+/// apart (the stride-dimension offset); the leading-dimension offset is
+/// unused and conventionally 1 (16 B). A k-step inside a swizzle row starts
+/// 32 B further: the hardware applies the swizzle to the summed address.
+#[inline]
+pub const fn x_descriptor(s_x: u32, n_tile: usize, step: usize) -> u64 {
+    let box_start = s_x + ((step / 4) * n_tile * X_BOX_ROW_BYTES) as u32;
+    matrix_descriptor(
+        box_start + ((step % 4) * 32) as u32,
+        16,
+        SWIZZLE_ATOM_BYTES as u32,
+        DescriptorSwizzle::B128,
+    )
+}
+
+/// Byte offset of element (row, col) of a box of [`X_BOX_COLS`]-element
+/// rows stored with the 128-byte swizzle, as TMA writes it
+/// (`CU_TENSOR_MAP_SWIZZLE_128B`) and as [`x_descriptor`] describes it:
+/// 16-byte chunk `c` of row `r` lands at chunk `c ^ (r % 8)`.
+#[inline]
+pub const fn sw128_offset(row: usize, col: usize) -> usize {
+    row * X_BOX_ROW_BYTES + (((col / 8) ^ (row % 8)) * 16) + (col % 8) * 2
+}
+
+/// Where accumulator element `i` of 8-column block `j` sits in the
+/// warpgroup's 64 × N result: (row inside the warp's 16 rows, column).
+/// The wgmma m64nNk16 f32 accumulator layout (PTX ISA, "Register Fragments:
+/// Matrix Fragments for wgmma.mma_async.m64nNk16", accumulator D) repeats
+/// `mma.m16n8k16`'s C layout for every 8 columns: `d[4j + i]` is row
+/// `g + 8·(i / 2)`, column `8j + 2t + i % 2`, with `g = lane / 4`,
+/// `t = lane % 4`; warp `w` of the warpgroup holds rows `16w ..`.
+#[inline(always)]
+pub const fn accumulator_position(lane: u32, j: u32, i: u32) -> (u32, u32) {
+    let (g, t) = (lane / 4, lane % 4);
+    (g + 8 * (i / 2), 8 * j + 2 * t + i % 2)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec;
+
+    #[test]
+    fn descriptor_fields_land_where_the_isa_puts_them() {
+        // start 0x400 → 0x40 at bit 0; LBO 16 → 1 at bit 16; SBO 1024 → 64
+        // at bit 32; 128-byte swizzle → 1 at bit 62.
+        let d = matrix_descriptor(0x400, 16, 1024, DescriptorSwizzle::B128);
+        assert_eq!(d, 0x4000_0040_0001_0040);
+        // Addresses keep bits 4..18 only.
+        let d = matrix_descriptor(0x3FFF0, 0, 0, DescriptorSwizzle::None);
+        assert_eq!(d, 0x3FFF);
+        assert_eq!(matrix_descriptor(0, 0, 0, DescriptorSwizzle::B32), 3 << 62);
+    }
+
+    #[test]
+    fn x_descriptor_walks_k_steps_and_boxes() {
+        let base = 0x2000;
+        for n_tile in [64usize, 128, 256] {
+            for step in 0..8 {
+                let d = x_descriptor(base, n_tile, step);
+                let start = ((d & 0x3FFF) << 4) as usize;
+                let want = base as usize + (step / 4) * n_tile * 128 + (step % 4) * 32;
+                assert_eq!(start, want, "n_tile {n_tile} step {step}");
+                assert_eq!((d >> 32) & 0x3FFF, 64);
+                assert_eq!(d >> 62, 1);
+            }
+        }
+    }
+
+    /// The swizzled box is a permutation of the plain row-major box: every
+    /// element has its own 2-byte slot, inside its own 128-byte row.
+    #[test]
+    fn sw128_is_a_permutation_within_rows() {
+        let rows = 16;
+        let mut seen = vec![false; rows * X_BOX_COLS];
+        for r in 0..rows {
+            for c in 0..X_BOX_COLS {
+                let o = sw128_offset(r, c);
+                assert_eq!(o / X_BOX_ROW_BYTES, r);
+                assert!(!seen[o / 2]);
+                seen[o / 2] = true;
+            }
+        }
+        // Row 0 is unpermuted; row 1 swaps neighbouring chunks.
+        assert_eq!(sw128_offset(0, 8), 16);
+        assert_eq!(sw128_offset(1, 0), 128 + 16);
+        assert_eq!(sw128_offset(1, 8), 128);
+    }
+
+    #[test]
+    fn accumulator_positions_cover_each_warp_tile_once() {
+        for nj in [8u32, 16, 32] {
+            let mut seen = vec![false; 16 * 8 * nj as usize];
+            for lane in 0..32 {
+                for j in 0..nj {
+                    for i in 0..4 {
+                        let (r, c) = accumulator_position(lane, j, i);
+                        let at = (r * 8 * nj + c) as usize;
+                        assert!(!seen[at]);
+                        seen[at] = true;
+                    }
+                }
+            }
+            assert!(seen.iter().all(|&s| s));
+        }
+    }
+
+    #[test]
+    fn layouts_fit_and_do_not_overlap() {
+        for v in &WGMMA_GEMM_VARIANTS {
+            let l = SmemLayout::of(v);
+            assert!(l.x + v.stages * l.x_stage <= l.w);
+            assert!(l.w + v.stages * W_STAGE_BYTES <= l.a);
+            assert!(l.a + CONSUMER_WARPS * A_STAGE_BYTES <= l.table);
+            assert!(l.request_bytes() <= MAX_SMEM_BYTES, "{v:?}: {l:?}");
+        }
+    }
+}

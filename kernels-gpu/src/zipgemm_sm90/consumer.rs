@@ -1,0 +1,397 @@
+//! The decode and MMA stages: the two consumer warpgroups. Consumer warp
+//! `w` (0..8) owns row tile `w` of every unit, so warpgroup `c` holds rows
+//! `64c .. 64c + 64` of the unit: the 64 rows of its `wgmma`.
+
+use super::epilogue::{self, Segment};
+use super::smem::Smem;
+use super::{Block, Ring};
+use crate::format::{K_STEPS, LANE_PAIRS, LANES};
+use crate::ptx::{
+    FragA, lane_id, ld_nc_u32, ld_shared_v4, named_barrier_sync, st_shared_u32, st_shared_v4,
+    sync_warp,
+};
+use crate::ptx_sm90::{
+    mbarrier_arrive, mbarrier_wait_parity, wgmma_commit_group, wgmma_fence, wgmma_m64n64k16_bf16,
+    wgmma_m64n128k16_bf16, wgmma_m64n256k16_bf16, wgmma_wait_group,
+};
+use crate::sm90::{CONSUMER_BARRIER, CONSUMER_THREADS, UNIT_ROW_TILES, x_descriptor};
+use crate::tile::{LaneTile, MatrixView, TileExceptions, patch_a_stage};
+
+/// A lane's decoded tile: the A fragments of the tile's 8 k-steps, pair
+/// `4s + r` being register `r` of k-step `s` (docs/FORMAT.md §1.2).
+type TileFrags = [u32; LANE_PAIRS];
+
+/// This thread's accumulators: for each 8 activation rows (columns of
+/// `Yᵀ`), the four f32 of `mma.m16n8k16`'s C fragment, which `wgmma`'s
+/// m64nNk16 accumulator repeats (`sm90::accumulator_position`).
+pub(super) type FragD<const NJ: usize> = [[f32; 4]; NJ];
+
+/// A tile's exception range and this lane's entry among its first 32,
+/// loaded one tile ahead so the dependent loads are off the critical path.
+#[derive(Clone, Copy)]
+struct Exceptions {
+    range: TileExceptions,
+    entry: u32,
+}
+
+impl Exceptions {
+    const NONE: Self = Self {
+        range: TileExceptions {
+            start: 0,
+            count: 0,
+            far_start: 0,
+        },
+        entry: 0,
+    };
+
+    /// # Safety
+    /// `tile` is a tile of the (validated) matrix `view`.
+    #[inline(always)]
+    unsafe fn load(view: &MatrixView, tile: u32, lane: u32) -> Self {
+        // SAFETY: the caller's promise.
+        unsafe {
+            let range = view.tile_exceptions(tile);
+            Self {
+                entry: view.exception(&range, lane),
+                range,
+            }
+        }
+    }
+}
+
+/// Whether a variant decodes the next tile while the tensor cores work on
+/// the current one's fragments (which must stay untouched in their
+/// registers until their `wgmma`s complete), in a second register set:
+/// N ≤ 128. At N = 256 the 128 accumulators leave no room for that set (it
+/// spilled 116 bytes even with 240 registers per thread), and the variant
+/// decodes, multiplies and waits one tile at a time (v1). Tried for it
+/// (v2 on an H200, 28672×4096): decoding the next tile into the A stage
+/// during the `wgmma`s and loading it after them ran 161 µs instead of
+/// 144: with only 2 stages of 88 KB, a stage then stays busy until the
+/// next tile is decoded, and the producer falls behind.
+const fn overlaps_decode(nj: usize) -> bool {
+    nj < 32
+}
+
+/// What a consumer warp needs to decode its tiles of one unit segment.
+struct Decoder<'a> {
+    view: &'a MatrixView,
+    s: &'a Smem,
+    warp: u32,
+    lane: u32,
+    /// First tile of this warp's row in the segment's unit, and the
+    /// segment's end column.
+    row_tile0: u32,
+    kt1: u32,
+    /// Whether this warp has a row tile in the unit (warp-uniform).
+    active: bool,
+}
+
+impl Decoder<'_> {
+    /// Waits for stage `ring`; `exceptions` holds tile `kt`'s and is
+    /// refilled with tile `kt + 1`'s, one tile ahead. Returns tile `kt`'s.
+    ///
+    /// # Safety
+    /// `kt` < `kt1`; `ring` is the stage of tile `kt`.
+    #[inline(always)]
+    unsafe fn wait_and_prefetch<const STAGES: usize>(
+        &self,
+        ring: Ring<STAGES>,
+        kt: u32,
+        exceptions: &mut Exceptions,
+    ) -> Exceptions {
+        let current = *exceptions;
+        // SAFETY: the caller's promise.
+        unsafe {
+            mbarrier_wait_parity(self.s.full(ring.stage), ring.phase);
+            if self.active && kt + 1 < self.kt1 {
+                *exceptions = Exceptions::load(self.view, self.row_tile0 + kt + 1, self.lane);
+            }
+        }
+        current
+    }
+
+    /// decode + patch into registers: tile `kt` of stage `ring` as
+    /// fragments (zeros for a warp without a row tile), exceptions patched
+    /// through the A stage when there are any.
+    ///
+    /// # Safety
+    /// All lanes of the warp call this together; as [`Self::wait_and_prefetch`].
+    #[inline(always)]
+    unsafe fn decode<const STAGES: usize>(
+        &self,
+        ring: Ring<STAGES>,
+        kt: u32,
+        exceptions: &mut Exceptions,
+    ) -> TileFrags {
+        let mut a: TileFrags = [0; LANE_PAIRS];
+        // SAFETY: the caller's promise; the stage is complete once the
+        // barrier's phase is.
+        unsafe {
+            let current = self.wait_and_prefetch(ring, kt, exceptions);
+            if self.active {
+                let s_tile = self.s.w(ring.stage, self.warp);
+                LaneTile::decode_shared(s_tile, self.lane, self.view.base, |step, frag| {
+                    a[4 * step..4 * step + 4].copy_from_slice(&frag)
+                });
+                // Warp-uniform: every lane read the same count.
+                if current.range.count > 0 {
+                    patch(self.view, &current, &mut a, self.s, self.warp, self.lane);
+                }
+            }
+        }
+        a
+    }
+}
+
+/// The consumers' walk over the block's share, one unit segment at a
+/// time. For N ≤ 128 a warpgroup decodes tile `kt + 1` while its `wgmma`s
+/// on tile `kt` run, and releases a stage once the `wgmma`s that read it
+/// are complete (v2; v1 waited for each tile's `wgmma`s before decoding the
+/// next: on an H200, 28672×4096, N = 64 92.1 → 79.5 µs, N = 128 110.5 →
+/// 100.3). `ctid` is the thread's index among the consumers (0..256).
+///
+/// # Safety
+/// Called by every consumer thread; `b` and `s` describe this block.
+#[inline(always)]
+pub(super) unsafe fn run<const NJ: usize, const STAGES: usize>(b: &Block, s: &Smem, ctid: u32) {
+    let view = &b.p.matrix;
+    let col_tiles = view.col_tiles;
+    let (warp, lane) = (ctid / LANES as u32, lane_id());
+    // SAFETY: as in the kernel: shared addresses inside the block's layout,
+    // tiles inside the matrix; every wgmma is issued by whole warpgroups.
+    unsafe {
+        if ctid < 8 {
+            let table = view.exception_table as *const u32;
+            st_shared_u32(s.table() + 4 * ctid, ld_nc_u32(table.add(ctid as usize)));
+        }
+        named_barrier_sync(CONSUMER_BARRIER, CONSUMER_THREADS);
+
+        let mut ring = Ring::<STAGES>::START;
+        let mut pos = b.start;
+        while pos < b.end {
+            let (u, kt0) = b.unit_and_tile(pos);
+            let kt1 = (kt0 + (b.end - pos)).min(col_tiles);
+            let rt = u * UNIT_ROW_TILES + warp;
+            let d = Decoder {
+                view,
+                s,
+                warp,
+                lane,
+                row_tile0: rt * col_tiles,
+                kt1,
+                active: rt < b.row_tiles,
+            };
+            let mut acc: FragD<NJ> = [[0.0; 4]; NJ];
+            let mut exceptions = Exceptions::NONE;
+            if d.active {
+                exceptions = Exceptions::load(view, d.row_tile0 + kt0, lane);
+            }
+            if overlaps_decode(NJ) {
+                segment_in_registers::<NJ, STAGES>(&d, &mut acc, &mut ring, kt0, &mut exceptions);
+            } else {
+                segment_serial::<NJ, STAGES>(&d, &mut acc, &mut ring, kt0, &mut exceptions);
+            }
+            let segment = Segment {
+                u,
+                tiles: kt1 - kt0,
+                whole: kt0 == 0 && kt1 == col_tiles,
+                first: pos == b.start,
+            };
+            epilogue::store::<NJ>(b, s, &acc, &segment, warp, lane, ctid);
+            pos += kt1 - kt0;
+        }
+    }
+}
+
+/// One segment's tiles `kt0 .. d.kt1` with the next tile's fragments in a
+/// second register set (`a0`, `a1`; the loop is unrolled by two so each
+/// is a fixed set). On return every `wgmma` is complete and every stage
+/// released.
+///
+/// # Safety
+/// As [`run`]; `ring` is the stage of tile `kt0`, `exceptions` its
+/// exception range.
+#[inline(always)]
+unsafe fn segment_in_registers<const NJ: usize, const STAGES: usize>(
+    d: &Decoder,
+    acc: &mut FragD<NJ>,
+    ring: &mut Ring<STAGES>,
+    kt0: u32,
+    exceptions: &mut Exceptions,
+) {
+    let s = d.s;
+    // SAFETY: the caller's promise.
+    unsafe {
+        // The stage whose wgmmas were issued last, not yet released.
+        let mut in_flight: Option<Ring<STAGES>> = None;
+        let mut kt = kt0;
+        let mut a0 = d.decode(*ring, kt, exceptions);
+        loop {
+            // mma on tile kt (a0), then release tile kt − 1's stage and
+            // decode tile kt + 1 into a1 while the tensor cores work.
+            mma_issue::<NJ>(acc, &a0, s.x(ring.stage));
+            release_previous(s, &mut in_flight, *ring);
+            ring.advance();
+            kt += 1;
+            if kt == d.kt1 {
+                break;
+            }
+            let a1 = d.decode(*ring, kt, exceptions);
+            mma_issue::<NJ>(acc, &a1, s.x(ring.stage));
+            release_previous(s, &mut in_flight, *ring);
+            ring.advance();
+            kt += 1;
+            if kt == d.kt1 {
+                break;
+            }
+            a0 = d.decode(*ring, kt, exceptions);
+        }
+        // The last tile's wgmmas: wait for all, release its stage.
+        wgmma_wait_group::<0>();
+        if let Some(last) = in_flight {
+            mbarrier_arrive(s.empty(last.stage));
+        }
+    }
+}
+
+/// One segment's tiles one at a time (N = 256): decode, `wgmma`s, wait,
+/// release the stage, so a stage is free as soon as its `wgmma`s are done.
+///
+/// # Safety
+/// As [`segment_in_registers`].
+#[inline(always)]
+unsafe fn segment_serial<const NJ: usize, const STAGES: usize>(
+    d: &Decoder,
+    acc: &mut FragD<NJ>,
+    ring: &mut Ring<STAGES>,
+    kt0: u32,
+    exceptions: &mut Exceptions,
+) {
+    let s = d.s;
+    // SAFETY: the caller's promise.
+    unsafe {
+        let mut kt = kt0;
+        while kt < d.kt1 {
+            let a = d.decode(*ring, kt, exceptions);
+            mma_issue::<NJ>(acc, &a, s.x(ring.stage));
+            wgmma_wait_group::<0>();
+            // This thread is done with the stage: its weight loads were
+            // consumed by the decode, the wgmma reads are complete.
+            mbarrier_arrive(s.empty(ring.stage));
+            ring.advance();
+            kt += 1;
+        }
+    }
+}
+
+/// After the wgmmas on stage `current` were committed: waits until only
+/// they are pending, so the previous tile's wgmmas are complete — its
+/// stage goes back to the producer and its fragment registers may be
+/// overwritten — and records `current` as the stage in flight.
+///
+/// # Safety
+/// Warpgroup-collective; `in_flight` is the stage of the group committed
+/// before `current`'s, if any.
+#[inline(always)]
+unsafe fn release_previous<const STAGES: usize>(
+    s: &Smem,
+    in_flight: &mut Option<Ring<STAGES>>,
+    current: Ring<STAGES>,
+) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        if let Some(previous) = in_flight.replace(current) {
+            wgmma_wait_group::<1>();
+            // This thread is done with the stage: its weight loads were
+            // consumed by the decode, the wgmma reads are complete.
+            mbarrier_arrive(s.empty(previous.stage));
+        }
+    }
+}
+
+/// Puts each exception's true exponent into the lane registers that hold
+/// it, through the warp's 4 KB A stage: the fragments go out with 8
+/// 16-byte stores, each lane patches about one entry in place, and they
+/// come back with 8 loads (16 shared-memory instructions per lane and
+/// tile). Patching registers directly needs the owning lane to select one
+/// of its 32 registers by a run-time index: in the `mma.sync` kernel (its
+/// v4) routing entries to their owners ran 1.6× slower, since some lane of
+/// the warp has an exception in almost every k-step; a uniform
+/// test-and-select over all 32 registers costs ~96 instructions per lane
+/// and tile, more than the round trip.
+///
+/// # Safety
+/// All 32 lanes of the warp call this together; `e` is this warp's tile.
+#[inline(always)]
+unsafe fn patch(
+    view: &MatrixView,
+    e: &Exceptions,
+    a: &mut TileFrags,
+    s: &Smem,
+    warp: u32,
+    lane: u32,
+) {
+    let s_a = s.a(warp);
+    // SAFETY: the stage is this warp's 4 KB; the caller's promise.
+    unsafe {
+        seq_macro::seq!(S in 0..8 {
+            st_shared_v4(s_a + (S * 32 + lane) * 16, [a[4 * S], a[4 * S + 1], a[4 * S + 2], a[4 * S + 3]]);
+        });
+        sync_warp();
+        patch_a_stage(view, &e.range, e.entry, lane, s.table(), s_a);
+        sync_warp();
+        seq_macro::seq!(S in 0..8 {
+            let v = ld_shared_v4(s_a + (S * 32 + lane) * 16);
+            a[4 * S..4 * S + 4].copy_from_slice(&v);
+        });
+    }
+}
+
+const _: () = assert!(K_STEPS == 8, "mma and patch unroll exactly 8 k-steps");
+
+/// The tile's 8 k-steps as `wgmma`s against the stage's activations at
+/// `s_x`, committed as one group; they run while the caller goes on (see
+/// `run`).
+///
+/// # Safety
+/// Warpgroup-collective: every thread of the warpgroup calls it converged;
+/// `s_x` holds a full stage of activations, and neither it nor `a`'s
+/// registers change until the group is complete.
+#[inline(always)]
+unsafe fn mma_issue<const NJ: usize>(acc: &mut FragD<NJ>, a: &TileFrags, s_x: u32) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        // The fragments were just written by the decode.
+        wgmma_fence();
+        seq_macro::seq!(S in 0..8 {
+            let frag: FragA = [a[4 * S], a[4 * S + 1], a[4 * S + 2], a[4 * S + 3]];
+            wgmma::<NJ>(acc, frag, x_descriptor(s_x, 8 * NJ, S));
+        });
+        wgmma_commit_group();
+    }
+}
+
+/// The `wgmma` of N = 8·NJ (one of the compiled variants).
+///
+/// # Safety
+/// As [`mma`].
+#[inline(always)]
+unsafe fn wgmma<const NJ: usize>(acc: &mut FragD<NJ>, a: FragA, b_desc: u64) {
+    const {
+        assert!(
+            NJ == 8 || NJ == 16 || NJ == 32,
+            "no wgmma wrapper for this N"
+        )
+    };
+    let acc = acc as *mut FragD<NJ>;
+    // SAFETY: the caller's promise; each cast is to the type of the same
+    // size (the branch taken is the one with NJ blocks).
+    unsafe {
+        match NJ {
+            8 => wgmma_m64n64k16_bf16(&mut *(acc as *mut [[f32; 4]; 8]), a, b_desc),
+            16 => wgmma_m64n128k16_bf16(&mut *(acc as *mut [[f32; 4]; 16]), a, b_desc),
+            _ => wgmma_m64n256k16_bf16(&mut *(acc as *mut [[f32; 4]; 32]), a, b_desc),
+        }
+    }
+}

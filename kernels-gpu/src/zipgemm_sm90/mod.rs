@@ -1,0 +1,187 @@
+//! Hopper ZipGEMM: `Yᵀ[M×N] = W[M×K] · Xᵀ[K×N]` with `W` compressed, FP32
+//! accumulation, on `wgmma` (sm_90a). Geometry and the launch contract are
+//! in `sm90`; the `mma.sync` kernel (`zipgemm`) stays the path for small N.
+//!
+//! Why another kernel: the `mma.sync` one re-decodes the weights for every
+//! 32 activation rows and keeps one tile in flight per warp. Here a block
+//! decodes each weight once for up to 256 activation rows (wgmma's N), the
+//! accumulators of all of them in registers, and the copy engines, not the
+//! threads, move the data.
+//!
+//! A block is three warpgroups. Work is dealt as in the other kernel
+//! ([`WorkSplit`](crate::launch::WorkSplit), stream-K): a *unit* is 128
+//! rows of W (8 row tiles), and each block walks a contiguous share of the
+//! (unit, 128-column tile) pairs, once per chunk of `n_tile` activation
+//! rows. Per pair, through a ring of shared-memory stages:
+//!
+//!   load (warpgroup 0, one thread; `producer`) – waits until the stage is
+//!          empty, then `cp.async.bulk` copies the unit's 8 compressed tiles
+//!          (2816 B each, contiguous in the tile stream) and TMA copies the
+//!          activations `X[n0 ..][k0 .. k0 + 128]` as two boxes of 64
+//!          columns in the 128-byte swizzle `wgmma` reads; all complete on
+//!          the stage's "full" barrier. TMA zero-fills rows past N and
+//!          columns past K, so ragged shapes need no padding.
+//!   decode (warpgroups 1–2, each warp one row tile; `consumer`) – waits
+//!          for "full", reads its lane's 64 sign+mantissa bytes and 6 code
+//!          words from the stage, decodes them with the shared decode
+//!          functions into 32 registers: the A fragments of the tile's 8
+//!          k-steps;
+//!   patch – a tile with exceptions goes through the warp's A stage in
+//!          shared memory, where each lane fixes about one exponent (as in
+//!          the other kernel; see `consumer::patch` for why not in place);
+//!   mma  – 8 `wgmma.m64nNk16` per warpgroup, A from registers, B by
+//!          descriptor from the stage; then the consumers arrive on the
+//!          stage's "empty" barrier;
+//!   store (`epilogue`) – a whole unit: BF16 or f32 straight to `Y`; part
+//!          of a unit: f32 partial sums to the block's slot, and the last
+//!          block to finish the unit adds the slots in share order.
+//!
+//! The producer runs ahead by up to `stages` pairs, across unit boundaries,
+//! so the next unit's data arrives while the consumers store. `setmaxnreg`
+//! gives the consumers 232 registers (128 accumulators at N = 256) and the
+//! producer 40.
+
+mod consumer;
+mod epilogue;
+mod producer;
+mod smem;
+mod x_pitch;
+
+use crate::format::TILE_ROWS;
+use crate::launch::nonzero;
+use crate::ptx::{block_idx, sync_threads, thread_idx};
+use crate::ptx_sm90::{fence_mbarrier_init, mbarrier_init, setmaxnreg_dec, setmaxnreg_inc};
+use crate::sm90::{
+    CONSUMER_REGISTERS, CONSUMER_THREADS, PRODUCER_REGISTERS, WARPGROUP_THREADS,
+    WGMMA_GEMM_VARIANTS, WgmmaGemmParams,
+};
+use smem::Smem;
+
+/// What every role of a block knows about its work.
+#[derive(Clone, Copy)]
+struct Block<'a> {
+    p: &'a WgmmaGemmParams,
+    /// This block's share of the (unit, column tile) pairs, `start..end`.
+    share: u32,
+    start: u32,
+    end: u32,
+    /// The activation chunk and its first row.
+    chunk: u32,
+    n0: u32,
+    row_tiles: u32,
+}
+
+impl<'a> Block<'a> {
+    #[inline(always)]
+    fn new(p: &'a WgmmaGemmParams, n_tile: u32) -> Self {
+        // chunks ≥ 1 (host-checked); `nonzero` keeps panic paths out.
+        let chunks = nonzero(p.chunks);
+        let (share, chunk) = (block_idx().0 / chunks, block_idx().0 % chunks);
+        Self {
+            p,
+            share,
+            start: p.work.share_start(share),
+            end: p.work.share_start(share + 1),
+            chunk,
+            n0: chunk * n_tile,
+            row_tiles: p.matrix.rows.div_ceil(TILE_ROWS as u32),
+        }
+    }
+
+    /// The unit of pair `q` and its column tile.
+    #[inline(always)]
+    fn unit_and_tile(&self, q: u32) -> (u32, u32) {
+        let u = q / nonzero(self.p.matrix.col_tiles);
+        (u, q - u * self.p.matrix.col_tiles)
+    }
+}
+
+/// Position of a block's walk in its ring of stages: the stage and the
+/// parity of the phase it is in (flips each time the ring wraps).
+#[derive(Clone, Copy)]
+struct Ring<const STAGES: usize> {
+    stage: u32,
+    phase: u32,
+}
+
+impl<const STAGES: usize> Ring<STAGES> {
+    const START: Self = Self { stage: 0, phase: 0 };
+
+    #[inline(always)]
+    fn advance(&mut self) {
+        self.stage += 1;
+        if self.stage == STAGES as u32 {
+            self.stage = 0;
+            self.phase ^= 1;
+        }
+    }
+}
+
+/// The kernel body of variant `V` of [`WGMMA_GEMM_VARIANTS`].
+#[inline(always)]
+unsafe fn zipgemm_sm90<const V: usize, const NJ: usize, const STAGES: usize>(p: &WgmmaGemmParams) {
+    const {
+        assert!(WGMMA_GEMM_VARIANTS[V].n_tile == 8 * NJ);
+        assert!(WGMMA_GEMM_VARIANTS[V].stages == STAGES);
+    };
+    let tid = thread_idx();
+    let s = Smem::new(&WGMMA_GEMM_VARIANTS[V]);
+    let block = Block::new(p, 8 * NJ as u32);
+    // SAFETY: shared addresses stay in this block's allocation (the host
+    // requests `SmemLayout::request_bytes`); global accesses are bounded by
+    // the shapes the host checked; the roles below are whole warpgroups.
+    unsafe {
+        let mut map = core::ptr::null();
+        if tid == 0 {
+            let mut i = 0;
+            while i < STAGES as u32 {
+                mbarrier_init(s.full(i), 1);
+                mbarrier_init(s.empty(i), CONSUMER_THREADS);
+                i += 1;
+            }
+            fence_mbarrier_init();
+            map = producer::publish_tensor_map(p);
+        }
+        sync_threads();
+        // One if/else, one role per branch, as setmaxnreg wants.
+        if tid < WARPGROUP_THREADS {
+            setmaxnreg_dec::<PRODUCER_REGISTERS>();
+            if tid == 0 {
+                producer::run::<NJ, STAGES>(&block, &s, map);
+            }
+        } else {
+            setmaxnreg_inc::<CONSUMER_REGISTERS>();
+            consumer::run::<NJ, STAGES>(&block, &s, tid - WARPGROUP_THREADS);
+        }
+    }
+}
+
+macro_rules! zipgemm_sm90_entry {
+    ($name:ident, $v:literal) => {
+        /// Hopper ZipGEMM, variant
+        #[doc = concat!(stringify!($v), " of `sm90::WGMMA_GEMM_VARIANTS`.")]
+        ///
+        /// # Safety
+        /// `p` follows [`WgmmaGemmParams`]' contract: a matrix validated by
+        /// the host, a tensor map of `X` (n × cols BF16) with this
+        /// variant's box, `y`/`y32` n × rows outputs, a one-dimensional grid
+        /// of `work.blocks × chunks` blocks (`chunks = ⌈n / n_tile⌉`) of
+        /// `sm90::BLOCK_THREADS` threads, `map_slots` 128 bytes per block,
+        /// and unless every share is whole units, `partial` two slots of
+        /// `UNIT_ROWS × n_tile` f32 per block and `counters` one zeroed u32
+        /// per unit and chunk; dynamic shared memory
+        /// `SmemLayout::of(variant).request_bytes()`.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "ptx-kernel" fn $name(p: WgmmaGemmParams) {
+            const V: usize = $v;
+            const NJ: usize = WGMMA_GEMM_VARIANTS[V].n_tile / 8;
+            const STAGES: usize = WGMMA_GEMM_VARIANTS[V].stages;
+            // SAFETY: forwarded from the caller.
+            unsafe { zipgemm_sm90::<V, NJ, STAGES>(&p) }
+        }
+    };
+}
+
+zipgemm_sm90_entry!(zipserv_gemm_sm90_n64, 0);
+zipgemm_sm90_entry!(zipserv_gemm_sm90_n128, 1);
+zipgemm_sm90_entry!(zipserv_gemm_sm90_n256, 2);

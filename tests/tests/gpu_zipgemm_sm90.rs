@@ -1,0 +1,351 @@
+//! The Hopper ZipGEMM (`wgmma`, sm_90a image) on a real GPU: the one-tile
+//! `wgmma` proof, then the kernel against an f64 reference and against the
+//! `mma.sync` kernel on random and ragged shapes, N from 1 to 300, every
+//! split, outputs poisoned with NaN. Skipped (with a message) without a
+//! GPU, and on GPUs that are not Hopper — unless `ZIPSERV_REQUIRE_GPU=1`
+//! on a compute-capability-9.0 card, where a missing Hopper image fails.
+
+use cust::launch;
+use cust::memory::{CopyDestination, DeviceBuffer};
+use half::bf16;
+use zipserv_format::CompressedMatrix;
+use zipserv_format::rng::{SplitMix64, fresh_seed};
+use zipserv_gpu::{
+    DeviceWeights, GemmOptions, GemmOutput, GemmPath, GemmWorkspace, Gpu, zipgemm_with,
+};
+use zipserv_kernels::catalog::DEMO_WGMMA;
+use zipserv_tests::data::{activations, relative_error, weight_like};
+use zipserv_tests::{REQUIRE_GPU_ENV, gpu_or_skip};
+
+/// A device that runs the Hopper kernels, or `None` (reported) where there
+/// is none.
+fn hopper_or_skip(test: &str) -> Option<Gpu> {
+    let gpu = gpu_or_skip(test)?;
+    if gpu.has_wgmma() {
+        return Some(gpu);
+    }
+    let info = gpu.info();
+    let required = std::env::var(REQUIRE_GPU_ENV).as_deref() == Ok("1");
+    if required && info.compute_capability == (9, 0) {
+        panic!(
+            "{test}: {} is Hopper but runs the {} image",
+            info.name,
+            gpu.ptx_image().image.arch
+        );
+    }
+    println!(
+        "{test}: skipped: {} (compute capability {}.{}) has no wgmma",
+        info.name, info.compute_capability.0, info.compute_capability.1
+    );
+    None
+}
+
+#[test]
+fn demo_wgmma_matches_cpu_reference() {
+    let Some(gpu) = hopper_or_skip("demo_wgmma_matches_cpu_reference") else {
+        return;
+    };
+    let seed = fresh_seed();
+    let mut rng = SplitMix64::new(seed);
+    let a = activations(&mut rng, 64 * 64);
+    let b = activations(&mut rng, 64 * 64);
+    let d_a = DeviceBuffer::from_slice(&a).unwrap();
+    let d_b = DeviceBuffer::from_slice(&b).unwrap();
+    let d_d = DeviceBuffer::from_slice(&[f32::NAN; 64 * 64]).unwrap();
+    let function = gpu.module().get_function(DEMO_WGMMA).unwrap();
+    let stream = gpu.stream();
+    // SAFETY: one block of 128 threads; buffer sizes match the kernel's
+    // contract (64 × 64 each).
+    unsafe {
+        launch!(function<<<1, 128, 0, stream>>>(
+            d_a.as_device_ptr(),
+            d_b.as_device_ptr(),
+            d_d.as_device_ptr()
+        ))
+    }
+    .unwrap();
+    gpu.synchronize().unwrap();
+    let mut d = vec![0f32; 64 * 64];
+    d_d.copy_to(&mut d[..]).unwrap();
+    let want: Vec<f64> = (0..64 * 64)
+        .map(|i| {
+            let (m, n) = (i / 64, i % 64);
+            (0..64)
+                .map(|k| a[m * 64 + k].to_f64() * b[n * 64 + k].to_f64())
+                .sum()
+        })
+        .collect();
+    let got: Vec<f64> = d.iter().map(|&v| f64::from(v)).collect();
+    let err = relative_error(&got, &want).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    if err > 1e-5 {
+        panic!(
+            "seed {seed}: relative error {err:.3e}; {}",
+            mismatches(&got, &want, 64, 64)
+        );
+    }
+    println!("demo_wgmma: seed {seed}, relative error {err:.2e}");
+}
+
+/// `Y[n×m] = X[n×k] · W[m×k]ᵀ` in f64, on every core.
+fn reference(w: &[f64], x: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+    let mut y = vec![0f64; n * m];
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let rows_per = m.div_ceil(threads).max(1);
+    // Computed as Yᵀ (m × n) so each thread owns whole rows of W.
+    let mut yt = vec![0f64; m * n];
+    std::thread::scope(|s| {
+        for (c, chunk) in yt.chunks_mut(rows_per * n).enumerate() {
+            s.spawn(move || {
+                for (r, out) in chunk.chunks_mut(n).enumerate() {
+                    let wr = &w[(c * rows_per + r) * k..][..k];
+                    for (i, o) in out.iter_mut().enumerate() {
+                        let xr = &x[i * k..][..k];
+                        *o = wr.iter().zip(xr).map(|(a, b)| a * b).sum();
+                    }
+                }
+            });
+        }
+    });
+    for j in 0..m {
+        for i in 0..n {
+            y[i * m + j] = yt[j * n + i];
+        }
+    }
+    y
+}
+
+/// The first few outputs far from their reference, as (row of Y, column)
+/// pairs, so a layout error shows its pattern in the failure message.
+fn mismatches(got: &[f64], want: &[f64], rows: usize, cols: usize) -> String {
+    let scale = want.iter().map(|v| v.abs()).fold(0f64, f64::max).max(1e-30);
+    let bad: Vec<usize> = (0..rows * cols)
+        .filter(|&i| !(got[i].is_finite() && (got[i] - want[i]).abs() <= 1e-2 * scale))
+        .collect();
+    let shown: Vec<String> = bad
+        .iter()
+        .take(12)
+        .map(|&i| {
+            format!(
+                "[{}][{}] got {:.4} want {:.4}",
+                i / cols,
+                i % cols,
+                got[i],
+                want[i]
+            )
+        })
+        .collect();
+    format!(
+        "{} of {} outputs off: {}",
+        bad.len(),
+        rows * cols,
+        shown.join(", ")
+    )
+}
+
+/// One matrix and its activations, uploaded, with the f64 reference.
+struct Case<'a> {
+    m: usize,
+    n: usize,
+    w: &'a DeviceWeights,
+    x: DeviceBuffer<bf16>,
+    want: Vec<f64>,
+}
+
+fn run(
+    gpu: &Gpu,
+    c: &Case,
+    path: GemmPath,
+    split_k: Option<u32>,
+    bf16_out: bool,
+    ws: &mut GemmWorkspace,
+) -> Vec<f64> {
+    let options = GemmOptions { split_k, path };
+    let len = c.n * c.m;
+    if bf16_out {
+        // NaN poison: an element the kernel fails to write cannot match.
+        let mut y = DeviceBuffer::from_slice(&vec![bf16::from_bits(0x7FC1); len]).unwrap();
+        zipgemm_with(
+            gpu,
+            gpu.stream(),
+            c.w,
+            &c.x,
+            c.n,
+            GemmOutput::Bf16(&mut y),
+            options,
+            ws,
+        )
+        .unwrap();
+        gpu.synchronize().unwrap();
+        let mut host = vec![bf16::ZERO; len];
+        y.copy_to(&mut host[..]).unwrap();
+        host.iter().map(|v| v.to_f64()).collect()
+    } else {
+        let mut y = DeviceBuffer::from_slice(&vec![f32::NAN; len]).unwrap();
+        zipgemm_with(
+            gpu,
+            gpu.stream(),
+            c.w,
+            &c.x,
+            c.n,
+            GemmOutput::F32(&mut y),
+            options,
+            ws,
+        )
+        .unwrap();
+        gpu.synchronize().unwrap();
+        let mut host = vec![0f32; len];
+        y.copy_to(&mut host[..]).unwrap();
+        host.iter().map(|&v| f64::from(v)).collect()
+    }
+}
+
+#[test]
+fn zipgemm_sm90_matches_f64_reference_and_mma_sync() {
+    let Some(gpu) = hopper_or_skip("zipgemm_sm90_matches_f64_reference_and_mma_sync") else {
+        return;
+    };
+    let seed = fresh_seed();
+    println!("seed {seed}");
+    let mut rng = SplitMix64::new(seed);
+    let all_n = [1usize, 7, 8, 16, 33, 64, 100, 128, 256, 300];
+    // (M, K): tiny, ragged in every dimension (K % 8 ≠ 0 goes through the
+    // pitched copy), a K tail shorter than a TMA box, a square layer, and
+    // more units than one wave of blocks.
+    let shapes = [
+        (1usize, 1usize),
+        (65, 300),
+        (130, 200),
+        (1000, 4104),
+        (257, 1000),
+        (4096, 4096),
+        (34000, 300),
+    ];
+    let mut ws = GemmWorkspace::default();
+    let mut ws_mma = GemmWorkspace::default();
+    let mut failures = Vec::new();
+    for &(m, k) in &shapes {
+        let w_host = weight_like(&mut rng, m * k, 0.05);
+        let matrix = CompressedMatrix::encode(&w_host, m, k).unwrap();
+        let w = DeviceWeights::upload(&gpu, &matrix).unwrap();
+        let w64: Vec<f64> = w_host.iter().map(|v| v.to_f64()).collect();
+        for &n in &all_n {
+            let x_host = activations(&mut rng, n * k);
+            let x64: Vec<f64> = x_host.iter().map(|v| v.to_f64()).collect();
+            let c = Case {
+                m,
+                n,
+                w: &w,
+                x: DeviceBuffer::from_slice(&x_host).unwrap(),
+                want: reference(&w64, &x64, m, k, n),
+            };
+            let mma = run(&gpu, &c, GemmPath::MmaSync, None, false, &mut ws_mma);
+            let mut worst = (0f64, 0f64, 0f64);
+            for split_k in [None, Some(1), Some(3)] {
+                let split = gpu.wgmma_split(m, k, n, split_k);
+                let case =
+                    format!("seed {seed}, M={m} K={k} N={n} split_k={split_k:?} ({split:?})");
+                for bf16_out in [true, false] {
+                    let got = run(&gpu, &c, GemmPath::Wgmma, split_k, bf16_out, &mut ws);
+                    let (what, tol) = if bf16_out {
+                        ("bf16", 1e-2)
+                    } else {
+                        ("f32", 1e-5)
+                    };
+                    // Every case runs; failures are listed at the end, so
+                    // one run shows the whole pattern of a layout error.
+                    let err = match relative_error(&got, &c.want) {
+                        Ok(err) => err,
+                        Err(e) => {
+                            failures.push(format!(
+                                "{case}, {what} out: {e}; {}",
+                                mismatches(&got, &c.want, n, m)
+                            ));
+                            continue;
+                        }
+                    };
+                    if err > tol {
+                        failures.push(format!(
+                            "{case}, {what} out: relative error {err:.3e}; {}",
+                            mismatches(&got, &c.want, n, m)
+                        ));
+                    }
+                    if bf16_out {
+                        worst.0 = worst.0.max(err);
+                    } else {
+                        worst.1 = worst.1.max(err);
+                        // Same inputs, f32 sums in another order.
+                        let diff = relative_error(&got, &mma).unwrap_or(f64::INFINITY);
+                        if diff > 1e-5 {
+                            failures.push(format!("{case}: differs from mma.sync by {diff:.3e}"));
+                        }
+                        worst.2 = worst.2.max(diff);
+                    }
+                }
+            }
+            println!(
+                "M={m} K={k} N={n}: relative error bf16 {:.2e}, f32 {:.2e}; vs mma.sync {:.2e}",
+                worst.0, worst.1, worst.2
+            );
+        }
+    }
+    for f in &failures {
+        println!("FAIL {f}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failing cases (listed above)",
+        failures.len()
+    );
+}
+
+#[test]
+fn wgmma_path_is_refused_without_the_hopper_image_and_shapes_are_checked() {
+    let Some(gpu) = gpu_or_skip("wgmma_path_is_refused_without_the_hopper_image") else {
+        return;
+    };
+    let mut rng = SplitMix64::new(fresh_seed());
+    let (m, k, n) = (64, 256, 8);
+    let w_host = weight_like(&mut rng, m * k, 0.05);
+    let matrix = CompressedMatrix::encode(&w_host, m, k).unwrap();
+    let w = DeviceWeights::upload(&gpu, &matrix).unwrap();
+    let x = DeviceBuffer::from_slice(&activations(&mut rng, n * k)).unwrap();
+    let mut ws = GemmWorkspace::default();
+    let options = GemmOptions {
+        split_k: None,
+        path: GemmPath::Wgmma,
+    };
+    // An output one element short.
+    let mut short = DeviceBuffer::from_slice(&vec![0f32; n * m - 1]).unwrap();
+    let e = zipgemm_with(
+        &gpu,
+        gpu.stream(),
+        &w,
+        &x,
+        n,
+        GemmOutput::F32(&mut short),
+        options,
+        &mut ws,
+    )
+    .unwrap_err();
+    assert!(matches!(e, zipserv_gpu::Error::ShapeMismatch { .. }), "{e}");
+    let mut y = DeviceBuffer::from_slice(&vec![0f32; n * m]).unwrap();
+    let r = zipgemm_with(
+        &gpu,
+        gpu.stream(),
+        &w,
+        &x,
+        n,
+        GemmOutput::F32(&mut y),
+        options,
+        &mut ws,
+    );
+    if gpu.has_wgmma() {
+        r.unwrap();
+        gpu.synchronize().unwrap();
+    } else {
+        assert!(
+            matches!(r, Err(zipserv_gpu::Error::Unsupported(_))),
+            "{r:?}"
+        );
+    }
+}
