@@ -22,6 +22,10 @@ echo "== clippy (host, fuzz targets, kernels for nvptx64)"
 cargo clippy --workspace --all-targets --release --locked -- -D warnings
 cargo clippy --manifest-path fuzz/Cargo.toml --release --locked -- -D warnings
 cargo clippy -p zipserv-kernels --target nvptx64-nvidia-cuda --release --locked -- -D warnings
+# The Hopper-only modules compile for sm_90a alone: lint that image too.
+CARGO_TARGET_NVPTX64_NVIDIA_CUDA_RUSTFLAGS="-C target-cpu=sm_90a" \
+    cargo clippy -p zipserv-kernels --target nvptx64-nvidia-cuda --release --locked \
+    --target-dir target/clippy-sm90a -- -D warnings
 
 echo "== tests"
 cargo test --workspace --release --locked

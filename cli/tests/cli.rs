@@ -302,12 +302,19 @@ fn an_interrupted_run_leaves_nothing_behind() {
         &model,
         &[("w", Dtype::BF16, vec![n / 4096, 4096], weights(n, 5))],
     );
-    for signal in [libc::SIGINT, libc::SIGTERM] {
+    let model_dir = dir.path().join("model");
+    std::fs::create_dir(&model_dir).unwrap();
+    std::fs::copy(&model, model_dir.join("model.safetensors")).unwrap();
+    for (input, signal) in [
+        (&model, libc::SIGINT),
+        (&model, libc::SIGTERM),
+        (&model_dir, libc::SIGINT),
+    ] {
         let out = dir.path().join("big.zsv");
         let mut child = Command::new(bin())
             .args([
                 OsStr::new("compress"),
-                model.as_os_str(),
+                input.as_os_str(),
                 "-o".as_ref(),
                 out.as_os_str(),
             ])
@@ -315,7 +322,8 @@ fn an_interrupted_run_leaves_nothing_behind() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // Wait until its temporary file exists, then interrupt it.
+        // Wait until its temporary file (or directory) exists, then
+        // interrupt it.
         let start = Instant::now();
         while leftovers(dir.path()).is_empty() && start.elapsed() < Duration::from_secs(20) {
             std::thread::sleep(Duration::from_millis(1));
@@ -326,8 +334,9 @@ fn an_interrupted_run_leaves_nothing_behind() {
         if status.success() {
             // Finished before the signal arrived: the output must be whole.
             eprintln!("signal {signal}: the run finished first");
-            succeeds(&[&"verify", &model, &out]);
-            std::fs::remove_file(&out).unwrap();
+            succeeds(&[&"verify", input, &out]);
+            let _ = std::fs::remove_file(&out);
+            let _ = std::fs::remove_dir_all(&out);
         } else {
             assert_eq!(status.code(), Some(130), "signal {signal}");
             assert!(!out.exists());

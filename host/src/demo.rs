@@ -1,12 +1,12 @@
 //! The end-to-end proof of the toolchain: the `demo_mma_16x8x16` kernel (one
 //! `mma.sync` tile) run on random bf16 inputs and checked on the CPU.
 
-use cust::launch;
 use cust::memory::{CopyDestination, DeviceBuffer};
 use half::bf16;
 
 use crate::device::Gpu;
 use crate::error::{CudaContext, Error, Result};
+use crate::launch::launch_kernel;
 
 /// Outcome of one demo run.
 #[derive(Debug, Clone)]
@@ -36,17 +36,23 @@ pub fn run_demo_mma(gpu: &Gpu, seed: u64) -> Result<DemoReport> {
     // Poisoned with NaN so an unwritten output cannot pass.
     let d_out = DeviceBuffer::from_slice(&[f32::NAN; 16 * 8]).cuda("cuMemAlloc")?;
 
-    let module = gpu.module();
-    let stream = gpu.stream();
-    // SAFETY: one block of 32 threads; buffer sizes match the kernel's contract.
+    let (a_ptr, bt_ptr, out_ptr) = (
+        d_a.as_device_ptr(),
+        d_bt.as_device_ptr(),
+        d_out.as_device_ptr(),
+    );
+    // SAFETY: one block of 32 threads on the device's own stream; buffer
+    // sizes match the kernel's contract and outlive the synchronize below.
     unsafe {
-        launch!(module.demo_mma_16x8x16<<<1, 32, 0, stream>>>(
-            d_a.as_device_ptr(),
-            d_bt.as_device_ptr(),
-            d_out.as_device_ptr()
-        ))
-    }
-    .cuda("cuLaunchKernel(demo_mma_16x8x16)")?;
+        launch_kernel!(
+            gpu.kernels().demo,
+            1,
+            32,
+            0,
+            gpu.stream().as_inner(),
+            (a_ptr, bt_ptr, out_ptr)
+        )
+    }?;
     gpu.synchronize()?;
 
     let mut out = [0f32; 16 * 8];

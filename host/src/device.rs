@@ -10,6 +10,7 @@ use zipserv_kernels::catalog::{self, PtxImage};
 
 use crate::error::{CudaContext, Error, Result};
 use crate::kernels::{GemmPath, SplitK};
+use crate::launch::Kernels;
 
 /// One embedded PTX image: its catalog entry and its text (`build.rs`
 /// builds every image of `catalog::IMAGES`).
@@ -71,6 +72,8 @@ pub struct Gpu {
     info: DeviceInfo,
     /// The image `module` was loaded from.
     image: &'static EmbeddedPtx,
+    /// Its kernels' handles, resolved once.
+    kernels: Kernels,
     /// Resident blocks per multiprocessor of each `mma.sync` ZipGEMM variant.
     gemm_blocks_per_sm: [u32; 3],
     /// The same for the Hopper variants (0 where the image lacks them).
@@ -105,6 +108,7 @@ impl Gpu {
         } else {
             [0; 3]
         };
+        let kernels = Kernels::resolve(&module, image.image.has_wgmma())?;
         let stream = Stream::new(StreamFlags::NON_BLOCKING, None).cuda("cuStreamCreate")?;
         let gemm_path = match std::env::var(GEMM_PATH_ENV) {
             Ok(v) => v.parse()?,
@@ -115,6 +119,7 @@ impl Gpu {
             stream,
             info,
             image,
+            kernels,
             gemm_blocks_per_sm,
             wgmma_blocks_per_sm,
             gemm_path,
@@ -150,6 +155,11 @@ impl Gpu {
 
     pub fn module(&self) -> &Module {
         &self.module
+    }
+
+    /// The handles of every kernel of the loaded image.
+    pub(crate) fn kernels(&self) -> &Kernels {
+        &self.kernels
     }
 
     pub fn stream(&self) -> &Stream {

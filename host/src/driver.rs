@@ -125,6 +125,7 @@ macro_rules! driver_api {
 
 driver_api! {
     fn cuCtxSetCurrent(ctx: CUcontext);
+    fn cuCtxSynchronize();
     fn cuDeviceGet(device: *mut CUdevice, ordinal: c_int);
     fn cuDeviceGetAttribute(pi: *mut c_int, attrib: CUdevice_attribute, dev: CUdevice);
     fn cuDeviceGetCount(count: *mut c_int);

@@ -25,6 +25,11 @@ pub enum Error {
         source: cust::error::CudaError,
     },
 
+    /// A kernel launch failed (bad configuration, or an earlier
+    /// asynchronous error of the context surfacing here).
+    #[error("CUDA error launching {kernel}: driver status {code}")]
+    Launch { kernel: &'static str, code: i32 },
+
     /// A raw CUDA driver call (one `cust` does not wrap) failed.
     #[error("CUDA error in {call}: driver status {code}")]
     Driver { call: &'static str, code: i32 },

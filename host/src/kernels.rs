@@ -2,10 +2,10 @@
 //! checked before anything reaches the GPU.
 
 use cust::function::BlockSize;
-use cust::launch;
 use cust::memory::{DeviceBuffer, DevicePointer, DeviceSlice};
 use cust::module::Module;
 use cust::stream::Stream;
+use cust::sys::{CUdeviceptr, CUstream};
 use half::bf16;
 use zipserv_kernels::format::{TILE_COLS, TILE_ROWS, tiles_for};
 use zipserv_kernels::launch::{
@@ -15,6 +15,7 @@ use zipserv_kernels::launch::{
 
 use crate::device::Gpu;
 use crate::error::{CudaContext, Error, Result, Shape};
+use crate::launch::launch_kernel;
 use crate::weights::DeviceWeights;
 
 /// Where ZipGEMM writes `Y` (N × M, row-major).
@@ -225,35 +226,59 @@ pub fn decompress(
     out: &mut DeviceSlice<bf16>,
 ) -> Result<()> {
     check_len("decompress output", out.len(), w.rows(), w.cols())?;
+    // SAFETY: `stream` is a live stream of the device's context; `out` holds
+    // rows × cols elements (checked above) and is borrowed for the call.
+    unsafe { decompress_raw(gpu, stream.as_inner(), w, out.as_device_ptr().as_raw()) }
+}
+
+/// [`decompress`] into a caller's buffer on a caller's stream.
+///
+/// # Safety
+/// `stream` is a live stream of `gpu`'s device primary context (the one
+/// cuBLAS, PyTorch and cudarc use by default), or null for its default
+/// stream. `out` points to `w.rows() × w.cols()` writable BF16 elements of
+/// device memory in that context, which stay valid, and are neither read
+/// nor written by other work, until the launch completes.
+pub unsafe fn decompress_raw(
+    gpu: &Gpu,
+    stream: CUstream,
+    w: &DeviceWeights,
+    out: CUdeviceptr,
+) -> Result<()> {
     let col_tiles = tiles_for(w.cols(), TILE_COLS);
     let tile_count = tiles_for(w.rows(), TILE_ROWS) * col_tiles;
     let blocks = tile_count
         .div_ceil(DECOMPRESS_WARPS as usize)
         .min(gpu.info().multiprocessors as usize * 16) as u32;
-    let out_ptr = out.as_device_ptr();
-    let vector_stores =
-        u32::from(w.cols().is_multiple_of(8) && out_ptr.as_raw().is_multiple_of(16));
-    let module = gpu.module();
-    // SAFETY: the matrix was validated before upload; `out` holds rows × cols
-    // elements (checked above); block size matches DECOMPRESS_WARPS.
+    let out_ptr = DevicePointer::<bf16>::from_raw(out);
+    let vector_stores = u32::from(w.cols().is_multiple_of(8) && out.is_multiple_of(16));
+    // SAFETY: the matrix was validated before upload; `out` holds rows ×
+    // cols elements (the caller's promise); block size matches
+    // DECOMPRESS_WARPS.
     unsafe {
-        launch!(module.zipserv_decompress<<<blocks, 32 * DECOMPRESS_WARPS, 0, stream>>>(
-            w.tiles.as_device_ptr(),
-            w.exception_starts.as_device_ptr(),
-            w.exceptions.as_device_ptr(),
-            w.far_starts.as_device_ptr(),
-            w.far_exponents.as_device_ptr(),
-            w.exception_table.as_device_ptr(),
-            u32::from(w.base),
-            w.rows() as u32,
-            w.cols() as u32,
-            col_tiles as u32,
-            tile_count as u32,
-            out_ptr,
-            vector_stores
-        ))
+        launch_kernel!(
+            gpu.kernels().decompress,
+            blocks,
+            32 * DECOMPRESS_WARPS,
+            0,
+            stream,
+            (
+                w.tiles.as_device_ptr(),
+                w.exception_starts.as_device_ptr(),
+                w.exceptions.as_device_ptr(),
+                w.far_starts.as_device_ptr(),
+                w.far_exponents.as_device_ptr(),
+                w.exception_table.as_device_ptr(),
+                u32::from(w.base),
+                w.rows() as u32,
+                w.cols() as u32,
+                col_tiles as u32,
+                tile_count as u32,
+                out_ptr,
+                vector_stores
+            )
+        )
     }
-    .cuda("cuLaunchKernel(zipserv_decompress)")
 }
 
 /// `Y[n×M] = X[n×K] · Wᵀ` with `W` compressed (M × K), `X` BF16 row-major,
@@ -317,23 +342,92 @@ pub fn zipgemm_with(
         });
     }
     check_len("activations", x.len(), n, k)?;
-    let (y, y32, store) = match out {
-        GemmOutput::Bf16(y) => {
-            check_len("output", y.len(), n, m)?;
-            (y.as_device_ptr(), DevicePointer::null(), STORE_BF16)
-        }
-        GemmOutput::F32(y) => {
-            check_len("output", y.len(), n, m)?;
-            (DevicePointer::null(), y.as_device_ptr(), STORE_F32)
-        }
+    let (y, kind, len) = match out {
+        GemmOutput::Bf16(y) => (y.as_device_ptr().as_raw(), OutputType::Bf16, y.len()),
+        GemmOutput::F32(y) => (y.as_device_ptr().as_raw(), OutputType::F32, y.len()),
     };
+    check_len("output", len, n, m)?;
+    // SAFETY: `stream` is a live stream of the device's context; `x` and
+    // the output hold n × K and n × M elements (checked above) and are
+    // borrowed for the call.
+    unsafe {
+        zipgemm_raw(
+            gpu,
+            stream.as_inner(),
+            w,
+            x.as_device_ptr().as_raw(),
+            n,
+            y,
+            kind,
+            options,
+            workspace,
+        )
+    }
+}
+
+/// The element type of a GEMM output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputType {
+    Bf16,
+    F32,
+}
+
+/// [`zipgemm_with`] over a caller's device buffers on a caller's stream,
+/// for engines that own their memory (candle, cudarc, PyTorch): `x` is
+/// `n × w.cols()` BF16 row-major, `y` `n × w.rows()` of `out` type.
+///
+/// # Safety
+/// - `stream` is a live stream of `gpu`'s device primary context (the one
+///   cuBLAS, PyTorch and cudarc use by default), or null for its default
+///   stream;
+/// - `x` points to `n × w.cols()` readable BF16 elements and `y` to
+///   `n × w.rows()` writable elements of type `out`, in device memory of
+///   that context, which stay valid until the launch completes; `y` does
+///   not overlap `x` or `w`, and no other work writes `x` or touches `y`
+///   meanwhile;
+/// - `workspace` is not used by launches on other streams that may run at
+///   the same time (one workspace per stream).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn zipgemm_raw(
+    gpu: &Gpu,
+    stream: CUstream,
+    w: &DeviceWeights,
+    x: CUdeviceptr,
+    n: usize,
+    y: CUdeviceptr,
+    out: OutputType,
+    options: GemmOptions,
+    workspace: &mut GemmWorkspace,
+) -> Result<()> {
+    let (m, k) = (w.rows(), w.cols());
+    if n == 0 {
+        return Err(Error::ShapeMismatch {
+            what: "activations",
+            expected: Shape(vec![1, k]),
+            got: Shape(vec![0, k]),
+        });
+    }
     // Kernel indices (Y, X) are 32-bit.
-    if u32::try_from(n * m.max(k.next_multiple_of(8))).is_err() {
+    if n.checked_mul(m.max(k.next_multiple_of(8)))
+        .is_none_or(|e| u32::try_from(e).is_err())
+    {
         return Err(Error::Unsupported(format!(
             "{n} x {m} x {k} exceeds the kernels' 32-bit indexing"
         )));
     }
-    let out = RawOutput { y, y32, store };
+    let out = match out {
+        OutputType::Bf16 => RawOutput {
+            y: DevicePointer::from_raw(y),
+            y32: DevicePointer::null(),
+            store: STORE_BF16,
+        },
+        OutputType::F32 => RawOutput {
+            y: DevicePointer::null(),
+            y32: DevicePointer::from_raw(y),
+            store: STORE_F32,
+        },
+    };
+    let x = DevicePointer::<bf16>::from_raw(x);
     match options.path.resolve(gpu, n) {
         GemmPath::Wgmma => {
             crate::zipgemm_sm90::launch(gpu, stream, w, x, n, out, options.split_k, workspace)
@@ -354,9 +448,9 @@ pub(crate) struct RawOutput {
 #[allow(clippy::too_many_arguments)]
 fn launch_mma(
     gpu: &Gpu,
-    stream: &Stream,
+    stream: CUstream,
     w: &DeviceWeights,
-    x: &DeviceSlice<bf16>,
+    x: DevicePointer<bf16>,
     n: usize,
     out: RawOutput,
     split_k: Option<u32>,
@@ -373,7 +467,7 @@ fn launch_mma(
         )));
     }
 
-    let x_ptr = x.as_device_ptr();
+    let x_ptr = x;
     let x_vector_loads = u32::from(k.is_multiple_of(8) && x_ptr.as_raw().is_multiple_of(16));
     let (partial, counters) = if split.cuts_units() {
         let slot = GEMM_WARPS as usize * TILE_ROWS * 8 * variant.nt;
@@ -382,10 +476,7 @@ fn launch_mma(
     } else {
         (DevicePointer::null(), DevicePointer::null())
     };
-    let function = gpu
-        .module()
-        .get_function(variant.name)
-        .cuda("cuModuleGetFunction")?;
+    let kernel = gpu.kernels().gemm[variant.index];
     let smem = gemm_smem_bytes(variant.nt) as u32;
     let RawOutput { y, y32, store } = out;
     // SAFETY: shapes and buffer sizes were checked above; the matrix was
@@ -395,33 +486,38 @@ fn launch_mma(
     // column tile) pair; block size and dynamic shared memory match the
     // kernel's layout.
     unsafe {
-        launch!(function<<<split.grid(), 32 * GEMM_WARPS, smem, stream>>>(
-            w.tiles.as_device_ptr(),
-            w.exception_starts.as_device_ptr(),
-            w.exceptions.as_device_ptr(),
-            w.far_starts.as_device_ptr(),
-            w.far_exponents.as_device_ptr(),
-            w.exception_table.as_device_ptr(),
-            u32::from(w.base),
-            m as u32,
-            k as u32,
-            tiles_for(k, TILE_COLS) as u32,
-            x_ptr,
-            n as u32,
-            x_vector_loads,
-            y,
-            y32,
-            store,
-            partial,
-            counters
-        ))
+        launch_kernel!(
+            kernel,
+            split.grid(),
+            32 * GEMM_WARPS,
+            smem,
+            stream,
+            (
+                w.tiles.as_device_ptr(),
+                w.exception_starts.as_device_ptr(),
+                w.exceptions.as_device_ptr(),
+                w.far_starts.as_device_ptr(),
+                w.far_exponents.as_device_ptr(),
+                w.exception_table.as_device_ptr(),
+                u32::from(w.base),
+                m as u32,
+                k as u32,
+                tiles_for(k, TILE_COLS) as u32,
+                x_ptr,
+                n as u32,
+                x_vector_loads,
+                y,
+                y32,
+                store,
+                partial,
+                counters
+            )
+        )
     }
-    .cuda("cuLaunchKernel(zipserv_gemm)")
 }
 
 /// One compiled `mma.sync` ZipGEMM variant ([`GEMM_VARIANTS`]) and its index.
 pub(crate) struct GemmVariant {
-    pub(crate) name: &'static str,
     pub(crate) nt: usize,
     pub(crate) index: usize,
 }
@@ -436,8 +532,8 @@ impl GemmVariant {
             .iter()
             .position(|v| n <= 8 * v.nt)
             .unwrap_or(last);
-        let MmaGemmVariant { name, nt, .. } = GEMM_VARIANTS[index];
-        GemmVariant { name, nt, index }
+        let MmaGemmVariant { nt, .. } = GEMM_VARIANTS[index];
+        GemmVariant { nt, index }
     }
 }
 
@@ -494,6 +590,99 @@ impl GemmWorkspace {
             self.partial.as_ref().unwrap().as_device_ptr(),
             self.counters.as_ref().unwrap().as_device_ptr(),
         ))
+    }
+}
+
+/// What repeated ZipGEMM calls on one stream need, owned once: the device
+/// (whose kernel handles were resolved when it was opened), the options,
+/// and the split-K workspace. A call looks nothing up and allocates only
+/// when a larger shape needs more workspace than before.
+///
+/// Use one handle per stream: the workspace must not be shared by launches
+/// that may run at the same time.
+pub struct ZipGemm<'gpu> {
+    gpu: &'gpu Gpu,
+    options: GemmOptions,
+    workspace: GemmWorkspace,
+}
+
+impl<'gpu> ZipGemm<'gpu> {
+    /// A handle with the automatic split and the device's path
+    /// ([`Gpu::gemm_path`]).
+    pub fn new(gpu: &'gpu Gpu) -> Self {
+        Self::with_options(
+            gpu,
+            GemmOptions {
+                split_k: None,
+                path: gpu.gemm_path(),
+            },
+        )
+    }
+
+    pub fn with_options(gpu: &'gpu Gpu, options: GemmOptions) -> Self {
+        Self {
+            gpu,
+            options,
+            workspace: GemmWorkspace::default(),
+        }
+    }
+
+    pub fn gpu(&self) -> &'gpu Gpu {
+        self.gpu
+    }
+
+    /// `out = x · wᵀ` on `stream`, every size checked ([`zipgemm_with`]).
+    pub fn run(
+        &mut self,
+        stream: &Stream,
+        w: &DeviceWeights,
+        x: &DeviceSlice<bf16>,
+        n: usize,
+        out: GemmOutput<'_>,
+    ) -> Result<()> {
+        zipgemm_with(
+            self.gpu,
+            stream,
+            w,
+            x,
+            n,
+            out,
+            self.options,
+            &mut self.workspace,
+        )
+    }
+
+    /// `y = x · wᵀ` over a caller's buffers on a caller's stream.
+    ///
+    /// # Safety
+    /// As for [`zipgemm_raw`]: `stream` belongs to the device's primary
+    /// context (or is null); `x` holds `n × w.cols()` BF16 and `y`
+    /// `n × w.rows()` elements of type `out`, valid until the launch
+    /// completes, `y` written by nothing else meanwhile; this handle is not
+    /// used on another stream while the launch may run.
+    pub unsafe fn run_raw(
+        &mut self,
+        stream: CUstream,
+        w: &DeviceWeights,
+        x: CUdeviceptr,
+        n: usize,
+        y: CUdeviceptr,
+        out: OutputType,
+    ) -> Result<()> {
+        // SAFETY: the caller's promises, passed on.
+        unsafe {
+            zipgemm_raw(
+                self.gpu,
+                stream,
+                w,
+                x,
+                n,
+                y,
+                out,
+                self.options,
+                &mut self.workspace,
+            )
+        }
     }
 }
 

@@ -3,12 +3,10 @@
 //! launch. Callers go through [`crate::zipgemm_with`] (shape checks there).
 
 use cust::function::BlockSize;
-use cust::launch;
-use cust::memory::{DeviceBuffer, DeviceCopy, DevicePointer, DeviceSlice};
+use cust::memory::{DeviceBuffer, DeviceCopy, DevicePointer};
 use cust::module::Module;
-use cust::stream::Stream;
+use cust::sys::CUstream;
 use half::bf16;
-use zipserv_kernels::catalog::X_PITCH;
 use zipserv_kernels::format::{TILE_COLS, tiles_for};
 use zipserv_kernels::sm90::{
     BLOCK_THREADS, SmemLayout, UNIT_ROW_TILES, UNIT_ROWS, WGMMA_GEMM_VARIANTS, WgmmaGemmParams,
@@ -19,6 +17,7 @@ use zipserv_kernels::tile::MatrixView;
 use crate::device::Gpu;
 use crate::error::{CudaContext, Error, Result};
 use crate::kernels::{GemmWorkspace, RawOutput, SplitK};
+use crate::launch::launch_kernel;
 use crate::tensor_map;
 use crate::weights::DeviceWeights;
 
@@ -101,9 +100,9 @@ impl Gpu {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn launch(
     gpu: &Gpu,
-    stream: &Stream,
+    stream: CUstream,
     w: &DeviceWeights,
-    x: &DeviceSlice<bf16>,
+    x: DevicePointer<bf16>,
     n: usize,
     out: RawOutput,
     split_k: Option<u32>,
@@ -129,7 +128,7 @@ pub(crate) fn launch(
 
     // TMA reads rows whose pitch is a multiple of 16 bytes from a 16-byte
     // aligned address; anything else goes through a padded copy first.
-    let x_ptr = x.as_device_ptr().as_raw();
+    let x_ptr = x.as_raw();
     let (x_src, pitch) = if k.is_multiple_of(X_PITCH_ELEMENTS) && x_ptr.is_multiple_of(16) {
         (x_ptr, k)
     } else {
@@ -179,10 +178,9 @@ pub(crate) fn launch(
         chunks: split.chunks,
         store: out.store,
     });
-    let function = gpu
-        .module()
-        .get_function(variant.name)
-        .cuda("cuModuleGetFunction")?;
+    let Some((kernels, _)) = gpu.kernels().wgmma else {
+        unreachable!("has_wgmma was checked");
+    };
     let smem = SmemLayout::of(variant).request_bytes() as u32;
     // SAFETY: shapes and buffer sizes were checked (here and by the
     // caller); the matrix was validated before upload; the tensor map
@@ -190,16 +188,15 @@ pub(crate) fn launch(
     // holds a map slot per block and, when shares cut units, two
     // partial-sum slots per block and a zeroed counter per unit and chunk;
     // block size and dynamic shared memory match the kernel's layout.
-    unsafe { launch!(function<<<grid, BLOCK_THREADS, smem, stream>>>(params)) }
-        .cuda("cuLaunchKernel(zipserv_gemm_sm90)")
+    unsafe { launch_kernel!(kernels[index], grid, BLOCK_THREADS, smem, stream, (params)) }
 }
 
 /// Copies `x` (n × k) into the workspace's pitched buffer with rows `pitch`
 /// elements apart, on `stream`, and returns its device address.
 fn pitched_copy(
     gpu: &Gpu,
-    stream: &Stream,
-    x: &DeviceSlice<bf16>,
+    stream: CUstream,
+    x: DevicePointer<bf16>,
     n: usize,
     k: usize,
     pitch: usize,
@@ -216,19 +213,20 @@ fn pitched_copy(
     let blocks = (n * k)
         .div_ceil(X_PITCH_THREADS as usize)
         .clamp(1, gpu.info().multiprocessors as usize * 8) as u32;
-    let module = gpu.module();
-    let function = module.get_function(X_PITCH).cuda("cuModuleGetFunction")?;
+    let Some((_, x_pitch)) = gpu.kernels().wgmma else {
+        unreachable!("has_wgmma was checked");
+    };
     // SAFETY: `x` holds n × k elements (checked by the caller), `dst`
     // n × pitch; n × pitch < 2^32 (checked by the caller).
     unsafe {
-        launch!(function<<<blocks, X_PITCH_THREADS, 0, stream>>>(
-            x.as_device_ptr(),
-            n as u32,
-            k as u32,
-            dst,
-            pitch as u32
-        ))
-    }
-    .cuda("cuLaunchKernel(zipserv_x_pitch)")?;
+        launch_kernel!(
+            x_pitch,
+            blocks,
+            X_PITCH_THREADS,
+            0,
+            stream,
+            (x, n as u32, k as u32, dst, pitch as u32)
+        )
+    }?;
     Ok(dst.as_raw())
 }

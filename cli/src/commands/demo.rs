@@ -8,14 +8,14 @@ pub fn run(device: u32, seed: Option<u64>) -> Result<()> {
     let seed = seed.unwrap_or_else(zipserv_format::rng::fresh_seed);
     let info = gpu.info();
     println!(
-        "device {device}: {} (sm_{}{}, {} SMs, CUDA {}.{} driver), PTX built for {}",
+        "device {device}: {} (sm_{}{}, {} SMs, CUDA {}.{} driver), running the {} PTX image",
         info.name,
         info.compute_capability.0,
         info.compute_capability.1,
         info.multiprocessors,
         info.cuda_driver_version.0,
         info.cuda_driver_version.1,
-        zipserv_gpu::PTX_ARCH
+        gpu.ptx_image().image.arch
     );
     let report = run_demo_mma(&gpu, seed)?;
     println!(

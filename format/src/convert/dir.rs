@@ -349,13 +349,21 @@ fn check_complete(dir: &Path, manifest: &Manifest) -> Result<()> {
     Ok(())
 }
 
-/// `rel` under `root`, with its parent directories created.
+/// `rel` under `root`, with its parent directories created below `root`
+/// (never `root` itself: if an interrupt removed the temporary root, writing
+/// into it must fail rather than make it again).
 fn prepare(root: &Path, rel: &str) -> Result<PathBuf> {
-    let path = join(root, rel);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
+    let parts: Vec<&str> = rel.split('/').collect();
+    let mut dir = root.to_path_buf();
+    for part in &parts[..parts.len() - 1] {
+        dir.push(part);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+            Err(e) => return Err(Error::io(&dir)(e)),
+        }
     }
-    Ok(path)
+    Ok(join(root, rel))
 }
 
 fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -141,9 +141,8 @@ impl AtomicFile {
         check_output_file(output, inputs)?;
         loop {
             let tmp = temporary_name(output)?;
-            match File::create_new(&tmp) {
+            match pending::create_registered(&tmp, Kind::File, || File::create_new(&tmp)) {
                 Ok(file) => {
-                    pending::register(&tmp, Kind::File);
                     return Ok(Self {
                         output: output.to_path_buf(),
                         tmp,
@@ -213,9 +212,8 @@ impl AtomicDir {
         check_output_dir(output)?;
         loop {
             let tmp = temporary_name(output)?;
-            match std::fs::create_dir(&tmp) {
+            match pending::create_registered(&tmp, Kind::Dir, || std::fs::create_dir(&tmp)) {
                 Ok(()) => {
-                    pending::register(&tmp, Kind::Dir);
                     return Ok(Self {
                         output: output.to_path_buf(),
                         tmp,

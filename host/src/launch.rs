@@ -1,0 +1,143 @@
+//! Kernel launches without a name lookup: every kernel's handle is resolved
+//! once, when the device is opened ([`Kernels`]), and launched with
+//! `cuLaunchKernel` on a raw `CUstream`, so that callers with streams of
+//! their own (an engine, PyTorch, cudarc) launch on them directly.
+
+use std::ffi::c_void;
+
+use cust::module::Module;
+use cust::sys::{CUfunction, CUstream, cudaError_enum};
+use zipserv_kernels::catalog::X_PITCH;
+use zipserv_kernels::launch::GEMM_VARIANTS;
+use zipserv_kernels::sm90::WGMMA_GEMM_VARIANTS;
+
+use crate::error::{CudaContext, Error, Result};
+
+/// A kernel of the loaded module. The driver's function handles may be used
+/// from any thread while their module is loaded.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Kernel {
+    pub(crate) name: &'static str,
+    handle: CUfunction,
+}
+
+// SAFETY: a CUfunction is an opaque driver handle, valid in every thread of
+// the process while its module is loaded (the `Gpu` owning both unloads the
+// module last).
+unsafe impl Send for Kernel {}
+// SAFETY: as above; launching through a shared handle is thread-safe.
+unsafe impl Sync for Kernel {}
+
+impl Kernel {
+    fn resolve(module: &Module, name: &'static str) -> Result<Self> {
+        let function = module.get_function(name).cuda("cuModuleGetFunction")?;
+        Ok(Self {
+            name,
+            handle: function.to_raw(),
+        })
+    }
+
+    pub(crate) fn raw(self) -> CUfunction {
+        self.handle
+    }
+}
+
+/// Every kernel a device's image holds, resolved at [`crate::Gpu::new`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Kernels {
+    pub(crate) decompress: Kernel,
+    pub(crate) demo: Kernel,
+    /// One per `launch::GEMM_VARIANTS`.
+    pub(crate) gemm: [Kernel; 3],
+    /// One per `sm90::WGMMA_GEMM_VARIANTS`, and the activation copy they may
+    /// need; `None` in an image without the Hopper kernels.
+    pub(crate) wgmma: Option<([Kernel; 3], Kernel)>,
+}
+
+impl Kernels {
+    pub(crate) fn resolve(module: &Module, has_wgmma: bool) -> Result<Self> {
+        let each = |names: [&'static str; 3]| -> Result<[Kernel; 3]> {
+            Ok([
+                Kernel::resolve(module, names[0])?,
+                Kernel::resolve(module, names[1])?,
+                Kernel::resolve(module, names[2])?,
+            ])
+        };
+        let wgmma = if has_wgmma {
+            let names = WGMMA_GEMM_VARIANTS.map(|v| v.name);
+            Some((each(names)?, Kernel::resolve(module, X_PITCH)?))
+        } else {
+            None
+        };
+        Ok(Self {
+            decompress: Kernel::resolve(module, "zipserv_decompress")?,
+            demo: Kernel::resolve(module, "demo_mma_16x8x16")?,
+            gemm: each(GEMM_VARIANTS.map(|v| v.name))?,
+            wgmma,
+        })
+    }
+}
+
+/// Launches `kernel` on `stream` with `args` (pointers to each argument,
+/// in order; see [`launch_kernel!`]).
+///
+/// # Safety
+/// `stream` is a live stream of the kernel's context; `args` match the
+/// kernel's parameters in number, order and type, and everything they
+/// point to in device memory stays valid until the launch completes.
+pub(crate) unsafe fn launch_raw(
+    kernel: Kernel,
+    grid: u32,
+    block: u32,
+    shared_bytes: u32,
+    stream: CUstream,
+    args: &[*mut c_void],
+) -> Result<()> {
+    // SAFETY: the caller's promises; the driver copies the argument values
+    // before it returns.
+    let status = unsafe {
+        cust::sys::cuLaunchKernel(
+            kernel.raw(),
+            grid,
+            1,
+            1,
+            block,
+            1,
+            1,
+            shared_bytes,
+            stream,
+            args.as_ptr() as *mut *mut c_void,
+            std::ptr::null_mut(),
+        )
+    };
+    match status {
+        cudaError_enum::CUDA_SUCCESS => Ok(()),
+        other => Err(Error::Launch {
+            kernel: kernel.name,
+            code: other as i32,
+        }),
+    }
+}
+
+/// `launch_kernel!(kernel, grid, block, shared_bytes, stream, (args...))`:
+/// [`launch_raw`] with each argument passed by address, every argument
+/// checked to be `DeviceCopy` (plain data a kernel may receive by value).
+/// Must be used inside `unsafe` with the safety of [`launch_raw`].
+macro_rules! launch_kernel {
+    ($kernel:expr, $grid:expr, $block:expr, $shared:expr, $stream:expr, ($($arg:expr),* $(,)?)) => {{
+        #[allow(dead_code)]
+        fn device_copy<T: ::cust::memory::DeviceCopy>(_: &T) {}
+        if false {
+            $(device_copy(&$arg);)*
+        }
+        $crate::launch::launch_raw(
+            $kernel,
+            $grid,
+            $block,
+            $shared,
+            $stream,
+            &[$(&$arg as *const _ as *mut ::std::ffi::c_void),*],
+        )
+    }};
+}
+pub(crate) use launch_kernel;
