@@ -13,6 +13,7 @@
 #![allow(clippy::identity_op, clippy::erasing_op)]
 
 pub mod decode;
+pub mod engine;
 pub mod format;
 pub mod launch;
 
