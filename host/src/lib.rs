@@ -23,4 +23,4 @@ pub use demo::{DemoReport, run_demo_mma};
 pub use device::{BUILD_COMMIT, DeviceInfo, Gpu, PTX, PTX_ARCH};
 pub use error::{Error, Result};
 pub use kernels::{GemmOutput, GemmWorkspace, SplitK, decompress, zipgemm};
-pub use weights::DeviceWeights;
+pub use weights::{DeviceWeights, Sections};
