@@ -30,3 +30,36 @@ impl Tokenizer {
             .map_err(|e| Error::Tokenizer(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SmolLM2's tokenizer as scripts/fetch-smollm2.sh rebuilds it from the
+    /// GGUF, against the ids the Python `tokenizers` gives for the same
+    /// file (skipped when the model was not fetched).
+    #[test]
+    fn smollm2_tokenizer_round_trips() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/smollm2/hf/tokenizer.json");
+        if !path.exists() {
+            eprintln!("smollm2_tokenizer_round_trips: skipped: run scripts/fetch-smollm2.sh");
+            return;
+        }
+        let t = Tokenizer::from_file(&path).unwrap();
+        let ids = t.encode("The capital of France is").unwrap();
+        assert_eq!(ids, [504, 3575, 282, 4649, 314]);
+        assert_eq!(t.decode(&ids).unwrap(), "The capital of France is");
+        let chat = t.encode("<|im_start|>user\nHi 2024<|im_end|>").unwrap();
+        assert_eq!(chat[0], 1, "<|im_start|> is one special token");
+        assert_eq!(t.decode(&[7042, 30, 198]).unwrap(), " Paris.\n");
+    }
+
+    #[test]
+    fn a_missing_tokenizer_is_an_error() {
+        let e = Tokenizer::from_file(Path::new("/nonexistent/tokenizer.json"))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("/nonexistent/tokenizer.json"));
+    }
+}

@@ -49,9 +49,10 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "LEN")]
     random_prompt: Option<usize>,
     /// Sequences to run at once; the prompts are repeated in turn to fill
-    /// the batch (default: one per prompt).
+    /// the batch (default: one per prompt). A list (`1,8,32`) runs each
+    /// batch size in turn with the model loaded once.
     #[arg(long)]
-    batch: Option<usize>,
+    batch: Option<String>,
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
     /// How the GPU holds the matrices (default: compressed for a compressed
@@ -130,7 +131,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         Some(path) => Some(Tokenizer::from_file(&path).map_err(engine)?),
         None => None,
     };
-    let mut prompts: Vec<Vec<u32>> = if let Some(ids) = &args.prompt_ids {
+    let prompts: Vec<Vec<u32>> = if let Some(ids) = &args.prompt_ids {
         parse_ids(ids)?
     } else if let Some(len) = args.random_prompt {
         vec![random_ids(len, config.vocab, args.seed)]
@@ -153,13 +154,12 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     if let Some(empty) = prompts.iter().position(Vec::is_empty) {
         return Err(CliError::Usage(format!("prompt {empty} has no tokens")));
     }
-    if let Some(batch) = args.batch {
-        if batch == 0 {
-            return Err(CliError::Usage("--batch must be at least 1".into()));
-        }
-        prompts = (0..batch)
-            .map(|i| prompts[i % prompts.len()].clone())
-            .collect();
+    let batches = match &args.batch {
+        Some(list) => parse_batches(list)?,
+        None => vec![prompts.len()],
+    };
+    if batches.len() > 1 && args.dump_logits.is_some() {
+        return Err(CliError::Usage("--dump-logits takes one batch size".into()));
     }
     let form = match args.weights {
         Some(Weights::Bf16) => WeightForm::Bf16,
@@ -180,15 +180,76 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         graph: !args.no_graph,
         keep_logits: args.dump_logits.is_some(),
     };
-    let out = generator.run(&prompts, &options).map_err(engine)?;
+    let mut records = Vec::new();
+    for &batch in &batches {
+        let prompts: Vec<Vec<u32>> = (0..batch)
+            .map(|i| prompts[i % prompts.len()].clone())
+            .collect();
+        let out = generator.run(&prompts, &options).map_err(engine)?;
+        report(
+            &gpu,
+            src.label(),
+            &config,
+            &model,
+            form,
+            load_s,
+            loaded,
+            &tokenizer,
+            &prompts,
+            args,
+            &out,
+        )?;
+        if let Some(path) = &args.dump_logits {
+            write_logits(path, &out.logits)?;
+        }
+        records.push(record(
+            &gpu,
+            src.label(),
+            &config,
+            &model,
+            form,
+            load_s,
+            &prompts,
+            &out,
+        ));
+    }
+    if let Some(path) = &args.json {
+        let json = if records.len() == 1 {
+            records.remove(0)
+        } else {
+            serde_json::Value::Array(records)
+        };
+        write_file(
+            path,
+            serde_json::to_string_pretty(&json)
+                .expect("serializes")
+                .as_bytes(),
+        )?;
+    }
+    Ok(())
+}
 
-    // The text of each sequence, up to its first EOS.
+/// The text of each sequence (up to its first EOS), then the run's numbers.
+#[allow(clippy::too_many_arguments)]
+fn report(
+    gpu: &Gpu,
+    label: String,
+    config: &zipserv_engine::ModelConfig,
+    model: &Model,
+    form: WeightForm,
+    load_s: f64,
+    loaded: usize,
+    tokenizer: &Option<Tokenizer>,
+    prompts: &[Vec<u32>],
+    args: &GenerateArgs,
+    out: &zipserv_engine::Generation,
+) -> Result<()> {
     for (i, (prompt, tokens)) in prompts.iter().zip(&out.tokens).enumerate() {
         let end = tokens
             .iter()
             .position(|t| config.eos_token_ids.contains(t))
             .unwrap_or(tokens.len());
-        match &tokenizer {
+        match tokenizer {
             Some(tok) => {
                 let text = tok.decode(&tokens[..end]).map_err(engine)?;
                 let prompt_text = tok.decode(prompt).map_err(engine)?;
@@ -201,8 +262,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let info = gpu.info();
     println!("---");
     println!(
-        "model: {} ({} layers, hidden {}, {} heads / {} KV heads, vocab {}); weights {} on {}",
-        src.label(),
+        "model: {label} ({} layers, hidden {}, {} heads / {} KV heads, vocab {}); weights {} on {}",
         config.layers,
         config.hidden,
         config.heads,
@@ -226,7 +286,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     );
     match (out.tokens_per_s(), out.ms_per_step()) {
         (Some(tps), Some(ms)) => println!(
-            "decode: {tps:.1} tokens/s, {ms:.3} ms per token per sequence step ({} steps after the first; first step + capture {:.2} ms)",
+            "decode: {tps:.1} tokens/s, {ms:.3} ms per token per sequence ({} steps after the first; first step + capture {:.2} ms)",
             t.steady_steps,
             1e3 * t.first_step_s
         ),
@@ -239,45 +299,61 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     println!(
         "GPU memory: weights {} ({} as BF16), KV cache {}, activations and scratch {}",
         human_bytes(model.weight_bytes()),
-        human_bytes(zipserv_engine::plan::bf16_bytes(&config)),
+        human_bytes(zipserv_engine::plan::bf16_bytes(config)),
         human_bytes(out.kv_cache_bytes),
         human_bytes(out.scratch_bytes)
     );
-
-    if let Some(path) = &args.dump_logits {
-        write_logits(path, &out.logits)?;
-    }
-    if let Some(path) = &args.json {
-        let record = serde_json::json!({
-            "model": src.label(),
-            "weights": form.name(),
-            "device": info.name,
-            "batch": prompts.len(),
-            "prompts": prompts,
-            "tokens": out.tokens,
-            "vocab": config.vocab,
-            "prefill_s": t.prefill_s,
-            "first_step_s": t.first_step_s,
-            "steady_s": t.steady_s,
-            "steady_steps": t.steady_steps,
-            "tokens_per_s": out.tokens_per_s(),
-            "ms_per_step": out.ms_per_step(),
-            "graph": matches!(out.step_mode, StepMode::Graph),
-            "step_mode": format!("{:?}", out.step_mode),
-            "weight_bytes": model.weight_bytes(),
-            "bf16_weight_bytes": zipserv_engine::plan::bf16_bytes(&config),
-            "kv_cache_bytes": out.kv_cache_bytes,
-            "scratch_bytes": out.scratch_bytes,
-            "load_s": load_s,
-        });
-        write_file(
-            path,
-            serde_json::to_string_pretty(&record)
-                .expect("serializes")
-                .as_bytes(),
-        )?;
-    }
     Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record(
+    gpu: &Gpu,
+    label: String,
+    config: &zipserv_engine::ModelConfig,
+    model: &Model,
+    form: WeightForm,
+    load_s: f64,
+    prompts: &[Vec<u32>],
+    out: &zipserv_engine::Generation,
+) -> serde_json::Value {
+    let t = &out.timings;
+    serde_json::json!({
+        "model": label,
+        "weights": form.name(),
+        "device": gpu.info().name,
+        "commit": zipserv_gpu::BUILD_COMMIT,
+        "batch": prompts.len(),
+        "prompts": prompts,
+        "tokens": out.tokens,
+        "vocab": config.vocab,
+        "prefill_s": t.prefill_s,
+        "first_step_s": t.first_step_s,
+        "steady_s": t.steady_s,
+        "steady_steps": t.steady_steps,
+        "tokens_per_s": out.tokens_per_s(),
+        "ms_per_step": out.ms_per_step(),
+        "graph": matches!(out.step_mode, StepMode::Graph),
+        "step_mode": format!("{:?}", out.step_mode),
+        "weight_bytes": model.weight_bytes(),
+        "bf16_weight_bytes": zipserv_engine::plan::bf16_bytes(config),
+        "kv_cache_bytes": out.kv_cache_bytes,
+        "scratch_bytes": out.scratch_bytes,
+        "load_s": load_s,
+    })
+}
+
+/// `8` or `1,8,32` → batch sizes, each at least 1.
+fn parse_batches(text: &str) -> Result<Vec<usize>> {
+    text.split(',')
+        .map(|t| match t.trim().parse::<usize>() {
+            Ok(b) if b > 0 => Ok(b),
+            _ => Err(CliError::Usage(format!(
+                "--batch: `{}` is not a batch size (1 or more)",
+                t.trim()
+            ))),
+        })
+        .collect()
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -307,6 +383,13 @@ mod tests {
         );
         assert!(parse_ids("1,x").is_err());
         assert!(parse_ids("1,,2").is_err());
+    }
+
+    #[test]
+    fn batch_lists() {
+        assert_eq!(parse_batches("1, 8,32").unwrap(), [1, 8, 32]);
+        assert!(parse_batches("0").is_err());
+        assert!(parse_batches("1,,2").is_err());
     }
 
     #[test]

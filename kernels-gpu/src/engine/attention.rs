@@ -15,7 +15,7 @@
 use super::math::exp;
 
 /// Warps per block, each taking every `ATTN_WARPS`-th key.
-pub const ATTN_WARPS: u32 = 4;
+pub const ATTN_WARPS: u32 = 8;
 /// Largest head dimension: 8 dimensions per lane.
 pub const ATTN_MAX_HEAD_DIM: u32 = 256;
 /// Dimensions per lane at most.
@@ -134,27 +134,47 @@ mod gpu {
                     r_q[E] = bf16_to_f32(*g_q.add(first_dim + E)) * scale;
                 }
             });
-            // fetch + score + accumulate, one key per warp at a time
+            // fetch + score + accumulate, two keys per warp at a time: both
+            // keys' loads and shuffle reductions are independent, so their
+            // latencies overlap (one key at a time left each warp waiting on
+            // one load and one reduction chain per key).
             let mut state = OnlineSoftmax::EMPTY;
             let mut r_acc = [0f32; ATTN_LANE_DIMS];
             let (kv, cap) = (kv_heads as usize, capacity as usize);
+            let row_of =
+                |j: u32| cache_offset(seq as usize, kvh, j as usize, kv, cap, d) + first_dim;
             let mut j = warp;
             while j <= pos {
-                let at = cache_offset(seq as usize, kvh, j as usize, kv, cap, d) + first_dim;
-                let (g_k, g_v) = (cache_k.add(at), cache_v.add(at));
-                let mut dot = 0.0f32;
+                let j2 = j + ATTN_WARPS;
+                let two = j2 <= pos; // warp-uniform
+                let (a1, a2) = (row_of(j), row_of(if two { j2 } else { j }));
+                let mut r_v1 = [0f32; ATTN_LANE_DIMS];
+                let mut r_v2 = [0f32; ATTN_LANE_DIMS];
+                let (mut dot1, mut dot2) = (0.0f32, 0.0f32);
                 seq_macro::seq!(E in 0..8 {
                     if E < per_lane {
-                        dot += r_q[E] * bf16_to_f32(*g_k.add(E));
+                        dot1 += r_q[E] * bf16_to_f32(*cache_k.add(a1 + E));
+                        dot2 += r_q[E] * bf16_to_f32(*cache_k.add(a2 + E));
+                        r_v1[E] = bf16_to_f32(*cache_v.add(a1 + E));
+                        r_v2[E] = bf16_to_f32(*cache_v.add(a2 + E));
                     }
                 });
-                let (rescale, weight) = state.push(warp_sum(dot));
+                let (s1, s2) = (warp_sum(dot1), warp_sum(dot2));
+                let (rescale, weight) = state.push(s1);
                 seq_macro::seq!(E in 0..8 {
                     if E < per_lane {
-                        r_acc[E] = r_acc[E] * rescale + weight * bf16_to_f32(*g_v.add(E));
+                        r_acc[E] = r_acc[E] * rescale + weight * r_v1[E];
                     }
                 });
-                j += ATTN_WARPS;
+                if two {
+                    let (rescale, weight) = state.push(s2);
+                    seq_macro::seq!(E in 0..8 {
+                        if E < per_lane {
+                            r_acc[E] = r_acc[E] * rescale + weight * r_v2[E];
+                        }
+                    });
+                }
+                j += 2 * ATTN_WARPS;
             }
             // merge the warps' partial states
             if lane == 0 {
