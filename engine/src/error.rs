@@ -62,3 +62,11 @@ impl<T> CudaContext<T> for cust::error::CudaResult<T> {
         self.map_err(|source| Error::Gpu(zipserv_gpu::Error::Cuda { call, source }))
     }
 }
+
+/// Waits for all work of the current context, on every stream. Uploads
+/// (`DeviceBuffer::from_slice`, `copy_from`, `zeroed`) run on the legacy
+/// default stream, which the GPU's non-blocking stream is not ordered
+/// after: a kernel that reads what was just uploaded must come after this.
+pub(crate) fn device_sync() -> Result<()> {
+    cust::context::CurrentContext::synchronize().cuda("cuCtxSynchronize")
+}

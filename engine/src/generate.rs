@@ -9,7 +9,7 @@ use cust::memory::{CopyDestination, DeviceBuffer, DeviceSlice};
 use half::bf16;
 use zipserv_gpu::Gpu;
 
-use crate::error::{CudaContext, Error, Result};
+use crate::error::{CudaContext, Error, Result, device_sync};
 use crate::graph::Graph;
 use crate::kernels::{self, Rows, StepState};
 use crate::kv_cache::KvCache;
@@ -183,6 +183,7 @@ impl<'gpu> Generator<'gpu> {
 
         let t0 = Instant::now();
         let mut b = self.buffers(&layout, prompts, batch, capacity, rows, steps)?;
+        device_sync()?;
         let mut logits = Vec::new();
         let keep = |b: &Buffers, logits: &mut Vec<Vec<f32>>, gpu: &Gpu| -> Result<()> {
             if options.keep_logits {
@@ -215,6 +216,7 @@ impl<'gpu> Generator<'gpu> {
         let positions: Vec<u32> = lengths.iter().map(|&l| l as u32).collect();
         b.positions.copy_from(&positions[..]).cuda("cuMemcpyHtoD")?;
         b.counter.copy_from(&[1u32][..]).cuda("cuMemcpyHtoD")?;
+        device_sync()?;
         let mut timings = Timings {
             prefill_s,
             ..Timings::default()

@@ -9,7 +9,7 @@ use zipserv_format::CompressedMatrix;
 use zipserv_gpu::{DeviceWeights, Gpu};
 
 use crate::config::ModelConfig;
-use crate::error::{CudaContext, Error, Result};
+use crate::error::{CudaContext, Error, Result, device_sync};
 use crate::linear::{Linear, LinearWeights};
 use crate::plan::{self, Kind, TensorSpec};
 use crate::source::{HostTensor, TensorSource};
@@ -131,6 +131,7 @@ impl Model {
                 }
             })
             .collect();
+        device_sync()?;
         let embed = take_matrix(plan::EMBEDDING);
         let lm_head = (!config.tie_word_embeddings).then(|| take_matrix(plan::LM_HEAD));
         Ok(Self {
@@ -200,6 +201,7 @@ fn upload_matrix(
             // Decoded on the GPU, bit for bit, then the compressed copy goes.
             let w = DeviceWeights::upload(gpu, &m)?;
             drop(m);
+            device_sync()?;
             // SAFETY: the decompression kernel writes every element.
             let mut dense =
                 unsafe { DeviceBuffer::uninitialized(rows * cols) }.cuda("cuMemAlloc")?;

@@ -193,6 +193,7 @@ driver_api! {
     fn cuGraphLaunch(h_graph_exec: CUgraphExec, h_stream: CUstream);
     fn cuGraphExecDestroy(h_graph_exec: CUgraphExec);
     fn cuGraphDestroy(h_graph: CUgraph);
-    // The engine's report of free device memory.
-    fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize);
+    // The engine waits for uploads made on the legacy stream, which its
+    // non-blocking stream does not wait for.
+    fn cuCtxSynchronize();
 }

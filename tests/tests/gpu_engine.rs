@@ -25,8 +25,12 @@ use zipserv_kernels::engine::{rmsnorm, sample, swiglu};
 use zipserv_tests::data::{activations, weight_like};
 use zipserv_tests::gpu_or_skip;
 
+/// Uploads, and waits for the upload: it runs on the legacy stream, which
+/// the kernels' non-blocking stream does not wait for.
 fn up<T: cust::memory::DeviceCopy>(v: &[T]) -> DeviceBuffer<T> {
-    DeviceBuffer::from_slice(v).unwrap()
+    let b = DeviceBuffer::from_slice(v).unwrap();
+    cust::context::CurrentContext::synchronize().unwrap();
+    b
 }
 
 fn down<T: cust::memory::DeviceCopy + Default + Clone>(gpu: &Gpu, b: &DeviceBuffer<T>) -> Vec<T> {
