@@ -17,8 +17,9 @@
 #
 # Logs go to $OUT (or ./engine-logs); a summary table is printed last.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
-B=${ENGINE_BUNDLE:-.devrun/engine}
+here=$(cd "$(dirname "$0")" && pwd)
+B=${ENGINE_BUNDLE:-$(dirname "$here")}
+[[ -x "$B/bin/zipserv" ]] || { echo "no bundle at $B (set ENGINE_BUNDLE)"; exit 2; }
 OUT=${OUT:-$PWD/engine-logs}
 KEEP=${ENGINE_KEEP:-$HOME/zipserv-engine}
 W=${ENGINE_WORK:-/tmp/zipserv-engine}
