@@ -15,6 +15,7 @@ use crate::kernels::{self, Rows, StepState};
 use crate::kv_cache::KvCache;
 use crate::linear::{Gemm, LinearOut, LinearPath, choose_path};
 use crate::model::Model;
+use crate::profile::{Profiler, StepProfile};
 use crate::sampling::Sampling;
 
 /// What one run does.
@@ -28,6 +29,9 @@ pub struct RunOptions {
     pub graph: bool,
     /// Keep every step's logits (copied to the host after each step).
     pub keep_logits: bool,
+    /// After the run, launch one more decode step kernel by kernel with an
+    /// event after each launch, for [`Generation::profile`].
+    pub profile_step: bool,
 }
 
 /// How the decode steps after the first were run.
@@ -67,6 +71,8 @@ pub struct Generation {
     /// The path the linear layers took in the prefill and in decode steps.
     pub prefill_path: LinearPath,
     pub decode_path: LinearPath,
+    /// Where one decode step's time went (with `profile_step`).
+    pub profile: Option<StepProfile>,
 }
 
 impl Generation {
@@ -138,6 +144,8 @@ pub struct Generator<'gpu> {
     gpu: &'gpu Gpu,
     model: &'gpu Model,
     gemm: Gemm<'gpu>,
+    /// Set only while a step is profiled.
+    profiler: Option<Profiler>,
 }
 
 fn zeroed<T: cust::memory::DeviceCopy + bytemuck::Zeroable>(n: usize) -> Result<DeviceBuffer<T>> {
@@ -154,7 +162,12 @@ impl<'gpu> Generator<'gpu> {
         if model.linears().any(|l| l.is_compressed()) {
             gemm.reserve_scratch(model.largest_matrix())?;
         }
-        Ok(Self { gpu, model, gemm })
+        Ok(Self {
+            gpu,
+            model,
+            gemm,
+            profiler: None,
+        })
     }
 
     /// Generates `options.max_new_tokens` tokens for each prompt.
@@ -264,6 +277,19 @@ impl<'gpu> Generator<'gpu> {
 
         let mut history = vec![0u32; steps * batch];
         b.history.copy_to(&mut history[..]).cuda("cuMemcpyDtoH")?;
+        // One more step, after the history is read: its position is still
+        // inside the cache (capacity = longest prompt + steps) and its step
+        // number is past the history, which it leaves alone.
+        let profile = if options.profile_step {
+            self.profiler = Some(Profiler::start(self.gpu.stream())?);
+            let stepped = self.decode_step(&mut b, batch, &options.sampling, steps);
+            let profiler = self.profiler.take();
+            stepped?;
+            self.gpu.synchronize()?;
+            profiler.map(Profiler::finish).transpose()?
+        } else {
+            None
+        };
         let tokens = (0..batch)
             .map(|s| (0..steps).map(|t| history[t * batch + s]).collect())
             .collect();
@@ -280,6 +306,7 @@ impl<'gpu> Generator<'gpu> {
                 layout.rows(),
             ),
             decode_path: choose_path(self.model.form == crate::WeightForm::Compressed, batch),
+            profile,
         })
     }
 
@@ -346,7 +373,7 @@ impl<'gpu> Generator<'gpu> {
         sampling: &Sampling,
         steps: usize,
     ) -> Result<()> {
-        let (gpu, model, gemm) = (self.gpu, self.model, &mut self.gemm);
+        let (gpu, model) = (self.gpu, self.model);
         let c = &model.config;
         let (n, ids, rows) = match phase {
             Phase::Prefill { rows } => (
@@ -368,7 +395,17 @@ impl<'gpu> Generator<'gpu> {
                 },
             ),
         };
+        // `mark` closes a profiled interval; a no-op unless profiling.
+        let profiler = &mut self.profiler;
+        let mut mark = |kind: &'static str| -> Result<()> {
+            match profiler {
+                Some(p) => p.mark(gpu.stream(), kind),
+                None => Ok(()),
+            }
+        };
+        let gemm = &mut self.gemm;
         kernels::embed(gpu, &model.embed, ids, n, &mut b.h)?;
+        mark("embedding")?;
         for (l, layer) in model.layers.iter().enumerate() {
             let delta = (l > 0).then_some(&*b.o);
             kernels::add_rmsnorm(
@@ -381,9 +418,11 @@ impl<'gpu> Generator<'gpu> {
                 c.hidden,
                 c.rms_eps,
             )?;
+            mark("add + norm")?;
             layer.q.forward(gemm, &b.x, n, LinearOut::Bf16(&mut b.q))?;
             layer.k.forward(gemm, &b.x, n, LinearOut::Bf16(&mut b.k))?;
             layer.v.forward(gemm, &b.x, n, LinearOut::Bf16(&mut b.v))?;
+            mark("gemm")?;
             kernels::rope_kv(
                 gpu,
                 c,
@@ -395,10 +434,13 @@ impl<'gpu> Generator<'gpu> {
                 &mut b.cache,
                 l,
             )?;
+            mark("rope + cache")?;
             kernels::attention(gpu, c, &rows, &b.q, &mut b.attn, &b.cache, l)?;
+            mark("attention")?;
             layer
                 .o
                 .forward(gemm, &b.attn, n, LinearOut::Bf16(&mut b.o))?;
+            mark("gemm")?;
             kernels::add_rmsnorm(
                 gpu,
                 &mut b.h,
@@ -409,16 +451,20 @@ impl<'gpu> Generator<'gpu> {
                 c.hidden,
                 c.rms_eps,
             )?;
+            mark("add + norm")?;
             layer
                 .gate
                 .forward(gemm, &b.x, n, LinearOut::Bf16(&mut b.gate))?;
             layer
                 .up
                 .forward(gemm, &b.x, n, LinearOut::Bf16(&mut b.up))?;
+            mark("gemm")?;
             kernels::swiglu(gpu, &b.gate, &b.up, &mut b.act, n * c.intermediate)?;
+            mark("swiglu")?;
             layer
                 .down
                 .forward(gemm, &b.act, n, LinearOut::Bf16(&mut b.o))?;
+            mark("gemm")?;
         }
         kernels::add_rmsnorm(
             gpu,
@@ -437,9 +483,11 @@ impl<'gpu> Generator<'gpu> {
             }
             Phase::Decode => &b.x,
         };
+        mark("add + norm")?;
         model
             .lm_head()
             .forward(gemm, head_in, batch, LinearOut::F32(&mut b.logits))?;
+        mark("gemm")?;
         let state = StepState {
             counter: &b.counter,
             tokens: &b.tokens,

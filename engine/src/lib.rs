@@ -22,6 +22,7 @@ pub mod kv_cache;
 pub mod linear;
 pub mod model;
 pub mod plan;
+pub mod profile;
 pub mod rope;
 pub mod sampling;
 pub mod source;

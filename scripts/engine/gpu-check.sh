@@ -135,8 +135,9 @@ PY
     note "speed: $(cat "$OUT/copy-bandwidth.log" | tail -n1)"
     for form in bf16 compressed; do
         "$Z" generate --random-weights "$cfg" --weights $form --random-prompt 512 --max-new-tokens 128 \
-            --batch "${SPEED_BATCHES:-1,8,32,64}" --json "$OUT/speed-$form.json" >"$OUT/speed-$form.log" 2>&1 ||
-            { note "speed $form: FAIL"; tail -n 20 "$OUT/speed-$form.log"; status=1; }
+            --batch "${SPEED_BATCHES:-1,8,32,64}" --profile-step --json "$OUT/speed-$form.json" \
+            >"$OUT/speed-$form.log" 2>&1 || { note "speed $form: FAIL"; tail -n 20 "$OUT/speed-$form.log"; status=1; }
+        grep -E '^(batch|profiled)' "$OUT/speed-$form.log" | sed "s/^/speed $form: /" | tee -a "$summary"
     done
     python3 - "$OUT" >>"$summary" <<'PY'
 import json, os, sys

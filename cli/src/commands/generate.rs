@@ -69,6 +69,10 @@ pub struct GenerateArgs {
     /// Launch the decode step kernel by kernel instead of as a CUDA graph.
     #[arg(long)]
     no_graph: bool,
+    /// After the run, time one more decode step kernel by kernel with an
+    /// event after each launch, and print where its time went.
+    #[arg(long)]
+    profile_step: bool,
     /// Write every step's logits: little-endian f32, [step][sequence][vocab].
     #[arg(long, value_name = "FILE")]
     dump_logits: Option<PathBuf>,
@@ -179,6 +183,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         sampling,
         graph: !args.no_graph,
         keep_logits: args.dump_logits.is_some(),
+        profile_step: args.profile_step,
     };
     let mut records = Vec::new();
     for &batch in &batches {
@@ -296,6 +301,18 @@ fn report(
         StepMode::Graph => println!("decode step: CUDA graph replays"),
         StepMode::Eager(why) => println!("decode step: kernel by kernel ({why})"),
     }
+    if let Some(p) = &out.profile {
+        let parts: Vec<String> = p
+            .parts
+            .iter()
+            .map(|(kind, ms)| format!("{kind} {ms:.3} ms ({:.0}%)", 100.0 * ms / p.total_ms()))
+            .collect();
+        println!(
+            "profiled decode step (kernel by kernel, an event after each launch): {:.3} ms: {}",
+            p.total_ms(),
+            parts.join(", ")
+        );
+    }
     println!(
         "GPU memory: weights {} ({} as BF16), KV cache {}, activations and scratch {}",
         human_bytes(model.weight_bytes()),
@@ -340,6 +357,7 @@ fn record(
         "kv_cache_bytes": out.kv_cache_bytes,
         "scratch_bytes": out.scratch_bytes,
         "load_s": load_s,
+        "profile_ms": out.profile.as_ref().map(|p| p.parts.iter().map(|(k, ms)| (k.to_string(), *ms)).collect::<std::collections::BTreeMap<_, _>>()),
     })
 }
 
