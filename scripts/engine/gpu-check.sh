@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The engine's GPU check, in stages, on a GPU machine without a Rust
-# toolchain or network. Run from the repository root with the bundle made by
-# scripts/engine/bundle.sh in .devrun/engine (bin/, scripts/, whl/, parts/).
+# toolchain or network. It runs from the bundle scripts/engine/bundle.sh
+# makes (bin/, scripts/, whl/, parts/), as that bundle's
+# scripts/gpu-check.sh, or with the bundle named by $ENGINE_BUNDLE. Both
+# halves of the SmolLM2 GGUF (98 MB) may travel in one bundle, or the first
+# in an earlier call (`part-a`, kept in $HOME while the machine stays up).
 #
 #   scripts/engine/gpu-check.sh STAGE...
 #     kernels   the engine kernels against CPU references (test binary)
