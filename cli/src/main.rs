@@ -77,6 +77,10 @@ enum Command {
     /// `bench --weights FILE [N ...]` on a model's own tensors) and write a
     /// JSON record with a markdown table.
     Bench(commands::bench::BenchArgs),
+    /// Generate text with a Llama-family model on the GPU, from BF16 weights
+    /// (cuBLAS) or compressed weights (ZipGEMM), and report prefill time,
+    /// decode speed and GPU memory.
+    Generate(Box<commands::generate::GenerateArgs>),
 }
 
 fn main() -> ExitCode {
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Bench(args) => commands::bench::run(&args),
+        Command::Generate(args) => commands::generate::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

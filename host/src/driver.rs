@@ -183,4 +183,17 @@ driver_api! {
     fn cuStreamCreateWithPriority(ph_stream: *mut CUstream, flags: c_uint, priority: c_int);
     fn cuStreamDestroy_v2(h_stream: CUstream);
     fn cuStreamSynchronize(h_stream: CUstream);
+    // The engine's decode step, replayed as a CUDA graph.
+    fn cuStreamBeginCapture_v2(h_stream: CUstream, mode: CUstreamCaptureMode);
+    fn cuStreamEndCapture(h_stream: CUstream, ph_graph: *mut CUgraph);
+    fn cuGraphInstantiateWithFlags(
+        ph_graph_exec: *mut CUgraphExec,
+        h_graph: CUgraph,
+        flags: std::ffi::c_ulonglong,
+    );
+    fn cuGraphLaunch(h_graph_exec: CUgraphExec, h_stream: CUstream);
+    fn cuGraphExecDestroy(h_graph_exec: CUgraphExec);
+    fn cuGraphDestroy(h_graph: CUgraph);
+    // The engine waits for uploads made on the legacy stream, which its
+    // non-blocking stream does not wait for.
 }

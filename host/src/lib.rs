@@ -75,4 +75,4 @@ pub use kernels::{
     GemmOptions, GemmOutput, GemmPath, GemmWorkspace, OutputType, SplitK, WGMMA_MIN_N, ZipGemm,
     decompress, decompress_raw, zipgemm, zipgemm_raw, zipgemm_with,
 };
-pub use weights::DeviceWeights;
+pub use weights::{DeviceWeights, Sections};

@@ -1,6 +1,6 @@
 //! A compressed matrix in device memory.
 
-use cust::memory::{DeviceBuffer, DeviceCopy};
+use cust::memory::{DeviceBuffer, DeviceCopy, DevicePointer};
 use zipserv_kernels::format::EXC_TABLE_LEN;
 
 use crate::device::Gpu;
@@ -57,6 +57,34 @@ impl DeviceWeights {
     pub fn device_bytes(&self) -> usize {
         self.device_bytes
     }
+
+    /// The sections' device pointers, for kernels outside this crate that
+    /// read the format (the engine's embedding gather), in the order the
+    /// format's kernels take them.
+    pub fn sections(&self) -> Sections {
+        Sections {
+            tiles: self.tiles.as_device_ptr(),
+            exception_starts: self.exception_starts.as_device_ptr(),
+            exceptions: self.exceptions.as_device_ptr(),
+            far_starts: self.far_starts.as_device_ptr(),
+            far_exponents: self.far_exponents.as_device_ptr(),
+            exception_table: self.exception_table.as_device_ptr(),
+            base: self.base,
+        }
+    }
+}
+
+/// Device pointers of a [`DeviceWeights`]' sections; valid while it lives.
+#[derive(Debug, Clone, Copy)]
+pub struct Sections {
+    pub tiles: DevicePointer<u8>,
+    pub exception_starts: DevicePointer<u32>,
+    pub exceptions: DevicePointer<u16>,
+    pub far_starts: DevicePointer<u32>,
+    pub far_exponents: DevicePointer<u8>,
+    /// The exception table, padded so that any 5-bit index is readable.
+    pub exception_table: DevicePointer<u8>,
+    pub base: u8,
 }
 
 /// Uploads a slice; an empty section becomes a one-element buffer so that

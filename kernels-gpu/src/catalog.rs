@@ -55,6 +55,18 @@ pub const DECOMPRESS: &str = "zipserv_decompress";
 /// Copies activations to a buffer whose row pitch TMA accepts (sm_90a).
 pub const X_PITCH: &str = "zipserv_x_pitch";
 
+/// The inference engine's kernels (`engine/`), in both images.
+pub const ENGINE: [&str; 8] = [
+    "engine_embed",
+    "engine_embed_compressed",
+    "engine_add_rmsnorm",
+    "engine_rope_kv",
+    "engine_attention",
+    "engine_swiglu",
+    "engine_select",
+    "engine_advance",
+];
+
 /// Ampere and later; Hopper's fallback.
 pub const SM80: PtxImage = PtxImage {
     arch: "sm_80",
@@ -67,6 +79,14 @@ pub const SM80: PtxImage = PtxImage {
         GEMM_VARIANTS[0].name,
         GEMM_VARIANTS[1].name,
         GEMM_VARIANTS[2].name,
+        ENGINE[0],
+        ENGINE[1],
+        ENGINE[2],
+        ENGINE[3],
+        ENGINE[4],
+        ENGINE[5],
+        ENGINE[6],
+        ENGINE[7],
     ],
 };
 
@@ -88,6 +108,14 @@ pub const SM90A: PtxImage = PtxImage {
         WGMMA_GEMM_VARIANTS[0].name,
         WGMMA_GEMM_VARIANTS[1].name,
         WGMMA_GEMM_VARIANTS[2].name,
+        ENGINE[0],
+        ENGINE[1],
+        ENGINE[2],
+        ENGINE[3],
+        ENGINE[4],
+        ENGINE[5],
+        ENGINE[6],
+        ENGINE[7],
     ],
 };
 

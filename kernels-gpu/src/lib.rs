@@ -14,6 +14,7 @@
 
 pub mod catalog;
 pub mod decode;
+pub mod engine;
 pub mod format;
 pub mod launch;
 pub mod sm90;

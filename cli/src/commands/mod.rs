@@ -4,6 +4,7 @@ pub mod bench;
 pub mod compress;
 pub mod decompress;
 pub mod demo;
+pub mod generate;
 pub mod inspect;
 mod progress;
 pub mod verify;

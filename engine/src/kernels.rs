@@ -1,0 +1,377 @@
+//! Launches of the engine kernels (`zipserv_kernels::engine`), each with
+//! its buffers checked against the shapes before anything is enqueued, on
+//! the GPU's stream.
+
+use cust::launch;
+use cust::memory::{DevicePointer, DeviceSlice};
+use half::bf16;
+use zipserv_gpu::Gpu;
+use zipserv_kernels::engine::attention::{ATTN_MAX_HEAD_DIM, ATTN_WARPS};
+use zipserv_kernels::engine::embedding::EMBED_TILE_WARPS;
+use zipserv_kernels::engine::{ELEMENT_THREADS, ROW_THREADS};
+use zipserv_kernels::format::{TILE_COLS, tiles_for};
+
+use crate::config::ModelConfig;
+use crate::error::{CudaContext, Error, Result};
+use crate::kv_cache::KvCache;
+use crate::linear::{Linear, LinearWeights};
+use crate::sampling::Sampling;
+
+fn check(what: &str, have: usize, want: usize) -> Result<()> {
+    if have < want {
+        return Err(Error::Invalid(format!(
+            "kernel launch: {what} holds {have} elements, {want} needed"
+        )));
+    }
+    Ok(())
+}
+
+fn u32_of(what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| {
+        Error::Unsupported(format!("{what} = {v} exceeds the kernels' 32-bit indexing"))
+    })
+}
+
+/// The row-per-block grid for `rows` rows.
+fn rows_grid(rows: usize) -> Result<u32> {
+    if rows == 0 {
+        return Err(Error::Invalid("kernel launch with no rows".into()));
+    }
+    u32_of("rows", rows)
+}
+
+/// `out[r] = table[ids[r]]` for `rows` ids, from the embedding matrix in
+/// either form. The kernels trap on an id outside the table, which callers
+/// check first.
+pub fn embed(
+    gpu: &Gpu,
+    table: &Linear,
+    ids: &DeviceSlice<u32>,
+    rows: usize,
+    out: &mut DeviceSlice<bf16>,
+) -> Result<()> {
+    let cols = table.cols;
+    check("token ids", ids.len(), rows)?;
+    check("embedding output", out.len(), rows * cols)?;
+    let grid = rows_grid(rows)?;
+    let (vocab, cols32) = (u32_of("vocab", table.rows)?, u32_of("hidden", cols)?);
+    u32_of("embedding elements", table.rows * cols)?;
+    let module = gpu.module();
+    let stream = gpu.stream();
+    match &table.weights {
+        LinearWeights::Bf16(w) => {
+            // SAFETY: the table holds vocab × cols, ids and out were checked.
+            unsafe {
+                launch!(module.engine_embed<<<grid, ROW_THREADS, 0, stream>>>(
+                    w.as_device_ptr(),
+                    ids.as_device_ptr(),
+                    vocab,
+                    cols32,
+                    out.as_device_ptr()
+                ))
+            }
+            .cuda("cuLaunchKernel(engine_embed)")
+        }
+        LinearWeights::Compressed(w) => {
+            let s = w.sections();
+            let col_tiles = tiles_for(cols, TILE_COLS) as u32;
+            let groups = col_tiles.div_ceil(EMBED_TILE_WARPS);
+            // SAFETY: the matrix was validated before upload; ids and out
+            // were checked; block size matches EMBED_TILE_WARPS.
+            unsafe {
+                launch!(module.engine_embed_compressed<<<(grid, groups), 32 * EMBED_TILE_WARPS, 0, stream>>>(
+                    s.tiles,
+                    s.exception_starts,
+                    s.exceptions,
+                    s.far_starts,
+                    s.far_exponents,
+                    s.exception_table,
+                    u32::from(s.base),
+                    vocab,
+                    cols32,
+                    col_tiles,
+                    ids.as_device_ptr(),
+                    out.as_device_ptr()
+                ))
+            }
+            .cuda("cuLaunchKernel(engine_embed_compressed)")
+        }
+    }
+}
+
+/// `out[i] = src[rows[i]]` (`cols` BF16 per row) for `n` row indices below
+/// `src_rows`.
+pub fn gather_rows(
+    gpu: &Gpu,
+    src: &DeviceSlice<bf16>,
+    src_rows: usize,
+    cols: usize,
+    rows: &DeviceSlice<u32>,
+    n: usize,
+    out: &mut DeviceSlice<bf16>,
+) -> Result<()> {
+    check("gather source", src.len(), src_rows * cols)?;
+    check("gather indices", rows.len(), n)?;
+    check("gather output", out.len(), n * cols)?;
+    let grid = rows_grid(n)?;
+    let module = gpu.module();
+    let stream = gpu.stream();
+    // SAFETY: the embedding kernel with the source as its table: indices
+    // ≥ src_rows trap.
+    unsafe {
+        launch!(module.engine_embed<<<grid, ROW_THREADS, 0, stream>>>(
+            src.as_device_ptr(),
+            rows.as_device_ptr(),
+            u32_of("rows", src_rows)?,
+            u32_of("cols", cols)?,
+            out.as_device_ptr()
+        ))
+    }
+    .cuda("cuLaunchKernel(engine_embed)")
+}
+
+/// `h += delta` (if given), then `out = rmsnorm(h) ⊙ weight`, row by row.
+#[allow(clippy::too_many_arguments)]
+pub fn add_rmsnorm(
+    gpu: &Gpu,
+    h: &mut DeviceSlice<bf16>,
+    delta: Option<&DeviceSlice<bf16>>,
+    weight: &DeviceSlice<bf16>,
+    out: &mut DeviceSlice<bf16>,
+    rows: usize,
+    cols: usize,
+    eps: f32,
+) -> Result<()> {
+    check("residual stream", h.len(), rows * cols)?;
+    if let Some(d) = delta {
+        check("residual delta", d.len(), rows * cols)?;
+    }
+    check("norm weight", weight.len(), cols)?;
+    check("norm output", out.len(), rows * cols)?;
+    u32_of("norm elements", rows * cols)?;
+    let grid = rows_grid(rows)?;
+    let delta = delta.map_or(DevicePointer::null(), |d| d.as_device_ptr());
+    let module = gpu.module();
+    let stream = gpu.stream();
+    // SAFETY: lengths checked above; `out` is a different buffer from `h`.
+    unsafe {
+        launch!(module.engine_add_rmsnorm<<<grid, ROW_THREADS, 0, stream>>>(
+            h.as_device_ptr(),
+            delta,
+            weight.as_device_ptr(),
+            out.as_device_ptr(),
+            u32_of("cols", cols)?,
+            eps
+        ))
+    }
+    .cuda("cuLaunchKernel(engine_add_rmsnorm)")
+}
+
+/// Token rows of one launch: each row's sequence and position, on the GPU.
+pub struct Rows<'a> {
+    pub count: usize,
+    pub seq: &'a DeviceSlice<u32>,
+    pub pos: &'a DeviceSlice<u32>,
+}
+
+/// RoPE on `q` (in place) and `k`, and `k`, `v` into layer `layer` of the
+/// cache at each row's position.
+#[allow(clippy::too_many_arguments)]
+pub fn rope_kv(
+    gpu: &Gpu,
+    config: &ModelConfig,
+    rows: &Rows<'_>,
+    q: &mut DeviceSlice<bf16>,
+    k: &DeviceSlice<bf16>,
+    v: &DeviceSlice<bf16>,
+    table: &DeviceSlice<f32>,
+    cache: &mut KvCache,
+    layer: usize,
+) -> Result<()> {
+    let n = rows.count;
+    check("row sequences", rows.seq.len(), n)?;
+    check("row positions", rows.pos.len(), n)?;
+    check("queries", q.len(), n * config.q_dim())?;
+    check("keys", k.len(), n * config.kv_dim())?;
+    check("values", v.len(), n * config.kv_dim())?;
+    check(
+        "rotary table",
+        table.len(),
+        cache.capacity * config.head_dim,
+    )?;
+    u32_of("query elements", n * config.q_dim())?;
+    let grid = rows_grid(n)?;
+    let (ck, cv) = (&cache.k[layer], &cache.v[layer]);
+    let module = gpu.module();
+    let stream = gpu.stream();
+    // SAFETY: lengths checked above; the kernel traps on a sequence or
+    // position outside the cache.
+    unsafe {
+        launch!(module.engine_rope_kv<<<grid, ROW_THREADS, 0, stream>>>(
+            q.as_device_ptr(),
+            k.as_device_ptr(),
+            v.as_device_ptr(),
+            rows.seq.as_device_ptr(),
+            rows.pos.as_device_ptr(),
+            table.as_device_ptr(),
+            ck.as_device_ptr(),
+            cv.as_device_ptr(),
+            config.heads as u32,
+            config.kv_heads as u32,
+            config.head_dim as u32,
+            u32_of("cache capacity", cache.capacity)?,
+            u32_of("cache sequences", cache.sequences)?
+        ))
+    }
+    .cuda("cuLaunchKernel(engine_rope_kv)")
+}
+
+/// Causal GQA attention of each row against its sequence's cached
+/// positions `0..=pos`, from layer `layer` of the cache.
+pub fn attention(
+    gpu: &Gpu,
+    config: &ModelConfig,
+    rows: &Rows<'_>,
+    q: &DeviceSlice<bf16>,
+    out: &mut DeviceSlice<bf16>,
+    cache: &KvCache,
+    layer: usize,
+) -> Result<()> {
+    let n = rows.count;
+    check("row sequences", rows.seq.len(), n)?;
+    check("row positions", rows.pos.len(), n)?;
+    check("queries", q.len(), n * config.q_dim())?;
+    check("attention output", out.len(), n * config.q_dim())?;
+    if !config.head_dim.is_multiple_of(32) || config.head_dim > ATTN_MAX_HEAD_DIM as usize {
+        return Err(Error::Unsupported(format!("head_dim {}", config.head_dim)));
+    }
+    u32_of("query elements", n * config.q_dim())?;
+    let grid = (rows_grid(n)?, config.heads as u32);
+    let scale = 1.0 / (config.head_dim as f32).sqrt();
+    let module = gpu.module();
+    let stream = gpu.stream();
+    // SAFETY: lengths checked above; the kernel traps on a sequence or
+    // position outside the cache; rope_kv filled the cache up to each
+    // row's position earlier on this stream.
+    unsafe {
+        launch!(module.engine_attention<<<grid, 32 * ATTN_WARPS, 0, stream>>>(
+            q.as_device_ptr(),
+            out.as_device_ptr(),
+            rows.seq.as_device_ptr(),
+            rows.pos.as_device_ptr(),
+            cache.k[layer].as_device_ptr(),
+            cache.v[layer].as_device_ptr(),
+            config.heads as u32,
+            config.kv_heads as u32,
+            config.head_dim as u32,
+            u32_of("cache capacity", cache.capacity)?,
+            u32_of("cache sequences", cache.sequences)?,
+            scale
+        ))
+    }
+    .cuda("cuLaunchKernel(engine_attention)")
+}
+
+/// `out = silu(gate) ⊙ up` over `len` elements.
+pub fn swiglu(
+    gpu: &Gpu,
+    gate: &DeviceSlice<bf16>,
+    up: &DeviceSlice<bf16>,
+    out: &mut DeviceSlice<bf16>,
+    len: usize,
+) -> Result<()> {
+    check("gate", gate.len(), len)?;
+    check("up", up.len(), len)?;
+    check("swiglu output", out.len(), len)?;
+    let len32 = u32_of("swiglu elements", len)?;
+    let blocks = len32.div_ceil(ELEMENT_THREADS).clamp(1, 65535 * 8);
+    let module = gpu.module();
+    let stream = gpu.stream();
+    // SAFETY: lengths checked above.
+    unsafe {
+        launch!(module.engine_swiglu<<<blocks, ELEMENT_THREADS, 0, stream>>>(
+            gate.as_device_ptr(),
+            up.as_device_ptr(),
+            out.as_device_ptr(),
+            len32
+        ))
+    }
+    .cuda("cuLaunchKernel(engine_swiglu)")
+}
+
+/// The decode state the selection and advance kernels share, on the GPU.
+pub struct StepState<'a> {
+    /// `[0]`: the step counter (history row to write).
+    pub counter: &'a DeviceSlice<u32>,
+    /// Each sequence's next input token (written here).
+    pub tokens: &'a DeviceSlice<u32>,
+    /// `max_steps × batch` chosen tokens.
+    pub history: &'a DeviceSlice<u32>,
+    pub max_steps: usize,
+}
+
+/// Chooses each of `batch` sequences' next token from `logits` (`batch ×
+/// vocab` f32); `probs` is scratch of the same size.
+pub fn select(
+    gpu: &Gpu,
+    logits: &DeviceSlice<f32>,
+    probs: &DeviceSlice<f32>,
+    batch: usize,
+    vocab: usize,
+    sampling: &Sampling,
+    state: &StepState<'_>,
+) -> Result<()> {
+    check("logits", logits.len(), batch * vocab)?;
+    check("sampling scratch", probs.len(), batch * vocab)?;
+    check("step counter", state.counter.len(), 1)?;
+    check("next tokens", state.tokens.len(), batch)?;
+    check(
+        "token history",
+        state.history.len(),
+        state.max_steps * batch,
+    )?;
+    u32_of("logits", batch * vocab)?;
+    let grid = rows_grid(batch)?;
+    let module = gpu.module();
+    let stream = gpu.stream();
+    // SAFETY: lengths checked above.
+    unsafe {
+        launch!(module.engine_select<<<grid, ROW_THREADS, 0, stream>>>(
+            logits.as_device_ptr(),
+            vocab as u32,
+            probs.as_device_ptr(),
+            sampling.temperature,
+            sampling.top_p,
+            sampling.seed,
+            state.counter.as_device_ptr(),
+            state.tokens.as_device_ptr(),
+            state.history.as_device_ptr(),
+            u32_of("steps", state.max_steps)?
+        ))
+    }
+    .cuda("cuLaunchKernel(engine_select)")
+}
+
+/// Moves every sequence's position and the step counter on by one.
+pub fn advance(
+    gpu: &Gpu,
+    positions: &DeviceSlice<u32>,
+    batch: usize,
+    counter: &DeviceSlice<u32>,
+) -> Result<()> {
+    check("positions", positions.len(), batch)?;
+    check("step counter", counter.len(), 1)?;
+    let batch32 = u32_of("batch", batch)?;
+    let blocks = batch32.div_ceil(ROW_THREADS).max(1);
+    let module = gpu.module();
+    let stream = gpu.stream();
+    // SAFETY: lengths checked above.
+    unsafe {
+        launch!(module.engine_advance<<<blocks, ROW_THREADS, 0, stream>>>(
+            positions.as_device_ptr(),
+            batch32,
+            counter.as_device_ptr()
+        ))
+    }
+    .cuda("cuLaunchKernel(engine_advance)")
+}

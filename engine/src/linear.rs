@@ -1,0 +1,218 @@
+//! One linear layer, `Y[N×out] = X[N×in] · Wᵀ`, whatever form its weights
+//! take, and the choice of kernel for it.
+
+use cust::memory::{DeviceBuffer, DeviceSlice};
+use half::bf16;
+use zipserv_gpu::{Cublas, DeviceWeights, GemmOutput, GemmWorkspace, Gpu};
+
+use crate::error::{CudaContext, Error, Result};
+
+/// A linear layer's weight matrix on the GPU.
+pub enum LinearWeights {
+    /// Row-major BF16 (`out × in`), multiplied by cuBLAS.
+    Bf16(DeviceBuffer<bf16>),
+    /// Compressed, multiplied by ZipGEMM or decompressed for cuBLAS.
+    Compressed(DeviceWeights),
+}
+
+/// The kernel(s) a linear layer runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinearPath {
+    /// cuBLAS on BF16 weights.
+    Cublas,
+    /// ZipGEMM: decode in registers fused with the product.
+    Fused,
+    /// The decompression kernel into a BF16 scratch matrix, then cuBLAS.
+    DecompressCublas,
+}
+
+/// Largest number of activation rows for which compressed weights take the
+/// fused kernel. On an H200 (docs/PERFORMANCE.md, ANCHORS) ZipGEMM ran
+/// 1.05–1.3× cuBLAS up to N = 16 and ~0.9× at N = 32, where decompress +
+/// cuBLAS is far slower; from N = 64 ZipGEMM fell to 0.21–0.58× and
+/// decompress + cuBLAS (0.34–0.59×) is the better of the two.
+pub const FUSED_MAX_ROWS: usize = 32;
+
+/// Which path a linear layer takes for `n` activation rows. The path
+/// choice lives here alone: the GPU crate's own heuristic (per shape, per
+/// card) is being written separately, and should replace this function.
+pub fn choose_path(compressed: bool, n: usize) -> LinearPath {
+    match (compressed, n <= FUSED_MAX_ROWS) {
+        (false, _) => LinearPath::Cublas,
+        (true, true) => LinearPath::Fused,
+        (true, false) => LinearPath::DecompressCublas,
+    }
+}
+
+/// A linear layer: its weights and shape.
+pub struct Linear {
+    pub name: String,
+    /// Output features (rows of W).
+    pub rows: usize,
+    /// Input features (columns of W).
+    pub cols: usize,
+    pub weights: LinearWeights,
+}
+
+/// Where a linear layer writes `Y` (`N × rows`, row-major).
+pub enum LinearOut<'a> {
+    Bf16(&'a mut DeviceSlice<bf16>),
+    F32(&'a mut DeviceSlice<f32>),
+}
+
+/// What every linear layer shares: cuBLAS, ZipGEMM's split-K workspace and
+/// the BF16 scratch matrix of the decompress path. One per stream.
+pub struct Gemm<'gpu> {
+    gpu: &'gpu Gpu,
+    blas: Cublas<'gpu>,
+    workspace: GemmWorkspace,
+    scratch: Option<DeviceBuffer<bf16>>,
+}
+
+impl<'gpu> Gemm<'gpu> {
+    pub fn new(gpu: &'gpu Gpu) -> Result<Self> {
+        Ok(Self {
+            gpu,
+            blas: Cublas::new(gpu)?,
+            workspace: GemmWorkspace::default(),
+            scratch: None,
+        })
+    }
+
+    /// Makes sure the decompress path has room for `elements` weights, so
+    /// nothing is allocated inside a CUDA graph capture.
+    pub fn reserve_scratch(&mut self, elements: usize) -> Result<()> {
+        if self.scratch.as_ref().is_none_or(|s| s.len() < elements) {
+            // SAFETY: every element the decompress path reads was written by
+            // the decompression kernel just before.
+            self.scratch =
+                Some(unsafe { DeviceBuffer::uninitialized(elements) }.cuda("cuMemAlloc")?);
+        }
+        Ok(())
+    }
+
+    /// Bytes of the decompress path's scratch matrix.
+    pub fn scratch_bytes(&self) -> usize {
+        self.scratch.as_ref().map_or(0, |s| 2 * s.len())
+    }
+}
+
+impl Linear {
+    pub fn is_compressed(&self) -> bool {
+        matches!(self.weights, LinearWeights::Compressed(_))
+    }
+
+    /// Bytes of the weights on the GPU.
+    pub fn device_bytes(&self) -> usize {
+        match &self.weights {
+            LinearWeights::Bf16(w) => 2 * w.len(),
+            LinearWeights::Compressed(w) => w.device_bytes(),
+        }
+    }
+
+    /// Enqueues `Y = X · Wᵀ` for `n` rows of `x` on the GPU's stream and
+    /// returns the path taken. `x` and `y` may be longer than `n` rows.
+    pub fn forward(
+        &self,
+        gemm: &mut Gemm<'_>,
+        x: &DeviceSlice<bf16>,
+        n: usize,
+        y: LinearOut<'_>,
+    ) -> Result<LinearPath> {
+        let (m, k) = (self.rows, self.cols);
+        let short = |what: &str, have: usize, want: usize| {
+            Error::Invalid(format!(
+                "{}: {what} holds {have} elements, {n} rows need {want}",
+                self.name
+            ))
+        };
+        if n == 0 {
+            return Err(Error::Invalid(format!("{}: no activation rows", self.name)));
+        }
+        if x.len() < n * k {
+            return Err(short("the input", x.len(), n * k));
+        }
+        let y_len = match &y {
+            LinearOut::Bf16(y) => y.len(),
+            LinearOut::F32(y) => y.len(),
+        };
+        if y_len < n * m {
+            return Err(short("the output", y_len, n * m));
+        }
+        let x = x.index(..n * k);
+        let path = choose_path(self.is_compressed(), n);
+        let gpu = gemm.gpu;
+        let stream = gpu.stream();
+        match (&self.weights, path) {
+            (LinearWeights::Compressed(w), LinearPath::Fused) => {
+                let out = match y {
+                    LinearOut::Bf16(y) => GemmOutput::Bf16(y),
+                    LinearOut::F32(y) => GemmOutput::F32(y),
+                };
+                zipserv_gpu::zipgemm(gpu, stream, w, &x, n, out, None, &mut gemm.workspace)?;
+            }
+            (LinearWeights::Compressed(w), _) => {
+                let Some(scratch) = gemm.scratch.as_mut().filter(|s| s.len() >= m * k) else {
+                    return Err(Error::Invalid(format!(
+                        "{}: no decompression scratch of {} weights reserved",
+                        self.name,
+                        m * k
+                    )));
+                };
+                let mut dense = scratch.index(..m * k);
+                zipserv_gpu::decompress(gpu, stream, w, &mut dense)?;
+                // SAFETY: the buffers live in the model and the workspace
+                // for the whole run; the stream orders the decompression
+                // before the product and the product before any reuse.
+                unsafe { blas_linear(&gemm.blas, stream, &dense, &x, y, m, k, n)? };
+            }
+            (LinearWeights::Bf16(w), _) => {
+                // SAFETY: as above.
+                unsafe { blas_linear(&gemm.blas, stream, w, &x, y, m, k, n)? };
+            }
+        }
+        Ok(path)
+    }
+}
+
+/// cuBLAS on exactly `n` rows.
+///
+/// # Safety
+/// As [`Cublas::linear`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn blas_linear(
+    blas: &Cublas<'_>,
+    stream: &cust::stream::Stream,
+    w: &DeviceSlice<bf16>,
+    x: &DeviceSlice<bf16>,
+    y: LinearOut<'_>,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<()> {
+    // SAFETY: the caller's promise.
+    unsafe {
+        match y {
+            LinearOut::Bf16(y) => blas.linear(stream, w, x, &mut y.index(..n * m), m, k, n)?,
+            LinearOut::F32(y) => blas.linear(stream, w, x, &mut y.index(..n * m), m, k, n)?,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_choice() {
+        assert_eq!(choose_path(false, 1), LinearPath::Cublas);
+        assert_eq!(choose_path(false, 4096), LinearPath::Cublas);
+        assert_eq!(choose_path(true, 1), LinearPath::Fused);
+        assert_eq!(choose_path(true, FUSED_MAX_ROWS), LinearPath::Fused);
+        assert_eq!(
+            choose_path(true, FUSED_MAX_ROWS + 1),
+            LinearPath::DecompressCublas
+        );
+    }
+}

@@ -1,0 +1,55 @@
+//! The SwiGLU gate of the MLP: `silu(gate) ⊙ up`, rounded as the reference
+//! rounds it (SiLU's output is BF16 before the product).
+
+use super::math::{bf16_to_f32, f32_to_bf16, round_bf16, silu};
+
+/// One element: `bf16(bf16(silu(gate)) · up)`.
+#[inline(always)]
+pub fn swiglu(gate: u16, up: u16) -> u16 {
+    f32_to_bf16(round_bf16(silu(bf16_to_f32(gate))) * bf16_to_f32(up))
+}
+
+#[cfg(target_arch = "nvptx64")]
+mod gpu {
+    use super::*;
+    use crate::engine::ELEMENT_THREADS;
+    use crate::ptx::{block_idx, grid_dim_x, thread_idx};
+
+    /// `out[i] = swiglu(gate[i], up[i])` for `i < len` (grid-stride).
+    ///
+    /// # Safety
+    /// `gate`, `up` and `out` hold `len` BF16. Block [`ELEMENT_THREADS`].
+    #[unsafe(no_mangle)]
+    pub unsafe extern "ptx-kernel" fn engine_swiglu(
+        gate: *const u16,
+        up: *const u16,
+        out: *mut u16,
+        len: u32,
+    ) {
+        let mut i = block_idx().0 * ELEMENT_THREADS + thread_idx();
+        let stride = grid_dim_x() * ELEMENT_THREADS;
+        while i < len {
+            let k = i as usize;
+            // SAFETY: k < len.
+            unsafe { *out.add(k) = swiglu(*gate.add(k), *up.add(k)) };
+            i += stride;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swiglu_of_simple_values() {
+        let one = f32_to_bf16(1.0);
+        assert_eq!(swiglu(f32_to_bf16(0.0), one), f32_to_bf16(0.0));
+        // silu(1) = 0.7311 → BF16 0.73046875.
+        assert_eq!(
+            bf16_to_f32(swiglu(one, f32_to_bf16(2.0))),
+            2.0 * 0.730_468_75
+        );
+        assert_eq!(bf16_to_f32(swiglu(f32_to_bf16(-100.0), one)), -0.0);
+    }
+}
