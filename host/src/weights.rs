@@ -24,14 +24,15 @@ pub struct DeviceWeights {
 }
 
 impl DeviceWeights {
-    /// Copies every section to the device (synchronously).
+    /// Copies every section to the device and waits until the copies are
+    /// complete, so that kernels on any stream may read them at once.
     pub fn upload(_gpu: &Gpu, matrix: &CompressedMatrix) -> Result<Self> {
         let p = matrix.parts();
         // Kernels read the table with the raw index; pad it so any index in
         // 0..32 is a valid address.
         let mut table = p.exception_table.clone();
         table.resize(EXC_TABLE_LEN + 1, 0);
-        Ok(Self {
+        let weights = Self {
             tiles: upload(&p.tiles)?,
             exception_starts: upload(&p.exception_starts)?,
             exceptions: upload(&p.exceptions)?,
@@ -42,7 +43,13 @@ impl DeviceWeights {
             rows: matrix.rows(),
             cols: matrix.cols(),
             device_bytes: matrix.compressed_bytes(),
-        })
+        };
+        // A copy from pageable host memory returns once the data is staged,
+        // possibly before it reaches the device, and it is ordered on the
+        // legacy stream only, not before work on the device's non-blocking
+        // stream: wait for it here, once per matrix.
+        cust::context::CurrentContext::synchronize().cuda("cuCtxSynchronize")?;
+        Ok(weights)
     }
 
     pub fn rows(&self) -> usize {
