@@ -301,11 +301,21 @@ impl<'gpu> Generator<'gpu> {
             step_mode,
             kv_cache_bytes,
             scratch_bytes: b.bytes() + self.gemm.scratch_bytes() as u64,
+            // The paths of the largest layers (the MLP's), for the report.
             prefill_path: choose_path(
+                self.gpu,
                 self.model.form == crate::WeightForm::Compressed,
+                config.intermediate,
+                config.hidden,
                 layout.rows(),
             ),
-            decode_path: choose_path(self.model.form == crate::WeightForm::Compressed, batch),
+            decode_path: choose_path(
+                self.gpu,
+                self.model.form == crate::WeightForm::Compressed,
+                config.intermediate,
+                config.hidden,
+                batch,
+            ),
             profile,
         })
     }

@@ -26,21 +26,27 @@ pub enum LinearPath {
     DecompressCublas,
 }
 
-/// Largest number of activation rows for which compressed weights take the
-/// fused kernel. On an H200 (docs/PERFORMANCE.md, ANCHORS) ZipGEMM ran
-/// 1.05–1.3× cuBLAS up to N = 16 and ~0.9× at N = 32, where decompress +
-/// cuBLAS is far slower; from N = 64 ZipGEMM fell to 0.21–0.58× and
-/// decompress + cuBLAS (0.34–0.59×) is the better of the two.
-pub const FUSED_MAX_ROWS: usize = 32;
+/// Which path an `m × k` linear layer takes for `n` activation rows on
+/// `gpu`: cuBLAS for BF16 weights; for compressed ones the GPU crate's
+/// measured choice per shape and card (`zipserv_gpu::compressed_path`).
+pub fn choose_path(
+    gpu: &zipserv_gpu::Gpu,
+    compressed: bool,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> LinearPath {
+    path_for(gpu.has_wgmma(), compressed, m, k, n)
+}
 
-/// Which path a linear layer takes for `n` activation rows. The path
-/// choice lives here alone: the GPU crate's own heuristic (per shape, per
-/// card) is being written separately, and should replace this function.
-pub fn choose_path(compressed: bool, n: usize) -> LinearPath {
-    match (compressed, n <= FUSED_MAX_ROWS) {
-        (false, _) => LinearPath::Cublas,
-        (true, true) => LinearPath::Fused,
-        (true, false) => LinearPath::DecompressCublas,
+/// [`choose_path`] on a card with (`wgmma`) or without the Hopper ZipGEMM.
+fn path_for(wgmma: bool, compressed: bool, m: usize, k: usize, n: usize) -> LinearPath {
+    if !compressed {
+        return LinearPath::Cublas;
+    }
+    match zipserv_gpu::compressed_path(wgmma, m, k, n) {
+        zipserv_gpu::CompressedPath::Fused => LinearPath::Fused,
+        zipserv_gpu::CompressedPath::DecompressThenBlas => LinearPath::DecompressCublas,
     }
 }
 
@@ -140,8 +146,8 @@ impl Linear {
             return Err(short("the output", y_len, n * m));
         }
         let x = x.index(..n * k);
-        let path = choose_path(self.is_compressed(), n);
         let gpu = gemm.gpu;
+        let path = choose_path(gpu, self.is_compressed(), m, k, n);
         let stream = gpu.stream();
         match (&self.weights, path) {
             (LinearWeights::Compressed(w), LinearPath::Fused) => {
@@ -206,12 +212,26 @@ mod tests {
 
     #[test]
     fn path_choice() {
-        assert_eq!(choose_path(false, 1), LinearPath::Cublas);
-        assert_eq!(choose_path(false, 4096), LinearPath::Cublas);
-        assert_eq!(choose_path(true, 1), LinearPath::Fused);
-        assert_eq!(choose_path(true, FUSED_MAX_ROWS), LinearPath::Fused);
+        let (ffn, attn) = ((14336, 4096), (4096, 4096));
+        assert_eq!(path_for(true, false, ffn.0, ffn.1, 1), LinearPath::Cublas);
         assert_eq!(
-            choose_path(true, FUSED_MAX_ROWS + 1),
+            path_for(false, false, ffn.0, ffn.1, 4096),
+            LinearPath::Cublas
+        );
+        assert_eq!(path_for(true, true, ffn.0, ffn.1, 1), LinearPath::Fused);
+        // A decode batch of 64 stays fused on Hopper (wgmma), not elsewhere.
+        assert_eq!(path_for(true, true, ffn.0, ffn.1, 64), LinearPath::Fused);
+        assert_eq!(
+            path_for(false, true, ffn.0, ffn.1, 64),
+            LinearPath::DecompressCublas
+        );
+        assert_eq!(
+            path_for(true, true, attn.0, attn.1, 256),
+            LinearPath::DecompressCublas
+        );
+        // A 512-token prefill decompresses first.
+        assert_eq!(
+            path_for(true, true, attn.0, attn.1, 512),
             LinearPath::DecompressCublas
         );
     }

@@ -593,6 +593,54 @@ impl GemmWorkspace {
     }
 }
 
+/// How a product with compressed weights is computed best.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompressedPath {
+    /// ZipGEMM: the weights decoded in registers, fused with the product.
+    Fused,
+    /// The decompression kernel into a BF16 scratch matrix, then the BF16
+    /// GEMM (`Cublas::linear`).
+    DecompressThenBlas,
+}
+
+/// Weight matrices of at least this many elements count as large in
+/// [`compressed_path`] (28672×4096 and 4096×14336 are; 6144×4096 and
+/// 4096×4096 are not).
+pub const LARGE_MATRIX_ELEMENTS: usize = 48 << 20;
+
+/// The path for an `m × k` compressed matrix and `n` activation rows, on a
+/// card with (`wgmma`) or without the Hopper ZipGEMM. From the H200 sweep
+/// at commit 8a56f57 (docs/PERFORMANCE.md, "Where it stands"), where each
+/// column is the better path's speed against the best BF16 GEMM:
+/// - with `wgmma`, fused beats decompress + cuBLAS up to N = 128 on every
+///   Llama-3-8B shape (N = 128: 0.51–0.68 against 0.36–0.44), up to
+///   N = 512 on the large ones (N = 512: 0.65–0.66 against 0.62), and
+///   loses from there (N = 2048: 0.73–0.76 against 0.90–0.94; small
+///   shapes from N = 256: 0.46–0.47 against 0.48–0.51);
+/// - without it (the `mma.sync` kernel alone, which re-decodes per 32
+///   rows), fused wins up to N = 32 and the two are even at N = 64
+///   (0.2–0.6 each, H200 sweeps of 2026-11-27), so 32 is the limit.
+pub fn compressed_path(wgmma: bool, m: usize, k: usize, n: usize) -> CompressedPath {
+    let large = m.saturating_mul(k) >= LARGE_MATRIX_ELEMENTS;
+    let fused_max = match (wgmma, large) {
+        (false, _) => 32,
+        (true, false) => 128,
+        (true, true) => 512,
+    };
+    if n <= fused_max {
+        CompressedPath::Fused
+    } else {
+        CompressedPath::DecompressThenBlas
+    }
+}
+
+impl Gpu {
+    /// [`compressed_path`] for this device.
+    pub fn compressed_path(&self, m: usize, k: usize, n: usize) -> CompressedPath {
+        compressed_path(self.has_wgmma(), m, k, n)
+    }
+}
+
 /// What repeated ZipGEMM calls on one stream need, owned once: the device
 /// (whose kernel handles were resolved when it was opened), the options,
 /// and the split-K workspace. A call looks nothing up and allocates only
@@ -718,6 +766,37 @@ mod tests {
         assert_eq!((s.work.units, s.work.blocks), (1, 2));
         let s = SplitK::choose(1, 1, 1, wave, None);
         assert_eq!((s.work.units, s.work.col_tiles, s.work.blocks), (1, 1, 1));
+    }
+
+    #[test]
+    fn compressed_path_follows_the_measured_crossovers() {
+        use CompressedPath::{DecompressThenBlas as Dec, Fused};
+        // (m, k, n, with wgmma, without)
+        for (m, k, n, hopper, other) in [
+            (28672, 4096, 1, Fused, Fused),
+            (28672, 4096, 32, Fused, Fused),
+            (28672, 4096, 64, Fused, Dec),
+            (28672, 4096, 256, Fused, Dec),
+            (28672, 4096, 512, Fused, Dec),
+            (28672, 4096, 2048, Dec, Dec),
+            (4096, 14336, 512, Fused, Dec),
+            (4096, 14336, 513, Dec, Dec),
+            (4096, 4096, 128, Fused, Dec),
+            (4096, 4096, 256, Dec, Dec),
+            (6144, 4096, 129, Dec, Dec),
+            (1, 1, 1, Fused, Fused),
+        ] {
+            assert_eq!(
+                compressed_path(true, m, k, n),
+                hopper,
+                "{m}x{k} N={n} with wgmma"
+            );
+            assert_eq!(
+                compressed_path(false, m, k, n),
+                other,
+                "{m}x{k} N={n} without"
+            );
+        }
     }
 
     #[test]

@@ -72,7 +72,8 @@ pub use device::{
 };
 pub use error::{Error, Result};
 pub use kernels::{
-    GemmOptions, GemmOutput, GemmPath, GemmWorkspace, OutputType, SplitK, WGMMA_MIN_N, ZipGemm,
-    decompress, decompress_raw, zipgemm, zipgemm_raw, zipgemm_with,
+    CompressedPath, GemmOptions, GemmOutput, GemmPath, GemmWorkspace, LARGE_MATRIX_ELEMENTS,
+    OutputType, SplitK, WGMMA_MIN_N, ZipGemm, compressed_path, decompress, decompress_raw, zipgemm,
+    zipgemm_raw, zipgemm_with,
 };
 pub use weights::{DeviceWeights, Sections};
