@@ -168,14 +168,7 @@ struct Api {
 impl Api {
     /// Opens the first candidate that loads and has every entry point.
     fn load(candidates: &[PathBuf]) -> Result<Self> {
-        let mut tried = Vec::new();
-        for path in candidates {
-            match Self::open(path) {
-                Ok(api) => return Ok(api),
-                Err(reason) => tried.push(format!("{} ({reason})", path.display())),
-            }
-        }
-        Err(Error::CublasUnavailable { tried })
+        first_that_opens(candidates, Self::open).map_err(|tried| Error::CublasUnavailable { tried })
     }
 
     fn open(path: &Path) -> std::result::Result<Self, String> {
@@ -201,6 +194,22 @@ impl Api {
 /// # Safety
 ///
 /// `T` must be the type of the symbol `name` (a function pointer type).
+/// The first of `candidates` that `open` accepts, or each one's path with the
+/// reason it was rejected.
+pub(crate) fn first_that_opens<T>(
+    candidates: &[PathBuf],
+    open: impl Fn(&Path) -> std::result::Result<T, String>,
+) -> std::result::Result<T, Vec<String>> {
+    let mut tried = Vec::new();
+    for path in candidates {
+        match open(path) {
+            Ok(api) => return Ok(api),
+            Err(reason) => tried.push(format!("{} ({reason})", path.display())),
+        }
+    }
+    Err(tried)
+}
+
 pub(crate) unsafe fn symbol<T: Copy>(
     library: &libloading::Library,
     name: &str,

@@ -20,7 +20,7 @@ use cust::memory::{DeviceBuffer, DeviceSlice};
 use cust::stream::Stream;
 use half::bf16;
 
-use crate::cublas::{candidates_for, check, symbol};
+use crate::cublas::{candidates_for, check, first_that_opens, symbol};
 use crate::device::Gpu;
 use crate::error::{CudaContext, Error, Result, Shape};
 
@@ -177,14 +177,8 @@ struct Api {
 impl Api {
     /// Opens the first candidate that loads and has every entry point.
     fn load(candidates: &[PathBuf]) -> Result<Self> {
-        let mut tried = Vec::new();
-        for path in candidates {
-            match Self::open(path) {
-                Ok(api) => return Ok(api),
-                Err(reason) => tried.push(format!("{} ({reason})", path.display())),
-            }
-        }
-        Err(Error::CublasLtUnavailable { tried })
+        first_that_opens(candidates, Self::open)
+            .map_err(|tried| Error::CublasLtUnavailable { tried })
     }
 
     fn open(path: &Path) -> std::result::Result<Self, String> {

@@ -1,7 +1,6 @@
 //! Launches of the compressed-matrix kernels, with every shape and size
 //! checked before anything reaches the GPU.
 
-use cust::function::BlockSize;
 use cust::memory::{DeviceBuffer, DevicePointer, DeviceSlice};
 use cust::module::Module;
 use cust::stream::Stream;
@@ -15,7 +14,7 @@ use zipserv_kernels::launch::{
 
 use crate::device::Gpu;
 use crate::error::{CudaContext, Error, Result, Shape};
-use crate::launch::launch_kernel;
+use crate::launch::{allow_shared_memory, launch_kernel};
 use crate::weights::DeviceWeights;
 
 /// Where ZipGEMM writes `Y` (N × M, row-major).
@@ -546,24 +545,7 @@ pub(crate) fn prepare_gemm(module: &Module) -> Result<[u32; 3]> {
             .get_function(variant.name)
             .cuda("cuModuleGetFunction")?;
         let smem = gemm_smem_bytes(variant.nt);
-        // SAFETY: a valid function handle and a plain integer attribute.
-        let code = unsafe {
-            cust::sys::cuFuncSetAttribute(
-                function.to_raw(),
-                cust::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                smem as i32,
-            )
-        };
-        if code != cust::sys::cudaError_enum::CUDA_SUCCESS {
-            return Err(Error::Driver {
-                call: "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)",
-                code: code as i32,
-            });
-        }
-        *blocks = function
-            .max_active_blocks_per_multiprocessor(BlockSize::x(32 * GEMM_WARPS), smem)
-            .cuda("cuOccupancyMaxActiveBlocksPerMultiprocessor")?
-            .max(1);
+        *blocks = allow_shared_memory(&function, smem, 32 * GEMM_WARPS)?.max(1);
     }
     Ok(blocks)
 }

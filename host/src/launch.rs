@@ -78,6 +78,36 @@ impl Kernels {
     }
 }
 
+/// Lets `function` use `shared_bytes` of dynamic shared memory (above the
+/// default 48 KiB limit) and returns how many blocks of `block_threads`
+/// fit on one multiprocessor with it.
+pub(crate) fn allow_shared_memory(
+    function: &cust::function::Function<'_>,
+    shared_bytes: usize,
+    block_threads: u32,
+) -> Result<u32> {
+    // SAFETY: a valid function handle and a plain integer attribute.
+    let code = unsafe {
+        cust::sys::cuFuncSetAttribute(
+            function.to_raw(),
+            cust::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            shared_bytes as i32,
+        )
+    };
+    if code != cudaError_enum::CUDA_SUCCESS {
+        return Err(Error::Driver {
+            call: "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)",
+            code: code as i32,
+        });
+    }
+    function
+        .max_active_blocks_per_multiprocessor(
+            cust::function::BlockSize::x(block_threads),
+            shared_bytes,
+        )
+        .cuda("cuOccupancyMaxActiveBlocksPerMultiprocessor")
+}
+
 /// Launches `kernel` on `stream` with `args` (pointers to each argument,
 /// in order; see [`launch_kernel!`]).
 ///

@@ -2,7 +2,6 @@
 //! work split, activation tensor map and scratch, all checked before the
 //! launch. Callers go through [`crate::zipgemm_with`] (shape checks there).
 
-use cust::function::BlockSize;
 use cust::memory::{DeviceBuffer, DeviceCopy, DevicePointer};
 use cust::module::Module;
 use cust::sys::CUstream;
@@ -17,7 +16,7 @@ use zipserv_kernels::tile::MatrixView;
 use crate::device::Gpu;
 use crate::error::{CudaContext, Error, Result};
 use crate::kernels::{GemmWorkspace, RawOutput, SplitK};
-use crate::launch::launch_kernel;
+use crate::launch::{allow_shared_memory, launch_kernel};
 use crate::tensor_map;
 use crate::weights::DeviceWeights;
 
@@ -50,23 +49,7 @@ pub(crate) fn prepare(module: &Module) -> Result<[u32; 3]> {
             .get_function(variant.name)
             .cuda("cuModuleGetFunction")?;
         let smem = SmemLayout::of(variant).request_bytes();
-        // SAFETY: a valid function handle and a plain integer attribute.
-        let code = unsafe {
-            cust::sys::cuFuncSetAttribute(
-                function.to_raw(),
-                cust::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                smem as i32,
-            )
-        };
-        if code != cust::sys::cudaError_enum::CUDA_SUCCESS {
-            return Err(Error::Driver {
-                call: "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)",
-                code: code as i32,
-            });
-        }
-        *blocks = function
-            .max_active_blocks_per_multiprocessor(BlockSize::x(BLOCK_THREADS), smem)
-            .cuda("cuOccupancyMaxActiveBlocksPerMultiprocessor")?;
+        *blocks = allow_shared_memory(&function, smem, BLOCK_THREADS)?;
         if *blocks == 0 {
             return Err(Error::Unsupported(format!(
                 "{} does not fit on a multiprocessor ({smem} bytes of shared memory)",

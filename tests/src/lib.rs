@@ -72,3 +72,12 @@ pub fn cublaslt_or_skip<'gpu>(gpu: &'gpu Gpu, test: &str) -> Option<zipserv_gpu:
         Err(e) => panic!("{test}: cuBLASLt initialisation failed: {e}"),
     }
 }
+
+/// Names of the temporary outputs (`.NAME.zipserv-tmp-*`) left in `dir`.
+pub fn leftover_temporaries(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("zipserv-tmp"))
+        .collect()
+}

@@ -99,13 +99,7 @@ fn verify_names_the_first_difference() {
 }
 
 fn leftovers(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|e| {
-            let name = e.as_ref().unwrap().file_name();
-            name.to_string_lossy().contains("zipserv-tmp")
-        })
-        .count()
+    zipserv_tests::leftover_temporaries(dir).len()
 }
 
 #[test]

@@ -7,13 +7,7 @@ use std::path::Path;
 use zipserv_format::files::{AtomicDir, AtomicFile, pending};
 
 fn leftovers(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|e| {
-            let name = e.as_ref().unwrap().file_name();
-            name.to_string_lossy().contains("zipserv-tmp")
-        })
-        .count()
+    zipserv_tests::leftover_temporaries(dir).len()
 }
 
 #[test]
