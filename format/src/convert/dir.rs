@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use super::file::{TensorDone, check_written, compress_into, decompress_into, verify_file};
 use super::manifest::{FileEntry, FileKind, MANIFEST_NAME, Manifest, join};
-use super::plan::CompressOptions;
+use super::plan::{CompressOptions, Plan};
 use crate::container::ZsvFile;
 use crate::error::{Error, Result};
 use crate::files::{AtomicDir, InputFile, file_kind};
@@ -195,11 +195,12 @@ pub fn compress_dir(
             }
             FileKind::Zsv => {
                 let st = SafetensorsFile::open(&f.path)?;
+                let plan = Plan::new(&st, options)?;
                 let mut file = File::create_new(&dest).map_err(Error::io(&dest))?;
-                let r = compress_into(&st, &mut file, &dest, options, &mut on_tensor)?;
+                let r = compress_into(&st, &plan, &mut file, &dest, &mut on_tensor)?;
                 file.sync_all().map_err(Error::io(&dest))?;
                 drop(file);
-                check_written(&dest, &st, options)?;
+                check_written(&dest, &plan)?;
                 report.model_files += 1;
                 report.tensors += r.tensors;
                 report.compressed_tensors += r.compressed;
@@ -246,8 +247,12 @@ pub fn decompress_dir(
         on_file(&f.path);
         let src = join(input, &f.stored);
         let dest = prepare(out.path(), &f.path)?;
-        let (len, crc) = match f.kind {
-            FileKind::Copy => copy_checked(&src, &dest)?,
+        // (bytes read, bytes written, CRC-32 of what was written)
+        let (read, len, crc) = match f.kind {
+            FileKind::Copy => {
+                let (len, crc) = copy_checked(&src, &dest)?;
+                (len, len, crc)
+            }
             FileKind::Zsv => {
                 let zsv = ZsvFile::open(&src)?;
                 let mut file = File::create_new(&dest).map_err(Error::io(&dest))?;
@@ -255,7 +260,7 @@ pub fn decompress_dir(
                 file.sync_all().map_err(Error::io(&dest))?;
                 report.model_files += 1;
                 report.tensors += r.tensors;
-                (r.output_len, r.crc32)
+                (zsv.file_len(), r.output_len, r.crc32)
             }
         };
         if (len, crc) != (f.len, f.crc32) {
@@ -266,7 +271,7 @@ pub fn decompress_dir(
             )));
         }
         report.files += 1;
-        report.input_bytes += InputFile::open(&src)?.len;
+        report.input_bytes += read;
         report.output_bytes += len;
         report.restored_bytes += len;
         report.identical_files += usize::from(f.identical);
