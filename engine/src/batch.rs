@@ -46,6 +46,46 @@ impl PrefillLayout {
     pub fn rows(&self) -> usize {
         self.row_seq.len()
     }
+
+    /// The prefill split into chunks of whole sequences, each of at most
+    /// `max_rows` rows (a longer sequence is a chunk alone), in order.
+    pub fn chunks(&self, max_rows: usize) -> Vec<PrefillChunk> {
+        let mut chunks: Vec<PrefillChunk> = Vec::new();
+        let mut first_row = 0;
+        for (s, &last) in self.last_rows.iter().enumerate() {
+            let end = last as usize + 1;
+            match chunks.last_mut() {
+                Some(c) if end - c.rows.start <= max_rows => {
+                    c.rows.end = end;
+                    c.seqs.end = s + 1;
+                }
+                _ => chunks.push(PrefillChunk {
+                    seqs: s..s + 1,
+                    rows: first_row..end,
+                }),
+            }
+            first_row = end;
+        }
+        chunks
+    }
+
+    /// Each sequence's last row counted from the start of its chunk.
+    pub fn last_rows_in_chunks(&self, chunks: &[PrefillChunk]) -> Vec<u32> {
+        let mut out = Vec::with_capacity(self.last_rows.len());
+        for c in chunks {
+            for s in c.seqs.clone() {
+                out.push(self.last_rows[s] - c.rows.start as u32);
+            }
+        }
+        out
+    }
+}
+
+/// Sequences `seqs`, whose prompt tokens are rows `rows` of the layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefillChunk {
+    pub seqs: std::ops::Range<usize>,
+    pub rows: std::ops::Range<usize>,
 }
 
 #[cfg(test)]
@@ -61,5 +101,34 @@ mod tests {
         assert_eq!(l.rows(), 6);
         assert!(PrefillLayout::new(&[]).is_err());
         assert!(PrefillLayout::new(&[2, 0]).is_err());
+    }
+
+    #[test]
+    fn chunks_hold_whole_sequences_up_to_the_row_limit() {
+        let l = PrefillLayout::new(&[3, 1, 2, 7, 1]).unwrap();
+        let c = l.chunks(4);
+        let got: Vec<_> = c.iter().map(|c| (c.seqs.clone(), c.rows.clone())).collect();
+        // 3+1 fit; 2 alone (2+7 > 4); 7 alone though longer; then 1.
+        assert_eq!(
+            got,
+            [(0..2, 0..4), (2..3, 4..6), (3..4, 6..13), (4..5, 13..14)]
+        );
+        assert_eq!(l.last_rows_in_chunks(&c), [2, 3, 1, 6, 0]);
+        // One chunk when everything fits.
+        let one = l.chunks(100);
+        assert_eq!(one.len(), 1);
+        assert_eq!((one[0].seqs.clone(), one[0].rows.clone()), (0..5, 0..14));
+        assert_eq!(l.last_rows_in_chunks(&one), l.last_rows);
+        // Every sequence and row in exactly one chunk, in order.
+        for max in 1..16 {
+            let c = l.chunks(max);
+            assert_eq!(c.first().unwrap().rows.start, 0);
+            assert_eq!(c.last().unwrap().rows.end, 14);
+            for w in c.windows(2) {
+                assert_eq!(w[0].rows.end, w[1].rows.start);
+                assert_eq!(w[0].seqs.end, w[1].seqs.start);
+            }
+            assert!(c.iter().all(|c| c.rows.len() <= max || c.seqs.len() == 1));
+        }
     }
 }

@@ -11,7 +11,7 @@ use zipserv_gpu::Gpu;
 
 use crate::error::{CudaContext, Error, Result, device_sync};
 use crate::graph::Graph;
-use crate::kernels::{self, Rows, StepState};
+use crate::kernels::{self, Parts, Rows, StepState};
 use crate::kv_cache::KvCache;
 use crate::linear::{Gemm, LinearOut, LinearPath, choose_path};
 use crate::model::Model;
@@ -32,7 +32,18 @@ pub struct RunOptions {
     /// After the run, launch one more decode step kernel by kernel with an
     /// event after each launch, for [`Generation::profile`].
     pub profile_step: bool,
+    /// KV cache positions per sequence (default: the longest prompt plus
+    /// `max_new_tokens`); at least that.
+    pub context: Option<usize>,
 }
+
+/// Rows of one prefill launch at most (whole sequences; a longer prompt
+/// runs alone). The activations are sized for a chunk, not for the whole
+/// batch's prompts: at a Llama-3-70B shape one row of activations is
+/// 258 KB, so a 4096-token prompt would need 1 GB per sequence beside its
+/// 1.3 GB of KV cache. 4096 rows keep the prefill products large enough
+/// for cuBLAS's full speed.
+pub const PREFILL_CHUNK_ROWS: usize = 4096;
 
 /// How the decode steps after the first were run.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,13 +106,14 @@ impl Generation {
 struct Buffers {
     h: DeviceBuffer<bf16>,
     x: DeviceBuffer<bf16>,
-    q: DeviceBuffer<bf16>,
-    k: DeviceBuffer<bf16>,
-    v: DeviceBuffer<bf16>,
+    /// The Q/K/V product's output (queries rotated in place).
+    qkv: DeviceBuffer<bf16>,
     attn: DeviceBuffer<bf16>,
+    /// Split attention's partial states.
+    attn_split: DeviceBuffer<f32>,
     o: DeviceBuffer<bf16>,
-    gate: DeviceBuffer<bf16>,
-    up: DeviceBuffer<bf16>,
+    /// The gate/up product's output.
+    gate_up: DeviceBuffer<bf16>,
     act: DeviceBuffer<bf16>,
     /// The last prompt row of each sequence, normalised.
     last: DeviceBuffer<bf16>,
@@ -125,17 +137,76 @@ struct Buffers {
 impl Buffers {
     fn bytes(&self) -> u64 {
         let b16 = [
-            &self.h, &self.x, &self.q, &self.k, &self.v, &self.attn, &self.o, &self.gate, &self.up,
-            &self.act, &self.last,
+            &self.h,
+            &self.x,
+            &self.qkv,
+            &self.attn,
+            &self.o,
+            &self.gate_up,
+            &self.act,
+            &self.last,
         ]
         .iter()
         .map(|b| 2 * b.len())
         .sum::<usize>();
-        let b32 = [&self.logits, &self.probs, &self.rope]
+        let b32 = [&self.logits, &self.probs, &self.rope, &self.attn_split]
             .iter()
             .map(|b| 4 * b.len())
             .sum::<usize>();
         (b16 + b32) as u64
+    }
+}
+
+/// Element counts of a run's activation and logit buffers, for the
+/// allocation and for [`Generator::max_batch`] alike.
+struct BufferSizes {
+    /// `h`, `x`, `o`: rows × hidden.
+    hidden: usize,
+    qkv: usize,
+    attn: usize,
+    attn_split: usize,
+    gate_up: usize,
+    act: usize,
+    last: usize,
+    /// `logits` and `probs`: batch × vocab f32.
+    logits: usize,
+    /// The rotary table: capacity × head_dim f32.
+    rope: usize,
+}
+
+impl BufferSizes {
+    /// For `rows` rows per launch (the largest prefill chunk, or the
+    /// batch), prefill chunks of `chunk_rows` rows, `batch` sequences.
+    fn new(
+        c: &crate::ModelConfig,
+        batch: usize,
+        rows: usize,
+        chunk_rows: &[usize],
+        capacity: usize,
+    ) -> Result<Self> {
+        let mut attn_split = kernels::attention_workspace(c, batch, capacity)?;
+        for &r in chunk_rows {
+            attn_split = attn_split.max(kernels::attention_workspace(c, r, capacity)?);
+        }
+        Ok(Self {
+            hidden: rows * c.hidden,
+            qkv: rows * (c.q_dim() + 2 * c.kv_dim()),
+            attn: rows * c.q_dim(),
+            attn_split,
+            gate_up: rows * 2 * c.intermediate,
+            act: rows * c.intermediate,
+            last: batch * c.hidden,
+            logits: batch * c.vocab,
+            rope: capacity * c.head_dim,
+        })
+    }
+
+    /// Bytes of these buffers and of the u32 row, token and history arrays.
+    fn bytes(&self, batch: usize, prompt_tokens: usize, steps: usize) -> u64 {
+        let b16 = 3 * self.hidden + self.qkv + self.attn + self.gate_up + self.act + self.last;
+        let b32 = 2 * self.logits + self.attn_split + self.rope;
+        let u32s = 3 * prompt_tokens + 5 * batch + steps * batch;
+        (2 * b16 + 4 * b32 + 4 * u32s) as u64
     }
 }
 
@@ -191,11 +262,26 @@ impl<'gpu> Generator<'gpu> {
         }
         let lengths: Vec<usize> = prompts.iter().map(Vec::len).collect();
         let layout = crate::batch::PrefillLayout::new(&lengths)?;
-        let capacity = lengths.iter().max().copied().unwrap_or(0) + steps;
-        let rows = layout.rows().max(batch);
+        let longest = lengths.iter().max().copied().unwrap_or(0);
+        let capacity = match options.context {
+            Some(c) if c < longest + steps => {
+                return Err(Error::Invalid(format!(
+                    "context {c} is shorter than the longest prompt ({longest} tokens) plus {steps} new tokens"
+                )));
+            }
+            Some(c) => c,
+            None => longest + steps,
+        };
+        let chunks = layout.chunks(PREFILL_CHUNK_ROWS);
+        let rows = chunks
+            .iter()
+            .map(|c| c.rows.len())
+            .max()
+            .unwrap_or(0)
+            .max(batch);
 
         let t0 = Instant::now();
-        let mut b = self.buffers(&layout, prompts, batch, capacity, rows, steps)?;
+        let mut b = self.buffers(&layout, &chunks, prompts, capacity, rows, steps)?;
         device_sync()?;
         let mut logits = Vec::new();
         let keep = |b: &Buffers, logits: &mut Vec<Vec<f32>>, gpu: &Gpu| -> Result<()> {
@@ -211,16 +297,36 @@ impl<'gpu> Generator<'gpu> {
             Ok(())
         };
 
-        // prefill: every prompt token, all sequences in one pass
-        self.forward(
-            &mut b,
-            Phase::Prefill {
-                rows: layout.rows(),
-            },
-            batch,
-            &options.sampling,
-            steps,
-        )?;
+        // prefill: whole sequences in chunks of at most PREFILL_CHUNK_ROWS
+        // rows, each chunk's last rows gathered; then the LM head on all.
+        let hidden = config.hidden;
+        for chunk in &chunks {
+            let (ids, seq, pos) = (
+                b.ids.index(chunk.rows.clone()),
+                b.row_seq.index(chunk.rows.clone()),
+                b.row_pos.index(chunk.rows.clone()),
+            );
+            let rows = Rows {
+                count: chunk.rows.len(),
+                seq: &seq,
+                pos: &pos,
+            };
+            self.body(&mut b, &ids, &rows)?;
+            let last_rows = b.last_rows.index(chunk.seqs.clone());
+            let mut last = b
+                .last
+                .index(chunk.seqs.start * hidden..chunk.seqs.end * hidden);
+            kernels::gather_rows(
+                self.gpu,
+                &b.x,
+                chunk.rows.len(),
+                hidden,
+                &last_rows,
+                chunk.seqs.len(),
+                &mut last,
+            )?;
+        }
+        self.head(&mut b, true, batch, &options.sampling, steps)?;
         self.gpu.synchronize()?;
         keep(&b, &mut logits, self.gpu)?;
         let prefill_s = t0.elapsed().as_secs_f64();
@@ -323,35 +429,36 @@ impl<'gpu> Generator<'gpu> {
     fn buffers(
         &self,
         layout: &crate::batch::PrefillLayout,
+        chunks: &[crate::batch::PrefillChunk],
         prompts: &[Vec<u32>],
-        batch: usize,
         capacity: usize,
         rows: usize,
         steps: usize,
     ) -> Result<Buffers> {
         let c = &self.model.config;
+        let batch = prompts.len();
+        let chunk_rows: Vec<usize> = chunks.iter().map(|c| c.rows.len()).collect();
+        let n = BufferSizes::new(c, batch, rows, &chunk_rows, capacity)?;
         let rope = crate::rope::table(&crate::rope::inverse_frequencies(c), capacity);
         let ids: Vec<u32> = prompts.iter().flatten().copied().collect();
         let decode_seq: Vec<u32> = (0..batch as u32).collect();
         Ok(Buffers {
-            h: zeroed(rows * c.hidden)?,
-            x: zeroed(rows * c.hidden)?,
-            q: zeroed(rows * c.q_dim())?,
-            k: zeroed(rows * c.kv_dim())?,
-            v: zeroed(rows * c.kv_dim())?,
-            attn: zeroed(rows * c.q_dim())?,
-            o: zeroed(rows * c.hidden)?,
-            gate: zeroed(rows * c.intermediate)?,
-            up: zeroed(rows * c.intermediate)?,
-            act: zeroed(rows * c.intermediate)?,
-            last: zeroed(batch * c.hidden)?,
-            logits: zeroed(batch * c.vocab)?,
-            probs: zeroed(batch * c.vocab)?,
+            h: zeroed(n.hidden)?,
+            x: zeroed(n.hidden)?,
+            qkv: zeroed(n.qkv)?,
+            attn: zeroed(n.attn)?,
+            attn_split: zeroed(n.attn_split)?,
+            o: zeroed(n.hidden)?,
+            gate_up: zeroed(n.gate_up)?,
+            act: zeroed(n.act)?,
+            last: zeroed(n.last)?,
+            logits: zeroed(n.logits)?,
+            probs: zeroed(n.logits)?,
             rope: upload(&rope)?,
             ids: upload(&ids)?,
             row_seq: upload(&layout.row_seq)?,
             row_pos: upload(&layout.row_pos)?,
-            last_rows: upload(&layout.last_rows)?,
+            last_rows: upload(&layout.last_rows_in_chunks(chunks))?,
             decode_seq: upload(&decode_seq)?,
             positions: zeroed(batch)?,
             counter: zeroed(1)?,
@@ -359,6 +466,54 @@ impl<'gpu> Generator<'gpu> {
             history: zeroed(steps * batch)?,
             cache: KvCache::new(c, batch, capacity)?,
         })
+    }
+
+    /// The largest batch whose run (KV cache of `context` positions per
+    /// sequence, activations, logits) fits the GPU's free memory less
+    /// `reserve` bytes (cuBLAS's workspace, the CUDA graph, fragmentation),
+    /// every prompt `prompt_len` tokens; at least 1 or an error.
+    pub fn max_batch(
+        &self,
+        prompt_len: usize,
+        steps: usize,
+        context: usize,
+        reserve: u64,
+    ) -> Result<usize> {
+        let c = &self.model.config;
+        let (free, _) = cust::memory::mem_get_info().cuda("cuMemGetInfo")?;
+        let budget = (free as u64).saturating_sub(reserve);
+        let need = |batch: usize| -> Option<u64> {
+            let layout = crate::batch::PrefillLayout::new(&vec![prompt_len; batch]).ok()?;
+            let chunks = layout.chunks(PREFILL_CHUNK_ROWS);
+            let chunk_rows: Vec<usize> = chunks.iter().map(|c| c.rows.len()).collect();
+            let rows = chunk_rows.iter().copied().max()?.max(batch);
+            let sizes = BufferSizes::new(c, batch, rows, &chunk_rows, context).ok()?;
+            KvCache::layer_elements(c, batch, context).filter(|&e| u32::try_from(e).is_ok())?;
+            Some(sizes.bytes(batch, prompt_len * batch, steps) + KvCache::bytes(c, batch, context)?)
+        };
+        let fits = |batch: usize| need(batch).is_some_and(|n| n <= budget);
+        if !fits(1) {
+            return Err(Error::Invalid(format!(
+                "one sequence of context {context} does not fit the {:.2} GB free on the GPU",
+                budget as f64 / 1e9
+            )));
+        }
+        // Largest fitting batch by doubling, then bisection (need grows with
+        // the batch).
+        let (mut lo, mut hi) = (1usize, 2usize);
+        while fits(hi) {
+            lo = hi;
+            hi *= 2;
+        }
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if fits(mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
     }
 
     /// One decode step, enqueued only: every sequence's last token in, its
@@ -370,41 +525,27 @@ impl<'gpu> Generator<'gpu> {
         sampling: &Sampling,
         steps: usize,
     ) -> Result<()> {
-        self.forward(b, Phase::Decode, batch, sampling, steps)?;
+        let (ids, seq, pos) = (
+            b.tokens.index(..batch),
+            b.decode_seq.index(..batch),
+            b.positions.index(..batch),
+        );
+        let rows = Rows {
+            count: batch,
+            seq: &seq,
+            pos: &pos,
+        };
+        self.body(b, &ids, &rows)?;
+        self.head(b, false, batch, sampling, steps)?;
         kernels::advance(self.gpu, &b.positions, batch, &b.counter)
     }
 
-    /// The forward pass and the token choice, enqueued only.
-    fn forward(
-        &mut self,
-        b: &mut Buffers,
-        phase: Phase,
-        batch: usize,
-        sampling: &Sampling,
-        steps: usize,
-    ) -> Result<()> {
+    /// Enqueues the blocks for `rows` (token ids `ids`): the embedding,
+    /// every block, and the final norm into `b.x`.
+    fn body(&mut self, b: &mut Buffers, ids: &DeviceSlice<u32>, rows: &Rows<'_>) -> Result<()> {
         let (gpu, model) = (self.gpu, self.model);
         let c = &model.config;
-        let (n, ids, rows) = match phase {
-            Phase::Prefill { rows } => (
-                rows,
-                &b.ids,
-                Rows {
-                    count: rows,
-                    seq: &b.row_seq,
-                    pos: &b.row_pos,
-                },
-            ),
-            Phase::Decode => (
-                batch,
-                &b.tokens,
-                Rows {
-                    count: batch,
-                    seq: &b.decode_seq,
-                    pos: &b.positions,
-                },
-            ),
-        };
+        let n = rows.count;
         // `mark` closes a profiled interval; a no-op unless profiling.
         let profiler = &mut self.profiler;
         let mut mark = |kind: &'static str| -> Result<()> {
@@ -429,23 +570,25 @@ impl<'gpu> Generator<'gpu> {
                 c.rms_eps,
             )?;
             mark("add + norm")?;
-            layer.q.forward(gemm, &b.x, n, LinearOut::Bf16(&mut b.q))?;
-            layer.k.forward(gemm, &b.x, n, LinearOut::Bf16(&mut b.k))?;
-            layer.v.forward(gemm, &b.x, n, LinearOut::Bf16(&mut b.v))?;
+            layer.qkv.forward(gemm, &b.x, n, &mut b.qkv)?;
             mark("gemm")?;
-            kernels::rope_kv(
+            let layouts = layer.qkv.layouts(n);
+            let qkv = Parts {
+                buffer: &b.qkv,
+                layouts: &layouts,
+            };
+            kernels::rope_kv(gpu, c, rows, &qkv, &b.rope, &mut b.cache, l)?;
+            mark("rope + cache")?;
+            kernels::attention(
                 gpu,
                 c,
-                &rows,
-                &mut b.q,
-                &b.k,
-                &b.v,
-                &b.rope,
-                &mut b.cache,
+                rows,
+                &qkv,
+                &mut b.attn,
+                &mut b.attn_split,
+                &b.cache,
                 l,
             )?;
-            mark("rope + cache")?;
-            kernels::attention(gpu, c, &rows, &b.q, &mut b.attn, &b.cache, l)?;
             mark("attention")?;
             layer
                 .o
@@ -462,14 +605,14 @@ impl<'gpu> Generator<'gpu> {
                 c.rms_eps,
             )?;
             mark("add + norm")?;
-            layer
-                .gate
-                .forward(gemm, &b.x, n, LinearOut::Bf16(&mut b.gate))?;
-            layer
-                .up
-                .forward(gemm, &b.x, n, LinearOut::Bf16(&mut b.up))?;
+            layer.gate_up.forward(gemm, &b.x, n, &mut b.gate_up)?;
             mark("gemm")?;
-            kernels::swiglu(gpu, &b.gate, &b.up, &mut b.act, n * c.intermediate)?;
+            let layouts = layer.gate_up.layouts(n);
+            let gate_up = Parts {
+                buffer: &b.gate_up,
+                layouts: &layouts,
+            };
+            kernels::swiglu(gpu, &gate_up, &mut b.act, n, c.intermediate)?;
             mark("swiglu")?;
             layer
                 .down
@@ -486,30 +629,44 @@ impl<'gpu> Generator<'gpu> {
             c.hidden,
             c.rms_eps,
         )?;
-        let head_in: &DeviceSlice<bf16> = match phase {
-            Phase::Prefill { rows } => {
-                kernels::gather_rows(gpu, &b.x, rows, c.hidden, &b.last_rows, batch, &mut b.last)?;
-                &b.last
-            }
-            Phase::Decode => &b.x,
-        };
-        mark("add + norm")?;
-        model
-            .lm_head()
-            .forward(gemm, head_in, batch, LinearOut::F32(&mut b.logits))?;
-        mark("gemm")?;
+        mark("add + norm")
+    }
+
+    /// Enqueues the LM head on `batch` normalised rows (`b.last` after a
+    /// prefill, `b.x` in a decode step) and the token choice.
+    fn head(
+        &mut self,
+        b: &mut Buffers,
+        from_last: bool,
+        batch: usize,
+        sampling: &Sampling,
+        steps: usize,
+    ) -> Result<()> {
+        let (gpu, model) = (self.gpu, self.model);
+        let head_in: &DeviceSlice<bf16> = if from_last { &b.last } else { &b.x };
+        model.lm_head().forward(
+            &mut self.gemm,
+            head_in,
+            batch,
+            LinearOut::F32(&mut b.logits),
+        )?;
+        if let Some(p) = &mut self.profiler {
+            p.mark(gpu.stream(), "gemm")?;
+        }
         let state = StepState {
             counter: &b.counter,
             tokens: &b.tokens,
             history: &b.history,
             max_steps: steps,
         };
-        kernels::select(gpu, &b.logits, &b.probs, batch, c.vocab, sampling, &state)
+        kernels::select(
+            gpu,
+            &b.logits,
+            &b.probs,
+            batch,
+            model.config.vocab,
+            sampling,
+            &state,
+        )
     }
-}
-
-#[derive(Clone, Copy)]
-enum Phase {
-    Prefill { rows: usize },
-    Decode,
 }

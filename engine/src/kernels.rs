@@ -6,7 +6,9 @@ use cust::launch;
 use cust::memory::{DevicePointer, DeviceSlice};
 use half::bf16;
 use zipserv_gpu::Gpu;
-use zipserv_kernels::engine::attention::{ATTN_MAX_HEAD_DIM, ATTN_WARPS};
+use zipserv_kernels::engine::attention::{
+    ATTN_COMBINE_THREADS, ATTN_THREADS, AttnShape, attention_splits, attention_workspace_words,
+};
 use zipserv_kernels::engine::embedding::EMBED_TILE_WARPS;
 use zipserv_kernels::engine::{ELEMENT_THREADS, ROW_THREADS};
 use zipserv_kernels::format::{TILE_COLS, tiles_for};
@@ -16,6 +18,7 @@ use crate::error::{CudaContext, Error, Result};
 use crate::kv_cache::KvCache;
 use crate::linear::{Linear, LinearWeights};
 use crate::sampling::Sampling;
+use crate::stacked::PartLayout;
 
 fn check(what: &str, have: usize, want: usize) -> Result<()> {
     if have < want {
@@ -174,16 +177,47 @@ pub struct Rows<'a> {
     pub pos: &'a DeviceSlice<u32>,
 }
 
-/// RoPE on `q` (in place) and `k`, and `k`, `v` into layer `layer` of the
-/// cache at each row's position.
+/// A stacked product's output for `count` rows and where each part's
+/// values lie in it (see [`crate::stacked`]).
+pub struct Parts<'a> {
+    pub buffer: &'a DeviceSlice<bf16>,
+    pub layouts: &'a [PartLayout],
+}
+
+impl Parts<'_> {
+    /// Part `i` as a pointer and row stride, checked to hold `rows` rows of
+    /// `width` values inside the buffer.
+    fn part(
+        &self,
+        i: usize,
+        rows: usize,
+        width: usize,
+        what: &str,
+    ) -> Result<(DevicePointer<bf16>, u32)> {
+        let l = self.layouts[i];
+        if l.stride < width {
+            return Err(Error::Invalid(format!(
+                "kernel launch: {what} rows of {} values hold {width}",
+                l.stride
+            )));
+        }
+        let end = l.offset + (rows - 1) * l.stride + width;
+        check(what, self.buffer.len(), end)?;
+        u32_of(what, end)?;
+        // SAFETY: offset < end ≤ len, checked above.
+        let ptr = unsafe { self.buffer.as_device_ptr().add(l.offset) };
+        Ok((ptr, u32_of("row stride", l.stride)?))
+    }
+}
+
+/// RoPE on the queries (in place) and keys of a Q/K/V product, and the
+/// keys and values into layer `layer` of the cache at each row's position.
 #[allow(clippy::too_many_arguments)]
 pub fn rope_kv(
     gpu: &Gpu,
     config: &ModelConfig,
     rows: &Rows<'_>,
-    q: &mut DeviceSlice<bf16>,
-    k: &DeviceSlice<bf16>,
-    v: &DeviceSlice<bf16>,
+    qkv: &Parts<'_>,
     table: &DeviceSlice<f32>,
     cache: &mut KvCache,
     layer: usize,
@@ -191,26 +225,32 @@ pub fn rope_kv(
     let n = rows.count;
     check("row sequences", rows.seq.len(), n)?;
     check("row positions", rows.pos.len(), n)?;
-    check("queries", q.len(), n * config.q_dim())?;
-    check("keys", k.len(), n * config.kv_dim())?;
-    check("values", v.len(), n * config.kv_dim())?;
+    let grid = rows_grid(n)?;
+    let (q, q_stride) = qkv.part(0, n, config.q_dim(), "queries")?;
+    let (k, k_stride) = qkv.part(1, n, config.kv_dim(), "keys")?;
+    let (v, v_stride) = qkv.part(2, n, config.kv_dim(), "values")?;
+    if k_stride != v_stride {
+        return Err(Error::Invalid(format!(
+            "kernel launch: key rows of {k_stride} values, value rows of {v_stride}"
+        )));
+    }
     check(
         "rotary table",
         table.len(),
         cache.capacity * config.head_dim,
     )?;
-    u32_of("query elements", n * config.q_dim())?;
-    let grid = rows_grid(n)?;
     let (ck, cv) = (&cache.k[layer], &cache.v[layer]);
     let module = gpu.module();
     let stream = gpu.stream();
-    // SAFETY: lengths checked above; the kernel traps on a sequence or
-    // position outside the cache.
+    // SAFETY: every part was checked to hold its rows at its stride; the
+    // kernel traps on a sequence or position outside the cache.
     unsafe {
         launch!(module.engine_rope_kv<<<grid, ROW_THREADS, 0, stream>>>(
-            q.as_device_ptr(),
-            k.as_device_ptr(),
-            v.as_device_ptr(),
+            q,
+            k,
+            v,
+            q_stride,
+            k_stride,
             rows.seq.as_device_ptr(),
             rows.pos.as_device_ptr(),
             table.as_device_ptr(),
@@ -226,74 +266,144 @@ pub fn rope_kv(
     .cuda("cuLaunchKernel(engine_rope_kv)")
 }
 
-/// Causal GQA attention of each row against its sequence's cached
-/// positions `0..=pos`, from layer `layer` of the cache.
+/// How attention's launch for `rows` rows is shaped: the block layout and
+/// the number of position splits.
+pub fn attention_plan(
+    config: &ModelConfig,
+    rows: usize,
+    capacity: usize,
+) -> Result<(AttnShape, usize)> {
+    let group = config.heads / config.kv_heads.max(1);
+    let shape = AttnShape::new(
+        u32_of("head_dim", config.head_dim)?,
+        u32_of("group", group)?,
+    )
+    .ok_or_else(|| {
+        Error::Unsupported(format!(
+            "attention with head_dim {} (a multiple of 32 up to 256 is supported)",
+            config.head_dim
+        ))
+    })?;
+    let blocks = rows * config.kv_heads * shape.head_chunks as usize;
+    Ok((shape, attention_splits(blocks, capacity)))
+}
+
+/// f32 words of attention workspace a launch of `rows` rows needs.
+pub fn attention_workspace(config: &ModelConfig, rows: usize, capacity: usize) -> Result<usize> {
+    let (_, splits) = attention_plan(config, rows, capacity)?;
+    Ok(attention_workspace_words(
+        rows,
+        config.heads,
+        config.head_dim,
+        splits,
+    ))
+}
+
+/// Causal GQA attention of each row (its rotated queries, part 0 of `qkv`)
+/// against its sequence's cached positions `0..=pos`, from layer `layer`
+/// of the cache; `splits` (see [`attention_plan`]) use `workspace`.
+#[allow(clippy::too_many_arguments)]
 pub fn attention(
     gpu: &Gpu,
     config: &ModelConfig,
     rows: &Rows<'_>,
-    q: &DeviceSlice<bf16>,
+    qkv: &Parts<'_>,
     out: &mut DeviceSlice<bf16>,
+    workspace: &mut DeviceSlice<f32>,
     cache: &KvCache,
     layer: usize,
 ) -> Result<()> {
     let n = rows.count;
     check("row sequences", rows.seq.len(), n)?;
     check("row positions", rows.pos.len(), n)?;
-    check("queries", q.len(), n * config.q_dim())?;
     check("attention output", out.len(), n * config.q_dim())?;
-    if !config.head_dim.is_multiple_of(32) || config.head_dim > ATTN_MAX_HEAD_DIM as usize {
-        return Err(Error::Unsupported(format!("head_dim {}", config.head_dim)));
-    }
-    u32_of("query elements", n * config.q_dim())?;
-    let grid = (rows_grid(n)?, config.heads as u32);
+    u32_of("attention output", n * config.q_dim())?;
+    let (q, q_stride) = qkv.part(0, n, config.q_dim(), "queries")?;
+    let (shape, splits) = attention_plan(config, n, cache.capacity)?;
+    let words = attention_workspace_words(n, config.heads, config.head_dim, splits);
+    check("attention workspace", workspace.len(), words)?;
+    u32_of("attention workspace", words)?;
+    let grid = (
+        rows_grid(n)?,
+        u32_of(
+            "attention blocks",
+            config.kv_heads * shape.head_chunks as usize,
+        )?,
+        splits as u32,
+    );
     let scale = 1.0 / (config.head_dim as f32).sqrt();
+    let (q_heads, head_dim) = (config.heads as u32, config.head_dim as u32);
     let module = gpu.module();
     let stream = gpu.stream();
     // SAFETY: lengths checked above; the kernel traps on a sequence or
     // position outside the cache; rope_kv filled the cache up to each
     // row's position earlier on this stream.
     unsafe {
-        launch!(module.engine_attention<<<grid, 32 * ATTN_WARPS, 0, stream>>>(
-            q.as_device_ptr(),
+        launch!(module.engine_attention<<<grid, ATTN_THREADS, 0, stream>>>(
+            q,
+            q_stride,
             out.as_device_ptr(),
+            workspace.as_device_ptr(),
             rows.seq.as_device_ptr(),
             rows.pos.as_device_ptr(),
             cache.k[layer].as_device_ptr(),
             cache.v[layer].as_device_ptr(),
-            config.heads as u32,
-            config.kv_heads as u32,
-            config.head_dim as u32,
+            q_heads,
+            u32_of("kv_heads", config.kv_heads)?,
+            head_dim,
             u32_of("cache capacity", cache.capacity)?,
             u32_of("cache sequences", cache.sequences)?,
             scale
         ))
     }
-    .cuda("cuLaunchKernel(engine_attention)")
+    .cuda("cuLaunchKernel(engine_attention)")?;
+    if splits > 1 {
+        // SAFETY: engine_attention wrote every split of every (row, head)
+        // just before on this stream.
+        unsafe {
+            launch!(module.engine_attention_combine<<<(grid.0, q_heads), ATTN_COMBINE_THREADS, 0, stream>>>(
+                workspace.as_device_ptr(),
+                out.as_device_ptr(),
+                q_heads,
+                head_dim,
+                splits as u32
+            ))
+        }
+        .cuda("cuLaunchKernel(engine_attention_combine)")?;
+    }
+    Ok(())
 }
 
-/// `out = silu(gate) ⊙ up` over `len` elements.
+/// `out = silu(gate) ⊙ up` for `rows` rows of `cols` values, gate and up
+/// parts 0 and 1 of a gate/up product.
 pub fn swiglu(
     gpu: &Gpu,
-    gate: &DeviceSlice<bf16>,
-    up: &DeviceSlice<bf16>,
+    gate_up: &Parts<'_>,
     out: &mut DeviceSlice<bf16>,
-    len: usize,
+    rows: usize,
+    cols: usize,
 ) -> Result<()> {
-    check("gate", gate.len(), len)?;
-    check("up", up.len(), len)?;
-    check("swiglu output", out.len(), len)?;
-    let len32 = u32_of("swiglu elements", len)?;
+    let (gate, g_stride) = gate_up.part(0, rows, cols, "gate")?;
+    let (up, u_stride) = gate_up.part(1, rows, cols, "up")?;
+    if g_stride != u_stride {
+        return Err(Error::Invalid(format!(
+            "kernel launch: gate rows of {g_stride} values, up rows of {u_stride}"
+        )));
+    }
+    check("swiglu output", out.len(), rows * cols)?;
+    let len32 = u32_of("swiglu elements", rows * cols)?;
     let blocks = len32.div_ceil(ELEMENT_THREADS).clamp(1, 65535 * 8);
     let module = gpu.module();
     let stream = gpu.stream();
-    // SAFETY: lengths checked above.
+    // SAFETY: both parts were checked to hold `rows` rows at their stride.
     unsafe {
         launch!(module.engine_swiglu<<<blocks, ELEMENT_THREADS, 0, stream>>>(
-            gate.as_device_ptr(),
-            up.as_device_ptr(),
+            gate,
+            up,
             out.as_device_ptr(),
-            len32
+            len32,
+            u32_of("swiglu columns", cols)?,
+            g_stride
         ))
     }
     .cuda("cuLaunchKernel(engine_swiglu)")

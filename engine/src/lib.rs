@@ -26,6 +26,7 @@ pub mod profile;
 pub mod rope;
 pub mod sampling;
 pub mod source;
+pub mod stacked;
 pub mod tokenizer;
 
 pub use config::ModelConfig;

@@ -43,6 +43,15 @@ pub fn layer_tensor(layer: usize, part: &str) -> String {
     format!("model.layers.{layer}.{part}.weight")
 }
 
+/// Names of every tensor of block `layer`, as [`tensors`] lists them.
+pub fn layer_tensor_names(layer: usize) -> Vec<String> {
+    ["input_layernorm", "post_attention_layernorm"]
+        .into_iter()
+        .chain(LAYER_MATRICES)
+        .map(|part| layer_tensor(layer, part))
+        .collect()
+}
+
 /// Shape (`out × in`) of a block's matrix.
 pub fn matrix_shape(config: &ModelConfig, part: &str) -> [usize; 2] {
     let (h, i) = (config.hidden, config.intermediate);

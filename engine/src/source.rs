@@ -42,6 +42,12 @@ pub trait TensorSource {
     fn load(&self, spec: &TensorSpec) -> Result<HostTensor>;
     /// `tokenizer.json`, when the model has one.
     fn tokenizer(&self) -> Option<PathBuf>;
+    /// An earlier block whose tensors block `layer` repeats exactly, if the
+    /// source repeats blocks ([`RandomWeights::repeating_layers`]): the
+    /// loader then prepares that block once and uploads it again.
+    fn repeats_layer(&self, _layer: usize) -> Option<usize> {
+        None
+    }
 }
 
 /// A weight source chosen by [`Source::open`] or [`Source::random`].
@@ -68,13 +74,16 @@ impl Source {
         }
     }
 
-    /// Random weights for the config at `config_path`, from `seed`.
-    pub fn random(config_path: &Path, seed: u64) -> Result<Self> {
-        Ok(Self::Random(RandomWeights {
-            config: ModelConfig::from_file(config_path)?,
-            label: format!("random weights for {}", config_path.display()),
-            seed,
-        }))
+    /// Random weights for the config at `config_path`, from `seed`; with
+    /// `repeat`, every block a copy of block 0
+    /// ([`RandomWeights::repeating_layers`]).
+    pub fn random(config_path: &Path, seed: u64, repeat: bool) -> Result<Self> {
+        let mut r = RandomWeights::new(ModelConfig::from_file(config_path)?, seed);
+        if repeat {
+            r = r.repeating_layers();
+        }
+        r.label = format!("{} for {}", r.label, config_path.display());
+        Ok(Self::Random(r))
     }
 
     pub fn as_dyn(&self) -> &dyn TensorSource {
@@ -290,6 +299,8 @@ pub struct RandomWeights {
     config: ModelConfig,
     label: String,
     seed: u64,
+    /// Every block a copy of block 0 (see [`RandomWeights::repeating_layers`]).
+    repeat: bool,
 }
 
 impl RandomWeights {
@@ -299,7 +310,20 @@ impl RandomWeights {
             config,
             label: "random weights".into(),
             seed,
+            repeat: false,
         }
+    }
+
+    /// The same, with every block a copy of block 0 (the embedding and LM
+    /// head still their own). For speed and capacity runs of large shapes:
+    /// drawing and encoding a 70B-class model tensor by tensor takes many
+    /// minutes of CPU, while the GPU's work per step is the same whatever
+    /// the values (every block still has its own device buffers, each far
+    /// larger than L2, so no block's reads are served by another's).
+    pub fn repeating_layers(mut self) -> Self {
+        self.repeat = true;
+        self.label = "random weights (every block a copy of block 0)".into();
+        self
     }
 
     /// The tensor's own seed: FNV-1a of its name, mixed with the run's seed,
@@ -342,6 +366,10 @@ impl TensorSource for RandomWeights {
 
     fn tokenizer(&self) -> Option<PathBuf> {
         None
+    }
+
+    fn repeats_layer(&self, layer: usize) -> Option<usize> {
+        (self.repeat && layer > 0).then_some(0)
     }
 }
 

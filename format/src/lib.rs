@@ -65,5 +65,5 @@ compile_error!(
      inputs are checked with Unix file identities and O_NONBLOCK"
 );
 
-pub use codec::CompressedMatrix;
+pub use codec::{CompressedMatrix, NotStackable};
 pub use error::{Error, Result};

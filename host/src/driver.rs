@@ -156,6 +156,7 @@ driver_api! {
     );
     fn cuMemAlloc_v2(dptr: *mut CUdeviceptr, bytesize: usize);
     fn cuMemFree_v2(dptr: CUdeviceptr);
+    fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize);
     fn cuMemcpyDtoDAsync_v2(
         dst_device: CUdeviceptr,
         src_device: CUdeviceptr,

@@ -234,6 +234,26 @@ pub unsafe fn ld_stream_v2(p: *const u8) -> [u32; 2] {
     r
 }
 
+/// 16-byte global load (PTX ISA §9.7.9.8, `ld.global.v4`), coherent with
+/// this kernel's own stores (unlike [`ld_stream_v4`]).
+///
+/// # Safety
+/// `p` is a 16-byte aligned global address with 16 readable bytes.
+#[inline(always)]
+pub unsafe fn ld_global_v4(p: *const u8) -> [u32; 4] {
+    let mut r = [0u32; 4];
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "ld.global.v4.u32 {{{r0}, {r1}, {r2}, {r3}}}, [{p}];",
+            r0 = out(reg32) r[0], r1 = out(reg32) r[1], r2 = out(reg32) r[2], r3 = out(reg32) r[3],
+            p = in(reg64) p,
+            options(readonly, nostack, preserves_flags),
+        );
+    }
+    r
+}
+
 /// 16-byte global store (PTX ISA §9.7.9.9, `st.global.v4`).
 ///
 /// # Safety
@@ -451,6 +471,13 @@ pub fn block_idx() -> (u32, u32, u32) {
 pub fn grid_dim_y() -> u32 {
     // SAFETY: reads a special register.
     unsafe { core::arch::nvptx::_grid_dim_y() }
+}
+
+/// Grid size along z.
+#[inline(always)]
+pub fn grid_dim_z() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { core::arch::nvptx::_grid_dim_z() }
 }
 
 /// Grid size along x.

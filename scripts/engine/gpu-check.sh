@@ -16,7 +16,12 @@
 #               part-a, or parts/ holding both): conversion checked against
 #               transformers' GGUF loader, then as `random`, plus text
 #     speed     a Llama-3-8B-shaped random model: prompt 512, 128 new tokens,
-#               batch 1/8/32/64, BF16 and compressed
+#               batch 1/8/32/64, BF16 and compressed (and compressed with
+#               unstacked projections at batch 1 and 64, for comparison)
+#     hf-speed  transformers' BF16 speed on the same shape and card
+#     capacity  a Llama-3-70B-shaped random model (every block a copy of
+#               block 0): the largest batch at context 4096 and its speed,
+#               and batch 1, with BF16 and with compressed weights
 #
 # Logs go to $OUT (or ./engine-logs); a summary table is printed last.
 set -uo pipefail
@@ -116,15 +121,21 @@ stage_smollm2() {
     cat "$OUT/smollm2-generate-compressed.log"
 }
 
-stage_speed() {
-    local cfg="$W/llama3-8b.json"
-    cat >"$cfg" <<'JSON'
-{"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32,
- "num_key_value_heads": 8, "num_hidden_layers": 32, "vocab_size": 128256, "rms_norm_eps": 1e-05,
+# llama3_config FILE HIDDEN INTERMEDIATE HEADS LAYERS
+llama3_config() {
+    cat >"$1" <<JSON
+{"model_type": "llama", "hidden_size": $2, "intermediate_size": $3, "num_attention_heads": $4,
+ "num_key_value_heads": 8, "num_hidden_layers": $5, "vocab_size": 128256, "rms_norm_eps": 1e-05,
  "rope_theta": 500000.0, "bos_token_id": 128000, "eos_token_id": 128001, "tie_word_embeddings": false,
+ "max_position_embeddings": 8192,
  "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
    "original_max_position_embeddings": 8192, "rope_type": "llama3"}}
 JSON
+}
+
+stage_speed() {
+    local cfg="$W/llama3-8b.json"
+    llama3_config "$cfg" 4096 14336 32 32
     python3 - >"$OUT/copy-bandwidth.log" 2>&1 <<'PY'
 import torch
 x = torch.empty(1 << 29, dtype=torch.float16, device="cuda"); y = torch.empty_like(x)
@@ -140,8 +151,12 @@ PY
         "$Z" generate --random-weights "$cfg" --weights $form --random-prompt 512 --max-new-tokens 128 \
             --batch "${SPEED_BATCHES:-1,8,32,64}" --profile-step --json "$OUT/speed-$form.json" \
             >"$OUT/speed-$form.log" 2>&1 || { note "speed $form: FAIL"; tail -n 20 "$OUT/speed-$form.log"; status=1; }
-        grep -E '^(batch|profiled)' "$OUT/speed-$form.log" | sed "s/^/speed $form: /" | tee -a "$summary"
+        grep -E '^(batch|profiled|load)' "$OUT/speed-$form.log" | sed "s/^/speed $form: /" | tee -a "$summary"
     done
+    "$Z" generate --random-weights "$cfg" --weights compressed --no-stack --random-prompt 512 \
+        --max-new-tokens 128 --batch 1,64 --json "$OUT/speed-compressed-unstacked.json" \
+        >"$OUT/speed-compressed-unstacked.log" 2>&1 || { note "speed unstacked: FAIL"; status=1; }
+    grep -E '^(batch|decode|load)' "$OUT/speed-compressed-unstacked.log" | sed "s/^/speed compressed, not stacked: /" | tee -a "$summary"
     python3 - "$OUT" >>"$summary" <<'PY'
 import json, os, sys
 out = sys.argv[1]
@@ -165,6 +180,26 @@ for b in sorted(rows):
 PY
 }
 
+stage_hf_speed() {
+    local cfg="$W/llama3-8b.json"
+    llama3_config "$cfg" 4096 14336 32 32
+    timeout "${HF_TIMEOUT:-420}" python3 "$S/transformers_speed.py" --config "$cfg" \
+        --batches "${HF_BATCHES:-1,8,32,64}" --prompt 512 --new 128 --json "$OUT/hf-speed.json" \
+        --budget-s "${HF_BUDGET:-300}" >"$OUT/hf-speed.log" 2>&1 || { note "hf-speed: FAIL or partial"; status=1; }
+    grep -E '^(transformers|batch)' "$OUT/hf-speed.log" | sed 's/^/hf-speed: /' | tee -a "$summary"
+}
+
+stage_capacity() {
+    local cfg="$W/llama3-70b.json"
+    llama3_config "$cfg" 8192 28672 64 80
+    for form in bf16 compressed; do
+        "$Z" generate --random-weights "$cfg" --repeat-layers --weights $form --random-prompt 512 \
+            --max-new-tokens 64 --context 4096 --batch max,1 --json "$OUT/capacity-$form.json" \
+            >"$OUT/capacity-$form.log" 2>&1 || { note "capacity $form: FAIL"; tail -n 20 "$OUT/capacity-$form.log"; status=1; }
+        grep -E '^(largest|batch|decode|load|memory|GPU)' "$OUT/capacity-$form.log" | sed "s/^/capacity $form: /" | tee -a "$summary"
+    done
+}
+
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$OUT/card.txt" 2>&1
 note "card: $(cat "$OUT/card.txt"); commit $(cat "$B/COMMIT" 2>/dev/null)"
 for stage in "$@"; do
@@ -174,6 +209,8 @@ for stage in "$@"; do
         part-a) stage_part_a ;;
         smollm2) stage_smollm2 ;;
         speed) stage_speed ;;
+        hf-speed) stage_hf_speed ;;
+        capacity) stage_capacity ;;
         *) note "unknown stage $stage"; status=1 ;;
     esac
 done

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use zipserv_engine::generate::StepMode;
+use zipserv_engine::model::Stacking;
 use zipserv_engine::source::Source;
 use zipserv_engine::tokenizer::Tokenizer;
 use zipserv_engine::{Generator, Model, RunOptions, Sampling, WeightForm};
@@ -38,6 +39,11 @@ pub struct GenerateArgs {
     /// Seed of --random-weights.
     #[arg(long, default_value_t = 0)]
     weights_seed: u64,
+    /// With --random-weights: draw block 0 only and make every other block
+    /// a copy of it (own GPU buffers, same values), for 70B-class shapes
+    /// whose drawing would take many CPU minutes.
+    #[arg(long, requires = "random_weights")]
+    repeat_layers: bool,
     /// A prompt; repeat for several sequences.
     #[arg(long, conflicts_with_all = ["prompt_ids", "random_prompt"])]
     prompt: Vec<String>,
@@ -69,6 +75,14 @@ pub struct GenerateArgs {
     /// Launch the decode step kernel by kernel instead of as a CUDA graph.
     #[arg(long)]
     no_graph: bool,
+    /// KV cache positions per sequence (default: the longest prompt plus
+    /// --max-new-tokens).
+    #[arg(long, value_name = "POSITIONS")]
+    context: Option<usize>,
+    /// Keep Q/K/V and gate/up as separate products instead of stacking
+    /// each group into one matrix (for comparisons).
+    #[arg(long)]
+    no_stack: bool,
     /// After the run, time one more decode step kernel by kernel with an
     /// event after each launch, and print where its time went.
     #[arg(long)]
@@ -125,7 +139,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let sampling = Sampling::new(args.temperature, args.top_p, args.seed).map_err(engine)?;
     let source = match (&args.model, &args.random_weights) {
         (Some(dir), _) => Source::open(dir),
-        (None, Some(config)) => Source::random(config, args.weights_seed),
+        (None, Some(config)) => Source::random(config, args.weights_seed, args.repeat_layers),
         (None, None) => unreachable!("clap requires one"),
     }
     .map_err(engine)?;
@@ -160,7 +174,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     }
     let batches = match &args.batch {
         Some(list) => parse_batches(list)?,
-        None => vec![prompts.len()],
+        None => vec![BatchSize::Fixed(prompts.len())],
     };
     if batches.len() > 1 && args.dump_logits.is_some() {
         return Err(CliError::Usage("--dump-logits takes one batch size".into()));
@@ -175,7 +189,12 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let gpu = Gpu::new(args.device)?;
     let t0 = std::time::Instant::now();
     let mut loaded = 0usize;
-    let model = Model::load(&gpu, src, form, |_| loaded += 1).map_err(engine)?;
+    let stacking = if args.no_stack {
+        Stacking::Separate
+    } else {
+        Stacking::Stack
+    };
+    let model = Model::load(&gpu, src, form, stacking, |_| loaded += 1).map_err(engine)?;
     let load_s = t0.elapsed().as_secs_f64();
     let mut generator = Generator::new(&gpu, &model).map_err(engine)?;
     let options = RunOptions {
@@ -184,9 +203,25 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         graph: !args.no_graph,
         keep_logits: args.dump_logits.is_some(),
         profile_step: args.profile_step,
+        context: args.context,
     };
     let mut records = Vec::new();
-    for &batch in &batches {
+    for &size in &batches {
+        let batch = match size {
+            BatchSize::Fixed(b) => b,
+            BatchSize::Max => {
+                let longest = prompts.iter().map(Vec::len).max().unwrap_or(1);
+                let context = args.context.unwrap_or(longest + args.max_new_tokens);
+                let b = generator
+                    .max_batch(longest, args.max_new_tokens, context, MAX_BATCH_RESERVE)
+                    .map_err(engine)?;
+                println!(
+                    "largest batch that fits: {b} (context {context}, {longest}-token prompts, {:.1} GB kept free)",
+                    MAX_BATCH_RESERVE as f64 / 1e9
+                );
+                b
+            }
+        };
         let prompts: Vec<Vec<u32>> = (0..batch)
             .map(|i| prompts[i % prompts.len()].clone())
             .collect();
@@ -284,7 +319,14 @@ fn report(
         out.prefill_path,
         out.decode_path
     );
-    println!("load: {load_s:.2} s ({loaded} tensors)");
+    println!(
+        "load: {load_s:.2} s ({loaded} tensors; Q/K/V and gate/up stacked in {} of {} groups)",
+        model.stacked_groups(),
+        2 * config.layers
+    );
+    for why in &model.unstacked {
+        println!("not stacked: {why}");
+    }
     println!(
         "prefill: {:.2} ms (prompt in, first token out)",
         1e3 * t.prefill_s
@@ -351,6 +393,7 @@ fn record(
         "tokens_per_s": out.tokens_per_s(),
         "ms_per_step": out.ms_per_step(),
         "graph": matches!(out.step_mode, StepMode::Graph),
+        "stacked_groups": model.stacked_groups(),
         "step_mode": format!("{:?}", out.step_mode),
         "weight_bytes": model.weight_bytes(),
         "bf16_weight_bytes": zipserv_engine::plan::bf16_bytes(config),
@@ -362,17 +405,31 @@ fn record(
 }
 
 /// `8` or `1,8,32` → batch sizes, each at least 1.
-fn parse_batches(text: &str) -> Result<Vec<usize>> {
+/// A `--batch` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchSize {
+    Fixed(usize),
+    /// The largest batch whose KV cache and activations fit the GPU.
+    Max,
+}
+
+fn parse_batches(text: &str) -> Result<Vec<BatchSize>> {
     text.split(',')
-        .map(|t| match t.trim().parse::<usize>() {
-            Ok(b) if b > 0 => Ok(b),
-            _ => Err(CliError::Usage(format!(
-                "--batch: `{}` is not a batch size (1 or more)",
-                t.trim()
-            ))),
+        .map(|t| match t.trim() {
+            "max" => Ok(BatchSize::Max),
+            t => match t.parse::<usize>() {
+                Ok(b) if b > 0 => Ok(BatchSize::Fixed(b)),
+                _ => Err(CliError::Usage(format!(
+                    "--batch: `{t}` is not a batch size (1 or more, or `max`)"
+                ))),
+            },
         })
         .collect()
 }
+
+/// GPU memory `--batch max` leaves free: cuBLAS's workspace, the CUDA
+/// graph and allocation granularity.
+const MAX_BATCH_RESERVE: u64 = 1 << 30;
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |e: std::io::Error| CliError::Usage(format!("{}: {e}", path.display()));
@@ -405,7 +462,13 @@ mod tests {
 
     #[test]
     fn batch_lists() {
-        assert_eq!(parse_batches("1, 8,32").unwrap(), [1, 8, 32]);
+        use BatchSize::{Fixed, Max};
+        assert_eq!(
+            parse_batches("1, 8,32").unwrap(),
+            [Fixed(1), Fixed(8), Fixed(32)]
+        );
+        assert_eq!(parse_batches("max,1").unwrap(), [Max, Fixed(1)]);
+        assert!(parse_batches("maxi").is_err());
         assert!(parse_batches("0").is_err());
         assert!(parse_batches("1,,2").is_err());
     }

@@ -8,8 +8,10 @@ mod decode;
 mod encode;
 mod layout;
 mod matrix;
+mod stack;
 mod stats;
 
 pub(crate) use matrix::tile_count;
 pub use matrix::{CompressedMatrix, MatrixParts};
+pub use stack::NotStackable;
 pub use stats::{MatrixStats, exponent_entropy_bits};

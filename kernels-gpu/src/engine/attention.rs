@@ -5,24 +5,147 @@
 //! one row per prompt token, a decode step one row per sequence; sequences
 //! of different lengths share a launch.
 //!
-//! One block per (row, query head): its [`ATTN_WARPS`] warps take every
-//! `ATTN_WARPS`-th key, each keeping an online softmax (running maximum,
-//! running sum, weighted sum of values) with the head's dimensions spread
-//! over the lanes; the warps' partial states are merged at the end. Scores,
-//! probabilities and sums are f32. Simple, not fast: a decode step's
-//! attention reads each key once per query head of its group.
+//! One block per (row, KV head, chunk of its query heads, split of the
+//! positions). The query heads of a group read the same keys and values, so
+//! a block serves several of them at once ([`AttnShape`]): its warps take
+//! every [`ATTN_WARPS`]-th key of the split, each warp's lanes split into
+//! one group of `lanes_per_head` lanes per query head, each lane holding
+//! `dims_per_lane` dimensions. A key's row is loaded once per warp for all
+//! heads, and one shuffle butterfly (log₂ lanes_per_head steps) reduces
+//! every head's score at once. Each lane keeps an online softmax (running
+//! maximum, sum, weighted values); the warps merge in shared memory.
+//!
+//! At decode the rows are few (one per sequence), so the positions are
+//! split ([`attention_splits`], flash-decoding style) to fill the card:
+//! each split writes its unnormalised partial state to a workspace and
+//! `engine_attention_combine` merges the splits. The split count follows
+//! the cache capacity, not the current position, so one CUDA graph serves
+//! every step; splits past the position write an empty state.
+//!
+//! Tried first (commit 78c4816): one block per (row, query head), one key
+//! per warp at a time, no splits: at batch 1 of a Llama-3-8B shape 32
+//! blocks for 132 SMs, 1.8 ms of a 7.2 ms step (21%); at batch 64 each key
+//! was read once per query head of its group, 11.6 ms (62%). Scores,
+//! probabilities and sums are f32 throughout.
+
+/// Warps per block, each taking every `ATTN_WARPS`-th key of its split.
+pub const ATTN_WARPS: u32 = 8;
+/// Threads per block of `engine_attention`.
+pub const ATTN_THREADS: u32 = 32 * ATTN_WARPS;
+/// Largest head dimension.
+pub const ATTN_MAX_HEAD_DIM: u32 = 256;
+/// Dimensions one block holds (query heads per block × head dimension),
+/// and so per warp: 16 per lane.
+pub const ATTN_BLOCK_DIMS: u32 = 512;
+/// Dimensions per lane at most.
+pub const ATTN_LANE_DIMS: usize = (ATTN_BLOCK_DIMS / 32) as usize;
+/// Query heads per block at most (head dimension 32).
+pub const ATTN_MAX_SLOTS: u32 = ATTN_BLOCK_DIMS / 32;
+/// Shared memory of a block: per warp its weighted values
+/// ([`ATTN_BLOCK_DIMS`] f32), then per warp and head slot its maximum and
+/// sum.
+pub const ATTN_SMEM_BYTES: usize =
+    (ATTN_WARPS * ATTN_BLOCK_DIMS + 2 * ATTN_WARPS * ATTN_MAX_SLOTS) as usize * 4;
+/// A block count that fills an H100/H200 (132 SMs) about twice; splits are
+/// added until a launch has this many blocks.
+pub const ATTN_TARGET_BLOCKS: usize = 264;
+/// Fewest cache positions per split: below this a split's fixed cost (the
+/// merge, the workspace round trip) outweighs its keys.
+pub const ATTN_MIN_SPLIT_KEYS: usize = 32;
+/// Most splits of one row (bounds the workspace).
+pub const ATTN_MAX_SPLITS: usize = 64;
+/// Threads per block of `engine_attention_combine` (one per dimension,
+/// looping past 128).
+pub const ATTN_COMBINE_THREADS: u32 = 128;
+
+/// How a block lays out the query heads it serves (see the module docs).
+/// Kernel and host both derive it from the head dimension and group size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttnShape {
+    /// Query heads per block (a power of two; slots past the group idle).
+    pub slots: u32,
+    /// Lanes per query head: `32 / slots`.
+    pub lanes_per_head: u32,
+    /// Dimensions per lane: `head_dim / lanes_per_head` (≤ [`ATTN_LANE_DIMS`]).
+    pub dims_per_lane: u32,
+    /// Blocks per KV head: `⌈group / slots⌉`.
+    pub head_chunks: u32,
+}
+
+impl AttnShape {
+    /// The shape for `group` query heads per KV head of `head_dim`
+    /// dimensions; `None` unless head_dim is a multiple of 32 no larger
+    /// than [`ATTN_MAX_HEAD_DIM`] and the group is not empty.
+    pub const fn new(head_dim: u32, group: u32) -> Option<Self> {
+        if head_dim == 0
+            || !head_dim.is_multiple_of(32)
+            || head_dim > ATTN_MAX_HEAD_DIM
+            || group == 0
+            || group > 1 << 16
+        {
+            return None;
+        }
+        // The most heads that fit the block's dimensions, as a power of two
+        // (so that lane groups tile the warp), no more than the group needs.
+        // In shifts, so the kernel has no division (and no panic path).
+        let mut log = 0;
+        while (1 << log) < group && (2 << log) * head_dim <= ATTN_BLOCK_DIMS {
+            log += 1;
+        }
+        let slots = 1 << log;
+        Some(Self {
+            slots,
+            lanes_per_head: 32 >> log,
+            dims_per_lane: (head_dim << log) >> 5,
+            head_chunks: (group + slots - 1) >> log,
+        })
+    }
+}
+
+/// Splits of the positions per row for a launch of `rows` rows over
+/// `kv_heads` KV heads (blocks without splits: rows × kv_heads ×
+/// head_chunks) and a cache of `capacity` positions: enough to reach
+/// [`ATTN_TARGET_BLOCKS`], at least [`ATTN_MIN_SPLIT_KEYS`] positions each,
+/// at most [`ATTN_MAX_SPLITS`].
+pub const fn attention_splits(blocks: usize, capacity: usize) -> usize {
+    if blocks == 0 || blocks >= ATTN_TARGET_BLOCKS {
+        return 1;
+    }
+    let want = ATTN_TARGET_BLOCKS.div_ceil(blocks);
+    let most = capacity / ATTN_MIN_SPLIT_KEYS;
+    let s = if want < most { want } else { most };
+    if s > ATTN_MAX_SPLITS {
+        ATTN_MAX_SPLITS
+    } else if s == 0 {
+        1
+    } else {
+        s
+    }
+}
+
+/// Positions of the cache each split covers: `⌈capacity / splits⌉`.
+#[inline(always)]
+pub const fn split_keys(capacity: u32, splits: u32) -> u32 {
+    capacity.div_ceil(if splits == 0 { 1 } else { splits })
+}
+
+/// f32 words of split workspace a launch needs: per (row, query head,
+/// split) its maximum and sum, then its weighted values. None without
+/// splits.
+pub const fn attention_workspace_words(
+    rows: usize,
+    q_heads: usize,
+    head_dim: usize,
+    splits: usize,
+) -> usize {
+    if splits <= 1 {
+        0
+    } else {
+        rows * q_heads * splits * (head_dim + 2)
+    }
+}
 
 use super::math::exp;
-
-/// Warps per block, each taking every `ATTN_WARPS`-th key.
-pub const ATTN_WARPS: u32 = 8;
-/// Largest head dimension: 8 dimensions per lane.
-pub const ATTN_MAX_HEAD_DIM: u32 = 256;
-/// Dimensions per lane at most.
-pub const ATTN_LANE_DIMS: usize = ATTN_MAX_HEAD_DIM as usize / 32;
-/// Shared memory of a block: per warp its maximum, its sum and its
-/// weighted values (`ATTN_MAX_HEAD_DIM` f32).
-pub const ATTN_SMEM_BYTES: usize = ATTN_WARPS as usize * (2 + ATTN_MAX_HEAD_DIM as usize) * 4;
 
 /// Running softmax over the scores seen so far: their maximum and
 /// `Σ exp(score − max)`.
@@ -77,28 +200,79 @@ pub fn kv_head_of(head: u32, group: core::num::NonZeroU32) -> u32 {
 mod gpu {
     use super::*;
     use crate::engine::math::{bf16_to_f32, f32_to_bf16};
-    use crate::engine::reduce::warp_sum;
     use crate::engine::rope::cache_offset;
     use crate::launch::nonzero;
     use crate::ptx::{
-        block_idx, ld_shared_u32, shared_memory, st_shared_u32, sync_threads, thread_idx, trap,
+        block_idx, ld_shared_u32, shared_memory, shfl_idx, st_shared_u32, sync_threads, thread_idx,
+        trap,
     };
 
-    /// `out[r, head, :] = softmax(scale · q·Kᵀ) V` over positions
-    /// `0..=row_pos[r]` of sequence `row_seq[r]`.
+    /// `dims` consecutive BF16 values from `p` as f32, the rest of the
+    /// array zero; two at a time (one 32-bit load) when `dims` is even.
     ///
     /// # Safety
-    /// `q` and `out` hold rows × q_heads × head_dim BF16; `row_seq`,
-    /// `row_pos` `rows` u32; the caches sequences × kv_heads × capacity ×
-    /// head_dim BF16, filled up to each row's position. head_dim is a
-    /// multiple of 32 and at most [`ATTN_MAX_HEAD_DIM`]; kv_heads divides
-    /// q_heads. Grid (rows, q_heads), block `32 * ATTN_WARPS`. A position
-    /// or sequence out of range traps.
+    /// `p` addresses `dims` ≤ [`ATTN_LANE_DIMS`] values, 4-byte aligned
+    /// when `dims` is even.
+    #[inline(always)]
+    unsafe fn load_dims(p: *const u16, dims: u32) -> [f32; ATTN_LANE_DIMS] {
+        let mut r = [0f32; ATTN_LANE_DIMS];
+        // SAFETY: indices below dims, as the caller promised.
+        unsafe {
+            if dims.is_multiple_of(2) {
+                let w = p as *const u32;
+                seq_macro::seq!(E in 0..8 {
+                    if 2 * E < dims {
+                        let pair = *w.add(E);
+                        r[2 * E] = bf16_to_f32(pair as u16);
+                        r[2 * E + 1] = bf16_to_f32((pair >> 16) as u16);
+                    }
+                });
+            } else {
+                seq_macro::seq!(E in 0..16 {
+                    if E < dims {
+                        r[E] = bf16_to_f32(*p.add(E));
+                    }
+                });
+            }
+        }
+        r
+    }
+
+    /// Sum of `v` over each aligned group of `lanes` lanes (a power of two).
+    #[inline(always)]
+    fn group_sum(v: f32, lanes: u32) -> f32 {
+        let lane = thread_idx() % 32;
+        let mut v = v;
+        let mut m = lanes / 2;
+        while m > 0 {
+            v += f32::from_bits(shfl_idx(v.to_bits(), lane ^ m));
+            m /= 2;
+        }
+        v
+    }
+
+    /// `softmax(scale · q·Kᵀ) V` of row `r` over positions `0..=row_pos[r]`
+    /// of sequence `row_seq[r]`, for the query heads and positions of this
+    /// block (grid: rows, kv_heads × head_chunks, splits). With one split
+    /// the result goes to `out`, else the split's partial state to
+    /// `workspace` (see [`attention_workspace_words`]).
+    ///
+    /// # Safety
+    /// `q` holds rows × `q_stride` BF16 (row r's head h at `r * q_stride +
+    /// h * head_dim`), `out` rows × q_heads × head_dim; `row_seq`, `row_pos`
+    /// `rows` u32; the caches sequences × kv_heads × capacity × head_dim
+    /// BF16, filled up to each row's position; `workspace` the words
+    /// [`attention_workspace_words`] gives for `splits`. kv_heads divides
+    /// q_heads; grid y is kv_heads × [`AttnShape::head_chunks`]. Block
+    /// [`ATTN_THREADS`]. A position or sequence out of range, or a shape
+    /// [`AttnShape::new`] refuses, traps.
     #[unsafe(no_mangle)]
     #[allow(clippy::too_many_arguments)]
     pub unsafe extern "ptx-kernel" fn engine_attention(
         q: *const u16,
+        q_stride: u32,
         out: *mut u16,
+        workspace: *mut f32,
         row_seq: *const u32,
         row_pos: *const u32,
         cache_k: *const u16,
@@ -111,104 +285,191 @@ mod gpu {
         scale: f32,
     ) {
         let s_all = shared_memory::<ATTN_SMEM_BYTES>();
-        let s_max = s_all; // (ATTN_WARPS) f32
-        let s_sum = s_all + 4 * ATTN_WARPS; // (ATTN_WARPS) f32
-        let s_acc = s_all + 8 * ATTN_WARPS; // (ATTN_WARPS, ATTN_MAX_HEAD_DIM) f32
-        let (r, head, _) = block_idx();
+        let s_acc = s_all; // (ATTN_WARPS, ATTN_BLOCK_DIMS) f32
+        let s_state = s_all + 4 * ATTN_WARPS * ATTN_BLOCK_DIMS; // (ATTN_WARPS, slots, 2) f32
+        let (r, y, split) = block_idx();
+        let splits = crate::ptx::grid_dim_z();
         let (warp, lane) = (thread_idx() / 32, thread_idx() % 32);
-        let d = head_dim as usize;
-        let per_lane = head_dim / 32;
-        // SAFETY: sequence and position are checked against the cache; lane
-        // dimensions stay below head_dim; shared addresses inside s_all.
+        let group = q_heads / nonzero(kv_heads);
+        let Some(AttnShape {
+            slots,
+            lanes_per_head,
+            dims_per_lane: dims,
+            head_chunks,
+        }) = AttnShape::new(head_dim, group)
+        else {
+            trap()
+        };
+        // Divisors through `nonzero` (AttnShape::new made them non-zero):
+        // no division-by-zero panic path in the kernel.
+        let (chunks_nz, lanes_nz, dim_nz) = (
+            nonzero(head_chunks),
+            nonzero(lanes_per_head),
+            nonzero(head_dim),
+        );
+        let (kvh, chunk) = (y / chunks_nz, y % chunks_nz);
+        let slot = lane / lanes_nz;
+        let in_group = chunk * slots + slot;
+        let active = in_group < group;
+        let head = kvh * group + in_group;
+        let first_dim = (lane % lanes_nz) * dims;
+        // SAFETY: sequence and position are checked against the cache; a
+        // lane's dimensions stay below head_dim; shared addresses inside
+        // s_all (slots * head_dim ≤ ATTN_BLOCK_DIMS).
         unsafe {
             let (seq, pos) = (*row_seq.add(r as usize), *row_pos.add(r as usize));
             if seq >= sequences || pos >= capacity {
                 trap();
             }
-            let kvh = kv_head_of(head, nonzero(q_heads / nonzero(kv_heads))) as usize;
-            let g_q = q.add((r as usize * q_heads as usize + head as usize) * d);
-            let first_dim = (lane * per_lane) as usize;
             let mut r_q = [0f32; ATTN_LANE_DIMS];
-            seq_macro::seq!(E in 0..8 {
-                if E < per_lane {
-                    r_q[E] = bf16_to_f32(*g_q.add(first_dim + E)) * scale;
-                }
-            });
-            // fetch + score + accumulate, two keys per warp at a time: both
-            // keys' loads and shuffle reductions are independent, so their
-            // latencies overlap (one key at a time left each warp waiting on
-            // one load and one reduction chain per key).
+            if active {
+                let at = r as usize * q_stride as usize + (head * head_dim + first_dim) as usize;
+                r_q = load_dims(q.add(at), dims);
+                seq_macro::seq!(E in 0..16 {
+                    r_q[E] *= scale;
+                });
+            }
+            let keys = split_keys(capacity, splits);
+            let start = split * keys;
+            let end = (start + keys).min(pos + 1);
+            let (kv, cap, d) = (kv_heads as usize, capacity as usize, head_dim as usize);
+            let row_of = |j: u32| {
+                cache_offset(seq as usize, kvh as usize, j as usize, kv, cap, d)
+                    + first_dim as usize
+            };
+            // Two keys per warp at a time: their loads and butterflies are
+            // independent, so their latencies overlap.
             let mut state = OnlineSoftmax::EMPTY;
             let mut r_acc = [0f32; ATTN_LANE_DIMS];
-            let (kv, cap) = (kv_heads as usize, capacity as usize);
-            let row_of =
-                |j: u32| cache_offset(seq as usize, kvh, j as usize, kv, cap, d) + first_dim;
-            let mut j = warp;
-            while j <= pos {
+            let mut j = start + warp;
+            while j < end {
                 let j2 = j + ATTN_WARPS;
-                let two = j2 <= pos; // warp-uniform
+                let two = j2 < end; // warp-uniform
                 let (a1, a2) = (row_of(j), row_of(if two { j2 } else { j }));
-                let mut r_v1 = [0f32; ATTN_LANE_DIMS];
-                let mut r_v2 = [0f32; ATTN_LANE_DIMS];
+                let (k1, k2) = (
+                    load_dims(cache_k.add(a1), dims),
+                    load_dims(cache_k.add(a2), dims),
+                );
+                let (v1, v2) = (
+                    load_dims(cache_v.add(a1), dims),
+                    load_dims(cache_v.add(a2), dims),
+                );
                 let (mut dot1, mut dot2) = (0.0f32, 0.0f32);
-                seq_macro::seq!(E in 0..8 {
-                    if E < per_lane {
-                        dot1 += r_q[E] * bf16_to_f32(*cache_k.add(a1 + E));
-                        dot2 += r_q[E] * bf16_to_f32(*cache_k.add(a2 + E));
-                        r_v1[E] = bf16_to_f32(*cache_v.add(a1 + E));
-                        r_v2[E] = bf16_to_f32(*cache_v.add(a2 + E));
-                    }
+                seq_macro::seq!(E in 0..16 {
+                    dot1 += r_q[E] * k1[E];
+                    dot2 += r_q[E] * k2[E];
                 });
-                let (s1, s2) = (warp_sum(dot1), warp_sum(dot2));
+                let (s1, s2) = (
+                    group_sum(dot1, lanes_per_head),
+                    group_sum(dot2, lanes_per_head),
+                );
                 let (rescale, weight) = state.push(s1);
-                seq_macro::seq!(E in 0..8 {
-                    if E < per_lane {
-                        r_acc[E] = r_acc[E] * rescale + weight * r_v1[E];
-                    }
+                seq_macro::seq!(E in 0..16 {
+                    r_acc[E] = r_acc[E] * rescale + weight * v1[E];
                 });
                 if two {
                     let (rescale, weight) = state.push(s2);
-                    seq_macro::seq!(E in 0..8 {
-                        if E < per_lane {
-                            r_acc[E] = r_acc[E] * rescale + weight * r_v2[E];
-                        }
+                    seq_macro::seq!(E in 0..16 {
+                        r_acc[E] = r_acc[E] * rescale + weight * v2[E];
                     });
                 }
                 j += 2 * ATTN_WARPS;
             }
-            // merge the warps' partial states
-            if lane == 0 {
-                st_shared_u32(s_max + 4 * warp, state.max.to_bits());
-                st_shared_u32(s_sum + 4 * warp, state.sum.to_bits());
+            // Merge the warps' partial states: lane `l` holds dimensions
+            // `l * dims ..` of the block's slots × head_dim values.
+            if lane % lanes_nz == 0 {
+                let at = s_state + 8 * (warp * slots + slot);
+                st_shared_u32(at, state.max.to_bits());
+                st_shared_u32(at + 4, state.sum.to_bits());
             }
-            let s_warp = s_acc + warp * ATTN_MAX_HEAD_DIM * 4;
-            seq_macro::seq!(E in 0..8 {
-                if E < per_lane {
-                    st_shared_u32(s_warp + 4 * (first_dim as u32 + E), r_acc[E].to_bits());
+            let s_warp = s_acc + 4 * (warp * ATTN_BLOCK_DIMS + lane * dims);
+            seq_macro::seq!(E in 0..16 {
+                if E < dims {
+                    st_shared_u32(s_warp + 4 * E, r_acc[E].to_bits());
                 }
             });
             sync_threads();
-            let mut max = f32::NEG_INFINITY;
-            let mut w = 0;
-            while w < ATTN_WARPS {
-                max = max.max(f32::from_bits(ld_shared_u32(s_max + 4 * w)));
-                w += 1;
-            }
-            let g_out = out.add((r as usize * q_heads as usize + head as usize) * d);
-            let mut e = thread_idx();
-            while e < head_dim {
-                let (mut sum, mut value) = (0.0f32, 0.0f32);
-                let mut w = 0;
-                while w < ATTN_WARPS {
-                    let part = f32::from_bits(ld_shared_u32(s_max + 4 * w));
-                    let weight = OnlineSoftmax::merge_weight(part, max);
-                    sum += weight * f32::from_bits(ld_shared_u32(s_sum + 4 * w));
-                    let a = s_acc + (w * ATTN_MAX_HEAD_DIM + e) * 4;
-                    value += weight * f32::from_bits(ld_shared_u32(a));
-                    w += 1;
+            let mut x = thread_idx();
+            while x < slots * head_dim {
+                let (slot, dim) = (x / dim_nz, x % dim_nz);
+                let in_group = chunk * slots + slot;
+                if in_group < group {
+                    let head = kvh * group + in_group;
+                    let mut max = f32::NEG_INFINITY;
+                    let mut w = 0;
+                    while w < ATTN_WARPS {
+                        let m = ld_shared_u32(s_state + 8 * (w * slots + slot));
+                        max = max.max(f32::from_bits(m));
+                        w += 1;
+                    }
+                    let (mut sum, mut value) = (0.0f32, 0.0f32);
+                    let mut w = 0;
+                    while w < ATTN_WARPS {
+                        let at = s_state + 8 * (w * slots + slot);
+                        let part = f32::from_bits(ld_shared_u32(at));
+                        let weight = OnlineSoftmax::merge_weight(part, max);
+                        sum += weight * f32::from_bits(ld_shared_u32(at + 4));
+                        let a = s_acc + 4 * (w * ATTN_BLOCK_DIMS + x);
+                        value += weight * f32::from_bits(ld_shared_u32(a));
+                        w += 1;
+                    }
+                    let row_head = r as usize * q_heads as usize + head as usize;
+                    if splits == 1 {
+                        *out.add(row_head * d + dim as usize) = f32_to_bf16(value / sum);
+                    } else {
+                        let words = row_head * splits as usize * (d + 2);
+                        let ws = workspace.add(words);
+                        let local = split as usize;
+                        if dim == 0 {
+                            *ws.add(2 * local) = max;
+                            *ws.add(2 * local + 1) = sum;
+                        }
+                        *ws.add(2 * splits as usize + local * d + dim as usize) = value;
+                    }
                 }
-                *g_out.add(e as usize) = f32_to_bf16(value / sum);
-                e += 32 * ATTN_WARPS;
+                x += ATTN_THREADS;
+            }
+        }
+    }
+
+    /// Merges the splits [`engine_attention`] left in `workspace` into
+    /// `out` (grid: rows, q_heads; block [`ATTN_COMBINE_THREADS`]).
+    ///
+    /// # Safety
+    /// `workspace` as `engine_attention` wrote it for `splits` > 1; `out`
+    /// holds rows × q_heads × head_dim BF16.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "ptx-kernel" fn engine_attention_combine(
+        workspace: *const f32,
+        out: *mut u16,
+        q_heads: u32,
+        head_dim: u32,
+        splits: u32,
+    ) {
+        let (r, head, _) = block_idx();
+        let (d, n) = (head_dim as usize, splits as usize);
+        let row_head = r as usize * q_heads as usize + head as usize;
+        // SAFETY: inside this (row, head)'s workspace and output row.
+        unsafe {
+            let ws = workspace.add(row_head * n * (d + 2));
+            let mut max = f32::NEG_INFINITY;
+            let mut s = 0;
+            while s < n {
+                max = max.max(*ws.add(2 * s));
+                s += 1;
+            }
+            let mut e = thread_idx() as usize;
+            while e < d {
+                let (mut sum, mut value) = (0.0f32, 0.0f32);
+                let mut s = 0;
+                while s < n {
+                    let weight = OnlineSoftmax::merge_weight(*ws.add(2 * s), max);
+                    sum += weight * *ws.add(2 * s + 1);
+                    value += weight * *ws.add(2 * n + s * d + e);
+                    s += 1;
+                }
+                *out.add(row_head * d + e) = f32_to_bf16(value / sum);
+                e += ATTN_COMBINE_THREADS as usize;
             }
         }
     }
@@ -255,6 +516,111 @@ mod tests {
             let got = (value / sum) as f64;
             assert!((got - want).abs() < 1e-6, "parts {parts}: {got} vs {want}");
         }
+    }
+
+    #[test]
+    fn shapes_of_common_models() {
+        let shape = |d, g| AttnShape::new(d, g).unwrap();
+        // Llama-3-8B (head 128, group 4): all four heads in one block.
+        assert_eq!(
+            shape(128, 4),
+            AttnShape {
+                slots: 4,
+                lanes_per_head: 8,
+                dims_per_lane: 16,
+                head_chunks: 1
+            }
+        );
+        // SmolLM2 (head 64, group 3): a fourth slot idles.
+        assert_eq!(
+            shape(64, 3),
+            AttnShape {
+                slots: 4,
+                lanes_per_head: 8,
+                dims_per_lane: 8,
+                head_chunks: 1
+            }
+        );
+        // Llama-3-70B (head 128, group 8): two blocks per KV head.
+        assert_eq!(shape(128, 8).head_chunks, 2);
+        // No grouping; the largest and smallest heads; a very wide group.
+        assert_eq!(shape(128, 1).slots, 1);
+        assert_eq!(
+            shape(256, 8),
+            AttnShape {
+                slots: 2,
+                lanes_per_head: 16,
+                dims_per_lane: 16,
+                head_chunks: 4
+            }
+        );
+        assert_eq!(shape(32, 1).dims_per_lane, 1);
+        assert_eq!(
+            shape(32, 71),
+            AttnShape {
+                slots: 16,
+                lanes_per_head: 2,
+                dims_per_lane: 16,
+                head_chunks: 5
+            }
+        );
+        for (d, g) in [(0, 1), (48, 1), (288, 1), (128, 0)] {
+            assert_eq!(AttnShape::new(d, g), None, "head_dim {d}, group {g}");
+        }
+    }
+
+    /// Every shape's lanes hold each (slot, dimension) of the block exactly
+    /// once, at the shared-memory index the merge reads it from, within the
+    /// lane and block limits.
+    #[test]
+    fn lanes_tile_the_block_dimensions() {
+        for d in (32..=ATTN_MAX_HEAD_DIM).step_by(32) {
+            for g in 1..=20 {
+                let s = AttnShape::new(d, g).unwrap();
+                assert!(s.slots.is_power_of_two() && s.slots <= ATTN_MAX_SLOTS);
+                assert!(s.slots * d <= ATTN_BLOCK_DIMS);
+                assert!(s.dims_per_lane as usize <= ATTN_LANE_DIMS);
+                assert!(s.head_chunks * s.slots >= g && (s.head_chunks - 1) * s.slots < g);
+                let mut seen = std::vec![0u32; (s.slots * d) as usize];
+                for lane in 0..32 {
+                    let (slot, first) = (
+                        lane / s.lanes_per_head,
+                        (lane % s.lanes_per_head) * s.dims_per_lane,
+                    );
+                    for e in 0..s.dims_per_lane {
+                        let x = lane * s.dims_per_lane + e; // where the lane stores it
+                        assert_eq!(x, slot * d + first + e, "head_dim {d}, group {g}");
+                        seen[x as usize] += 1;
+                    }
+                }
+                assert!(seen.iter().all(|&n| n == 1), "head_dim {d}, group {g}");
+            }
+        }
+    }
+
+    #[test]
+    fn splits_fill_the_card_only_when_rows_are_few() {
+        // Batch 1 of Llama-3-8B: 8 blocks; a 640-position cache allows 20.
+        assert_eq!(attention_splits(8, 640), 20);
+        assert_eq!(attention_splits(8, 100_000), 33);
+        assert_eq!(attention_splits(1, 1 << 20), ATTN_MAX_SPLITS);
+        // Batch 64, or a prefill: enough blocks already.
+        assert_eq!(attention_splits(512, 640), 1);
+        // A short cache is not split below the minimum.
+        assert_eq!(attention_splits(8, 12), 1);
+        assert_eq!(attention_splits(0, 640), 1);
+        for blocks in 1..300 {
+            for capacity in [1, 31, 32, 33, 640, 4096] {
+                let s = attention_splits(blocks, capacity);
+                assert!((1..=ATTN_MAX_SPLITS).contains(&s));
+                let keys = split_keys(capacity as u32, s as u32) as usize;
+                // Every position belongs to a split.
+                assert!(keys * s >= capacity);
+                assert!(s == 1 || keys >= ATTN_MIN_SPLIT_KEYS.min(capacity));
+            }
+        }
+        assert_eq!(attention_workspace_words(3, 6, 64, 1), 0);
+        assert_eq!(attention_workspace_words(3, 6, 64, 4), 3 * 6 * 4 * 66);
     }
 
     #[test]

@@ -27,19 +27,57 @@ pub fn normalize(h: u16, weight: u16, inv_rms: f32) -> u16 {
     f32_to_bf16(bf16_to_f32(weight) * round_bf16(bf16_to_f32(h) * inv_rms))
 }
 
+/// BF16 values per 16-byte access of the vectorised path.
+pub const NORM_VECTOR: u32 = 8;
+
+/// Applies `f` to each BF16 half of the four 32-bit words of an 8-value
+/// chunk, with the matching halves of `other`, into a new chunk.
+#[inline(always)]
+pub fn map_chunk(a: [u32; 4], b: [u32; 4], f: impl Fn(u16, u16) -> u16) -> [u32; 4] {
+    let mut out = [0u32; 4];
+    let mut w = 0;
+    while w < 4 {
+        let lo = f(a[w] as u16, b[w] as u16);
+        let hi = f((a[w] >> 16) as u16, (b[w] >> 16) as u16);
+        out[w] = u32::from(lo) | (u32::from(hi) << 16);
+        w += 1;
+    }
+    out
+}
+
+/// Sum of squares of the eight BF16 values of a chunk.
+#[inline(always)]
+pub fn chunk_sum_squares(c: [u32; 4]) -> f32 {
+    let mut sum = 0.0f32;
+    let mut w = 0;
+    while w < 4 {
+        let (lo, hi) = (bf16_to_f32(c[w] as u16), bf16_to_f32((c[w] >> 16) as u16));
+        sum += lo * lo + hi * hi;
+        w += 1;
+    }
+    sum
+}
+
 #[cfg(target_arch = "nvptx64")]
 mod gpu {
     use super::*;
     use crate::engine::reduce::{block_sum, scratch_bytes};
     use crate::engine::{ROW_THREADS, ROW_WARPS};
-    use crate::ptx::{block_idx, shared_memory, thread_idx};
+    use crate::ptx::{block_idx, ld_global_v4, shared_memory, st_global_v4, thread_idx};
 
     /// For each of the `rows` rows of `h` (`cols` BF16 each): when `delta`
     /// is not null, `h += delta` in place; then `out = rmsnorm(h) ⊙ weight`.
     ///
+    /// When `cols` is a multiple of [`NORM_VECTOR`] every access moves 16
+    /// bytes (one load per thread per 2048 values): at batch 1 the launch is
+    /// one block, and its chain of dependent 2-byte loads took ~17 µs per
+    /// call at hidden 4096 (13% of a Llama-3-8B decode step, commit
+    /// 78c4816).
+    ///
     /// # Safety
     /// `h`, `out` (and `delta` unless null) hold `rows × cols` BF16, `weight`
-    /// `cols`; `out` does not overlap `h`. Grid `rows`, block [`ROW_THREADS`].
+    /// `cols`, all 16-byte aligned; `out` does not overlap `h`. Grid `rows`,
+    /// block [`ROW_THREADS`].
     #[unsafe(no_mangle)]
     pub unsafe extern "ptx-kernel" fn engine_add_rmsnorm(
         h: *mut u16,
@@ -51,29 +89,49 @@ mod gpu {
     ) {
         let s_scratch = shared_memory::<{ scratch_bytes(ROW_WARPS) }>();
         let row = block_idx().0 as usize * cols as usize;
-        // SAFETY: every index is below cols within row `row` (grid = rows).
+        // SAFETY: every index is below cols within row `row` (grid = rows);
+        // chunk addresses are 16-byte aligned when cols % 8 == 0.
         unsafe {
             let (g_h, g_out) = (h.add(row), out.add(row));
             let mut sum = 0.0f32;
-            let mut c = thread_idx();
+            let vector = cols.is_multiple_of(NORM_VECTOR);
+            let step = if vector { NORM_VECTOR } else { 1 };
+            let mut c = thread_idx() * step;
             while c < cols {
                 let p = g_h.add(c as usize);
-                let mut v = *p;
-                if !delta.is_null() {
-                    v = residual_add(v, *delta.add(row + c as usize));
-                    *p = v;
+                if vector {
+                    let mut v = ld_global_v4(p as *const u8);
+                    if !delta.is_null() {
+                        let d = ld_global_v4(delta.add(row + c as usize) as *const u8);
+                        v = map_chunk(v, d, residual_add);
+                        st_global_v4(p as *mut u8, v);
+                    }
+                    sum += chunk_sum_squares(v);
+                } else {
+                    let mut v = *p;
+                    if !delta.is_null() {
+                        v = residual_add(v, *delta.add(row + c as usize));
+                        *p = v;
+                    }
+                    let x = bf16_to_f32(v);
+                    sum += x * x;
                 }
-                let x = bf16_to_f32(v);
-                sum += x * x;
-                c += ROW_THREADS;
+                c += ROW_THREADS * step;
             }
             let inv = inverse_rms(block_sum(sum, s_scratch, ROW_WARPS), cols, eps);
             // Each thread reads back only the elements it wrote itself.
-            let mut c = thread_idx();
+            let mut c = thread_idx() * step;
             while c < cols {
                 let i = c as usize;
-                *g_out.add(i) = normalize(*g_h.add(i), *weight.add(i), inv);
-                c += ROW_THREADS;
+                if vector {
+                    let v = ld_global_v4(g_h.add(i) as *const u8);
+                    let w = ld_global_v4(weight.add(i) as *const u8);
+                    let y = map_chunk(v, w, |x, w| normalize(x, w, inv));
+                    st_global_v4(g_out.add(i) as *mut u8, y);
+                } else {
+                    *g_out.add(i) = normalize(*g_h.add(i), *weight.add(i), inv);
+                }
+                c += ROW_THREADS * step;
             }
         }
     }
@@ -102,6 +160,27 @@ mod tests {
         // The weight scales the output.
         let two = f32_to_bf16(2.0);
         assert_eq!(bf16_to_f32(normalize(h[3], two, inv)), 2.0 * y[3]);
+    }
+
+    /// The vectorised path's chunk helpers agree with the scalar functions.
+    #[test]
+    fn chunks_match_the_scalar_functions() {
+        let a: Vec<u16> = (0..8).map(|i| f32_to_bf16(i as f32 * 0.7 - 2.0)).collect();
+        let b: Vec<u16> = (0..8)
+            .map(|i| f32_to_bf16(1.0 / (i as f32 + 3.0)))
+            .collect();
+        let pack = |v: &[u16]| -> [u32; 4] {
+            core::array::from_fn(|w| u32::from(v[2 * w]) | (u32::from(v[2 * w + 1]) << 16))
+        };
+        let sum = map_chunk(pack(&a), pack(&b), residual_add);
+        let want: Vec<u16> = a
+            .iter()
+            .zip(&b)
+            .map(|(&x, &y)| residual_add(x, y))
+            .collect();
+        assert_eq!(sum, pack(&want));
+        let ss: f32 = a.iter().map(|&v| bf16_to_f32(v) * bf16_to_f32(v)).sum();
+        assert!((chunk_sum_squares(pack(&a)) - ss).abs() <= 1e-6 * ss);
     }
 
     #[test]

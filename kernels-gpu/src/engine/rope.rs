@@ -57,8 +57,11 @@ mod gpu {
     /// heads and its V heads into the caches at that position.
     ///
     /// # Safety
-    /// `q` holds rows × q_heads × head_dim BF16, `k` and `v` rows × kv_heads
-    /// × head_dim; `row_seq`, `row_pos` `rows` u32; `table` capacity ×
+    /// Row `r`'s query heads start at `q + r * q_stride`, its key and value
+    /// heads at `k + r * kv_stride`, `v + r * kv_stride` (one stacked Q/K/V
+    /// product, or three separate ones). `q` holds rows × `q_stride` BF16,
+    /// `k`, `v` rows × `kv_stride`, the strides at least q_heads × head_dim
+    /// and kv_heads × head_dim; `row_seq`, `row_pos` `rows` u32; `table` capacity ×
     /// head_dim f32; the caches sequences × kv_heads × capacity × head_dim
     /// BF16; head_dim even. Grid `rows`, block [`ROW_THREADS`]. A position or sequence out
     /// of range traps.
@@ -68,6 +71,8 @@ mod gpu {
         q: *mut u16,
         k: *const u16,
         v: *const u16,
+        q_stride: u32,
+        kv_stride: u32,
         row_seq: *const u32,
         row_pos: *const u32,
         table: *const f32,
@@ -98,7 +103,7 @@ mod gpu {
                 *dst = lo;
                 *dst.add(half) = hi;
             };
-            let g_q = q.add(r * q_heads as usize * d);
+            let g_q = q.add(r * q_stride as usize);
             let mut j = thread_idx();
             while j < q_heads * half as u32 {
                 let (head, i) = ((j / half_nz) as usize, (j % half_nz) as usize);
@@ -108,7 +113,8 @@ mod gpu {
             }
             let kv = kv_heads as usize;
             let cap = capacity as usize;
-            let (g_k, g_v) = (k.add(r * kv * d), v.add(r * kv * d));
+            let kv_row = r * kv_stride as usize;
+            let (g_k, g_v) = (k.add(kv_row), v.add(kv_row));
             let mut j = thread_idx();
             while j < kv_heads * half as u32 {
                 let (head, i) = ((j / half_nz) as usize, (j % half_nz) as usize);

@@ -15,23 +15,30 @@ mod gpu {
     use crate::engine::ELEMENT_THREADS;
     use crate::ptx::{block_idx, grid_dim_x, thread_idx};
 
-    /// `out[i] = swiglu(gate[i], up[i])` for `i < len` (grid-stride).
+    /// `out[t, c] = swiglu(gate[t * in_stride + c], up[t * in_stride + c])`
+    /// for the `len / cols` rows `t` of `cols` outputs (grid-stride):
+    /// `in_stride` is `cols` for separate gate and up products, `2 * cols`
+    /// for one stacked product (gate and up side by side in each row).
     ///
     /// # Safety
-    /// `gate`, `up` and `out` hold `len` BF16. Block [`ELEMENT_THREADS`].
+    /// `gate` and `up` hold `len / cols` rows of `in_stride` BF16, `out`
+    /// `len`; `cols` divides `len`. Block [`ELEMENT_THREADS`].
     #[unsafe(no_mangle)]
     pub unsafe extern "ptx-kernel" fn engine_swiglu(
         gate: *const u16,
         up: *const u16,
         out: *mut u16,
         len: u32,
+        cols: u32,
+        in_stride: u32,
     ) {
+        let cols_nz = crate::launch::nonzero(cols);
         let mut i = block_idx().0 * ELEMENT_THREADS + thread_idx();
         let stride = grid_dim_x() * ELEMENT_THREADS;
         while i < len {
-            let k = i as usize;
-            // SAFETY: k < len.
-            unsafe { *out.add(k) = swiglu(*gate.add(k), *up.add(k)) };
+            let k = (i / cols_nz * in_stride + i % cols_nz) as usize;
+            // SAFETY: k is inside row i / cols of the inputs; i < len.
+            unsafe { *out.add(i as usize) = swiglu(*gate.add(k), *up.add(k)) };
             i += stride;
         }
     }
