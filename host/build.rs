@@ -151,11 +151,12 @@ fn build_image(
 }
 
 /// Adds launch bounds (PTX ISA §11.4.2–3, `.maxntid` and `.minnctapersm`)
-/// to the GEMM entries of `image`, which Rust has no attribute for: they
-/// follow the parameter list of each `.entry`. The `mma.sync` variants get
-/// the blocks per multiprocessor their registers are fitted to; the Hopper
-/// ones one block of `sm90::BLOCK_THREADS`, which also gives ptxas the
-/// register cap at entry that `setmaxnreg` needs.
+/// to the GEMM entries of `image` and to decode attention, which Rust has no
+/// attribute for: they follow the parameter list of each `.entry`. The
+/// `mma.sync` variants and attention get the blocks per multiprocessor
+/// their registers are fitted to; the Hopper ones one block of
+/// `sm90::BLOCK_THREADS`, which also gives ptxas the register cap at entry
+/// that `setmaxnreg` needs.
 fn add_launch_bounds(ptx: &str, image: &PtxImage) -> String {
     use zipserv_kernels::launch::{GEMM_VARIANTS, GEMM_WARPS};
     use zipserv_kernels::sm90::{BLOCK_THREADS, WGMMA_GEMM_VARIANTS};
@@ -167,6 +168,8 @@ fn add_launch_bounds(ptx: &str, image: &PtxImage) -> String {
                 .iter()
                 .map(|v| (v.name, BLOCK_THREADS, 1)),
         );
+    use zipserv_kernels::engine::attention::{ATTN_MIN_BLOCKS_PER_SM, ATTN_THREADS};
+    let bounds = bounds.chain([("engine_attention", ATTN_THREADS, ATTN_MIN_BLOCKS_PER_SM)]);
     let mut out = ptx.to_string();
     for (name, threads, blocks) in bounds {
         if !image.kernels.contains(&name) {

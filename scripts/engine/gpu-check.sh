@@ -127,7 +127,7 @@ llama3_config() {
 {"model_type": "llama", "hidden_size": $2, "intermediate_size": $3, "num_attention_heads": $4,
  "num_key_value_heads": 8, "num_hidden_layers": $5, "vocab_size": 128256, "rms_norm_eps": 1e-05,
  "rope_theta": 500000.0, "bos_token_id": 128000, "eos_token_id": 128001, "tie_word_embeddings": false,
- "max_position_embeddings": 8192,
+ "max_position_embeddings": 131072,
  "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
    "original_max_position_embeddings": 8192, "rope_type": "llama3"}}
 JSON

@@ -35,8 +35,16 @@ pub const ATTN_THREADS: u32 = 32 * ATTN_WARPS;
 /// Largest head dimension.
 pub const ATTN_MAX_HEAD_DIM: u32 = 256;
 /// Dimensions one block holds (query heads per block × head dimension),
-/// and so per warp: 16 per lane.
-pub const ATTN_BLOCK_DIMS: u32 = 512;
+/// and so per warp: 8 per lane. 16 per lane (512) held a Llama-3-8B group
+/// of four heads in one block but took 147 registers, one block per SM:
+/// at batch 64 decode attention ran slower than the one-head-per-block
+/// kernel before it (13.7 vs 11.6 ms of a profiled step, commit bfde437).
+pub const ATTN_BLOCK_DIMS: u32 = 256;
+/// Blocks per multiprocessor `engine_attention` is compiled for (PTX
+/// `.minnctapersm`, added by the host's build script): the loop is
+/// latency-bound, so residency is what keeps loads in flight (4 blocks of 8
+/// warps, two keys each: 32 KB of keys and values per SM).
+pub const ATTN_MIN_BLOCKS_PER_SM: u32 = 3;
 /// Dimensions per lane at most.
 pub const ATTN_LANE_DIMS: usize = (ATTN_BLOCK_DIMS / 32) as usize;
 /// Query heads per block at most (head dimension 32).
@@ -46,9 +54,9 @@ pub const ATTN_MAX_SLOTS: u32 = ATTN_BLOCK_DIMS / 32;
 /// sum.
 pub const ATTN_SMEM_BYTES: usize =
     (ATTN_WARPS * ATTN_BLOCK_DIMS + 2 * ATTN_WARPS * ATTN_MAX_SLOTS) as usize * 4;
-/// A block count that fills an H100/H200 (132 SMs) about twice; splits are
-/// added until a launch has this many blocks.
-pub const ATTN_TARGET_BLOCKS: usize = 264;
+/// A block count that fills an H100/H200 (132 SMs × [`ATTN_MIN_BLOCKS_PER_SM`]);
+/// splits are added until a launch has this many blocks.
+pub const ATTN_TARGET_BLOCKS: usize = 132 * ATTN_MIN_BLOCKS_PER_SM as usize;
 /// Fewest cache positions per split: below this a split's fixed cost (the
 /// merge, the workspace round trip) outweighs its keys.
 pub const ATTN_MIN_SPLIT_KEYS: usize = 32;
@@ -220,7 +228,7 @@ mod gpu {
         unsafe {
             if dims.is_multiple_of(2) {
                 let w = p as *const u32;
-                seq_macro::seq!(E in 0..8 {
+                seq_macro::seq!(E in 0..4 {
                     if 2 * E < dims {
                         let pair = *w.add(E);
                         r[2 * E] = bf16_to_f32(pair as u16);
@@ -228,7 +236,7 @@ mod gpu {
                     }
                 });
             } else {
-                seq_macro::seq!(E in 0..16 {
+                seq_macro::seq!(E in 0..8 {
                     if E < dims {
                         r[E] = bf16_to_f32(*p.add(E));
                     }
@@ -325,7 +333,7 @@ mod gpu {
             if active {
                 let at = r as usize * q_stride as usize + (head * head_dim + first_dim) as usize;
                 r_q = load_dims(q.add(at), dims);
-                seq_macro::seq!(E in 0..16 {
+                seq_macro::seq!(E in 0..8 {
                     r_q[E] *= scale;
                 });
             }
@@ -355,7 +363,7 @@ mod gpu {
                     load_dims(cache_v.add(a2), dims),
                 );
                 let (mut dot1, mut dot2) = (0.0f32, 0.0f32);
-                seq_macro::seq!(E in 0..16 {
+                seq_macro::seq!(E in 0..8 {
                     dot1 += r_q[E] * k1[E];
                     dot2 += r_q[E] * k2[E];
                 });
@@ -364,12 +372,12 @@ mod gpu {
                     group_sum(dot2, lanes_per_head),
                 );
                 let (rescale, weight) = state.push(s1);
-                seq_macro::seq!(E in 0..16 {
+                seq_macro::seq!(E in 0..8 {
                     r_acc[E] = r_acc[E] * rescale + weight * v1[E];
                 });
                 if two {
                     let (rescale, weight) = state.push(s2);
-                    seq_macro::seq!(E in 0..16 {
+                    seq_macro::seq!(E in 0..8 {
                         r_acc[E] = r_acc[E] * rescale + weight * v2[E];
                     });
                 }
@@ -383,7 +391,7 @@ mod gpu {
                 st_shared_u32(at + 4, state.sum.to_bits());
             }
             let s_warp = s_acc + 4 * (warp * ATTN_BLOCK_DIMS + lane * dims);
-            seq_macro::seq!(E in 0..16 {
+            seq_macro::seq!(E in 0..8 {
                 if E < dims {
                     st_shared_u32(s_warp + 4 * E, r_acc[E].to_bits());
                 }
@@ -521,14 +529,14 @@ mod tests {
     #[test]
     fn shapes_of_common_models() {
         let shape = |d, g| AttnShape::new(d, g).unwrap();
-        // Llama-3-8B (head 128, group 4): all four heads in one block.
+        // Llama-3-8B (head 128, group 4): two blocks of two heads.
         assert_eq!(
             shape(128, 4),
             AttnShape {
-                slots: 4,
-                lanes_per_head: 8,
-                dims_per_lane: 16,
-                head_chunks: 1
+                slots: 2,
+                lanes_per_head: 16,
+                dims_per_lane: 8,
+                head_chunks: 2
             }
         );
         // SmolLM2 (head 64, group 3): a fourth slot idles.
@@ -541,27 +549,27 @@ mod tests {
                 head_chunks: 1
             }
         );
-        // Llama-3-70B (head 128, group 8): two blocks per KV head.
-        assert_eq!(shape(128, 8).head_chunks, 2);
+        // Llama-3-70B (head 128, group 8): four blocks per KV head.
+        assert_eq!(shape(128, 8).head_chunks, 4);
         // No grouping; the largest and smallest heads; a very wide group.
         assert_eq!(shape(128, 1).slots, 1);
         assert_eq!(
             shape(256, 8),
             AttnShape {
-                slots: 2,
-                lanes_per_head: 16,
-                dims_per_lane: 16,
-                head_chunks: 4
+                slots: 1,
+                lanes_per_head: 32,
+                dims_per_lane: 8,
+                head_chunks: 8
             }
         );
         assert_eq!(shape(32, 1).dims_per_lane, 1);
         assert_eq!(
             shape(32, 71),
             AttnShape {
-                slots: 16,
-                lanes_per_head: 2,
-                dims_per_lane: 16,
-                head_chunks: 5
+                slots: 8,
+                lanes_per_head: 4,
+                dims_per_lane: 8,
+                head_chunks: 9
             }
         );
         for (d, g) in [(0, 1), (48, 1), (288, 1), (128, 0)] {
@@ -600,12 +608,17 @@ mod tests {
 
     #[test]
     fn splits_fill_the_card_only_when_rows_are_few() {
-        // Batch 1 of Llama-3-8B: 8 blocks; a 640-position cache allows 20.
-        assert_eq!(attention_splits(8, 640), 20);
-        assert_eq!(attention_splits(8, 100_000), 33);
+        // Batch 1 of Llama-3-8B: 16 blocks; a 640-position cache allows 20.
+        assert_eq!(attention_splits(16, 640), 20);
+        assert_eq!(attention_splits(2, 100_000), ATTN_MAX_SPLITS);
+        assert_eq!(
+            attention_splits(16, 100_000),
+            ATTN_TARGET_BLOCKS.div_ceil(16)
+        );
         assert_eq!(attention_splits(1, 1 << 20), ATTN_MAX_SPLITS);
-        // Batch 64, or a prefill: enough blocks already.
-        assert_eq!(attention_splits(512, 640), 1);
+        // Batch 64 (1024 blocks), or a prefill: enough blocks already.
+        assert_eq!(attention_splits(1024, 640), 1);
+        assert_eq!(attention_splits(ATTN_TARGET_BLOCKS - 1, 640), 2);
         // A short cache is not split below the minimum.
         assert_eq!(attention_splits(8, 12), 1);
         assert_eq!(attention_splits(0, 640), 1);
