@@ -239,9 +239,23 @@ fn rope_cache_and_attention_match_the_cpu_for_prefill_and_decode() {
     else {
         return;
     };
+    // GQA with head_dim 64 (8 dimensions per lane), and plain multi-head
+    // attention with head_dim 32 (1 dimension per lane).
+    let mha = ModelConfig::from_json(
+        br#"{"hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 4,
+        "num_key_value_heads": 4, "num_hidden_layers": 1, "vocab_size": 100}"#,
+        Path::new("test config"),
+    )
+    .unwrap();
+    for c in [small_config(), mha] {
+        rope_and_attention_check(&gpu, &c);
+    }
+}
+
+fn rope_and_attention_check(gpu: &Gpu, c: &ModelConfig) {
     let seed = fresh_seed();
     let mut rng = SplitMix64::new(seed);
-    let c = small_config();
+    let c = c.clone();
     let (hd, half, kvh, group) = (c.head_dim, c.head_dim / 2, c.kv_heads, c.heads / c.kv_heads);
     // The prefill (146 rows) fills the card without splits; the decode
     // step (3 rows) splits the 160 positions.
