@@ -286,15 +286,15 @@ fn rope_and_attention_check(gpu: &Gpu, c: &ModelConfig) {
             buffer: &g_qkv,
             layouts: &layouts,
         };
-        kernels::rope_kv(&gpu, &c, &rows, &qkv, &g_table, &mut cache, 0).unwrap();
+        kernels::rope_kv(gpu, &c, &rows, &qkv, &g_table, &mut cache, 0).unwrap();
         let (_, splits) = kernels::attention_plan(&c, n, capacity).unwrap();
         println!("{what}: {n} rows, {splits} splits, stacked Q/K/V {stacked}");
         let words = kernels::attention_workspace(&c, n, capacity).unwrap();
         let mut workspace = up(&vec![f32::NAN; words.max(1)]);
         let mut out = poisoned(n * c.q_dim());
-        kernels::attention(&gpu, &c, &rows, &qkv, &mut out, &mut workspace, &cache, 0).unwrap();
-        let got_q = part_of(&down(&gpu, &g_qkv), layouts[0], n, c.q_dim());
-        let got = down(&gpu, &out);
+        kernels::attention(gpu, &c, &rows, &qkv, &mut out, &mut workspace, &cache, 0).unwrap();
+        let got_q = part_of(&down(gpu, &g_qkv), layouts[0], n, c.q_dim());
+        let got = down(gpu, &out);
         let turn = |x: &[bf16], pos: usize| -> Vec<u16> {
             let mut y = vec![0u16; hd];
             for i in 0..half {
@@ -325,7 +325,7 @@ fn rope_and_attention_check(gpu: &Gpu, c: &ModelConfig) {
             }
         }
         assert_eq!(bits(&got_q), want_q, "seed {seed}, {what}: rotated queries");
-        let g_k = down(&gpu, &cache.k[0]);
+        let g_k = down(gpu, &cache.k[0]);
         for r in 0..n {
             let (s, p) = (row_seq[r] as usize, row_pos[r] as usize);
             for h in 0..kvh {

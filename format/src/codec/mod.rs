@@ -11,6 +11,7 @@ mod matrix;
 mod stack;
 mod stats;
 
+pub use encode::{best_window_base, exponent_histogram};
 pub(crate) use matrix::tile_count;
 pub use matrix::{CompressedMatrix, MatrixParts};
 pub use stack::NotStackable;

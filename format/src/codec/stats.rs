@@ -41,7 +41,7 @@ impl CompressedMatrix {
 /// the bound for any code that keeps sign+mantissa raw and codes exponents
 /// independently, so `16 / (8 + H)` bounds such a format's ratio.
 pub fn exponent_entropy_bits(weights: &[bf16]) -> f64 {
-    let histogram = exponent_histogram(bytemuck::cast_slice(weights));
+    let histogram = exponent_histogram(weights);
     let n = weights.len() as f64;
     histogram
         .iter()

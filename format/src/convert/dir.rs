@@ -139,7 +139,12 @@ fn check_outside(input: &Path, output: &Path) -> Result<()> {
 
 /// Compresses the model directory `input` into a new directory `output`.
 /// `on_file` is told each file's relative path before it is converted,
-/// `on_tensor` each tensor as it is written.
+/// `on_tensor` each tensor as it is written. Each safetensors file is
+/// compressed as [`super::compress_file`] does, the window bases an engine's
+/// stacked projections share included ([`super::stack_groups`]); groups are
+/// formed within one file, so a block whose q/k/v (or gate/up) lie in two
+/// shards gets no shared base (Hugging Face writes the blocks in order, so
+/// only a block that a shard boundary falls into can be split).
 pub fn compress_dir(
     input: &Path,
     output: &Path,

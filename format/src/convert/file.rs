@@ -7,6 +7,7 @@ use std::path::Path;
 
 use safetensors::Dtype;
 
+use super::groups::shared_bases;
 use super::plan::{CompressOptions, Plan, Values};
 use crate::codec::CompressedMatrix;
 use crate::container::{Encoding, ZsvFile, ZsvWriter};
@@ -45,7 +46,9 @@ pub struct CompressReport {
 
 /// Compresses the safetensors file `input` into a new `.zsv` file at
 /// `output`: non-empty 2-D BF16 tensors in the tile format when that makes
-/// them smaller, every other tensor as it is. Each compressed tensor is
+/// them smaller, every other tensor as it is. The q/k/v and gate/up
+/// projections of a Llama-family block share one window base, so that an
+/// engine can stack them ([`super::stack_groups`]). Each compressed tensor is
 /// decoded and compared with its input before it is written; the finished
 /// file is read back (every checksum) before it is renamed into place.
 pub fn compress_file(
@@ -73,14 +76,20 @@ pub(crate) fn compress_into(
     mut on_tensor: impl FnMut(&TensorDone),
 ) -> Result<CompressReport> {
     let mut zsv = ZsvWriter::new(BufWriter::with_capacity(1 << 20, &*file), label)?;
+    // A read-only pre-pass over the groups an engine stacks (one tensor in
+    // memory at a time, as below); it runs once the output is created, so a
+    // refused output is refused before any tensor is read, and an error or
+    // interrupt here removes the temporary like one in the loop.
+    let bases = shared_bases(st, plan)?;
     let mut crc = crc32fast::Hasher::new();
     crc.update(&(plan.header_json.len() as u64).to_le_bytes());
     crc.update(&plan.header_json);
     let mut compressed = 0;
-    for ((t, out), &cast) in st.tensors().iter().zip(&plan.tensors).zip(&plan.cast) {
+    let tensors = st.tensors().iter().zip(&plan.tensors).zip(&plan.cast);
+    for (((t, out), &cast), &base) in tensors.zip(&bases) {
         let values = Values::new(t.dtype, st.read(t)?, cast);
         crc.update(values.bytes());
-        let tiles = add_tensor(&mut zsv, &t.name, t.dtype, &t.shape, &values)?;
+        let tiles = add_tensor(&mut zsv, &t.name, t.dtype, &t.shape, &values, base)?;
         debug_assert_eq!(values.bytes().len() as u64, out.end - out.begin);
         compressed += usize::from(tiles);
         on_tensor(&TensorDone {
@@ -104,13 +113,28 @@ pub(crate) fn compress_into(
     })
 }
 
-/// Stores one tensor; returns whether it went into the tile format.
+/// The rows and columns of a tensor of shape `shape` that may go into the
+/// tile format: 2-D, not empty, and with tiles that can be smaller than its
+/// BF16 bytes. Any other tensor (thin or tiny matrices: tiles pad to 16 ×
+/// 128) is stored raw whatever its values; the others are stored raw when
+/// their tiles turn out no smaller.
+pub(super) fn tile_shape(shape: &[usize]) -> Option<(usize, usize)> {
+    let [rows, cols] = *shape else { return None };
+    let raw = rows.checked_mul(cols)?.checked_mul(2)?;
+    let fits = CompressedMatrix::min_compressed_bytes(rows, cols).is_some_and(|b| b < raw);
+    (rows > 0 && cols > 0 && fits).then_some((rows, cols))
+}
+
+/// Stores one tensor, BF16 matrices in the tile format with window base
+/// `base` when given ([`shared_bases`]), else the encoder's own; returns
+/// whether it went into the tile format.
 fn add_tensor<W: Write + std::io::Seek>(
     zsv: &mut ZsvWriter<W>,
     name: &str,
     source: Dtype,
     shape: &[usize],
     values: &Values,
+    base: Option<u8>,
 ) -> Result<bool> {
     let bf16 = match values {
         Values::Bf16(v) => v,
@@ -119,12 +143,11 @@ fn add_tensor<W: Write + std::io::Seek>(
             return Ok(false);
         }
     };
-    if let [rows, cols] = *shape
-        && rows > 0
-        && cols > 0
-        && CompressedMatrix::min_compressed_bytes(rows, cols).is_some_and(|b| b < 2 * bf16.len())
-    {
-        let matrix = CompressedMatrix::encode(bf16, rows, cols)?;
+    if let Some((rows, cols)) = tile_shape(shape) {
+        let matrix = match base {
+            Some(base) => CompressedMatrix::encode_with_base(bf16, rows, cols, base)?,
+            None => CompressedMatrix::encode(bf16, rows, cols)?,
+        };
         if matrix.compressed_bytes() < matrix.original_bytes() {
             check_round_trip(name, &matrix, bf16)?;
             zsv.add_matrix(name, source, &matrix)?;

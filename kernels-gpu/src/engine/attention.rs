@@ -692,12 +692,11 @@ mod tests {
             assert!(t >= 1 && t * 2 * d <= ATTN_STAGE_BYTES / 2, "head_dim {d}");
             assert!((t + 1) * 2 * d > ATTN_STAGE_BYTES / 2, "head_dim {d}");
         }
-        assert_eq!(
-            ATTN_COPIES_PER_THREAD * ATTN_THREADS * 16,
-            ATTN_STAGE_BYTES / 2
-        );
-        assert!(ATTN_SMEM_BYTES <= 48 * 1024);
-        assert!(ATTN_MERGE_BYTES.is_multiple_of(16));
+        const {
+            assert!(ATTN_COPIES_PER_THREAD * ATTN_THREADS * 16 == ATTN_STAGE_BYTES / 2);
+            assert!(ATTN_SMEM_BYTES <= 48 * 1024);
+            assert!(ATTN_MERGE_BYTES.is_multiple_of(16));
+        }
     }
 
     #[test]
