@@ -15,10 +15,10 @@
 //! every head's score at once. Each lane keeps an online softmax (running
 //! maximum, sum, weighted values); the warps merge in shared memory.
 //!
-//! Keys and values reach the block through a two-stage shared-memory ring
-//! filled by `cp.async` ([`tile_keys`] positions, 16 KB, per stage): the
-//! next tile is in flight while the warps read the current one, so the
-//! bytes in flight no longer depend on the registers a warp can spare.
+//! Keys and values reach the block through a shared-memory ring filled by
+//! `cp.async` ([`ATTN_STAGES`] stages of [`tile_keys`] positions): the next
+//! tiles are in flight while the warps read the current one, so the bytes
+//! in flight no longer depend on the registers a warp can spare.
 //! (Loading each lane's dimensions straight from global memory, two keys
 //! per warp at a time, kept ~24 KB in flight per SM and ran at ~0.5 TB/s:
 //! 10.4 of a 16.3 ms profiled step at batch 64, commit 7f63f8e.)
@@ -58,10 +58,13 @@ pub const ATTN_LANE_DIMS: usize = (ATTN_BLOCK_DIMS / 32) as usize;
 /// Query heads per block at most (head dimension 32).
 pub const ATTN_MAX_SLOTS: u32 = ATTN_BLOCK_DIMS / 32;
 /// Bytes of one stage of the key/value ring: a tile of keys and the same
-/// positions' values, 8 KB each ([`tile_keys`] positions).
-pub const ATTN_STAGE_BYTES: u32 = 16384;
-/// Stages of the ring: one tile is read while the next is in flight.
-pub const ATTN_STAGES: u32 = 2;
+/// positions' values, 4 KB each ([`tile_keys`] positions).
+pub const ATTN_STAGE_BYTES: u32 = 8192;
+/// Stages of the ring: one tile is read while the next `ATTN_STAGES - 1`
+/// are in flight (24 KB per block, 72 KB per SM). Two stages of 16 KB
+/// (one tile ahead) ran batch-64 decode attention at ~0.8 TB/s (6.1 ms of a
+/// 12.0 ms profiled step, commit 04d31d4).
+pub const ATTN_STAGES: u32 = 4;
 /// Bytes of the merge area: per warp its weighted values
 /// ([`ATTN_BLOCK_DIMS`] f32), then per warp and head slot its maximum and
 /// sum.
@@ -70,8 +73,8 @@ pub const ATTN_MERGE_BYTES: u32 =
 /// Shared memory of a block: the merge area, then the ring.
 pub const ATTN_SMEM_BYTES: usize = (ATTN_MERGE_BYTES + ATTN_STAGES * ATTN_STAGE_BYTES) as usize;
 
-/// Positions per tile of the ring for `head_dim`: the whole rows 8 KB of
-/// keys hold (32 at head_dim 128).
+/// Positions per tile of the ring for `head_dim`: the whole rows half a
+/// stage holds (16 at head_dim 128).
 #[inline(always)]
 pub const fn tile_keys(head_dim: u32) -> u32 {
     ATTN_STAGE_BYTES / 2 / (2 * if head_dim == 0 { 1 } else { head_dim })
@@ -401,20 +404,26 @@ mod gpu {
             // independent, so their latencies overlap.
             let mut state = OnlineSoftmax::EMPTY;
             let mut r_acc = [0f32; ATTN_LANE_DIMS];
-            if tiles > 0 {
-                issue(0);
+            // The first ATTN_STAGES - 1 tiles in flight, one commit group
+            // each (maybe empty).
+            let mut p = 0;
+            while p < ATTN_STAGES - 1 {
+                if p < tiles {
+                    issue(p);
+                }
+                cp_async_commit();
+                p += 1;
             }
-            cp_async_commit();
             let lane_bytes = 2 * first_dim;
             let mut t = 0;
             while t < tiles {
-                if t + 1 < tiles {
-                    issue(t + 1);
+                if t + ATTN_STAGES - 1 < tiles {
+                    issue(t + ATTN_STAGES - 1);
                 }
                 // One group per iteration (maybe empty), so "all but the
-                // newest" is always tile t.
+                // newest ATTN_STAGES - 1" is always up to tile t.
                 cp_async_commit();
-                cp_async_wait::<1>();
+                cp_async_wait::<{ ATTN_STAGES - 1 }>();
                 sync_threads();
                 let stage = s_ring + (t % ATTN_STAGES) * ATTN_STAGE_BYTES;
                 let k0 = start + t * tile;
@@ -451,8 +460,8 @@ mod gpu {
                     }
                     i += 2 * ATTN_WARPS;
                 }
-                // Every warp is done with this stage before tile t + 2 is
-                // copied into it.
+                // Every warp is done with this stage before tile
+                // t + ATTN_STAGES is copied into it (next iteration).
                 sync_threads();
                 t += 1;
             }
