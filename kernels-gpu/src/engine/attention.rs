@@ -58,13 +58,15 @@ pub const ATTN_LANE_DIMS: usize = (ATTN_BLOCK_DIMS / 32) as usize;
 /// Query heads per block at most (head dimension 32).
 pub const ATTN_MAX_SLOTS: u32 = ATTN_BLOCK_DIMS / 32;
 /// Bytes of one stage of the key/value ring: a tile of keys and the same
-/// positions' values, 4 KB each ([`tile_keys`] positions).
-pub const ATTN_STAGE_BYTES: u32 = 8192;
+/// positions' values, 8 KB each ([`tile_keys`] positions).
+pub const ATTN_STAGE_BYTES: u32 = 16384;
 /// Stages of the ring: one tile is read while the next `ATTN_STAGES - 1`
-/// are in flight (24 KB per block, 72 KB per SM). Two stages of 16 KB
-/// (one tile ahead) ran batch-64 decode attention at ~0.8 TB/s (6.1 ms of a
-/// 12.0 ms profiled step, commit 04d31d4).
-pub const ATTN_STAGES: u32 = 4;
+/// are in flight. Two stages of 16 KB ran batch-64 decode attention in
+/// 6.06 ms of a profiled step (commit 04d31d4); four stages of 8 KB (three
+/// tiles in flight, 72 KB per SM) in 6.71 ms (5b9d14c): the smaller tiles
+/// cost more barriers per byte than the deeper look-ahead saved, so bytes
+/// in flight are not what holds it back.
+pub const ATTN_STAGES: u32 = 2;
 /// Bytes of the merge area: per warp its weighted values
 /// ([`ATTN_BLOCK_DIMS`] f32), then per warp and head slot its maximum and
 /// sum.
@@ -74,7 +76,7 @@ pub const ATTN_MERGE_BYTES: u32 =
 pub const ATTN_SMEM_BYTES: usize = (ATTN_MERGE_BYTES + ATTN_STAGES * ATTN_STAGE_BYTES) as usize;
 
 /// Positions per tile of the ring for `head_dim`: the whole rows half a
-/// stage holds (16 at head_dim 128).
+/// stage holds (32 at head_dim 128).
 #[inline(always)]
 pub const fn tile_keys(head_dim: u32) -> u32 {
     ATTN_STAGE_BYTES / 2 / (2 * if head_dim == 0 { 1 } else { head_dim })
