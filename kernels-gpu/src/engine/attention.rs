@@ -184,10 +184,12 @@ pub const fn attention_workspace_words(
     }
 }
 
-use super::math::exp;
+use super::math::exp2_fast;
 
-/// Running softmax over the scores seen so far: their maximum and
-/// `Σ exp(score − max)`.
+/// Running softmax over the scores seen so far, in base 2: scores come in
+/// log2 units (the natural score × log2 e, folded into the query's scale),
+/// so each weight is one `exp2` ([`exp2_fast`]). Holds their maximum and
+/// `Σ 2^(score − max)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct OnlineSoftmax {
     pub max: f32,
@@ -207,9 +209,9 @@ impl OnlineSoftmax {
     #[inline(always)]
     pub fn push(&mut self, score: f32) -> (f32, f32) {
         let max = self.max.max(score);
-        // exp(−inf − max) = 0: the first score clears the empty state.
-        let rescale = exp(self.max - max);
-        let weight = exp(score - max);
+        // 2^(−inf − max) = 0: the first score clears the empty state.
+        let rescale = exp2_fast(self.max - max);
+        let weight = exp2_fast(score - max);
         self.sum = self.sum * rescale + weight;
         self.max = max;
         (rescale, weight)
@@ -222,7 +224,7 @@ impl OnlineSoftmax {
         if part_max == f32::NEG_INFINITY {
             0.0
         } else {
-            exp(part_max - max)
+            exp2_fast(part_max - max)
         }
     }
 }
@@ -362,6 +364,8 @@ mod gpu {
             if seq >= sequences || pos >= capacity {
                 trap();
             }
+            // Scores in log2 units for the base-2 online softmax.
+            let scale = scale * core::f32::consts::LOG2_E;
             let mut r_q = [0f32; ATTN_LANE_DIMS];
             if active {
                 let at = r as usize * q_stride as usize + (head * head_dim + first_dim) as usize;
@@ -592,7 +596,7 @@ mod tests {
             let mut states = std::vec![OnlineSoftmax::EMPTY; parts];
             let mut acc = std::vec![0f32; parts];
             for (j, (&s, &v)) in scores.iter().zip(&values).enumerate() {
-                let (rescale, weight) = states[j % parts].push(s);
+                let (rescale, weight) = states[j % parts].push(s * core::f32::consts::LOG2_E);
                 acc[j % parts] = acc[j % parts] * rescale + weight * v;
             }
             let m = states
