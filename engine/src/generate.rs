@@ -132,29 +132,8 @@ struct Buffers {
     tokens: DeviceBuffer<u32>,
     history: DeviceBuffer<u32>,
     cache: KvCache,
-}
-
-impl Buffers {
-    fn bytes(&self) -> u64 {
-        let b16 = [
-            &self.h,
-            &self.x,
-            &self.qkv,
-            &self.attn,
-            &self.o,
-            &self.gate_up,
-            &self.act,
-            &self.last,
-        ]
-        .iter()
-        .map(|b| 2 * b.len())
-        .sum::<usize>();
-        let b32 = [&self.logits, &self.probs, &self.rope, &self.attn_split]
-            .iter()
-            .map(|b| 4 * b.len())
-            .sum::<usize>();
-        (b16 + b32) as u64
-    }
+    /// Bytes of every buffer above but the cache ([`BufferSizes::bytes`]).
+    bytes: u64,
 }
 
 /// Element counts of a run's activation and logit buffers, for the
@@ -406,7 +385,7 @@ impl<'gpu> Generator<'gpu> {
             timings,
             step_mode,
             kv_cache_bytes,
-            scratch_bytes: b.bytes() + self.gemm.scratch_bytes() as u64,
+            scratch_bytes: b.bytes + self.gemm.scratch_bytes() as u64,
             // The paths of the largest layers (the MLP's), for the report.
             prefill_path: choose_path(
                 self.gpu,
@@ -465,6 +444,7 @@ impl<'gpu> Generator<'gpu> {
             tokens: zeroed(batch)?,
             history: zeroed(steps * batch)?,
             cache: KvCache::new(c, batch, capacity)?,
+            bytes: n.bytes(batch, ids.len(), steps),
         })
     }
 
