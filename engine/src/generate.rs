@@ -109,8 +109,9 @@ struct Buffers {
     /// The Q/K/V product's output (queries rotated in place).
     qkv: DeviceBuffer<bf16>,
     attn: DeviceBuffer<bf16>,
-    /// Split attention's partial states.
+    /// Split attention's partial states and arrival counters.
     attn_split: DeviceBuffer<f32>,
+    attn_counters: DeviceBuffer<u32>,
     o: DeviceBuffer<bf16>,
     /// The gate/up product's output.
     gate_up: DeviceBuffer<bf16>,
@@ -144,6 +145,7 @@ struct BufferSizes {
     qkv: usize,
     attn: usize,
     attn_split: usize,
+    attn_counters: usize,
     gate_up: usize,
     act: usize,
     last: usize,
@@ -163,15 +165,18 @@ impl BufferSizes {
         chunk_rows: &[usize],
         capacity: usize,
     ) -> Result<Self> {
-        let mut attn_split = kernels::attention_workspace(c, batch, capacity)?;
+        let (mut attn_split, mut attn_counters) = kernels::attention_scratch(c, batch, capacity)?;
         for &r in chunk_rows {
-            attn_split = attn_split.max(kernels::attention_workspace(c, r, capacity)?);
+            let (words, counters) = kernels::attention_scratch(c, r, capacity)?;
+            attn_split = attn_split.max(words);
+            attn_counters = attn_counters.max(counters);
         }
         Ok(Self {
             hidden: rows * c.hidden,
             qkv: rows * (c.q_dim() + 2 * c.kv_dim()),
             attn: rows * c.q_dim(),
             attn_split,
+            attn_counters,
             gate_up: rows * 2 * c.intermediate,
             act: rows * c.intermediate,
             last: batch * c.hidden,
@@ -184,7 +189,7 @@ impl BufferSizes {
     fn bytes(&self, batch: usize, prompt_tokens: usize, steps: usize) -> u64 {
         let b16 = 3 * self.hidden + self.qkv + self.attn + self.gate_up + self.act + self.last;
         let b32 = 2 * self.logits + self.attn_split + self.rope;
-        let u32s = 3 * prompt_tokens + 5 * batch + steps * batch;
+        let u32s = 3 * prompt_tokens + 5 * batch + steps * batch + self.attn_counters;
         (2 * b16 + 4 * b32 + 4 * u32s) as u64
     }
 }
@@ -427,6 +432,7 @@ impl<'gpu> Generator<'gpu> {
             qkv: zeroed(n.qkv)?,
             attn: zeroed(n.attn)?,
             attn_split: zeroed(n.attn_split)?,
+            attn_counters: zeroed(n.attn_counters)?,
             o: zeroed(n.hidden)?,
             gate_up: zeroed(n.gate_up)?,
             act: zeroed(n.act)?,
@@ -566,6 +572,7 @@ impl<'gpu> Generator<'gpu> {
                 &qkv,
                 &mut b.attn,
                 &mut b.attn_split,
+                &mut b.attn_counters,
                 &b.cache,
                 l,
             )?;

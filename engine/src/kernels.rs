@@ -7,10 +7,10 @@ use cust::memory::{DevicePointer, DeviceSlice};
 use half::bf16;
 use zipserv_gpu::Gpu;
 use zipserv_kernels::engine::attention::{
-    ATTN_COMBINE_THREADS, ATTN_THREADS, AttnShape, attention_splits, attention_workspace_words,
+    ATTN_THREADS, AttnShape, attention_counters, attention_splits, attention_workspace_words,
 };
 use zipserv_kernels::engine::embedding::EMBED_TILE_WARPS;
-use zipserv_kernels::engine::{ELEMENT_THREADS, ROW_THREADS};
+use zipserv_kernels::engine::{ELEMENT_THREADS, ROPE_ROW_BLOCKS, ROW_THREADS};
 use zipserv_kernels::format::{TILE_COLS, tiles_for};
 
 use crate::config::ModelConfig;
@@ -245,7 +245,7 @@ pub fn rope_kv(
     // SAFETY: every part was checked to hold its rows at its stride; the
     // kernel traps on a sequence or position outside the cache.
     unsafe {
-        launch!(module.engine_rope_kv<<<grid, ROW_THREADS, 0, stream>>>(
+        launch!(module.engine_rope_kv<<<(grid, ROPE_ROW_BLOCKS), ROW_THREADS, 0, stream>>>(
             q,
             k,
             v,
@@ -288,20 +288,25 @@ pub fn attention_plan(
     Ok((shape, attention_splits(blocks, capacity)))
 }
 
-/// f32 words of attention workspace a launch of `rows` rows needs.
-pub fn attention_workspace(config: &ModelConfig, rows: usize, capacity: usize) -> Result<usize> {
-    let (_, splits) = attention_plan(config, rows, capacity)?;
-    Ok(attention_workspace_words(
-        rows,
-        config.heads,
-        config.head_dim,
-        splits,
+/// What a split attention launch of `rows` rows needs beside its output:
+/// f32 words of workspace and u32 arrival counters (both 0 without splits).
+pub fn attention_scratch(
+    config: &ModelConfig,
+    rows: usize,
+    capacity: usize,
+) -> Result<(usize, usize)> {
+    let (shape, splits) = attention_plan(config, rows, capacity)?;
+    Ok((
+        attention_workspace_words(rows, config.heads, config.head_dim, splits),
+        attention_counters(rows, config.kv_heads, shape.head_chunks as usize, splits),
     ))
 }
 
 /// Causal GQA attention of each row (its rotated queries, part 0 of `qkv`)
 /// against its sequence's cached positions `0..=pos`, from layer `layer`
-/// of the cache; `splits` (see [`attention_plan`]) use `workspace`.
+/// of the cache; `splits` (see [`attention_plan`]) use `workspace` and
+/// `counters` (zero; the kernel leaves them zero), as
+/// [`attention_scratch`] sizes them.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     gpu: &Gpu,
@@ -310,6 +315,7 @@ pub fn attention(
     qkv: &Parts<'_>,
     out: &mut DeviceSlice<bf16>,
     workspace: &mut DeviceSlice<f32>,
+    counters: &mut DeviceSlice<u32>,
     cache: &KvCache,
     layer: usize,
 ) -> Result<()> {
@@ -323,6 +329,8 @@ pub fn attention(
     let words = attention_workspace_words(n, config.heads, config.head_dim, splits);
     check("attention workspace", workspace.len(), words)?;
     u32_of("attention workspace", words)?;
+    let arrivals = attention_counters(n, config.kv_heads, shape.head_chunks as usize, splits);
+    check("attention counters", counters.len(), arrivals)?;
     let grid = (
         rows_grid(n)?,
         u32_of(
@@ -344,6 +352,7 @@ pub fn attention(
             q_stride,
             out.as_device_ptr(),
             workspace.as_device_ptr(),
+            counters.as_device_ptr(),
             rows.seq.as_device_ptr(),
             rows.pos.as_device_ptr(),
             cache.k[layer].as_device_ptr(),
@@ -356,22 +365,7 @@ pub fn attention(
             scale
         ))
     }
-    .cuda("cuLaunchKernel(engine_attention)")?;
-    if splits > 1 {
-        // SAFETY: engine_attention wrote every split of every (row, head)
-        // just before on this stream.
-        unsafe {
-            launch!(module.engine_attention_combine<<<(grid.0, q_heads), ATTN_COMBINE_THREADS, 0, stream>>>(
-                workspace.as_device_ptr(),
-                out.as_device_ptr(),
-                q_heads,
-                head_dim,
-                splits as u32
-            ))
-        }
-        .cuda("cuLaunchKernel(engine_attention_combine)")?;
-    }
-    Ok(())
+    .cuda("cuLaunchKernel(engine_attention)")
 }
 
 /// `out = silu(gate) ⊙ up` for `rows` rows of `cols` values, gate and up

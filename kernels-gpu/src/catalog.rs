@@ -56,13 +56,12 @@ pub const DECOMPRESS: &str = "zipserv_decompress";
 pub const X_PITCH: &str = "zipserv_x_pitch";
 
 /// The inference engine's kernels (`engine/`), in both images.
-pub const ENGINE: [&str; 9] = [
+pub const ENGINE: [&str; 8] = [
     "engine_embed",
     "engine_embed_compressed",
     "engine_add_rmsnorm",
     "engine_rope_kv",
     "engine_attention",
-    "engine_attention_combine",
     "engine_swiglu",
     "engine_select",
     "engine_advance",
@@ -88,7 +87,6 @@ pub const SM80: PtxImage = PtxImage {
         ENGINE[5],
         ENGINE[6],
         ENGINE[7],
-        ENGINE[8],
     ],
 };
 
@@ -118,7 +116,6 @@ pub const SM90A: PtxImage = PtxImage {
         ENGINE[5],
         ENGINE[6],
         ENGINE[7],
-        ENGINE[8],
     ],
 };
 

@@ -536,6 +536,21 @@ pub unsafe fn atom_add_acq_rel_u32(p: *mut u32, v: u32) -> u32 {
     r
 }
 
+/// One f32 from L2, skipping L1 (`ld.global.cg.f32`): reads data other
+/// multiprocessors wrote during this kernel, which L1 may hold stale.
+///
+/// # Safety
+/// `p` is a 4-byte aligned readable global address.
+#[inline(always)]
+pub unsafe fn ld_cg_f32(p: *const f32) -> f32 {
+    let r: f32;
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("ld.global.cg.f32 {r}, [{p}];", r = out(reg32) r, p = in(reg64) p, options(readonly, nostack, preserves_flags))
+    }
+    r
+}
+
 /// Four f32 from L2, skipping L1 (`ld.global.cg.v4.f32`): reads data other
 /// multiprocessors wrote during this kernel, which L1 may hold stale.
 ///

@@ -289,10 +289,27 @@ fn rope_and_attention_check(gpu: &Gpu, c: &ModelConfig) {
         kernels::rope_kv(gpu, &c, &rows, &qkv, &g_table, &mut cache, 0).unwrap();
         let (_, splits) = kernels::attention_plan(&c, n, capacity).unwrap();
         println!("{what}: {n} rows, {splits} splits, stacked Q/K/V {stacked}");
-        let words = kernels::attention_workspace(&c, n, capacity).unwrap();
+        let (words, arrivals) = kernels::attention_scratch(&c, n, capacity).unwrap();
         let mut workspace = up(&vec![f32::NAN; words.max(1)]);
+        let mut counters = up(&vec![0u32; arrivals.max(1)]);
         let mut out = poisoned(n * c.q_dim());
-        kernels::attention(gpu, &c, &rows, &qkv, &mut out, &mut workspace, &cache, 0).unwrap();
+        kernels::attention(
+            gpu,
+            &c,
+            &rows,
+            &qkv,
+            &mut out,
+            &mut workspace,
+            &mut counters,
+            &cache,
+            0,
+        )
+        .unwrap();
+        // The counters are left zero for the next launch.
+        assert!(
+            down(gpu, &counters).iter().all(|&c| c == 0),
+            "seed {seed}, {what}: arrival counters not reset"
+        );
         let got_q = part_of(&down(gpu, &g_qkv), layouts[0], n, c.q_dim());
         let got = down(gpu, &out);
         let turn = |x: &[bf16], pos: usize| -> Vec<u16> {

@@ -25,8 +25,10 @@
 //!
 //! At decode the rows are few (one per sequence), so the positions are
 //! split ([`attention_splits`], flash-decoding style) to fill the card:
-//! each split writes its unnormalised partial state to a workspace and
-//! `engine_attention_combine` merges the splits. The split count follows
+//! each split writes its unnormalised partial state to a workspace, and the
+//! last block of a (row, heads) to finish, told by an arrival counter,
+//! merges the splits and writes the output (one launch; a separate combine
+//! kernel cost a graph node and a launch per layer, commits bfde437–d443b02). The split count follows
 //! the cache capacity, not the current position, so one CUDA graph serves
 //! every step; splits past the position write an empty state.
 //!
@@ -93,10 +95,6 @@ pub const ATTN_TARGET_BLOCKS: usize = 132 * ATTN_MIN_BLOCKS_PER_SM as usize;
 pub const ATTN_MIN_SPLIT_KEYS: usize = 32;
 /// Most splits of one row (bounds the workspace).
 pub const ATTN_MAX_SPLITS: usize = 64;
-/// Threads per block of `engine_attention_combine` (one per dimension,
-/// looping past 128).
-pub const ATTN_COMBINE_THREADS: u32 = 128;
-
 /// How a block lays out the query heads it serves (see the module docs).
 /// Kernel and host both derive it from the head dimension and group size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,7 +168,8 @@ pub const fn split_keys(capacity: u32, splits: u32) -> u32 {
 
 /// f32 words of split workspace a launch needs: per (row, query head,
 /// split) its maximum and sum, then its weighted values. None without
-/// splits.
+/// splits. Beside it the launch needs one arrival counter (u32, zero) per
+/// block of a split: [`attention_counters`].
 pub const fn attention_workspace_words(
     rows: usize,
     q_heads: usize,
@@ -229,6 +228,22 @@ impl OnlineSoftmax {
     }
 }
 
+/// Arrival counters a split launch of `rows` rows needs: one per (row, KV
+/// head, head chunk), zero before the first launch; the kernel leaves them
+/// zero.
+pub const fn attention_counters(
+    rows: usize,
+    kv_heads: usize,
+    head_chunks: usize,
+    splits: usize,
+) -> usize {
+    if splits <= 1 {
+        0
+    } else {
+        rows * kv_heads * head_chunks
+    }
+}
+
 /// The KV head query head `head` reads: query heads are grouped, `group =
 /// q_heads / kv_heads` consecutive ones per KV head (as the reference's
 /// `repeat_kv` lays them out).
@@ -244,9 +259,9 @@ mod gpu {
     use crate::engine::rope::cache_offset;
     use crate::launch::nonzero;
     use crate::ptx::{
-        block_idx, cp_async_16, cp_async_commit, cp_async_wait, ld_shared_u16, ld_shared_u32,
-        ld_shared_v2, ld_shared_v4, shared_memory, shfl_idx, st_shared_u32, sync_threads,
-        thread_idx, trap,
+        atom_add_acq_rel_u32, block_idx, cp_async_16, cp_async_commit, cp_async_wait, ld_cg_f32,
+        ld_shared_u16, ld_shared_u32, ld_shared_v2, ld_shared_v4, shared_memory, shfl_idx,
+        st_shared_u32, sync_threads, thread_idx, trap,
     };
 
     /// `dims` (1, 2, 4 or 8) consecutive BF16 values at shared address
@@ -304,10 +319,11 @@ mod gpu {
     /// h * head_dim`), `out` rows × q_heads × head_dim; `row_seq`, `row_pos`
     /// `rows` u32; the caches sequences × kv_heads × capacity × head_dim
     /// BF16, filled up to each row's position; `workspace` the words
-    /// [`attention_workspace_words`] gives for `splits`. kv_heads divides
-    /// q_heads; grid y is kv_heads × [`AttnShape::head_chunks`]. Block
-    /// [`ATTN_THREADS`]. A position or sequence out of range, or a shape
-    /// [`AttnShape::new`] refuses, traps.
+    /// [`attention_workspace_words`] gives for `splits`, `counters` the
+    /// zeroed [`attention_counters`]. kv_heads divides q_heads; grid y is
+    /// kv_heads × [`AttnShape::head_chunks`]. Block [`ATTN_THREADS`]. A
+    /// position or sequence out of range, or a shape [`AttnShape::new`]
+    /// refuses, traps.
     #[unsafe(no_mangle)]
     #[allow(clippy::too_many_arguments)]
     pub unsafe extern "ptx-kernel" fn engine_attention(
@@ -315,6 +331,7 @@ mod gpu {
         q_stride: u32,
         out: *mut u16,
         workspace: *mut f32,
+        counters: *mut u32,
         row_seq: *const u32,
         row_pos: *const u32,
         cache_k: *const u16,
@@ -525,47 +542,53 @@ mod gpu {
                 }
                 x += ATTN_THREADS;
             }
-        }
-    }
-
-    /// Merges the splits [`engine_attention`] left in `workspace` into
-    /// `out` (grid: rows, q_heads; block [`ATTN_COMBINE_THREADS`]).
-    ///
-    /// # Safety
-    /// `workspace` as `engine_attention` wrote it for `splits` > 1; `out`
-    /// holds rows × q_heads × head_dim BF16.
-    #[unsafe(no_mangle)]
-    pub unsafe extern "ptx-kernel" fn engine_attention_combine(
-        workspace: *const f32,
-        out: *mut u16,
-        q_heads: u32,
-        head_dim: u32,
-        splits: u32,
-    ) {
-        let (r, head, _) = block_idx();
-        let (d, n) = (head_dim as usize, splits as usize);
-        let row_head = r as usize * q_heads as usize + head as usize;
-        // SAFETY: inside this (row, head)'s workspace and output row.
-        unsafe {
-            let ws = workspace.add(row_head * n * (d + 2));
-            let mut max = f32::NEG_INFINITY;
-            let mut s = 0;
-            while s < n {
-                max = max.max(*ws.add(2 * s));
-                s += 1;
+            if splits == 1 {
+                return;
             }
-            let mut e = thread_idx() as usize;
-            while e < d {
-                let (mut sum, mut value) = (0.0f32, 0.0f32);
-                let mut s = 0;
-                while s < n {
-                    let weight = OnlineSoftmax::merge_weight(*ws.add(2 * s), max);
-                    sum += weight * *ws.add(2 * s + 1);
-                    value += weight * *ws.add(2 * n + s * d + e);
-                    s += 1;
+            // The last of the splits of this (row, heads) to arrive merges
+            // them. The barrier orders every thread's partial writes before
+            // thread 0's release; its acquire (in the last block) sees the
+            // other blocks' writes, and the barrier after passes that on.
+            sync_threads();
+            if thread_idx() == 0 {
+                let counter =
+                    counters.add(r as usize * crate::ptx::grid_dim_y() as usize + y as usize);
+                let last = atom_add_acq_rel_u32(counter, 1) == splits - 1;
+                if last {
+                    *counter = 0; // ready for the next launch
                 }
-                *out.add(row_head * d + e) = f32_to_bf16(value / sum);
-                e += ATTN_COMBINE_THREADS as usize;
+                st_shared_u32(s_state, u32::from(last));
+            }
+            sync_threads();
+            if ld_shared_u32(s_state) == 0 {
+                return;
+            }
+            let n = splits as usize;
+            let mut x = thread_idx();
+            while x < slots * head_dim {
+                let (slot, dim) = (x / dim_nz, x % dim_nz);
+                let in_group = chunk * slots + slot;
+                if in_group < group {
+                    let row_head =
+                        r as usize * q_heads as usize + (kvh * group + in_group) as usize;
+                    let ws = workspace.add(row_head * n * (d + 2));
+                    let mut max = f32::NEG_INFINITY;
+                    let mut s = 0;
+                    while s < n {
+                        max = max.max(ld_cg_f32(ws.add(2 * s)));
+                        s += 1;
+                    }
+                    let (mut sum, mut value) = (0.0f32, 0.0f32);
+                    let mut s = 0;
+                    while s < n {
+                        let weight = OnlineSoftmax::merge_weight(ld_cg_f32(ws.add(2 * s)), max);
+                        sum += weight * ld_cg_f32(ws.add(2 * s + 1));
+                        value += weight * ld_cg_f32(ws.add(2 * n + s * d + dim as usize));
+                        s += 1;
+                    }
+                    *out.add(row_head * d + dim as usize) = f32_to_bf16(value / sum);
+                }
+                x += ATTN_THREADS;
             }
         }
     }

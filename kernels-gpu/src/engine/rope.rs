@@ -50,7 +50,7 @@ mod gpu {
     use super::*;
     use crate::engine::ROW_THREADS;
     use crate::launch::nonzero;
-    use crate::ptx::{block_idx, thread_idx, trap};
+    use crate::ptx::{block_idx, grid_dim_y, thread_idx, trap};
 
     /// For token row `r` (of sequence `row_seq[r]` at position
     /// `row_pos[r]`): rotates its Q heads in place, and writes its rotated K
@@ -63,8 +63,9 @@ mod gpu {
     /// `k`, `v` rows × `kv_stride`, the strides at least q_heads × head_dim
     /// and kv_heads × head_dim; `row_seq`, `row_pos` `rows` u32; `table` capacity ×
     /// head_dim f32; the caches sequences × kv_heads × capacity × head_dim
-    /// BF16; head_dim even. Grid `rows`, block [`ROW_THREADS`]. A position or sequence out
-    /// of range traps.
+    /// BF16; head_dim even. Grid (`rows`, any number of blocks sharing a
+    /// row's work: [`super::super::ROPE_ROW_BLOCKS`]), block
+    /// [`ROW_THREADS`]. A position or sequence out of range traps.
     #[unsafe(no_mangle)]
     #[allow(clippy::too_many_arguments)]
     pub unsafe extern "ptx-kernel" fn engine_rope_kv(
@@ -84,7 +85,14 @@ mod gpu {
         capacity: u32,
         sequences: u32,
     ) {
-        let r = block_idx().0 as usize;
+        let (r, part, _) = block_idx();
+        let r = r as usize;
+        // This block's share of the row: every `parts`-th stretch of
+        // ROW_THREADS elements of each loop below.
+        let (first, stride) = (
+            part * ROW_THREADS + thread_idx(),
+            grid_dim_y() * ROW_THREADS,
+        );
         let d = head_dim as usize;
         let half = d / 2;
         let half_nz = nonzero(half as u32);
@@ -104,29 +112,29 @@ mod gpu {
                 *dst.add(half) = hi;
             };
             let g_q = q.add(r * q_stride as usize);
-            let mut j = thread_idx();
+            let mut j = first;
             while j < q_heads * half as u32 {
                 let (head, i) = ((j / half_nz) as usize, (j % half_nz) as usize);
                 let x = g_q.add(head * d + i);
                 turn(x, x, i);
-                j += ROW_THREADS;
+                j += stride;
             }
             let kv = kv_heads as usize;
             let cap = capacity as usize;
             let kv_row = r * kv_stride as usize;
             let (g_k, g_v) = (k.add(kv_row), v.add(kv_row));
-            let mut j = thread_idx();
+            let mut j = first;
             while j < kv_heads * half as u32 {
                 let (head, i) = ((j / half_nz) as usize, (j % half_nz) as usize);
                 let dst = cache_k.add(cache_offset(seq, head, pos, kv, cap, d) + i);
                 turn(g_k.add(head * d + i) as *mut u16, dst, i);
-                j += ROW_THREADS;
+                j += stride;
             }
-            let mut j = thread_idx();
+            let mut j = first;
             while j < kv_heads * head_dim {
                 let (head, e) = ((j / d_nz) as usize, (j % d_nz) as usize);
                 *cache_v.add(cache_offset(seq, head, pos, kv, cap, d) + e) = *g_v.add(head * d + e);
-                j += ROW_THREADS;
+                j += stride;
             }
         }
     }
