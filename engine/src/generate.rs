@@ -137,6 +137,17 @@ struct Buffers {
     bytes: u64,
 }
 
+/// Rows of a run's longest launch: its largest prefill chunk, or the decode
+/// batch.
+fn launch_rows(chunks: &[crate::batch::PrefillChunk], batch: usize) -> usize {
+    chunks
+        .iter()
+        .map(|c| c.rows.len())
+        .max()
+        .unwrap_or(0)
+        .max(batch)
+}
+
 /// Element counts of a run's activation and logit buffers, for the
 /// allocation and for [`Generator::max_batch`] alike.
 struct BufferSizes {
@@ -257,12 +268,7 @@ impl<'gpu> Generator<'gpu> {
             None => longest + steps,
         };
         let chunks = layout.chunks(PREFILL_CHUNK_ROWS);
-        let rows = chunks
-            .iter()
-            .map(|c| c.rows.len())
-            .max()
-            .unwrap_or(0)
-            .max(batch);
+        let rows = launch_rows(&chunks, batch);
 
         let t0 = Instant::now();
         let mut b = self.buffers(&layout, &chunks, prompts, capacity, rows, steps)?;
@@ -472,7 +478,7 @@ impl<'gpu> Generator<'gpu> {
             let layout = crate::batch::PrefillLayout::new(&vec![prompt_len; batch]).ok()?;
             let chunks = layout.chunks(PREFILL_CHUNK_ROWS);
             let chunk_rows: Vec<usize> = chunks.iter().map(|c| c.rows.len()).collect();
-            let rows = chunk_rows.iter().copied().max()?.max(batch);
+            let rows = launch_rows(&chunks, batch);
             let sizes = BufferSizes::new(c, batch, rows, &chunk_rows, context).ok()?;
             KvCache::layer_elements(c, batch, context).filter(|&e| u32::try_from(e).is_ok())?;
             Some(sizes.bytes(batch, prompt_len * batch, steps) + KvCache::bytes(c, batch, context)?)
