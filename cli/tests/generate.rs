@@ -100,6 +100,40 @@ fn bad_arguments_are_refused_with_a_reason() {
         (
             &[
                 "--random-weights",
+                &cfg,
+                "--prompt-ids",
+                "1,2,3",
+                "--max-new-tokens",
+                "4",
+                "--context",
+                "6",
+            ],
+            "--context 6 is shorter than the longest prompt (3 tokens)",
+        ),
+        (
+            &[
+                "--random-weights",
+                &cfg,
+                "--prompt-ids",
+                "1",
+                "--batch",
+                "max,x",
+            ],
+            "not a batch size (1 or more, or `max`)",
+        ),
+        (
+            &[
+                "--model",
+                "/nonexistent/model",
+                "--repeat-layers",
+                "--prompt",
+                "hi",
+            ],
+            "--random-weights",
+        ),
+        (
+            &[
+                "--random-weights",
                 "/nonexistent/config.json",
                 "--prompt-ids",
                 "1",

@@ -42,7 +42,7 @@ pub struct GenerateArgs {
     /// With --random-weights: draw block 0 only and make every other block
     /// a copy of it (own GPU buffers, same values), for 70B-class shapes
     /// whose drawing would take many CPU minutes.
-    #[arg(long, requires = "random_weights")]
+    #[arg(long)]
     repeat_layers: bool,
     /// A prompt; repeat for several sequences.
     #[arg(long, conflicts_with_all = ["prompt_ids", "random_prompt"])]
@@ -137,6 +137,12 @@ fn random_ids(len: usize, vocab: usize, seed: u64) -> Vec<u32> {
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
     let sampling = Sampling::new(args.temperature, args.top_p, args.seed).map_err(engine)?;
+    // (clap's `requires` did not fire beside --model's conflict rule.)
+    if args.repeat_layers && args.random_weights.is_none() {
+        return Err(CliError::Usage(
+            "--repeat-layers copies block 0 of --random-weights; it needs --random-weights".into(),
+        ));
+    }
     let source = match (&args.model, &args.random_weights) {
         (Some(dir), _) => Source::open(dir),
         (None, Some(config)) => Source::random(config, args.weights_seed, args.repeat_layers),
@@ -186,6 +192,17 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         None => WeightForm::Bf16,
     };
 
+    // Checked here too (the engine refuses it as well), so a bad --context
+    // costs no GPU start and no model load.
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    if let Some(c) = args.context
+        && c < longest + args.max_new_tokens
+    {
+        return Err(CliError::Usage(format!(
+            "--context {c} is shorter than the longest prompt ({longest} tokens) plus --max-new-tokens {}",
+            args.max_new_tokens
+        )));
+    }
     let gpu = Gpu::new(args.device)?;
     let t0 = std::time::Instant::now();
     let mut loaded = 0usize;
