@@ -8,21 +8,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 ptxas=$(scripts/fetch-ptxas.sh)
-nvdisasm="$root/target/nvdisasm/nvdisasm"
-if [[ ! -x $nvdisasm ]]; then
-    work="$root/target/nvdisasm-fetch"
-    rm -rf "$work"; mkdir -p "$work" "$(dirname "$nvdisasm")"
-    python3 -m pip download -q --no-deps --only-binary=:all: \
-        --platform manylinux2014_x86_64 -d "$work" "nvidia-cuda-nvdisasm==13.5.37" >&2
-    python3 - "$work" "$nvdisasm" <<'PY'
-import glob, sys, zipfile
-work, dest = sys.argv[1], sys.argv[2]
-with zipfile.ZipFile(glob.glob(f"{work}/*.whl")[0]) as z:
-    name = next(n for n in z.namelist() if n.endswith("/bin/nvdisasm"))
-    open(dest, "wb").write(z.read(name))
-PY
-    chmod +x "$nvdisasm"; rm -rf "$work"
-fi
+nvdisasm=$(scripts/fetch-nvidia-tool.sh nvdisasm nvidia-cuda-nvdisasm==13.5.37)
 ptx=$(ls -t target/release/build/zipserv-gpu-*/out/sm_90a/kernels.ptx 2>/dev/null | head -n1)
 [[ -n $ptx ]] || { echo "no sm_90a PTX: run cargo build --release first" >&2; exit 2; }
 out="$root/target/sass"
