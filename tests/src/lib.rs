@@ -37,6 +37,16 @@ pub fn gpu_or_skip(test: &str) -> Option<Gpu> {
     }
 }
 
+/// `data` copied to a new device buffer, and the copy finished: cust's
+/// `DeviceBuffer::from_slice` copies on the legacy stream from pageable
+/// memory and may return before the DMA lands, while the kernels run on the
+/// GPU's non-blocking stream, which does not wait for the legacy one.
+pub fn upload<T: cust::memory::DeviceCopy>(data: &[T]) -> cust::memory::DeviceBuffer<T> {
+    let b = cust::memory::DeviceBuffer::from_slice(data).unwrap();
+    cust::context::CurrentContext::synchronize().unwrap();
+    b
+}
+
 pub mod data;
 
 /// Loads cuBLAS for `gpu`, or reports why cuBLAS tests are skipped.

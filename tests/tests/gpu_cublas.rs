@@ -48,9 +48,9 @@ fn relative_error<Y: BlasOutput + Copy>(
 ) -> f64 {
     let w = random_bf16(rng, m * k);
     let x = random_bf16(rng, n * k);
-    let d_w = DeviceBuffer::from_slice(&w).unwrap();
-    let d_x = DeviceBuffer::from_slice(&x).unwrap();
-    let mut d_y = DeviceBuffer::from_slice(&vec![poison; n * m]).unwrap();
+    let d_w = zipserv_tests::upload(&w);
+    let d_x = zipserv_tests::upload(&x);
+    let mut d_y = zipserv_tests::upload(&vec![poison; n * m]);
     // SAFETY: the buffers live until after the synchronize below.
     unsafe { blas.linear(gpu.stream(), &d_w, &d_x, &mut d_y, m, k, n) }.unwrap();
     gpu.synchronize().unwrap();

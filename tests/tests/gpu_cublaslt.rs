@@ -42,8 +42,8 @@ fn cublaslt_linear_matches_cpu_reference_with_every_algorithm() {
         let w = activations(&mut rng, m * k);
         let x = activations(&mut rng, n * k);
         let want = gemm_reference(&w, &x, m, k, n);
-        let d_w = DeviceBuffer::from_slice(&w).unwrap();
-        let d_x = DeviceBuffer::from_slice(&x).unwrap();
+        let d_w = zipserv_tests::upload(&w);
+        let d_x = zipserv_tests::upload(&x);
         let plan = lt.linear_plan(m, k, n).unwrap();
         let algorithms = plan.algorithms(ALGORITHMS).unwrap();
         assert!(
@@ -51,7 +51,7 @@ fn cublaslt_linear_matches_cpu_reference_with_every_algorithm() {
             "no cuBLASLt algorithm for {m}x{k}x{n}"
         );
         for (i, algorithm) in algorithms.iter().enumerate() {
-            let mut d_y = DeviceBuffer::from_slice(&vec![bf16::NAN; n * m]).unwrap();
+            let mut d_y = zipserv_tests::upload(&vec![bf16::NAN; n * m]);
             // SAFETY: the buffers live until after the synchronize below.
             unsafe { plan.linear(gpu.stream(), algorithm, &d_w, &d_x, &mut d_y) }.unwrap();
             gpu.synchronize().unwrap();

@@ -24,15 +24,7 @@ use zipserv_kernels::engine::math::bf16_to_f32;
 use zipserv_kernels::engine::rope::{cache_offset, rotate, table_offset};
 use zipserv_kernels::engine::{rmsnorm, sample, swiglu};
 use zipserv_tests::data::{activations, weight_like};
-use zipserv_tests::gpu_or_skip;
-
-/// Uploads, and waits for the upload: it runs on the legacy stream, which
-/// the kernels' non-blocking stream does not wait for.
-fn up<T: cust::memory::DeviceCopy>(v: &[T]) -> DeviceBuffer<T> {
-    let b = DeviceBuffer::from_slice(v).unwrap();
-    cust::context::CurrentContext::synchronize().unwrap();
-    b
-}
+use zipserv_tests::{gpu_or_skip, upload};
 
 fn down<T: cust::memory::DeviceCopy + Default + Clone>(gpu: &Gpu, b: &DeviceBuffer<T>) -> Vec<T> {
     gpu.synchronize().unwrap();
@@ -73,7 +65,7 @@ fn part_of(all: &[bf16], l: PartLayout, n: usize, width: usize) -> Vec<bf16> {
 
 /// NaN-poisoned BF16 buffer: an element a kernel fails to write cannot match.
 fn poisoned(n: usize) -> DeviceBuffer<bf16> {
-    up(&vec![bf16::from_bits(0x7FC1); n])
+    upload(&vec![bf16::from_bits(0x7FC1); n])
 }
 
 #[test]
@@ -90,7 +82,7 @@ fn embedding_rows_from_bf16_and_compressed_tables() {
             .collect();
         let m = CompressedMatrix::encode(&table, vocab, hidden).unwrap();
         let forms = [
-            LinearWeights::Bf16(up(&table)),
+            LinearWeights::Bf16(upload(&table)),
             LinearWeights::Compressed(DeviceWeights::upload(&gpu, &m).unwrap()),
         ];
         for weights in forms {
@@ -101,7 +93,7 @@ fn embedding_rows_from_bf16_and_compressed_tables() {
                 weights,
             };
             let mut out = poisoned(ids.len() * hidden);
-            kernels::embed(&gpu, &lin, &up(&ids), ids.len(), &mut out).unwrap();
+            kernels::embed(&gpu, &lin, &upload(&ids), ids.len(), &mut out).unwrap();
             let got = down(&gpu, &out);
             for (r, &id) in ids.iter().enumerate() {
                 let want = &table[id as usize * hidden..][..hidden];
@@ -129,13 +121,13 @@ fn residual_add_rmsnorm_and_swiglu_match_the_cpu() {
         let h = activations(&mut rng, rows * cols);
         let delta = activations(&mut rng, rows * cols);
         let w = weight_like(&mut rng, cols, 2.0);
-        let mut g_h = up(&h);
+        let mut g_h = upload(&h);
         let mut out = poisoned(rows * cols);
         kernels::add_rmsnorm(
             &gpu,
             &mut g_h,
-            Some(&up(&delta)),
-            &up(&w),
+            Some(&upload(&delta)),
+            &upload(&w),
             &mut out,
             rows,
             cols,
@@ -182,7 +174,7 @@ fn residual_add_rmsnorm_and_swiglu_match_the_cpu() {
         .collect();
     for stacked in [true, false] {
         let (all, layouts) = lay_out(&[&gate, &upv], &[cols, cols], rows, stacked);
-        let g_all = up(&all);
+        let g_all = upload(&all);
         let parts = Parts {
             buffer: &g_all,
             layouts: &layouts,
@@ -262,7 +254,7 @@ fn rope_and_attention_check(gpu: &Gpu, c: &ModelConfig) {
     let lengths = [5usize, 1, 140];
     let capacity = 160;
     let table = rope::table(&rope::inverse_frequencies(&c), capacity);
-    let g_table = up(&table);
+    let g_table = upload(&table);
     let mut cache = KvCache::new(&c, lengths.len(), capacity).unwrap();
     let layout = zipserv_engine::batch::PrefillLayout::new(&lengths).unwrap();
     // CPU copies of the cache, [seq][kv head][pos] → head vector.
@@ -273,7 +265,7 @@ fn rope_and_attention_check(gpu: &Gpu, c: &ModelConfig) {
         let q = activations(&mut rng, n * c.q_dim());
         let k = activations(&mut rng, n * c.kv_dim());
         let v = activations(&mut rng, n * c.kv_dim());
-        let (g_seq, g_pos) = (up(&row_seq), up(&row_pos));
+        let (g_seq, g_pos) = (upload(&row_seq), upload(&row_pos));
         let rows = Rows {
             count: n,
             seq: &g_seq,
@@ -281,7 +273,7 @@ fn rope_and_attention_check(gpu: &Gpu, c: &ModelConfig) {
         };
         let widths = [c.q_dim(), c.kv_dim(), c.kv_dim()];
         let (all, layouts) = lay_out(&[&q, &k, &v], &widths, n, stacked);
-        let g_qkv = up(&all);
+        let g_qkv = upload(&all);
         let qkv = Parts {
             buffer: &g_qkv,
             layouts: &layouts,
@@ -290,8 +282,8 @@ fn rope_and_attention_check(gpu: &Gpu, c: &ModelConfig) {
         let (_, splits) = kernels::attention_plan(&c, n, capacity).unwrap();
         println!("{what}: {n} rows, {splits} splits, stacked Q/K/V {stacked}");
         let (words, arrivals) = kernels::attention_scratch(&c, n, capacity).unwrap();
-        let mut workspace = up(&vec![f32::NAN; words.max(1)]);
-        let mut counters = up(&vec![0u32; arrivals.max(1)]);
+        let mut workspace = upload(&vec![f32::NAN; words.max(1)]);
+        let mut counters = upload(&vec![0u32; arrivals.max(1)]);
         let mut out = poisoned(n * c.q_dim());
         kernels::attention(
             gpu,
@@ -412,13 +404,13 @@ fn token_selection_matches_the_cpu() {
         .map(|_| rng.next_f32_signed() * 6.0)
         .collect();
     logits[2 * vocab + 17] = 50.0; // a sure token
-    let g_logits = up(&logits);
-    let probs = up(&vec![0f32; batch * vocab]);
+    let g_logits = upload(&logits);
+    let probs = upload(&vec![0f32; batch * vocab]);
     let mut counter = vec![0u32; 1];
     counter[0] = step;
-    let g_counter = up(&counter);
-    let tokens = up(&vec![u32::MAX; batch]);
-    let history = up(&vec![u32::MAX; 10 * batch]);
+    let g_counter = upload(&counter);
+    let tokens = upload(&vec![u32::MAX; batch]);
+    let history = upload(&vec![u32::MAX; 10 * batch]);
     let state = StepState {
         counter: &g_counter,
         tokens: &tokens,

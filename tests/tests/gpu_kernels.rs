@@ -1,7 +1,7 @@
 //! The compressed-matrix kernels on a real GPU: decompression bit-exact,
 //! ZipGEMM against an f64 reference. Skipped (with a message) without a GPU.
 
-use cust::memory::{CopyDestination, DeviceBuffer};
+use cust::memory::CopyDestination;
 use half::bf16;
 use zipserv_format::CompressedMatrix;
 use zipserv_format::rng::{SplitMix64, fresh_seed};
@@ -15,7 +15,7 @@ fn decompress_on_gpu(gpu: &Gpu, weights: &[bf16], rows: usize, cols: usize) -> V
     let matrix = CompressedMatrix::encode(weights, rows, cols).unwrap();
     let w = DeviceWeights::upload(gpu, &matrix).unwrap();
     // NaN poison: an element the kernel fails to write cannot match.
-    let mut out = DeviceBuffer::from_slice(&vec![bf16::from_bits(0x7FC1); rows * cols]).unwrap();
+    let mut out = zipserv_tests::upload(&vec![bf16::from_bits(0x7FC1); rows * cols]);
     decompress(gpu, gpu.stream(), &w, &mut out).unwrap();
     gpu.synchronize().unwrap();
     let mut host = vec![bf16::ZERO; rows * cols];
@@ -80,11 +80,11 @@ fn check_gemm(
     let want = gemm_reference(&w_host, &x_host, m, k, n);
     let matrix = CompressedMatrix::encode(&w_host, m, k).unwrap();
     let w = DeviceWeights::upload(gpu, &matrix).unwrap();
-    let x = DeviceBuffer::from_slice(&x_host).unwrap();
+    let x = zipserv_tests::upload(&x_host);
     let mut workspace = GemmWorkspace::default();
     let case = format!("seed {seed}, M={m} K={k} N={n} split_k={split_k:?}");
 
-    let mut y = DeviceBuffer::from_slice(&vec![bf16::from_bits(0x7FC1); n * m]).unwrap();
+    let mut y = zipserv_tests::upload(&vec![bf16::from_bits(0x7FC1); n * m]);
     zipgemm(
         gpu,
         gpu.stream(),
@@ -103,7 +103,7 @@ fn check_gemm(
     let err = relative_error(&got, &want).unwrap_or_else(|e| panic!("{case}, bf16 out: {e}"));
     assert!(err <= 1e-2, "{case}, bf16 out: relative error {err:.3e}");
 
-    let mut y32 = DeviceBuffer::from_slice(&vec![f32::NAN; n * m]).unwrap();
+    let mut y32 = zipserv_tests::upload(&vec![f32::NAN; n * m]);
     zipgemm(
         gpu,
         gpu.stream(),

@@ -3,7 +3,7 @@
 //! stand-in for cudarc's or PyTorch's), against the checked path and an
 //! f64 reference. Skipped (with a message) without a GPU.
 
-use cust::memory::{CopyDestination, DeviceBuffer};
+use cust::memory::CopyDestination;
 use cust::stream::{Stream, StreamFlags};
 use half::bf16;
 use zipserv_format::CompressedMatrix;
@@ -26,9 +26,9 @@ fn raw_entry_points_match_the_checked_path() {
         let x = activations(&mut rng, n * k);
         let weights =
             DeviceWeights::upload(&gpu, &CompressedMatrix::encode(&w, m, k).unwrap()).unwrap();
-        let d_x = DeviceBuffer::from_slice(&x).unwrap();
-        let mut checked = DeviceBuffer::from_slice(&vec![f32::NAN; n * m]).unwrap();
-        let raw = DeviceBuffer::from_slice(&vec![f32::NAN; n * m]).unwrap();
+        let d_x = zipserv_tests::upload(&x);
+        let mut checked = zipserv_tests::upload(&vec![f32::NAN; n * m]);
+        let raw = zipserv_tests::upload(&vec![f32::NAN; n * m]);
         let mut gemm = ZipGemm::new(&gpu);
         gemm.run(
             gpu.stream(),
@@ -68,7 +68,7 @@ fn raw_entry_points_match_the_checked_path() {
         assert!(err < 1e-5, "seed {seed}, {m}x{k}x{n}: relative error {err}");
 
         // Decompression on the default (null) stream.
-        let out = DeviceBuffer::from_slice(&vec![bf16::from_bits(0x7FC1); m * k]).unwrap();
+        let out = zipserv_tests::upload(&vec![bf16::from_bits(0x7FC1); m * k]);
         // SAFETY: `out` holds m × k elements in the primary context; the
         // context is synchronized before it is read.
         unsafe {

@@ -49,9 +49,9 @@ fn demo_wgmma_matches_cpu_reference() {
     let mut rng = SplitMix64::new(seed);
     let a = activations(&mut rng, 64 * 64);
     let b = activations(&mut rng, 64 * 64);
-    let d_a = DeviceBuffer::from_slice(&a).unwrap();
-    let d_b = DeviceBuffer::from_slice(&b).unwrap();
-    let d_d = DeviceBuffer::from_slice(&[f32::NAN; 64 * 64]).unwrap();
+    let d_a = zipserv_tests::upload(&a);
+    let d_b = zipserv_tests::upload(&b);
+    let d_d = zipserv_tests::upload(&[f32::NAN; 64 * 64]);
     let function = gpu.module().get_function(DEMO_WGMMA).unwrap();
     let stream = gpu.stream();
     // SAFETY: one block of 128 threads; buffer sizes match the kernel's
@@ -163,7 +163,7 @@ fn run(
     let len = c.n * c.m;
     if bf16_out {
         // NaN poison: an element the kernel fails to write cannot match.
-        let mut y = DeviceBuffer::from_slice(&vec![bf16::from_bits(0x7FC1); len]).unwrap();
+        let mut y = zipserv_tests::upload(&vec![bf16::from_bits(0x7FC1); len]);
         zipgemm_with(
             gpu,
             gpu.stream(),
@@ -180,7 +180,7 @@ fn run(
         y.copy_to(&mut host[..]).unwrap();
         host.iter().map(|v| v.to_f64()).collect()
     } else {
-        let mut y = DeviceBuffer::from_slice(&vec![f32::NAN; len]).unwrap();
+        let mut y = zipserv_tests::upload(&vec![f32::NAN; len]);
         zipgemm_with(
             gpu,
             gpu.stream(),
@@ -235,7 +235,7 @@ fn zipgemm_sm90_matches_f64_reference_and_mma_sync() {
                 m,
                 n,
                 w: &w,
-                x: DeviceBuffer::from_slice(&x_host).unwrap(),
+                x: zipserv_tests::upload(&x_host),
                 want: reference(&w64, &x64, m, k, n),
             };
             let mma = run(&gpu, &c, GemmPath::MmaSync, None, false, &mut ws_mma);
@@ -308,14 +308,14 @@ fn wgmma_path_is_refused_without_the_hopper_image_and_shapes_are_checked() {
     let w_host = weight_like(&mut rng, m * k, 0.05);
     let matrix = CompressedMatrix::encode(&w_host, m, k).unwrap();
     let w = DeviceWeights::upload(&gpu, &matrix).unwrap();
-    let x = DeviceBuffer::from_slice(&activations(&mut rng, n * k)).unwrap();
+    let x = zipserv_tests::upload(&activations(&mut rng, n * k));
     let mut ws = GemmWorkspace::default();
     let options = GemmOptions {
         split_k: None,
         path: GemmPath::Wgmma,
     };
     // An output one element short.
-    let mut short = DeviceBuffer::from_slice(&vec![0f32; n * m - 1]).unwrap();
+    let mut short = zipserv_tests::upload(&vec![0f32; n * m - 1]);
     let e = zipgemm_with(
         &gpu,
         gpu.stream(),
@@ -328,7 +328,7 @@ fn wgmma_path_is_refused_without_the_hopper_image_and_shapes_are_checked() {
     )
     .unwrap_err();
     assert!(matches!(e, zipserv_gpu::Error::ShapeMismatch { .. }), "{e}");
-    let mut y = DeviceBuffer::from_slice(&vec![0f32; n * m]).unwrap();
+    let mut y = zipserv_tests::upload(&vec![0f32; n * m]);
     let r = zipgemm_with(
         &gpu,
         gpu.stream(),
