@@ -9,7 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-target/memory}
 layers=${2:-8}
-cargo build --release --locked -p zipserv-cli -p zipserv-tests --example synth_model
+# Two builds: `--example` would restrict the first to examples, leaving a
+# stale (or no) zipserv binary.
+cargo build --release --locked -p zipserv-cli
+cargo build --release --locked -p zipserv-tests --example synth_model
 zipserv=target/release/zipserv
 rm -rf "$dir"
 mkdir -p "$dir"

@@ -96,6 +96,30 @@ fn verify_names_the_first_difference() {
     st::write(&d("b.safetensors"), &changed, None);
     let err = verify_file(&d("b.safetensors"), &d("a.zsv")).unwrap_err();
     assert!(err.to_string().contains(&name), "{err}");
+    // In a compressed matrix (compared band by band), the byte named is the
+    // first that differs, in any band: the high byte of an element far in.
+    let bits: Vec<u16> = zipserv_format::synth::trained_like(48, 300, 5)
+        .unwrap()
+        .iter()
+        .map(|w| w.to_bits())
+        .collect();
+    let matrix = vec![st::Tensor::bf16("w", &[48, 300], &bits)];
+    st::write(&d("m.safetensors"), &matrix, None);
+    let r = compress_file(
+        &d("m.safetensors"),
+        &d("m.zsv"),
+        CompressOptions::default(),
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(r.compressed, 1);
+    let mut changed = matrix;
+    let byte = changed[0].data.len() - 3; // the high byte of the second-to-last element
+    changed[0].data[byte] ^= 0x40;
+    st::write(&d("c.safetensors"), &changed, None);
+    let err = verify_file(&d("c.safetensors"), &d("m.zsv")).unwrap_err();
+    let want = format!("tensor `w` at byte {byte}");
+    assert!(err.to_string().contains(&want), "{err} (want {want})");
 }
 
 fn leftovers(dir: &Path) -> usize {

@@ -37,22 +37,53 @@ impl CompressedMatrix {
         let out: &mut [u16] = bytemuck::cast_slice_mut(out);
         out.par_chunks_mut(TILE_ROWS * cols)
             .enumerate()
-            .for_each(|(rt, band)| {
-                let mut scratch = [0u16; TILE_SCRATCH];
-                let rows_here = band.len() / cols;
-                for ct in 0..self.col_tiles() {
-                    let tile = rt * self.col_tiles() + ct;
-                    self.decode_tile_raw(tile, &mut scratch);
-                    self.patch_exceptions(tile, &mut scratch);
-                    let c0 = ct * TILE_COLS;
-                    let cols_here = TILE_COLS.min(cols - c0);
-                    for row in 0..rows_here {
-                        band[row * cols + c0..][..cols_here]
-                            .copy_from_slice(&scratch[row * TILE_COLS..][..cols_here]);
-                    }
-                }
-            });
+            .for_each(|(rt, band)| self.decode_band(rt, band));
         Ok(())
+    }
+
+    /// The first element (row-major index) where this matrix does not
+    /// decode to `values`, with what it decodes to there; `None` when every
+    /// element matches. Decodes one band of row tiles at a time (per
+    /// thread), so checking a matrix needs no second copy of it.
+    pub fn first_mismatch(&self, values: &[bf16]) -> Result<Option<(usize, bf16)>> {
+        let (rows, cols) = (self.rows(), self.cols());
+        if values.len() != rows * cols {
+            return Err(Error::ShapeMismatch {
+                what: "values to compare",
+                expected: Shape(vec![rows, cols]),
+                got: Shape(vec![values.len()]),
+            });
+        }
+        let want: &[u16] = bytemuck::cast_slice(values);
+        let band_len = TILE_ROWS * cols;
+        let found = want
+            .par_chunks(band_len)
+            .enumerate()
+            .find_map_first(|(rt, want)| {
+                let mut band = vec![0u16; want.len()];
+                self.decode_band(rt, &mut band);
+                let i = want.iter().zip(&band).position(|(a, b)| a != b)?;
+                Some((rt * band_len + i, bf16::from_bits(band[i])))
+            });
+        Ok(found)
+    }
+
+    /// Row tile `rt` into `band` (its rows × cols, row-major).
+    fn decode_band(&self, rt: usize, band: &mut [u16]) {
+        let cols = self.cols();
+        let mut scratch = [0u16; TILE_SCRATCH];
+        let rows_here = band.len() / cols;
+        for ct in 0..self.col_tiles() {
+            let tile = rt * self.col_tiles() + ct;
+            self.decode_tile_raw(tile, &mut scratch);
+            self.patch_exceptions(tile, &mut scratch);
+            let c0 = ct * TILE_COLS;
+            let cols_here = TILE_COLS.min(cols - c0);
+            for row in 0..rows_here {
+                band[row * cols + c0..][..cols_here]
+                    .copy_from_slice(&scratch[row * TILE_COLS..][..cols_here]);
+            }
+        }
     }
 
     /// Fast-path decode of one whole tile (padding included) into row-major
@@ -109,5 +140,37 @@ impl CompressedMatrix {
             let i = row * TILE_COLS + col;
             out[i] = patch_exponent(out[i], exponent);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The banded check finds nothing on the encoded values and the first
+    /// changed element (with the decoded value there) when one differs, in
+    /// any band and column tile, on ragged shapes.
+    #[test]
+    fn first_mismatch_finds_the_first_difference() {
+        let seed = crate::rng::fresh_seed();
+        for &(rows, cols) in &[(1, 1), (17, 130), (64, 300), (33, 128)] {
+            let values = crate::synth::trained_like(rows, cols, seed).unwrap();
+            let m = CompressedMatrix::encode(&values, rows, cols).unwrap();
+            assert_eq!(m.first_mismatch(&values).unwrap(), None, "seed {seed}");
+            for &i in &[0, rows * cols / 2, rows * cols - 1] {
+                let mut other = values.clone();
+                other[i] = bf16::from_bits(other[i].to_bits() ^ 0x0101);
+                if i + 1 < rows * cols {
+                    other[rows * cols - 1] = bf16::from_bits(other[rows * cols - 1].to_bits() ^ 1);
+                }
+                assert_eq!(
+                    m.first_mismatch(&other).unwrap(),
+                    Some((i, values[i])),
+                    "seed {seed}, {rows}x{cols}, element {i}"
+                );
+            }
+        }
+        let m = CompressedMatrix::encode(&[bf16::ONE; 6], 2, 3).unwrap();
+        assert!(m.first_mismatch(&[bf16::ONE; 5]).is_err());
     }
 }

@@ -87,7 +87,7 @@ pub(crate) fn compress_into(
     let mut compressed = 0;
     let tensors = st.tensors().iter().zip(&plan.tensors).zip(&plan.cast);
     for (((t, out), &cast), &base) in tensors.zip(&bases) {
-        let values = Values::new(t.dtype, st.read(t)?, cast);
+        let values = Values::read(st, t, cast)?;
         crc.update(values.bytes());
         let tiles = add_tensor(&mut zsv, &t.name, t.dtype, &t.shape, &values, base)?;
         debug_assert_eq!(values.bytes().len() as u64, out.end - out.begin);
@@ -158,18 +158,17 @@ fn add_tensor<W: Write + std::io::Seek>(
     Ok(false)
 }
 
-/// Decodes `matrix` and compares it bit for bit with what was encoded.
+/// Decodes `matrix` band by band and compares it bit for bit with what was
+/// encoded (no second full-size copy at the peak of compression).
 fn check_round_trip(name: &str, matrix: &CompressedMatrix, values: &[half::bf16]) -> Result<()> {
-    let decoded = matrix.decode();
-    let (a, b): (&[u16], &[u16]) = (bytemuck::cast_slice(values), bytemuck::cast_slice(&decoded));
-    match a.iter().zip(b).position(|(x, y)| x != y) {
+    match matrix.first_mismatch(values)? {
         None => Ok(()),
-        Some(i) => Err(Error::Mismatch(format!(
+        Some((i, got)) => Err(Error::Mismatch(format!(
             "tensor `{}`: element {i} decodes to {:#06x}, not {:#06x}; nothing was written \
              (please report this as a bug)",
             name.escape_debug(),
-            b[i],
-            a[i]
+            got.to_bits(),
+            values[i].to_bits()
         ))),
     }
 }
@@ -187,6 +186,33 @@ pub(crate) fn check_written(path: &Path, plan: &Plan) -> Result<()> {
         )));
     }
     written.check_sections()
+}
+
+/// The first byte where `entry` of `zsv` decompresses to something other
+/// than `want`, if any. A compressed matrix is compared band by band
+/// (`first_mismatch`), not decoded whole beside the original.
+fn first_differing_byte(
+    zsv: &ZsvFile,
+    entry: &crate::container::TensorEntry,
+    want: &Values,
+) -> Result<Option<usize>> {
+    if let (Encoding::Tiles(_), Values::Bf16(w)) = (&entry.encoding, want) {
+        let m = zsv.matrix(entry)?;
+        if w.len() != m.rows() * m.cols() {
+            return Ok(Some(2 * w.len().min(m.rows() * m.cols())));
+        }
+        return Ok(m.first_mismatch(w)?.map(|(i, got)| {
+            // The first differing byte of element i (low byte first).
+            let (a, b) = (w[i].to_bits().to_le_bytes(), got.to_bits().to_le_bytes());
+            2 * i + usize::from(a[0] == b[0])
+        }));
+    }
+    let got = zsv.tensor_data(entry)?;
+    let (a, b) = (want.bytes(), got.bytes());
+    Ok(a.iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .or((a.len() != b.len()).then_some(a.len().min(b.len()))))
 }
 
 /// What [`decompress_file`] wrote.
@@ -297,15 +323,8 @@ pub fn verify_file(original: &Path, compressed: &Path) -> Result<VerifyReport> {
         return Err(differs("the safetensors headers differ".into()));
     }
     for ((t, entry), &cast) in st.tensors().iter().zip(zsv.tensors()).zip(&plan.cast) {
-        let want = Values::new(t.dtype, st.read(t)?, cast);
-        let got = zsv.tensor_data(entry)?;
-        let (a, b) = (want.bytes(), got.bytes());
-        if let Some(i) = a
-            .iter()
-            .zip(b)
-            .position(|(x, y)| x != y)
-            .or((a.len() != b.len()).then_some(a.len().min(b.len())))
-        {
+        let want = Values::read(&st, t, cast)?;
+        if let Some(i) = first_differing_byte(&zsv, entry, &want)? {
             return Err(differs(format!(
                 "tensor `{}` at byte {i}",
                 t.name.escape_debug()

@@ -103,7 +103,7 @@ pub(crate) fn shared_bases(st: &SafetensorsFile, plan: &Plan) -> Result<Vec<Opti
         let mut histograms = Vec::with_capacity(group.len());
         for &i in &group {
             let t = &st.tensors()[i];
-            let Values::Bf16(weights) = Values::new(t.dtype, st.read(t)?, plan.cast[i]) else {
+            let Values::Bf16(weights) = Values::read(st, t, plan.cast[i])? else {
                 continue 'groups;
             };
             histograms.push(exponent_histogram(&weights));

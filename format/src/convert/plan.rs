@@ -99,6 +99,23 @@ pub enum Values {
 }
 
 impl Values {
+    /// Tensor `t` of `st`, cast to BF16 when `cast`. A BF16 tensor is read
+    /// straight into its `Vec<bf16>` (one buffer of its size, not the
+    /// bytes and then a converted copy: at compression that was a second
+    /// copy of the largest tensor at the peak).
+    pub fn read(st: &SafetensorsFile, t: &TensorInfo, cast: bool) -> Result<Self> {
+        if t.dtype == Dtype::BF16 {
+            let n = usize::try_from(t.len() / 2).map_err(|_| {
+                Error::Unsupported(format!("tensor `{}` is too large for this machine", t.name))
+            })?;
+            let mut v = vec![bf16::ZERO; n];
+            // The crate only builds for little-endian targets (lib.rs).
+            st.read_into(t, bytemuck::cast_slice_mut(&mut v))?;
+            return Ok(Self::Bf16(v));
+        }
+        Ok(Self::new(t.dtype, st.read(t)?, cast))
+    }
+
     /// `bytes` of a tensor of `dtype` (little-endian, from the file), cast
     /// to BF16 when `cast`.
     pub fn new(dtype: Dtype, bytes: Vec<u8>, cast: bool) -> Self {

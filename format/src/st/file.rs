@@ -95,6 +95,26 @@ impl SafetensorsFile {
         self.header.data_len()
     }
 
+    /// The bytes of one tensor of this file's header, into `out` (exactly
+    /// the tensor's length), so a caller can read straight into a typed
+    /// buffer without a second copy.
+    pub fn read_into(&self, tensor: &TensorInfo, out: &mut [u8]) -> Result<()> {
+        if out.len() as u64 != tensor.len() {
+            return Err(Error::Unsupported(format!(
+                "tensor `{}`: a {}-byte buffer for {} bytes",
+                tensor.name.escape_debug(),
+                out.len(),
+                tensor.len()
+            )));
+        }
+        let start = PREFIX_LEN + self.header_json.len() as u64 + tensor.begin;
+        self.input.read_at(
+            start,
+            out,
+            &format!("tensor `{}`", tensor.name.escape_debug()),
+        )
+    }
+
     /// The bytes of one tensor of this file's header.
     pub fn read(&self, tensor: &TensorInfo) -> Result<Vec<u8>> {
         let start = PREFIX_LEN + self.header_json.len() as u64 + tensor.begin;
