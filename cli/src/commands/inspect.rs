@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use zipserv_format::codec::exponent_entropy_bits;
+use zipserv_format::codec::{exponent_histogram, histogram_entropy_bits};
 use zipserv_format::container::{Encoding, TensorEntry, ZsvFile};
 use zipserv_format::convert::manifest::{FileKind, Manifest, join};
 
@@ -78,7 +78,15 @@ fn row(zsv: &ZsvFile, entry: &TensorEntry) -> Result<Row> {
         Encoding::Tiles(_) => {
             let matrix = zsv.matrix(entry)?;
             // max(0): a single-exponent matrix gives -0.0, printed "-0.000".
-            let entropy = exponent_entropy_bits(&matrix.decode()).max(0.0);
+            // The exponent histogram band by band: no whole decoded copy.
+            let mut histogram = [0u64; 256];
+            matrix.decode_bands(|rows| {
+                for (h, c) in histogram.iter_mut().zip(exponent_histogram(rows)) {
+                    *h += c;
+                }
+                Ok(())
+            })?;
+            let entropy = histogram_entropy_bits(&histogram).max(0.0);
             let stats = matrix.stats();
             Some((entry.elements(), stats.coverage, entropy))
         }

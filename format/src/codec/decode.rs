@@ -15,6 +15,10 @@ use crate::error::{Error, Result, Shape};
 /// Scratch size for one decoded tile.
 pub(crate) const TILE_SCRATCH: usize = TILE_WEIGHTS;
 
+/// Bands of row tiles [`CompressedMatrix::decode_bands`] decodes at a time:
+/// 1024 rows (8 MB at 4096 columns), enough to keep every core busy.
+pub const DECODE_GROUP_BANDS: usize = 64;
+
 impl CompressedMatrix {
     /// The original BF16 matrix, row-major, bit for bit.
     pub fn decode(&self) -> Vec<bf16> {
@@ -38,6 +42,30 @@ impl CompressedMatrix {
         out.par_chunks_mut(TILE_ROWS * cols)
             .enumerate()
             .for_each(|(rt, band)| self.decode_band(rt, band));
+        Ok(())
+    }
+
+    /// Hands the decoded matrix to `f` in order, [`DECODE_GROUP_BANDS`]
+    /// bands of row tiles at a time (row-major, whole rows; each group
+    /// decoded in parallel), so a writer never needs the whole BF16 matrix
+    /// in memory. Stops at `f`'s first error.
+    pub fn decode_bands(&self, mut f: impl FnMut(&[bf16]) -> Result<()>) -> Result<()> {
+        let (rows, cols) = (self.rows(), self.cols());
+        let band_len = TILE_ROWS * cols;
+        let group_rows = DECODE_GROUP_BANDS * TILE_ROWS;
+        let mut buf = vec![0u16; group_rows.min(rows) * cols];
+        let mut r0 = 0;
+        while r0 < rows {
+            let here = group_rows.min(rows - r0);
+            let group = &mut buf[..here * cols];
+            let first_band = r0 / TILE_ROWS;
+            group
+                .par_chunks_mut(band_len)
+                .enumerate()
+                .for_each(|(i, band)| self.decode_band(first_band + i, band));
+            f(bytemuck::cast_slice(&*group))?;
+            r0 += here;
+        }
         Ok(())
     }
 
@@ -172,5 +200,28 @@ mod tests {
         }
         let m = CompressedMatrix::encode(&[bf16::ONE; 6], 2, 3).unwrap();
         assert!(m.first_mismatch(&[bf16::ONE; 5]).is_err());
+    }
+
+    /// Band by band gives the whole decode, in order, in whole rows.
+    #[test]
+    fn decode_bands_concatenate_to_decode() {
+        let seed = crate::rng::fresh_seed();
+        let rows = DECODE_GROUP_BANDS * TILE_ROWS * 2 + 37; // three groups, ragged
+        for cols in [1, 130] {
+            let values = crate::synth::trained_like(rows, cols, seed).unwrap();
+            let m = CompressedMatrix::encode(&values, rows, cols).unwrap();
+            let mut got = Vec::new();
+            m.decode_bands(|part| {
+                assert_eq!(part.len() % cols, 0);
+                got.extend_from_slice(part);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(got, values, "seed {seed}, {rows}x{cols}");
+        }
+        // An error from the writer stops it.
+        let m = CompressedMatrix::encode(&[bf16::ONE; 6], 2, 3).unwrap();
+        let r = m.decode_bands(|_| Err(Error::Unsupported("stop".into())));
+        assert!(r.is_err());
     }
 }

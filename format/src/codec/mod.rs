@@ -11,8 +11,9 @@ mod matrix;
 mod stack;
 mod stats;
 
+pub use decode::DECODE_GROUP_BANDS;
 pub use encode::{best_window_base, exponent_histogram};
 pub(crate) use matrix::tile_count;
 pub use matrix::{CompressedMatrix, MatrixParts};
 pub use stack::NotStackable;
-pub use stats::{MatrixStats, exponent_entropy_bits};
+pub use stats::{MatrixStats, exponent_entropy_bits, histogram_entropy_bits};

@@ -41,12 +41,20 @@ impl CompressedMatrix {
 /// the bound for any code that keeps sign+mantissa raw and codes exponents
 /// independently, so `16 / (8 + H)` bounds such a format's ratio.
 pub fn exponent_entropy_bits(weights: &[bf16]) -> f64 {
-    let histogram = exponent_histogram(weights);
-    let n = weights.len() as f64;
+    histogram_entropy_bits(&exponent_histogram(weights))
+}
+
+/// Shannon entropy in bits of the distribution a histogram counts (0 for
+/// an empty one).
+pub fn histogram_entropy_bits(histogram: &[u64; 256]) -> f64 {
+    let n: u64 = histogram.iter().sum();
+    if n == 0 {
+        return 0.0;
+    }
     histogram
         .iter()
         .filter(|&&c| c > 0)
-        .map(|&c| c as f64 / n)
+        .map(|&c| c as f64 / n as f64)
         .map(|p| -p * p.log2())
         .sum()
 }

@@ -259,8 +259,14 @@ pub(crate) fn decompress_into(
     put(&mut w, &(json.len() as u64).to_le_bytes())?;
     put(&mut w, json)?;
     for entry in zsv.tensors() {
-        let data = zsv.tensor_data(entry)?;
-        put(&mut w, data.bytes())?;
+        // A compressed matrix is written as it is decoded, a group of row
+        // tiles at a time: no whole BF16 copy beside its compressed form.
+        match &entry.encoding {
+            Encoding::Tiles(_) => zsv
+                .matrix(entry)?
+                .decode_bands(|rows| put(&mut w, bytemuck::cast_slice(rows)))?,
+            Encoding::Raw(_) => put(&mut w, zsv.tensor_data(entry)?.bytes())?,
+        }
         on_tensor(&TensorDone {
             name: &entry.name,
             input_bytes: entry.stored_bytes(),
