@@ -167,18 +167,18 @@ struct BufferSizes {
 }
 
 impl BufferSizes {
-    /// For `rows` rows per launch (the largest prefill chunk, or the
-    /// batch), prefill chunks of `chunk_rows` rows, `batch` sequences.
+    /// For a run of `batch` sequences whose prefill runs as `chunks`: the
+    /// activations are sized for its longest launch ([`launch_rows`]).
     fn new(
         c: &crate::ModelConfig,
         batch: usize,
-        rows: usize,
-        chunk_rows: &[usize],
+        chunks: &[crate::batch::PrefillChunk],
         capacity: usize,
     ) -> Result<Self> {
+        let rows = launch_rows(chunks, batch);
         let (mut attn_split, mut attn_counters) = kernels::attention_scratch(c, batch, capacity)?;
-        for &r in chunk_rows {
-            let (words, counters) = kernels::attention_scratch(c, r, capacity)?;
+        for chunk in chunks {
+            let (words, counters) = kernels::attention_scratch(c, chunk.rows.len(), capacity)?;
             attn_split = attn_split.max(words);
             attn_counters = attn_counters.max(counters);
         }
@@ -268,10 +268,9 @@ impl<'gpu> Generator<'gpu> {
             None => longest + steps,
         };
         let chunks = layout.chunks(PREFILL_CHUNK_ROWS);
-        let rows = launch_rows(&chunks, batch);
 
         let t0 = Instant::now();
-        let mut b = self.buffers(&layout, &chunks, prompts, capacity, rows, steps)?;
+        let mut b = self.buffers(&layout, &chunks, prompts, capacity, steps)?;
         device_sync()?;
         let mut logits = Vec::new();
         let keep = |b: &Buffers, logits: &mut Vec<Vec<f32>>, gpu: &Gpu| -> Result<()> {
@@ -422,13 +421,11 @@ impl<'gpu> Generator<'gpu> {
         chunks: &[crate::batch::PrefillChunk],
         prompts: &[Vec<u32>],
         capacity: usize,
-        rows: usize,
         steps: usize,
     ) -> Result<Buffers> {
         let c = &self.model.config;
         let batch = prompts.len();
-        let chunk_rows: Vec<usize> = chunks.iter().map(|c| c.rows.len()).collect();
-        let n = BufferSizes::new(c, batch, rows, &chunk_rows, capacity)?;
+        let n = BufferSizes::new(c, batch, chunks, capacity)?;
         let rope = crate::rope::table(&crate::rope::inverse_frequencies(c), capacity);
         let ids: Vec<u32> = prompts.iter().flatten().copied().collect();
         let decode_seq: Vec<u32> = (0..batch as u32).collect();
@@ -477,9 +474,7 @@ impl<'gpu> Generator<'gpu> {
         let need = |batch: usize| -> Option<u64> {
             let layout = crate::batch::PrefillLayout::new(&vec![prompt_len; batch]).ok()?;
             let chunks = layout.chunks(PREFILL_CHUNK_ROWS);
-            let chunk_rows: Vec<usize> = chunks.iter().map(|c| c.rows.len()).collect();
-            let rows = launch_rows(&chunks, batch);
-            let sizes = BufferSizes::new(c, batch, rows, &chunk_rows, context).ok()?;
+            let sizes = BufferSizes::new(c, batch, &chunks, context).ok()?;
             KvCache::layer_elements(c, batch, context).filter(|&e| u32::try_from(e).is_ok())?;
             Some(sizes.bytes(batch, prompt_len * batch, steps) + KvCache::bytes(c, batch, context)?)
         };

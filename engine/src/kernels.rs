@@ -296,10 +296,20 @@ pub fn attention_scratch(
     capacity: usize,
 ) -> Result<(usize, usize)> {
     let (shape, splits) = attention_plan(config, rows, capacity)?;
-    Ok((
+    Ok(scratch_of(config, rows, shape, splits))
+}
+
+/// [`attention_scratch`] for a launch already planned.
+fn scratch_of(
+    config: &ModelConfig,
+    rows: usize,
+    shape: AttnShape,
+    splits: usize,
+) -> (usize, usize) {
+    (
         attention_workspace_words(rows, config.heads, config.head_dim, splits),
         attention_counters(rows, config.kv_heads, shape.head_chunks as usize, splits),
-    ))
+    )
 }
 
 /// Causal GQA attention of each row (its rotated queries, part 0 of `qkv`)
@@ -326,10 +336,9 @@ pub fn attention(
     u32_of("attention output", n * config.q_dim())?;
     let (q, q_stride) = qkv.part(0, n, config.q_dim(), "queries")?;
     let (shape, splits) = attention_plan(config, n, cache.capacity)?;
-    let words = attention_workspace_words(n, config.heads, config.head_dim, splits);
+    let (words, arrivals) = scratch_of(config, n, shape, splits);
     check("attention workspace", workspace.len(), words)?;
     u32_of("attention workspace", words)?;
-    let arrivals = attention_counters(n, config.kv_heads, shape.head_chunks as usize, splits);
     check("attention counters", counters.len(), arrivals)?;
     let grid = (
         rows_grid(n)?,
