@@ -2,7 +2,6 @@
 //! its buffers checked against the shapes before anything is enqueued, on
 //! the GPU's stream.
 
-use cust::launch;
 use cust::memory::{DevicePointer, DeviceSlice};
 use half::bf16;
 use zipserv_gpu::Gpu;
@@ -14,11 +13,33 @@ use zipserv_kernels::engine::{ELEMENT_THREADS, ROPE_ROW_BLOCKS, ROW_THREADS};
 use zipserv_kernels::format::{TILE_COLS, tiles_for};
 
 use crate::config::ModelConfig;
-use crate::error::{CudaContext, Error, Result};
+use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
 use crate::linear::{Linear, LinearWeights};
 use crate::sampling::Sampling;
 use crate::stacked::PartLayout;
+
+/// `launch!(gpu, kernel, grid, block, shared, (args...))`: launches the
+/// engine kernel `kernel` of the GPU's image on its stream, in the GPU's
+/// launch order (overlapped with the kernel before where the device allows
+/// it; every engine kernel waits for its predecessor first). Used inside
+/// `unsafe`, with the safety of `zipserv_gpu::launch::launch_raw`.
+macro_rules! launch {
+    ($gpu:expr, $name:ident, $grid:expr, $block:expr, $shared:expr, ($($arg:expr),* $(,)?)) => {{
+        let gpu: &Gpu = $gpu;
+        let kernel = gpu.kernel(stringify!($name))?;
+        zipserv_gpu::launch_kernel!(
+            kernel,
+            $grid,
+            $block,
+            $shared,
+            gpu.stream().as_inner(),
+            gpu.launch_order(),
+            ($($arg),*)
+        )
+        .map_err(Error::from)
+    }};
+}
 
 fn check(what: &str, have: usize, want: usize) -> Result<()> {
     if have < want {
@@ -59,21 +80,25 @@ pub fn embed(
     let grid = rows_grid(rows)?;
     let (vocab, cols32) = (u32_of("vocab", table.rows)?, u32_of("hidden", cols)?);
     u32_of("embedding elements", table.rows * cols)?;
-    let module = gpu.module();
-    let stream = gpu.stream();
     match &table.weights {
         LinearWeights::Bf16(w) => {
             // SAFETY: the table holds vocab × cols, ids and out were checked.
             unsafe {
-                launch!(module.engine_embed<<<grid, ROW_THREADS, 0, stream>>>(
-                    w.as_device_ptr(),
-                    ids.as_device_ptr(),
-                    vocab,
-                    cols32,
-                    out.as_device_ptr()
-                ))
+                launch!(
+                    gpu,
+                    engine_embed,
+                    grid,
+                    ROW_THREADS,
+                    0,
+                    (
+                        w.as_device_ptr(),
+                        ids.as_device_ptr(),
+                        vocab,
+                        cols32,
+                        out.as_device_ptr()
+                    )
+                )
             }
-            .cuda("cuLaunchKernel(engine_embed)")
         }
         LinearWeights::Compressed(w) => {
             let s = w.sections();
@@ -82,22 +107,28 @@ pub fn embed(
             // SAFETY: the matrix was validated before upload; ids and out
             // were checked; block size matches EMBED_TILE_WARPS.
             unsafe {
-                launch!(module.engine_embed_compressed<<<(grid, groups), 32 * EMBED_TILE_WARPS, 0, stream>>>(
-                    s.tiles,
-                    s.exception_starts,
-                    s.exceptions,
-                    s.far_starts,
-                    s.far_exponents,
-                    s.exception_table,
-                    u32::from(s.base),
-                    vocab,
-                    cols32,
-                    col_tiles,
-                    ids.as_device_ptr(),
-                    out.as_device_ptr()
-                ))
+                launch!(
+                    gpu,
+                    engine_embed_compressed,
+                    (grid, groups),
+                    32 * EMBED_TILE_WARPS,
+                    0,
+                    (
+                        s.tiles,
+                        s.exception_starts,
+                        s.exceptions,
+                        s.far_starts,
+                        s.far_exponents,
+                        s.exception_table,
+                        u32::from(s.base),
+                        vocab,
+                        cols32,
+                        col_tiles,
+                        ids.as_device_ptr(),
+                        out.as_device_ptr()
+                    )
+                )
             }
-            .cuda("cuLaunchKernel(engine_embed_compressed)")
         }
     }
 }
@@ -117,20 +148,24 @@ pub fn gather_rows(
     check("gather indices", rows.len(), n)?;
     check("gather output", out.len(), n * cols)?;
     let grid = rows_grid(n)?;
-    let module = gpu.module();
-    let stream = gpu.stream();
     // SAFETY: the embedding kernel with the source as its table: indices
     // ≥ src_rows trap.
     unsafe {
-        launch!(module.engine_embed<<<grid, ROW_THREADS, 0, stream>>>(
-            src.as_device_ptr(),
-            rows.as_device_ptr(),
-            u32_of("rows", src_rows)?,
-            u32_of("cols", cols)?,
-            out.as_device_ptr()
-        ))
+        launch!(
+            gpu,
+            engine_embed,
+            grid,
+            ROW_THREADS,
+            0,
+            (
+                src.as_device_ptr(),
+                rows.as_device_ptr(),
+                u32_of("rows", src_rows)?,
+                u32_of("cols", cols)?,
+                out.as_device_ptr()
+            )
+        )
     }
-    .cuda("cuLaunchKernel(engine_embed)")
 }
 
 /// `h += delta` (if given), then `out = rmsnorm(h) ⊙ weight`, row by row.
@@ -154,20 +189,24 @@ pub fn add_rmsnorm(
     u32_of("norm elements", rows * cols)?;
     let grid = rows_grid(rows)?;
     let delta = delta.map_or(DevicePointer::null(), |d| d.as_device_ptr());
-    let module = gpu.module();
-    let stream = gpu.stream();
     // SAFETY: lengths checked above; `out` is a different buffer from `h`.
     unsafe {
-        launch!(module.engine_add_rmsnorm<<<grid, ROW_THREADS, 0, stream>>>(
-            h.as_device_ptr(),
-            delta,
-            weight.as_device_ptr(),
-            out.as_device_ptr(),
-            u32_of("cols", cols)?,
-            eps
-        ))
+        launch!(
+            gpu,
+            engine_add_rmsnorm,
+            grid,
+            ROW_THREADS,
+            0,
+            (
+                h.as_device_ptr(),
+                delta,
+                weight.as_device_ptr(),
+                out.as_device_ptr(),
+                u32_of("cols", cols)?,
+                eps
+            )
+        )
     }
-    .cuda("cuLaunchKernel(engine_add_rmsnorm)")
 }
 
 /// Token rows of one launch: each row's sequence and position, on the GPU.
@@ -240,30 +279,34 @@ pub fn rope_kv(
         cache.capacity * config.head_dim,
     )?;
     let (ck, cv) = (&cache.k[layer], &cache.v[layer]);
-    let module = gpu.module();
-    let stream = gpu.stream();
     // SAFETY: every part was checked to hold its rows at its stride; the
     // kernel traps on a sequence or position outside the cache.
     unsafe {
-        launch!(module.engine_rope_kv<<<(grid, ROPE_ROW_BLOCKS), ROW_THREADS, 0, stream>>>(
-            q,
-            k,
-            v,
-            q_stride,
-            k_stride,
-            rows.seq.as_device_ptr(),
-            rows.pos.as_device_ptr(),
-            table.as_device_ptr(),
-            ck.as_device_ptr(),
-            cv.as_device_ptr(),
-            config.heads as u32,
-            config.kv_heads as u32,
-            config.head_dim as u32,
-            u32_of("cache capacity", cache.capacity)?,
-            u32_of("cache sequences", cache.sequences)?
-        ))
+        launch!(
+            gpu,
+            engine_rope_kv,
+            (grid, ROPE_ROW_BLOCKS),
+            ROW_THREADS,
+            0,
+            (
+                q,
+                k,
+                v,
+                q_stride,
+                k_stride,
+                rows.seq.as_device_ptr(),
+                rows.pos.as_device_ptr(),
+                table.as_device_ptr(),
+                ck.as_device_ptr(),
+                cv.as_device_ptr(),
+                config.heads as u32,
+                config.kv_heads as u32,
+                config.head_dim as u32,
+                u32_of("cache capacity", cache.capacity)?,
+                u32_of("cache sequences", cache.sequences)?
+            )
+        )
     }
-    .cuda("cuLaunchKernel(engine_rope_kv)")
 }
 
 /// How attention's launch for `rows` rows is shaped: the block layout and
@@ -350,31 +393,35 @@ pub fn attention(
     );
     let scale = 1.0 / (config.head_dim as f32).sqrt();
     let (q_heads, head_dim) = (config.heads as u32, config.head_dim as u32);
-    let module = gpu.module();
-    let stream = gpu.stream();
     // SAFETY: lengths checked above; the kernel traps on a sequence or
     // position outside the cache; rope_kv filled the cache up to each
     // row's position earlier on this stream.
     unsafe {
-        launch!(module.engine_attention<<<grid, ATTN_THREADS, 0, stream>>>(
-            q,
-            q_stride,
-            out.as_device_ptr(),
-            workspace.as_device_ptr(),
-            counters.as_device_ptr(),
-            rows.seq.as_device_ptr(),
-            rows.pos.as_device_ptr(),
-            cache.k[layer].as_device_ptr(),
-            cache.v[layer].as_device_ptr(),
-            q_heads,
-            u32_of("kv_heads", config.kv_heads)?,
-            head_dim,
-            u32_of("cache capacity", cache.capacity)?,
-            u32_of("cache sequences", cache.sequences)?,
-            scale
-        ))
+        launch!(
+            gpu,
+            engine_attention,
+            grid,
+            ATTN_THREADS,
+            0,
+            (
+                q,
+                q_stride,
+                out.as_device_ptr(),
+                workspace.as_device_ptr(),
+                counters.as_device_ptr(),
+                rows.seq.as_device_ptr(),
+                rows.pos.as_device_ptr(),
+                cache.k[layer].as_device_ptr(),
+                cache.v[layer].as_device_ptr(),
+                q_heads,
+                u32_of("kv_heads", config.kv_heads)?,
+                head_dim,
+                u32_of("cache capacity", cache.capacity)?,
+                u32_of("cache sequences", cache.sequences)?,
+                scale
+            )
+        )
     }
-    .cuda("cuLaunchKernel(engine_attention)")
 }
 
 /// `out = silu(gate) ⊙ up` for `rows` rows of `cols` values, gate and up
@@ -396,20 +443,24 @@ pub fn swiglu(
     check("swiglu output", out.len(), rows * cols)?;
     let len32 = u32_of("swiglu elements", rows * cols)?;
     let blocks = len32.div_ceil(ELEMENT_THREADS).clamp(1, 65535 * 8);
-    let module = gpu.module();
-    let stream = gpu.stream();
     // SAFETY: both parts were checked to hold `rows` rows at their stride.
     unsafe {
-        launch!(module.engine_swiglu<<<blocks, ELEMENT_THREADS, 0, stream>>>(
-            gate,
-            up,
-            out.as_device_ptr(),
-            len32,
-            u32_of("swiglu columns", cols)?,
-            g_stride
-        ))
+        launch!(
+            gpu,
+            engine_swiglu,
+            blocks,
+            ELEMENT_THREADS,
+            0,
+            (
+                gate,
+                up,
+                out.as_device_ptr(),
+                len32,
+                u32_of("swiglu columns", cols)?,
+                g_stride
+            )
+        )
     }
-    .cuda("cuLaunchKernel(engine_swiglu)")
 }
 
 /// The decode state the selection and advance kernels share, on the GPU.
@@ -445,24 +496,28 @@ pub fn select(
     )?;
     u32_of("logits", batch * vocab)?;
     let grid = rows_grid(batch)?;
-    let module = gpu.module();
-    let stream = gpu.stream();
     // SAFETY: lengths checked above.
     unsafe {
-        launch!(module.engine_select<<<grid, ROW_THREADS, 0, stream>>>(
-            logits.as_device_ptr(),
-            vocab as u32,
-            probs.as_device_ptr(),
-            sampling.temperature,
-            sampling.top_p,
-            sampling.seed,
-            state.counter.as_device_ptr(),
-            state.tokens.as_device_ptr(),
-            state.history.as_device_ptr(),
-            u32_of("steps", state.max_steps)?
-        ))
+        launch!(
+            gpu,
+            engine_select,
+            grid,
+            ROW_THREADS,
+            0,
+            (
+                logits.as_device_ptr(),
+                vocab as u32,
+                probs.as_device_ptr(),
+                sampling.temperature,
+                sampling.top_p,
+                sampling.seed,
+                state.counter.as_device_ptr(),
+                state.tokens.as_device_ptr(),
+                state.history.as_device_ptr(),
+                u32_of("steps", state.max_steps)?
+            )
+        )
     }
-    .cuda("cuLaunchKernel(engine_select)")
 }
 
 /// Moves every sequence's position and the step counter on by one.
@@ -476,15 +531,15 @@ pub fn advance(
     check("step counter", counter.len(), 1)?;
     let batch32 = u32_of("batch", batch)?;
     let blocks = batch32.div_ceil(ROW_THREADS).max(1);
-    let module = gpu.module();
-    let stream = gpu.stream();
     // SAFETY: lengths checked above.
     unsafe {
-        launch!(module.engine_advance<<<blocks, ROW_THREADS, 0, stream>>>(
-            positions.as_device_ptr(),
-            batch32,
-            counter.as_device_ptr()
-        ))
+        launch!(
+            gpu,
+            engine_advance,
+            blocks,
+            ROW_THREADS,
+            0,
+            (positions.as_device_ptr(), batch32, counter.as_device_ptr())
+        )
     }
-    .cuda("cuLaunchKernel(engine_advance)")
 }

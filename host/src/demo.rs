@@ -6,7 +6,7 @@ use half::bf16;
 
 use crate::device::Gpu;
 use crate::error::{CudaContext, Error, Result};
-use crate::launch::launch_kernel;
+use crate::launch::{LaunchOrder, launch_kernel};
 
 /// Outcome of one demo run.
 #[derive(Debug, Clone)]
@@ -50,6 +50,8 @@ pub fn run_demo_mma(gpu: &Gpu, seed: u64) -> Result<DemoReport> {
             32,
             0,
             gpu.stream().as_inner(),
+            // The demo kernel does not wait for a prior grid.
+            LaunchOrder::AfterPrevious,
             (a_ptr, bt_ptr, out_ptr)
         )
     }?;

@@ -10,7 +10,7 @@ use zipserv_kernels::catalog::{self, PtxImage};
 
 use crate::error::{CudaContext, Error, Result};
 use crate::kernels::{GemmPath, SplitK};
-use crate::launch::Kernels;
+use crate::launch::{Kernel, Kernels, LaunchOrder};
 
 /// One embedded PTX image: its catalog entry and its text (`build.rs`
 /// builds every image of `catalog::IMAGES`).
@@ -79,6 +79,8 @@ pub struct Gpu {
     /// The same for the Hopper variants (0 where the image lacks them).
     wgmma_blocks_per_sm: [u32; 3],
     gemm_path: GemmPath,
+    /// How zipserv's kernels are launched (see [`Gpu::set_launch_overlap`]).
+    launch_order: LaunchOrder,
     _context: Context,
 }
 
@@ -123,6 +125,7 @@ impl Gpu {
             gemm_blocks_per_sm,
             wgmma_blocks_per_sm,
             gemm_path,
+            launch_order: LaunchOrder::AfterPrevious,
             _context: context,
         })
     }
@@ -147,6 +150,51 @@ impl Gpu {
     /// Sets the path [`crate::zipgemm`] takes from now on.
     pub fn set_gemm_path(&mut self, path: GemmPath) {
         self.gemm_path = path;
+    }
+
+    /// How zipserv launches its kernels on this device:
+    /// [`LaunchOrder::AfterPrevious`] unless [`Gpu::set_launch_overlap`]
+    /// turned overlap on.
+    pub fn launch_order(&self) -> LaunchOrder {
+        self.launch_order
+    }
+
+    /// Lets each of zipserv's kernels start while the kernel before it on
+    /// the stream still runs ([`LaunchOrder::Overlapped`]): a chain of
+    /// dependent kernels (a decode step) then spends less time filling and
+    /// draining the GPU between kernels. Every kernel of the `sm_90a` image
+    /// waits for its predecessor before touching memory, so results are
+    /// unchanged. Refused on an image without those waits (the `sm_80`
+    /// image, on any card) and under a driver without `cuLaunchKernelEx`;
+    /// turning it off always succeeds. Kernels of other libraries (cuBLAS)
+    /// are unaffected: a kernel launched after one of them starts when it
+    /// ends.
+    pub fn set_launch_overlap(&mut self, on: bool) -> Result<()> {
+        if !on {
+            self.launch_order = LaunchOrder::AfterPrevious;
+            return Ok(());
+        }
+        if !self.image.image.has_wgmma() {
+            return Err(Error::Unsupported(format!(
+                "overlapped launches need the sm_90a kernel image (Hopper); this device runs \
+                 the {} image",
+                self.image.image.arch
+            )));
+        }
+        if crate::driver::launch_kernel_ex().is_none() {
+            return Err(Error::Unsupported(
+                "overlapped launches need cuLaunchKernelEx (a CUDA 11.8 or newer driver)".into(),
+            ));
+        }
+        self.launch_order = LaunchOrder::Overlapped;
+        Ok(())
+    }
+
+    /// The kernel `name` of the loaded image, for launches with
+    /// [`crate::launch_kernel!`] (callers such as the engine that bring
+    /// kernels of their own into the image).
+    pub fn kernel(&self, name: &'static str) -> Result<Kernel> {
+        Kernel::resolve(&self.module, name)
     }
 
     pub fn info(&self) -> &DeviceInfo {

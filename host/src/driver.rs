@@ -52,10 +52,61 @@ pub fn load() -> Result<()> {
 struct Driver {
     _library: Library,
     api: Api,
+    launch_ex: Option<LaunchKernelEx>,
 }
 
+/// `CUlaunchAttribute` of `cuda.h` (CUDA 12): an id, padding, and a 64-byte
+/// union of which the one attribute zipserv sets uses the first `int`.
+/// cust's bindings (CUDA 11.4) predate it.
+#[repr(C)]
+pub(crate) struct LaunchAttribute {
+    pub id: c_uint,
+    pub pad: [u8; 4],
+    pub value: [u64; 8],
+}
+
+/// `CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION`: the launched
+/// kernel may start before the previous kernel on the stream ends, and
+/// waits for it with `griddepcontrol.wait` itself.
+pub(crate) const PROGRAMMATIC_STREAM_SERIALIZATION: c_uint = 6;
+
+/// `CUlaunchConfig` of `cuda.h` (CUDA 12).
+#[repr(C)]
+pub(crate) struct LaunchConfig {
+    pub grid: [c_uint; 3],
+    pub block: [c_uint; 3],
+    pub shared_mem_bytes: c_uint,
+    pub stream: CUstream,
+    pub attrs: *mut LaunchAttribute,
+    pub num_attrs: c_uint,
+}
+
+// The sizes and offsets of cuda.h on a 64-bit host.
+const _: () = assert!(std::mem::size_of::<LaunchAttribute>() == 72);
+const _: () = assert!(std::mem::offset_of!(LaunchAttribute, value) == 8);
+const _: () = assert!(std::mem::size_of::<LaunchConfig>() == 56);
+const _: () = assert!(std::mem::offset_of!(LaunchConfig, stream) == 32);
+const _: () = assert!(std::mem::offset_of!(LaunchConfig, num_attrs) == 48);
+
+/// `cuLaunchKernelEx` (CUDA 11.8 and later).
+pub(crate) type LaunchKernelEx = unsafe extern "C" fn(
+    config: *const LaunchConfig,
+    f: CUfunction,
+    kernel_params: *mut *mut c_void,
+    extra: *mut *mut c_void,
+) -> CUresult;
+
+/// `cuLaunchKernelEx`, or `None` when the driver is older than CUDA 11.8
+/// (or absent). Resolved apart from the functions cust needs, so an older
+/// driver runs everything but overlapped launches.
+pub(crate) fn launch_kernel_ex() -> Option<LaunchKernelEx> {
+    api().ok()?;
+    DRIVER.get()?.as_ref().ok()?.launch_ex
+}
+
+static DRIVER: OnceLock<std::result::Result<Driver, String>> = OnceLock::new();
+
 fn api() -> std::result::Result<&'static Api, &'static String> {
-    static DRIVER: OnceLock<std::result::Result<Driver, String>> = OnceLock::new();
     let driver = DRIVER.get_or_init(|| {
         // SAFETY: loading the NVIDIA driver library runs its initialisers,
         // which is what linking it would have done at program start.
@@ -66,9 +117,14 @@ fn api() -> std::result::Result<&'static Api, &'static String> {
         // SAFETY: each symbol is resolved with the signature `cuda.h` gives
         // it (through cust::sys); the library outlives the pointers.
         let api = unsafe { Api::resolve(&library) }?;
+        // SAFETY: the signature cuda.h gives `cuLaunchKernelEx`.
+        let launch_ex = unsafe { library.get::<LaunchKernelEx>(b"cuLaunchKernelEx\0") }
+            .ok()
+            .map(|symbol| *symbol);
         Ok(Driver {
             _library: library,
             api,
+            launch_ex,
         })
     });
     driver.as_ref().map(|d| &d.api)

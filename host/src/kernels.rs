@@ -261,6 +261,7 @@ pub unsafe fn decompress_raw(
             32 * DECOMPRESS_WARPS,
             0,
             stream,
+            gpu.launch_order(),
             (
                 w.tiles.as_device_ptr(),
                 w.exception_starts.as_device_ptr(),
@@ -491,6 +492,7 @@ fn launch_mma(
             32 * GEMM_WARPS,
             smem,
             stream,
+            gpu.launch_order(),
             (
                 w.tiles.as_device_ptr(),
                 w.exception_starts.as_device_ptr(),

@@ -5,18 +5,20 @@
 
 use std::ffi::c_void;
 
+use cust::function::GridSize;
 use cust::module::Module;
 use cust::sys::{CUfunction, CUstream, cudaError_enum};
 use zipserv_kernels::catalog::X_PITCH;
 use zipserv_kernels::launch::GEMM_VARIANTS;
 use zipserv_kernels::sm90::WGMMA_GEMM_VARIANTS;
 
+use crate::driver::{LaunchAttribute, LaunchConfig, PROGRAMMATIC_STREAM_SERIALIZATION};
 use crate::error::{CudaContext, Error, Result};
 
 /// A kernel of the loaded module. The driver's function handles may be used
 /// from any thread while their module is loaded.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Kernel {
+pub struct Kernel {
     pub(crate) name: &'static str,
     handle: CUfunction,
 }
@@ -29,7 +31,7 @@ unsafe impl Send for Kernel {}
 unsafe impl Sync for Kernel {}
 
 impl Kernel {
-    fn resolve(module: &Module, name: &'static str) -> Result<Self> {
+    pub(crate) fn resolve(module: &Module, name: &'static str) -> Result<Self> {
         let function = module.get_function(name).cuda("cuModuleGetFunction")?;
         Ok(Self {
             name,
@@ -39,6 +41,11 @@ impl Kernel {
 
     pub(crate) fn raw(self) -> CUfunction {
         self.handle
+    }
+
+    /// The kernel's entry-point name.
+    pub fn name(self) -> &'static str {
+        self.name
     }
 }
 
@@ -108,37 +115,83 @@ pub(crate) fn allow_shared_memory(
         .cuda("cuOccupancyMaxActiveBlocksPerMultiprocessor")
 }
 
+/// How a launch relates to the kernel before it on its stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LaunchOrder {
+    /// Starts when the previous work on the stream has finished.
+    AfterPrevious,
+    /// May start while the previous kernel still runs (programmatic stream
+    /// serialization, CUDA 11.8+ on Hopper): its blocks take the
+    /// multiprocessors the previous kernel frees, do what needs none of its
+    /// results (a ZipGEMM fetches its first weight tiles) and wait for it
+    /// with `griddepcontrol.wait` before touching anything it may read or
+    /// write. Only for kernels of the `sm_90a` image, which all wait so
+    /// (`ptx::start_after_prior_grids`); [`crate::Gpu::launch_order`] says
+    /// which order a device's launches take.
+    Overlapped,
+}
+
 /// Launches `kernel` on `stream` with `args` (pointers to each argument,
-/// in order; see [`launch_kernel!`]).
+/// in order; see [`launch_kernel!`]), `grid` blocks of `block` threads.
 ///
 /// # Safety
 /// `stream` is a live stream of the kernel's context; `args` match the
 /// kernel's parameters in number, order and type, and everything they
-/// point to in device memory stays valid until the launch completes.
-pub(crate) unsafe fn launch_raw(
+/// point to in device memory stays valid until the launch completes;
+/// [`LaunchOrder::Overlapped`] only for a kernel that waits for the prior
+/// grid before touching memory the prior kernel uses.
+pub unsafe fn launch_raw(
     kernel: Kernel,
-    grid: u32,
+    grid: GridSize,
     block: u32,
     shared_bytes: u32,
     stream: CUstream,
+    order: LaunchOrder,
     args: &[*mut c_void],
 ) -> Result<()> {
-    // SAFETY: the caller's promises; the driver copies the argument values
-    // before it returns.
-    let status = unsafe {
-        cust::sys::cuLaunchKernel(
-            kernel.raw(),
-            grid,
-            1,
-            1,
-            block,
-            1,
-            1,
-            shared_bytes,
-            stream,
-            args.as_ptr() as *mut *mut c_void,
-            std::ptr::null_mut(),
-        )
+    let params = args.as_ptr() as *mut *mut c_void;
+    let status = match order {
+        // SAFETY: the caller's promises; the driver copies the argument
+        // values before it returns.
+        LaunchOrder::AfterPrevious => unsafe {
+            cust::sys::cuLaunchKernel(
+                kernel.raw(),
+                grid.x,
+                grid.y,
+                grid.z,
+                block,
+                1,
+                1,
+                shared_bytes,
+                stream,
+                params,
+                std::ptr::null_mut(),
+            )
+        },
+        LaunchOrder::Overlapped => {
+            let Some(launch_ex) = crate::driver::launch_kernel_ex() else {
+                return Err(Error::Unsupported(
+                    "overlapped launches need cuLaunchKernelEx (a CUDA 11.8 or newer driver)"
+                        .into(),
+                ));
+            };
+            let mut attribute = LaunchAttribute {
+                id: PROGRAMMATIC_STREAM_SERIALIZATION,
+                pad: [0; 4],
+                value: [0; 8],
+            };
+            attribute.value[0] = 1; // programmaticStreamSerializationAllowed
+            let config = LaunchConfig {
+                grid: [grid.x, grid.y, grid.z],
+                block: [block, 1, 1],
+                shared_mem_bytes: shared_bytes,
+                stream,
+                attrs: &mut attribute,
+                num_attrs: 1,
+            };
+            // SAFETY: as above; `config` and its attribute outlive the call.
+            unsafe { launch_ex(&config, kernel.raw(), params, std::ptr::null_mut()) }
+        }
     };
     match status {
         cudaError_enum::CUDA_SUCCESS => Ok(()),
@@ -149,12 +202,13 @@ pub(crate) unsafe fn launch_raw(
     }
 }
 
-/// `launch_kernel!(kernel, grid, block, shared_bytes, stream, (args...))`:
+/// `launch_kernel!(kernel, grid, block, shared_bytes, stream, order, (args...))`:
 /// [`launch_raw`] with each argument passed by address, every argument
 /// checked to be `DeviceCopy` (plain data a kernel may receive by value).
 /// Must be used inside `unsafe` with the safety of [`launch_raw`].
+#[macro_export]
 macro_rules! launch_kernel {
-    ($kernel:expr, $grid:expr, $block:expr, $shared:expr, $stream:expr, ($($arg:expr),* $(,)?)) => {{
+    ($kernel:expr, $grid:expr, $block:expr, $shared:expr, $stream:expr, $order:expr, ($($arg:expr),* $(,)?)) => {{
         #[allow(dead_code)]
         fn device_copy<T: ::cust::memory::DeviceCopy>(_: &T) {}
         if false {
@@ -162,12 +216,13 @@ macro_rules! launch_kernel {
         }
         $crate::launch::launch_raw(
             $kernel,
-            $grid,
+            ::cust::function::GridSize::from($grid),
             $block,
             $shared,
             $stream,
+            $order,
             &[$(&$arg as *const _ as *mut ::std::ffi::c_void),*],
         )
     }};
 }
-pub(crate) use launch_kernel;
+pub use crate::launch_kernel;

@@ -57,7 +57,7 @@ pub mod device;
 pub mod driver;
 pub mod error;
 pub mod kernels;
-mod launch;
+pub mod launch;
 mod tensor_map;
 pub mod weights;
 pub mod zipgemm_sm90;
@@ -76,4 +76,5 @@ pub use kernels::{
     OutputType, SplitK, WGMMA_MIN_N, ZipGemm, compressed_path, decompress, decompress_raw, zipgemm,
     zipgemm_raw, zipgemm_with,
 };
+pub use launch::{Kernel, LaunchOrder};
 pub use weights::{DeviceWeights, Sections};

@@ -171,7 +171,17 @@ pub(crate) fn launch(
     // holds a map slot per block and, when shares cut units, two
     // partial-sum slots per block and a zeroed counter per unit and chunk;
     // block size and dynamic shared memory match the kernel's layout.
-    unsafe { launch_kernel!(kernels[index], grid, BLOCK_THREADS, smem, stream, (params)) }
+    unsafe {
+        launch_kernel!(
+            kernels[index],
+            grid,
+            BLOCK_THREADS,
+            smem,
+            stream,
+            gpu.launch_order(),
+            (params)
+        )
+    }
 }
 
 /// Copies `x` (n × k) into the workspace's pitched buffer with rows `pitch`
@@ -208,6 +218,7 @@ fn pitched_copy(
             X_PITCH_THREADS,
             0,
             stream,
+            gpu.launch_order(),
             (x, n as u32, k as u32, dst, pitch as u32)
         )
     }?;

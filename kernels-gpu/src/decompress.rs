@@ -43,6 +43,8 @@ pub unsafe extern "ptx-kernel" fn zipserv_decompress(
     out: *mut u16,
     vector_stores: u32,
 ) {
+    // Inputs may come from the kernel before (launch overlap).
+    crate::ptx::start_after_prior_grids();
     let view = MatrixView {
         tiles,
         exception_starts,

@@ -619,3 +619,74 @@ pub fn opaque(v: u32) -> u32 {
     }
     r
 }
+
+/// Waits until every grid this one depends on has completed and its memory
+/// writes are visible (PTX ISA §9.7.13.13, `griddepcontrol.wait`). A kernel
+/// launched with programmatic stream serialization (the host's launch
+/// overlap, Hopper only) may start while the kernel before it on the
+/// stream still runs; it calls this before it reads anything that kernel
+/// writes, or writes anything it reads. Launched normally, the previous
+/// kernel has finished already and this returns at once.
+///
+/// Compiled into the `sm_90a` image only: the instruction needs sm_90, and
+/// the host overlaps launches only for that image. In the `sm_80` image it
+/// is nothing, which is right there since its launches never overlap.
+#[inline(always)]
+pub fn wait_for_prior_grids() {
+    // SAFETY: no operands; it only delays this thread. Not `nomem`: the
+    // compiler must not move memory accesses across it.
+    #[cfg(target_feature = "sm_90a")]
+    unsafe {
+        asm!("griddepcontrol.wait;", options(nostack))
+    }
+}
+
+/// Lets the next kernel on the stream start before this one ends, if it
+/// was launched with programmatic stream serialization (PTX ISA §9.7.13.13,
+/// `griddepcontrol.launch_dependents`): once every block of this grid has
+/// called it or exited, the next grid's blocks may be scheduled on
+/// multiprocessors this grid frees, to run up to their own
+/// [`wait_for_prior_grids`]. Nothing in the `sm_80` image (see there).
+#[inline(always)]
+pub fn allow_next_grid() {
+    // SAFETY: no operands; a scheduling hint with no effect on memory.
+    #[cfg(target_feature = "sm_90a")]
+    unsafe {
+        asm!("griddepcontrol.launch_dependents;", options(nostack))
+    }
+}
+
+/// [`wait_for_prior_grids`], then [`allow_next_grid`]: the first thing a
+/// kernel does that has no work to start before its inputs are ready. One
+/// grid at most then waits ahead of the one running (the next is launched
+/// only once every block of this one is past its wait).
+#[inline(always)]
+pub fn start_after_prior_grids() {
+    wait_for_prior_grids();
+    allow_next_grid();
+}
+
+/// Asks for `bytes` of global memory at `p` to be brought into L2, without
+/// waiting and without a destination (PTX ISA §9.7.9.25.4.4,
+/// `cp.async.bulk.prefetch.L2`): one instruction for a whole contiguous
+/// range. Nothing in the `sm_80` image, where the instruction does not
+/// exist (a hint dropped changes no result).
+///
+/// # Safety
+/// `p` is 16-byte aligned, `bytes` a multiple of 16, and the range lies in
+/// one allocation.
+#[inline(always)]
+pub unsafe fn prefetch_l2(p: *const u8, bytes: u32) {
+    #[cfg(target_feature = "sm_90a")]
+    // SAFETY: the caller's promise; a prefetch writes nothing.
+    unsafe {
+        asm!(
+            "cp.async.bulk.prefetch.L2.global [{p}], {n};",
+            p = in(reg64) p,
+            n = in(reg32) bytes,
+            options(nostack, readonly)
+        )
+    }
+    #[cfg(not(target_feature = "sm_90a"))]
+    let _ = (p, bytes);
+}

@@ -45,7 +45,7 @@
 //!            launch, and the result does not depend on arrival order.
 
 use crate::decode::{base_pair, lane_pair};
-use crate::format::{LANES, TILE_COLS, TILE_ROWS};
+use crate::format::{LANES, TILE_BYTES, TILE_COLS, TILE_ROWS};
 use crate::launch::{
     GEMM_A_STAGE_BYTES, GEMM_FLAG_BYTES, GEMM_TABLE_BYTES, GEMM_WARPS, GEMM_WIDEST_NT,
     GEMM_X_STAGES, GEMM_X_STRIDE, STORE_BF16, WorkSplit, gemm_x_stage_bytes, nonzero,
@@ -53,8 +53,9 @@ use crate::launch::{
 use crate::ptx::{
     atom_add_acq_rel_u32, block_idx, cp_async_16, cp_async_commit, cp_async_wait,
     dynamic_shared_memory, f32_to_bf16, grid_dim_x, lane_id, ld_cg_v4_f32, ld_nc_u16, ld_nc_u32,
-    ld_shared_u32, ld_shared_v4, ldmatrix_x2, ldmatrix_x4, mma_bf16_16816, shfl_idx, st_shared_u16,
-    st_shared_u32, st_shared_v4, sync_threads, sync_warp, thread_idx,
+    ld_shared_u32, ld_shared_v4, ldmatrix_x2, ldmatrix_x4, mma_bf16_16816, prefetch_l2, shfl_idx,
+    st_shared_u16, st_shared_u32, st_shared_v4, start_after_prior_grids, sync_threads, sync_warp,
+    thread_idx,
 };
 use crate::tile::{LaneTile, MatrixView, TileExceptions, patch_a_stage};
 
@@ -170,6 +171,11 @@ unsafe fn fetch(
 ) -> Fetched {
     // SAFETY: tile < tile_count; entry loads stay inside the tile's range.
     unsafe {
+        // The tile's own loads first: they need nothing else, while the
+        // exception range below waits for the shuffles (and, every 32
+        // tiles, for the window's loads), so issued after those they would
+        // start one memory round trip late.
+        let tile_data = view.load_lane(tile, lane);
         if tile + 1 - window.first_tile >= LANES as u32 {
             *window = StartsWindow::load(view, tile, tile_count, lane);
         }
@@ -181,7 +187,7 @@ unsafe fn fetch(
             far_start: shfl_idx(window.far_start, at),
         };
         Fetched {
-            tile: view.load_lane(tile, lane),
+            tile: tile_data,
             entry: view.exception(&exceptions, lane),
             exceptions,
         }
@@ -297,7 +303,12 @@ impl Walk<'_> {
 /// swap roles without register copies (one turn per tile cost 30 moves per
 /// tile at NT = 4).
 #[inline(always)]
-unsafe fn k_loop<const NT: usize>(w: &Walk, kt0: u32, acc: &mut [[f32; 4]; NT]) {
+unsafe fn k_loop<const NT: usize>(
+    w: &Walk,
+    kt0: u32,
+    first_segment: bool,
+    acc: &mut [[f32; 4]; NT],
+) {
     let k = w.view.cols;
     // SAFETY: as in `zipgemm`.
     unsafe {
@@ -308,8 +319,6 @@ unsafe fn k_loop<const NT: usize>(w: &Walk, kt0: u32, acc: &mut [[f32; 4]; NT]) 
             }
             cp_async_commit();
         };
-        stage(0, kt0);
-        stage(1, kt0 + 1);
         let mut window = StartsWindow::load(
             w.view,
             w.tile_of(kt0).min(w.tile_count),
@@ -320,7 +329,24 @@ unsafe fn k_loop<const NT: usize>(w: &Walk, kt0: u32, acc: &mut [[f32; 4]; NT]) 
         let mut b = Fetched::NONE;
         if w.active && kt0 < w.kt1 {
             a = fetch(w.view, &mut window, w.tile_of(kt0), w.tile_count, w.lane);
+            // The next tiles into L2 at once: the first turns of the walk
+            // then find their weights there instead of waiting a memory
+            // round trip each, and with launch overlap they arrive while
+            // the kernel before still runs.
+            let ahead = (w.kt1 - kt0 - 1).min(L2_PREFETCH_TILES);
+            if w.lane == 0 && ahead > 0 {
+                let next = w.view.tiles.add((w.tile_of(kt0) + 1) as usize * TILE_BYTES);
+                prefetch_l2(next, ahead * TILE_BYTES as u32);
+            }
         }
+        // The weights above are never written by another kernel, so they
+        // may be on their way while the kernel before (with launch overlap)
+        // still runs; the activations below may be its output.
+        if first_segment {
+            start_after_prior_grids();
+        }
+        stage(0, kt0);
+        stage(1, kt0 + 1);
         let (mut kt, mut buffer) = (kt0, 0);
         if !fetch_early::<NT>() {
             // One tile in registers at a time: the next is fetched after
@@ -346,6 +372,12 @@ unsafe fn k_loop<const NT: usize>(w: &Walk, kt0: u32, acc: &mut [[f32; 4]; NT]) 
         cp_async_wait::<0>();
     }
 }
+
+/// Tiles after the first that each warp asks L2 for when it starts a
+/// segment of its share (see `k_loop`). At two, one wave of n8 blocks asks
+/// for 24 MB at the start of a 28672 × 4096 product, well inside the
+/// 50–60 MB L2 of a Hopper part, so the lines are still there when used.
+const L2_PREFETCH_TILES: u32 = 2;
 
 /// When to issue the next tile's loads. Early (before the barrier and the
 /// decode) gives them the longest flight but keeps two tiles in registers;
@@ -491,7 +523,7 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
                 b_lane: b_lane_offset::<NT>(lane),
             };
             let mut acc = [[0f32; 4]; NT];
-            k_loop::<NT>(&walk, kt0, &mut acc);
+            k_loop::<NT>(&walk, kt0, pos == start, &mut acc);
             let out = Output {
                 view: &view,
                 args: &args,

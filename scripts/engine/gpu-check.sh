@@ -147,11 +147,20 @@ e.record(); torch.cuda.synchronize()
 print(f"copy bandwidth {2 * x.numel() * 2 * 10 / (s.elapsed_time(e) / 1e3) / 1e9:.0f} GB/s")
 PY
     note "speed: $(cat "$OUT/copy-bandwidth.log" | tail -n1)"
-    for form in bf16 compressed; do
-        "$Z" generate --random-weights "$cfg" --weights $form --random-prompt 512 --max-new-tokens 128 \
-            --batch "${SPEED_BATCHES:-1,8,32,64}" --profile-step --json "$OUT/speed-$form.json" \
-            >"$OUT/speed-$form.log" 2>&1 || { note "speed $form: FAIL"; tail -n 20 "$OUT/speed-$form.log"; status=1; }
-        grep -E '^(batch|profiled|load)' "$OUT/speed-$form.log" | sed "s/^/speed $form: /" | tee -a "$summary"
+    # SPEED_OVERLAP_AB=1 runs each form again with --launch-overlap off.
+    local overlaps=(auto)
+    [[ ${SPEED_OVERLAP_AB:-0} == 1 ]] && overlaps=(auto off)
+    for overlap in "${overlaps[@]}"; do
+        local suffix=""
+        [[ $overlap == off ]] && suffix="-no-overlap"
+        for form in bf16 compressed; do
+            local run="$form$suffix"
+            "$Z" generate --random-weights "$cfg" --weights $form --launch-overlap $overlap \
+                --random-prompt 512 --max-new-tokens 128 --batch "${SPEED_BATCHES:-1,8,32,64}" \
+                --profile-step --json "$OUT/speed-$run.json" \
+                >"$OUT/speed-$run.log" 2>&1 || { note "speed $run: FAIL"; tail -n 20 "$OUT/speed-$run.log"; status=1; }
+            grep -E '^(batch|profiled|load|launch)' "$OUT/speed-$run.log" | sed "s/^/speed $run: /" | tee -a "$summary"
+        done
     done
     if [[ ${SPEED_UNSTACKED:-1} == 1 ]]; then
         "$Z" generate --random-weights "$cfg" --weights compressed --no-stack --random-prompt 512 \
@@ -163,20 +172,23 @@ PY
 import json, os, sys
 out = sys.argv[1]
 rows = {}
-for form in ("bf16", "compressed"):
-    p = os.path.join(out, f"speed-{form}.json")
-    if not os.path.exists(p):
-        continue
-    recs = json.load(open(p))
-    for r in recs if isinstance(recs, list) else [recs]:
-        rows.setdefault(r["batch"], {})[form] = r
-print("| batch | BF16 tok/s | compressed tok/s | speedup | BF16 ms/step | compressed ms/step | prefill BF16 / compressed (s) | weights BF16 / compressed (GB) | graph |")
-print("|---|---|---|---|---|---|---|---|---|")
-for b in sorted(rows):
-    f, c = rows[b].get("bf16"), rows[b].get("compressed")
+for suffix in ("", "-no-overlap"):
+    for form in ("bf16", "compressed"):
+        p = os.path.join(out, f"speed-{form}{suffix}.json")
+        if not os.path.exists(p):
+            continue
+        recs = json.load(open(p))
+        for r in recs if isinstance(recs, list) else [recs]:
+            rows.setdefault((suffix, r["batch"]), {})[form] = r
+print("| launch overlap | batch | BF16 tok/s | compressed tok/s | speedup | BF16 ms/step | compressed ms/step | prefill BF16 / compressed (s) | weights BF16 / compressed (GB) | graph |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for key in sorted(rows):
+    suffix, b = key
+    f, c = rows[key].get("bf16"), rows[key].get("compressed")
+    on = (c or f or {}).get("launch_overlap")
     g = lambda r, k: r[k] if r else float("nan")
     sp = g(c, "tokens_per_s") / g(f, "tokens_per_s") if f and c else float("nan")
-    print(f"| {b} | {g(f,'tokens_per_s'):.1f} | {g(c,'tokens_per_s'):.1f} | {sp:.3f} | {g(f,'ms_per_step'):.3f} | "
+    print(f"| {'on' if on else 'off'} | {b} | {g(f,'tokens_per_s'):.1f} | {g(c,'tokens_per_s'):.1f} | {sp:.3f} | {g(f,'ms_per_step'):.3f} | "
           f"{g(c,'ms_per_step'):.3f} | {g(f,'prefill_s'):.2f} / {g(c,'prefill_s'):.2f} | "
           f"{g(f,'weight_bytes')/1e9:.2f} / {g(c,'weight_bytes')/1e9:.2f} | {g(f,'graph')}/{g(c,'graph')} |")
 PY

@@ -150,3 +150,78 @@ fn zipgemm_matches_f64_reference() {
         }
     }
 }
+
+/// With launch overlap on, each product of a chain `x[i+1] = W·x[i]`,
+/// enqueued back to back with no synchronization, must still read the
+/// finished output of the one before (its `griddepcontrol.wait`), for
+/// both ZipGEMM kernels and with a decompression in the chain.
+#[test]
+fn overlapped_launches_see_the_previous_kernels_output() {
+    let Some(mut gpu) = gpu_or_skip("overlapped_launches_see_the_previous_kernels_output") else {
+        return;
+    };
+    if let Err(e) = gpu.set_launch_overlap(true) {
+        eprintln!("overlapped_launches_see_the_previous_kernels_output: skipped: {e}");
+        return;
+    }
+    let seed = fresh_seed();
+    let mut rng = SplitMix64::new(seed);
+    let d = 1024;
+    let w_host = weight_like(&mut rng, d * d, 0.02);
+    let matrix = CompressedMatrix::encode(&w_host, d, d).unwrap();
+    let w = DeviceWeights::upload(&gpu, &matrix).unwrap();
+    let mut workspace = GemmWorkspace::default();
+    const STEPS: usize = 6;
+    for n in [1, 8, 16, 64] {
+        let case = format!("seed {seed}, {d}x{d}, N={n}");
+        let mut xs: Vec<_> = (0..=STEPS)
+            .map(|i| {
+                let init = if i == 0 {
+                    activations(&mut rng, n * d)
+                } else {
+                    vec![bf16::from_bits(0x7FC1); n * d]
+                };
+                zipserv_tests::upload(&init)
+            })
+            .collect();
+        let mut decoded = zipserv_tests::upload(&vec![bf16::from_bits(0x7FC1); d * d]);
+        for i in 0..STEPS {
+            let (done, rest) = xs.split_at_mut(i + 1);
+            zipgemm(
+                &gpu,
+                gpu.stream(),
+                &w,
+                &done[i],
+                n,
+                GemmOutput::Bf16(&mut rest[0]),
+                None,
+                &mut workspace,
+            )
+            .unwrap_or_else(|e| panic!("{case}, step {i}: {e}"));
+            if i == STEPS / 2 {
+                decompress(&gpu, gpu.stream(), &w, &mut decoded)
+                    .unwrap_or_else(|e| panic!("{case}: {e}"));
+            }
+        }
+        gpu.synchronize().unwrap_or_else(|e| panic!("{case}: {e}"));
+        let mut got = vec![bf16::ZERO; d * d];
+        decoded.copy_to(&mut got[..]).unwrap();
+        assert_bits_equal(&got, &w_host, &format!("{case}, decompress in the chain"));
+        let host: Vec<Vec<bf16>> = xs
+            .iter()
+            .map(|x| {
+                let mut v = vec![bf16::ZERO; n * d];
+                x.copy_to(&mut v[..]).unwrap();
+                v
+            })
+            .collect();
+        for i in 0..STEPS {
+            let want = gemm_reference(&w_host, &host[i], d, d, n);
+            let got: Vec<f64> = host[i + 1].iter().map(|v| v.to_f64()).collect();
+            let err =
+                relative_error(&got, &want).unwrap_or_else(|e| panic!("{case}, step {i}: {e}"));
+            assert!(err <= 1e-2, "{case}, step {i}: relative error {err:.3e}");
+        }
+        println!("{case}: {STEPS} chained products and a decompression, overlapped, correct");
+    }
+}

@@ -47,6 +47,36 @@ fn every_catalog_image_is_embedded_with_its_kernels() {
     }
 }
 
+/// Overlapped launches (`Gpu::set_launch_overlap`) are only safe for
+/// kernels that wait for the prior grid: every `sm_90a` kernel but the
+/// demos (which are never launched overlapped) must hold
+/// `griddepcontrol.wait`, and the portable image, whose launches never
+/// overlap, none of the Hopper-only grid-dependency instructions.
+#[test]
+fn every_overlappable_kernel_waits_for_the_prior_grid() {
+    let ptx = image("sm_90a").ptx;
+    let mut checked = 0;
+    for name in catalog::SM90A.kernels {
+        if *name == catalog::DEMO_MMA || *name == catalog::DEMO_WGMMA {
+            continue;
+        }
+        let start = ptx
+            .find(&format!(".visible .entry {name}("))
+            .unwrap_or_else(|| panic!("{name} missing"));
+        let end = ptx[start + 1..]
+            .find(".visible .entry ")
+            .map_or(ptx.len(), |e| start + 1 + e);
+        assert!(
+            ptx[start..end].contains("griddepcontrol.wait;"),
+            "{name}: no griddepcontrol.wait, so an overlapped launch could race the kernel before"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 12, "only {checked} kernels checked");
+    assert!(!image("sm_80").ptx.contains("griddepcontrol"));
+    assert!(!image("sm_80").ptx.contains("cp.async.bulk"));
+}
+
 #[test]
 fn ptx_uses_tensor_core_instructions() {
     // Every image: weights stream through 16-byte loads that skip L1,

@@ -11,7 +11,7 @@ use zipserv_engine::model::Stacking;
 use zipserv_engine::source::Source;
 use zipserv_engine::tokenizer::Tokenizer;
 use zipserv_engine::{Generator, Model, RunOptions, Sampling, WeightForm};
-use zipserv_gpu::Gpu;
+use zipserv_gpu::{Gpu, LaunchOrder};
 
 use super::human_bytes;
 use crate::error::{CliError, Result};
@@ -20,6 +20,18 @@ use crate::error::{CliError, Result};
 pub enum Weights {
     Bf16,
     Compressed,
+}
+
+/// `--launch-overlap`: whether each kernel may start while the one before
+/// it on the stream still runs (`zipserv_gpu::Gpu::set_launch_overlap`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LaunchOverlap {
+    /// On where the device supports it (Hopper with the sm_90a image), off
+    /// elsewhere; the run's report says which.
+    Auto,
+    /// On, or an error where unsupported.
+    On,
+    Off,
 }
 
 #[derive(Args, Debug)]
@@ -83,6 +95,10 @@ pub struct GenerateArgs {
     /// each group into one matrix (for comparisons).
     #[arg(long)]
     no_stack: bool,
+    /// Let each kernel start while the kernel before it still runs (the
+    /// next product fetches its first weights meanwhile).
+    #[arg(long, value_enum, default_value_t = LaunchOverlap::Auto)]
+    launch_overlap: LaunchOverlap,
     /// After the run, time one more decode step kernel by kernel with an
     /// event after each launch, and print where its time went.
     #[arg(long)]
@@ -203,7 +219,14 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             args.max_new_tokens
         )));
     }
-    let gpu = Gpu::new(args.device)?;
+    let mut gpu = Gpu::new(args.device)?;
+    match args.launch_overlap {
+        LaunchOverlap::On => gpu.set_launch_overlap(true)?,
+        // Unsupported here means off, which the report prints.
+        LaunchOverlap::Auto => gpu.set_launch_overlap(true).unwrap_or(()),
+        LaunchOverlap::Off => gpu.set_launch_overlap(false)?,
+    }
+    let gpu = gpu;
     let t0 = std::time::Instant::now();
     let mut loaded = 0usize;
     let stacking = if args.no_stack {
@@ -360,6 +383,13 @@ fn report(
         StepMode::Graph => println!("decode step: CUDA graph replays"),
         StepMode::Eager(why) => println!("decode step: kernel by kernel ({why})"),
     }
+    println!(
+        "launch overlap: {}",
+        match gpu.launch_order() {
+            LaunchOrder::Overlapped => "on (each kernel may start while the one before ends)",
+            LaunchOrder::AfterPrevious => "off",
+        }
+    );
     if let Some(p) = &out.profile {
         let parts: Vec<String> = p
             .parts
@@ -410,6 +440,7 @@ fn record(
         "tokens_per_s": out.tokens_per_s(),
         "ms_per_step": out.ms_per_step(),
         "graph": matches!(out.step_mode, StepMode::Graph),
+        "launch_overlap": gpu.launch_order() == LaunchOrder::Overlapped,
         "stacked_groups": model.stacked_groups(),
         "step_mode": format!("{:?}", out.step_mode),
         "weight_bytes": model.weight_bytes(),

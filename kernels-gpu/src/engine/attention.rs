@@ -343,6 +343,8 @@ mod gpu {
         sequences: u32,
         scale: f32,
     ) {
+        // Inputs may come from the kernel before (launch overlap).
+        crate::ptx::start_after_prior_grids();
         let s_all = shared_memory::<ATTN_SMEM_BYTES>();
         let s_acc = s_all; // (ATTN_WARPS, ATTN_BLOCK_DIMS) f32
         let s_state = s_all + 4 * ATTN_WARPS * ATTN_BLOCK_DIMS; // (ATTN_WARPS, slots, 2) f32

@@ -32,6 +32,8 @@ mod gpu {
         cols: u32,
         out: *mut u16,
     ) {
+        // Inputs may come from the kernel before (launch overlap).
+        crate::ptx::start_after_prior_grids();
         let r = block_idx().0;
         // SAFETY: r < rows (grid); the id is checked against the table.
         unsafe {
@@ -73,6 +75,8 @@ mod gpu {
         ids: *const u32,
         out: *mut u16,
     ) {
+        // Inputs may come from the kernel before (launch overlap).
+        crate::ptx::start_after_prior_grids();
         let view = MatrixView {
             tiles,
             exception_starts,

@@ -87,6 +87,8 @@ mod gpu {
         cols: u32,
         eps: f32,
     ) {
+        // Inputs may come from the kernel before (launch overlap).
+        crate::ptx::start_after_prior_grids();
         let s_scratch = shared_memory::<{ scratch_bytes(ROW_WARPS) }>();
         let row = block_idx().0 as usize * cols as usize;
         // SAFETY: every index is below cols within row `row` (grid = rows);

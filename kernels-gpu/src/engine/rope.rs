@@ -85,6 +85,8 @@ mod gpu {
         capacity: u32,
         sequences: u32,
     ) {
+        // Inputs may come from the kernel before (launch overlap).
+        crate::ptx::start_after_prior_grids();
         let (r, part, _) = block_idx();
         let r = r as usize;
         // This block's share of the row: every `parts`-th stretch of

@@ -134,6 +134,8 @@ mod gpu {
         history: *mut u32,
         max_steps: u32,
     ) {
+        // Inputs may come from the kernel before (launch overlap).
+        crate::ptx::start_after_prior_grids();
         let s_all = shared_memory::<SMEM_BYTES>();
         let s_pairs = s_all; // (ROW_WARPS) × (value, index)
         let s_chunks = s_all + 8 * ROW_WARPS as u32; // (ROW_THREADS) f32
@@ -348,6 +350,8 @@ mod gpu {
         batch: u32,
         state: *mut u32,
     ) {
+        // Inputs may come from the kernel before (launch overlap).
+        crate::ptx::start_after_prior_grids();
         let i = block_idx().0 * ROW_THREADS + thread_idx();
         // SAFETY: i < batch; the counter has one writer.
         unsafe {

@@ -32,6 +32,8 @@ mod gpu {
         cols: u32,
         in_stride: u32,
     ) {
+        // Inputs may come from the kernel before (launch overlap).
+        crate::ptx::start_after_prior_grids();
         let cols_nz = crate::launch::nonzero(cols);
         let mut i = block_idx().0 * ELEMENT_THREADS + thread_idx();
         let stride = grid_dim_x() * ELEMENT_THREADS;

@@ -131,6 +131,9 @@ unsafe fn zipgemm_sm90<const V: usize, const NJ: usize, const STAGES: usize>(p: 
     // requests `SmemLayout::request_bytes`); global accesses are bounded by
     // the shapes the host checked; the roles below are whole warpgroups.
     unsafe {
+        // Before anything global: the tensor-map slot written below may
+        // still be in use by the kernel before (with launch overlap).
+        crate::ptx::start_after_prior_grids();
         let mut map = core::ptr::null();
         if tid == 0 {
             let mut i = 0;

@@ -22,6 +22,8 @@ pub unsafe extern "ptx-kernel" fn zipserv_x_pitch(
     dst: *mut u16,
     pitch: u32,
 ) {
+    // Inputs may come from the kernel before (launch overlap).
+    crate::ptx::start_after_prior_grids();
     let total = rows * cols;
     let stride = grid_dim_x() * X_PITCH_THREADS;
     let mut i = block_idx().0 * X_PITCH_THREADS + thread_idx();
