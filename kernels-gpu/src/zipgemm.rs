@@ -45,7 +45,7 @@
 //!            launch, and the result does not depend on arrival order.
 
 use crate::decode::{base_pair, lane_pair};
-use crate::format::{LANES, TILE_BYTES, TILE_COLS, TILE_ROWS};
+use crate::format::{LANES, TILE_COLS, TILE_ROWS};
 use crate::launch::{
     GEMM_A_STAGE_BYTES, GEMM_FLAG_BYTES, GEMM_TABLE_BYTES, GEMM_WARPS, GEMM_WIDEST_NT,
     GEMM_X_STAGES, GEMM_X_STRIDE, STORE_BF16, WorkSplit, gemm_x_stage_bytes, nonzero,
@@ -53,9 +53,8 @@ use crate::launch::{
 use crate::ptx::{
     atom_add_acq_rel_u32, block_idx, cp_async_16, cp_async_commit, cp_async_wait,
     dynamic_shared_memory, f32_to_bf16, grid_dim_x, lane_id, ld_cg_v4_f32, ld_nc_u16, ld_nc_u32,
-    ld_shared_u32, ld_shared_v4, ldmatrix_x2, ldmatrix_x4, mma_bf16_16816, prefetch_l2, shfl_idx,
-    st_shared_u16, st_shared_u32, st_shared_v4, start_after_prior_grids, sync_threads, sync_warp,
-    thread_idx,
+    ld_shared_u32, ld_shared_v4, ldmatrix_x2, ldmatrix_x4, mma_bf16_16816, shfl_idx, st_shared_u16,
+    st_shared_u32, st_shared_v4, start_after_prior_grids, sync_threads, sync_warp, thread_idx,
 };
 use crate::tile::{LaneTile, MatrixView, TileExceptions, patch_a_stage};
 
@@ -171,11 +170,6 @@ unsafe fn fetch(
 ) -> Fetched {
     // SAFETY: tile < tile_count; entry loads stay inside the tile's range.
     unsafe {
-        // The tile's own loads first: they need nothing else, while the
-        // exception range below waits for the shuffles (and, every 32
-        // tiles, for the window's loads), so issued after those they would
-        // start one memory round trip late.
-        let tile_data = view.load_lane(tile, lane);
         if tile + 1 - window.first_tile >= LANES as u32 {
             *window = StartsWindow::load(view, tile, tile_count, lane);
         }
@@ -187,7 +181,7 @@ unsafe fn fetch(
             far_start: shfl_idx(window.far_start, at),
         };
         Fetched {
-            tile: tile_data,
+            tile: view.load_lane(tile, lane),
             entry: view.exception(&exceptions, lane),
             exceptions,
         }
@@ -329,19 +323,14 @@ unsafe fn k_loop<const NT: usize>(
         let mut b = Fetched::NONE;
         if w.active && kt0 < w.kt1 {
             a = fetch(w.view, &mut window, w.tile_of(kt0), w.tile_count, w.lane);
-            // The next tiles into L2 at once: the first turns of the walk
-            // then find their weights there instead of waiting a memory
-            // round trip each, and with launch overlap they arrive while
-            // the kernel before still runs.
-            let ahead = (w.kt1 - kt0 - 1).min(L2_PREFETCH_TILES);
-            if w.lane == 0 && ahead > 0 {
-                let next = w.view.tiles.add((w.tile_of(kt0) + 1) as usize * TILE_BYTES);
-                prefetch_l2(next, ahead * TILE_BYTES as u32);
-            }
         }
         // The weights above are never written by another kernel, so they
         // may be on their way while the kernel before (with launch overlap)
-        // still runs; the activations below may be its output.
+        // still runs; the activations below may be its output. (Tried on
+        // an H200, commit 2418ede, launched without overlap: also asking
+        // L2 for each warp's next two tiles here (`cp.async.bulk.prefetch`)
+        // made N = 1–16 2–7% slower, and issuing the tile's loads before
+        // the exception range's shuffles in `fetch` 1–11% slower.)
         if first_segment {
             start_after_prior_grids();
         }
@@ -372,12 +361,6 @@ unsafe fn k_loop<const NT: usize>(
         cp_async_wait::<0>();
     }
 }
-
-/// Tiles after the first that each warp asks L2 for when it starts a
-/// segment of its share (see `k_loop`). At two, one wave of n8 blocks asks
-/// for 24 MB at the start of a 28672 × 4096 product, well inside the
-/// 50–60 MB L2 of a Hopper part, so the lines are still there when used.
-const L2_PREFETCH_TILES: u32 = 2;
 
 /// When to issue the next tile's loads. Early (before the barrier and the
 /// decode) gives them the longest flight but keeps two tiles in registers;
