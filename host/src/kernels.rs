@@ -8,13 +8,13 @@ use cust::sys::{CUdeviceptr, CUstream};
 use half::bf16;
 use zipserv_kernels::format::{TILE_COLS, TILE_ROWS, tiles_for};
 use zipserv_kernels::launch::{
-    DECOMPRESS_WARPS, GEMM_OVERLAP_PREFETCH_TILES, GEMM_VARIANTS, GEMM_WARPS, MmaGemmVariant,
-    STORE_BF16, STORE_F32, WorkSplit, gemm_smem_bytes,
+    DECOMPRESS_WARPS, GEMM_VARIANTS, GEMM_WARPS, MmaGemmVariant, STORE_BF16, STORE_F32, WorkSplit,
+    gemm_smem_bytes,
 };
 
 use crate::device::Gpu;
 use crate::error::{CudaContext, Error, Result, Shape};
-use crate::launch::{LaunchOrder, allow_shared_memory, launch_kernel};
+use crate::launch::{allow_shared_memory, launch_kernel};
 use crate::weights::DeviceWeights;
 
 /// Where ZipGEMM writes `Y` (N × M, row-major).
@@ -478,10 +478,6 @@ fn launch_mma(
     };
     let kernel = gpu.kernels().gemm[variant.index];
     let smem = gemm_smem_bytes(variant.nt) as u32;
-    let prefetch_tiles = match gpu.launch_order() {
-        LaunchOrder::Overlapped => GEMM_OVERLAP_PREFETCH_TILES,
-        LaunchOrder::AfterPrevious => 0,
-    };
     let RawOutput { y, y32, store } = out;
     // SAFETY: shapes and buffer sizes were checked above; the matrix was
     // validated before upload; when shares cut units, the workspace holds
@@ -515,8 +511,7 @@ fn launch_mma(
                 y32,
                 store,
                 partial,
-                counters,
-                prefetch_tiles
+                counters
             )
         )
     }

@@ -162,15 +162,6 @@ pub fn nonzero(d: u32) -> core::num::NonZeroU32 {
     core::num::NonZeroU32::new(d).unwrap_or(core::num::NonZeroU32::MIN)
 }
 
-/// Tiles after its first that each warp of an `mma.sync` ZipGEMM asks L2
-/// for before it waits for the kernel before it, when the host launches it
-/// overlapped (`prefetch_tiles` argument; 0 otherwise). The weights then
-/// stream in while that kernel (a norm, the attention) still runs. Three
-/// tiles of every warp of one wave of n8 blocks are 36 MB, inside the
-/// 50–60 MB L2 of a Hopper part. Without overlap the same prefetch made
-/// N = 1–16 2–7% slower (H200), so plain launches pass 0.
-pub const GEMM_OVERLAP_PREFETCH_TILES: u32 = 3;
-
 /// `zipserv_gemm_*` output types.
 pub const STORE_BF16: u32 = 0;
 pub const STORE_F32: u32 = 1;

@@ -665,28 +665,3 @@ pub fn start_after_prior_grids() {
     wait_for_prior_grids();
     allow_next_grid();
 }
-
-/// Asks for `bytes` of global memory at `p` to be brought into L2, without
-/// waiting and without a destination (PTX ISA §9.7.9.25.4.4,
-/// `cp.async.bulk.prefetch.L2`): one instruction for a whole contiguous
-/// range. Nothing in the `sm_80` image, where the instruction does not
-/// exist (a hint dropped changes no result).
-///
-/// # Safety
-/// `p` is 16-byte aligned, `bytes` a multiple of 16, and the range lies in
-/// one allocation.
-#[inline(always)]
-pub unsafe fn prefetch_l2(p: *const u8, bytes: u32) {
-    #[cfg(target_feature = "sm_90a")]
-    // SAFETY: the caller's promise; a prefetch writes nothing.
-    unsafe {
-        asm!(
-            "cp.async.bulk.prefetch.L2.global [{p}], {n};",
-            p = in(reg64) p,
-            n = in(reg32) bytes,
-            options(nostack, readonly)
-        )
-    }
-    #[cfg(not(target_feature = "sm_90a"))]
-    let _ = (p, bytes);
-}

@@ -45,7 +45,7 @@
 //!            launch, and the result does not depend on arrival order.
 
 use crate::decode::{base_pair, lane_pair};
-use crate::format::{LANES, TILE_BYTES, TILE_COLS, TILE_ROWS};
+use crate::format::{LANES, TILE_COLS, TILE_ROWS};
 use crate::launch::{
     GEMM_A_STAGE_BYTES, GEMM_FLAG_BYTES, GEMM_TABLE_BYTES, GEMM_WARPS, GEMM_WIDEST_NT,
     GEMM_X_STAGES, GEMM_X_STRIDE, STORE_BF16, WorkSplit, gemm_x_stage_bytes, nonzero,
@@ -53,9 +53,8 @@ use crate::launch::{
 use crate::ptx::{
     atom_add_acq_rel_u32, block_idx, cp_async_16, cp_async_commit, cp_async_wait,
     dynamic_shared_memory, f32_to_bf16, grid_dim_x, lane_id, ld_cg_v4_f32, ld_nc_u16, ld_nc_u32,
-    ld_shared_u32, ld_shared_v4, ldmatrix_x2, ldmatrix_x4, mma_bf16_16816, prefetch_l2, shfl_idx,
-    st_shared_u16, st_shared_u32, st_shared_v4, start_after_prior_grids, sync_threads, sync_warp,
-    thread_idx,
+    ld_shared_u32, ld_shared_v4, ldmatrix_x2, ldmatrix_x4, mma_bf16_16816, shfl_idx, st_shared_u16,
+    st_shared_u32, st_shared_v4, start_after_prior_grids, sync_threads, sync_warp, thread_idx,
 };
 use crate::tile::{LaneTile, MatrixView, TileExceptions, patch_a_stage};
 
@@ -76,10 +75,6 @@ struct GemmArgs {
     /// between launches.
     partial: *mut f32,
     counters: *mut u32,
-    /// Tiles after the first that each warp asks L2 for before it waits
-    /// for the kernel before it (`launch::GEMM_OVERLAP_PREFETCH_TILES`
-    /// when launched overlapped, else 0).
-    prefetch_tiles: u32,
 }
 
 /// Shared-memory addresses of one block (layout in `launch`).
@@ -328,20 +323,17 @@ unsafe fn k_loop<const NT: usize>(
         let mut b = Fetched::NONE;
         if w.active && kt0 < w.kt1 {
             a = fetch(w.view, &mut window, w.tile_of(kt0), w.tile_count, w.lane);
-            let ahead = (w.kt1 - kt0 - 1).min(w.args.prefetch_tiles);
-            if first_segment && w.lane == 0 && ahead > 0 {
-                let next = w.view.tiles.add((w.tile_of(kt0) + 1) as usize * TILE_BYTES);
-                prefetch_l2(next, ahead * TILE_BYTES as u32);
-            }
         }
         // The weights above are never written by another kernel, so they
         // may be on their way while the kernel before (with launch overlap)
         // still runs; the activations below may be its output. (Tried on
         // an H200, commit 2418ede, launched without overlap: also asking
         // L2 for each warp's next two tiles here (`cp.async.bulk.prefetch`)
-        // made N = 1–16 2–7% slower, which is why only overlapped launches
-        // ask for it (`prefetch_tiles`), and issuing the tile's loads
-        // before the exception range's shuffles in `fetch` 1–11% slower.)
+        // made N = 1–16 2–7% slower, and with launch overlap the engine's
+        // batch-1 step 10% slower (4.09 -> 4.50 ms; the bulk prefetch of
+        // three tiles per warp, commit 218b0bc); issuing the tile's loads
+        // before the exception range's shuffles in `fetch` made N = 1–16
+        // 1–11% slower.)
         if first_segment {
             start_after_prior_grids();
         }
@@ -800,7 +792,6 @@ macro_rules! zipgemm_entry {
             store: u32,
             partial: *mut f32,
             counters: *mut u32,
-            prefetch_tiles: u32,
         ) {
             let view = MatrixView {
                 tiles,
@@ -823,7 +814,6 @@ macro_rules! zipgemm_entry {
                 store,
                 partial,
                 counters,
-                prefetch_tiles,
             };
             // SAFETY: forwarded from the caller.
             unsafe { zipgemm::<$nt>(view, args) }
