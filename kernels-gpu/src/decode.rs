@@ -79,15 +79,70 @@ pub fn pair_codes(words: &[u32; LANE_CODE_WORDS], pair: usize) -> u32 {
     }
 }
 
-/// Decodes one BF16 pair (one A-fragment register): `sm_word` holds four
-/// sign+mantissa bytes, `spread` picks two of them ([`SPREAD_BYTES_01`] or
-/// [`SPREAD_BYTES_23`]), `codes` comes from [`pair_codes`], `base2` from
-/// [`base_pair`]. Three instructions on the GPU besides the code extraction:
-/// `prmt`, `add`, and one `lop3` for `(x & mask) | e`.
+/// The two codes of field 0 of a code word (bits 0..3 and 16..19); field
+/// `f`'s are this shifted left by `3f`.
+const FIELD_CODES: u32 = 0x0007_0007;
+
+/// Decodes BF16 pair `pair` (0..32) of a lane, one A-fragment register:
+/// `sm_word` holds its two sign+mantissa bytes among four, `spread` picks
+/// them ([`SPREAD_BYTES_01`] or [`SPREAD_BYTES_23`]), `codes` are the
+/// lane's six code words, `base2` comes from [`base_pair`]. The result is
+/// `(spread & SIGN_MANTISSA_MASK) | (pair_codes(codes, pair) + base2)`.
+///
+/// Computed as `((spread & SIGN_MANTISSA_MASK) | base2) + codes`, with the
+/// codes masked where they lie in their word and shifted into place by the
+/// add: four instructions per field pair on the GPU (`prmt`; `lop3`
+/// keeping sign and mantissa and setting the base; `lop3` masking the
+/// field; `lea` shifting and adding), where extracting the codes first and
+/// adding the base to them took five (SASS of commit 2c0991b). A base plus
+/// a code is at most 255, so the add never carries out of the exponent.
 #[inline(always)]
-pub fn decode_pair(sm_word: u32, spread: u32, codes: u32, base2: u32) -> u32 {
-    let x = byte_perm(sm_word, 0, spread);
-    (x & SIGN_MANTISSA_MASK) | (codes + base2)
+pub fn decode_pair(
+    sm_word: u32,
+    spread: u32,
+    codes: &[u32; LANE_CODE_WORDS],
+    pair: usize,
+    base2: u32,
+) -> u32 {
+    let with_base = (byte_perm(sm_word, 0, spread) & SIGN_MANTISSA_MASK) | base2;
+    if pair < FIELD_PAIRS {
+        let field = pair % FIELD_PAIRS_PER_WORD;
+        let at_field = codes[pair / FIELD_PAIRS_PER_WORD] & (FIELD_CODES << (3 * field));
+        // Field f's low code sits at bit 3f and goes to bit 7.
+        if field <= 2 {
+            shl_add(at_field, (7 - 3 * field) as u32, with_base)
+        } else {
+            shr_add(at_field, (3 * field - 7) as u32, with_base)
+        }
+    } else {
+        with_base.wrapping_add(pair_codes(codes, pair))
+    }
+}
+
+/// `(a << k) + b`: one instruction on the GPU (see `ptx::shl_add`).
+#[inline(always)]
+fn shl_add(a: u32, k: u32, b: u32) -> u32 {
+    #[cfg(target_arch = "nvptx64")]
+    {
+        crate::ptx::shl_add(a, k, b)
+    }
+    #[cfg(not(target_arch = "nvptx64"))]
+    {
+        (a << k).wrapping_add(b)
+    }
+}
+
+/// `(a >> k) + b`: one instruction on the GPU (see `ptx::shr_add`).
+#[inline(always)]
+fn shr_add(a: u32, k: u32, b: u32) -> u32 {
+    #[cfg(target_arch = "nvptx64")]
+    {
+        crate::ptx::shr_add(a, k, b)
+    }
+    #[cfg(not(target_arch = "nvptx64"))]
+    {
+        (a >> k).wrapping_add(b)
+    }
 }
 
 /// Decodes all 32 pairs of a lane's tile data: `sm` is the lane's 64
@@ -110,12 +165,18 @@ pub fn decode_lane(sm: &[u32; 16], codes: &[u32; LANE_CODE_WORDS], base: u8) -> 
 /// Decodes pair `pair` (0..32) of a lane's tile data; see [`decode_lane`].
 #[inline(always)]
 pub fn lane_pair(sm: &[u32; 16], codes: &[u32; LANE_CODE_WORDS], pair: usize, base2: u32) -> u32 {
-    let spread = if pair.is_multiple_of(2) {
+    decode_pair(sm[pair / 2], spread_of(pair), codes, pair, base2)
+}
+
+/// The [`byte_perm`] selector of pair `pair`'s two bytes in its
+/// sign+mantissa word.
+#[inline(always)]
+pub const fn spread_of(pair: usize) -> u32 {
+    if pair.is_multiple_of(2) {
         SPREAD_BYTES_01
     } else {
         SPREAD_BYTES_23
-    };
-    decode_pair(sm[pair / 2], spread, pair_codes(codes, pair), base2)
+    }
 }
 
 /// Puts an exception's true exponent into a BF16 value decoded with code 0.
@@ -190,14 +251,40 @@ mod tests {
         }
     }
 
+    /// `decode_pair` is `(spread & SIGN_MANTISSA_MASK) | (pair_codes + base2)`
+    /// for every pair, base and (random) word.
+    #[test]
+    fn decode_pair_is_its_definition_for_every_pair() {
+        let mut state = 0x9E37_79B9u32;
+        let mut next = || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            state
+        };
+        for base in [0u8, 1, 7, 100, 121, 200, 248] {
+            for _ in 0..200 {
+                let codes: [u32; LANE_CODE_WORDS] = core::array::from_fn(|_| next());
+                let word = next();
+                for pair in 0..LANE_PAIRS {
+                    let spread = spread_of(pair);
+                    let want = (byte_perm(word, 0, spread) & SIGN_MANTISSA_MASK)
+                        | (pair_codes(&codes, pair) + base_pair(base));
+                    let got = decode_pair(word, spread, &codes, pair, base_pair(base));
+                    assert_eq!(got, want, "base {base} pair {pair}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn decode_pair_rebuilds_every_sign_mantissa_and_code() {
         for base in [0u8, 1, 100, 120, 248] {
             for sm in 0..=255u32 {
                 for code in 0..8u32 {
                     let word = sm | (sm ^ 0x5A) << 8;
-                    let codes = code << 7 | (7 - code) << 23;
-                    let pair = decode_pair(word, SPREAD_BYTES_01, codes, base_pair(base));
+                    // Pair 0: field 0 of word 0.
+                    let mut codes = [0u32; LANE_CODE_WORDS];
+                    codes[0] = code | (7 - code) << 16;
+                    let pair = decode_pair(word, SPREAD_BYTES_01, &codes, 0, base_pair(base));
                     let expect = |sm: u32, c: u32| {
                         (sm & 0x80) << 8 | (u32::from(base) + c) << 7 | (sm & 0x7F)
                     };

@@ -665,3 +665,43 @@ pub fn start_after_prior_grids() {
     wait_for_prior_grids();
     allow_next_grid();
 }
+
+/// `(a << k) + b` as one PTX block (`shl` then `add`), which ptxas turns
+/// into one `LEA`. Written out because LLVM canonicalizes `(w & m) << k`
+/// into `(w << k) & (m << k)`, which needs the shift and the mask as two
+/// instructions before the add (see `decode::decode_pair`).
+#[inline(always)]
+pub fn shl_add(a: u32, k: u32, b: u32) -> u32 {
+    let r: u32;
+    // SAFETY: register arithmetic.
+    unsafe {
+        asm!(
+            "{{ .reg .b32 t; shl.b32 t, {a}, {k}; add.u32 {r}, t, {b}; }}",
+            r = out(reg32) r,
+            a = in(reg32) a,
+            k = in(reg32) k,
+            b = in(reg32) b,
+            options(pure, nomem, nostack, preserves_flags)
+        )
+    }
+    r
+}
+
+/// `(a >> k) + b` (logical shift) as one PTX block; ptxas turns it into one
+/// `LEA.HI`. See [`shl_add`].
+#[inline(always)]
+pub fn shr_add(a: u32, k: u32, b: u32) -> u32 {
+    let r: u32;
+    // SAFETY: register arithmetic.
+    unsafe {
+        asm!(
+            "{{ .reg .b32 t; shr.u32 t, {a}, {k}; add.u32 {r}, t, {b}; }}",
+            r = out(reg32) r,
+            a = in(reg32) a,
+            k = in(reg32) k,
+            b = in(reg32) b,
+            options(pure, nomem, nostack, preserves_flags)
+        )
+    }
+    r
+}

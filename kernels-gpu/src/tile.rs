@@ -5,8 +5,7 @@
 
 #[cfg(target_arch = "nvptx64")]
 use crate::decode::{
-    SPREAD_BYTES_01, SPREAD_BYTES_23, base_pair, decode_lane, decode_pair, exception_entry,
-    pair_codes, patch_exponent,
+    base_pair, decode_lane, decode_pair, exception_entry, patch_exponent, spread_of,
 };
 #[cfg(target_arch = "nvptx64")]
 use crate::format::{EXC_FAR, LANE_PAIRS, SM_BYTES, SM_CHUNKS, TILE_BYTES};
@@ -85,8 +84,7 @@ impl LaneTile {
                     let first = 8 * J + 4 * H; // k-step 2J + H
                     let frag = [0usize, 1, 2, 3].map(|r| {
                         let pair = first + r;
-                        let spread = if r % 2 == 0 { SPREAD_BYTES_01 } else { SPREAD_BYTES_23 };
-                        decode_pair(sm[2 * H + r / 2], spread, pair_codes(&codes, pair), base2)
+                        decode_pair(sm[2 * H + r / 2], spread_of(pair), &codes, pair, base2)
                     });
                     put(2 * J + H, frag);
                 });
