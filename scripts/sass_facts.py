@@ -17,7 +17,7 @@ import re
 import sys
 
 MMA_PER_TILE = {
-    "zipserv_gemm_n8": 8, "zipserv_gemm_n16": 16, "zipserv_gemm_n32": 32,
+    "zipserv_gemm_n8": 8, "zipserv_gemm_n8_early": 8, "zipserv_gemm_n16": 16, "zipserv_gemm_n32": 32,
     "zipserv_gemm_sm90_n64": 8, "zipserv_gemm_sm90_n128": 8, "zipserv_gemm_sm90_n256": 8,
 }
 WEIGHTS_PER_THREAD_PER_TILE = 64

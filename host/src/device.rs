@@ -9,7 +9,7 @@ use cust::stream::{Stream, StreamFlags};
 use zipserv_kernels::catalog::{self, PtxImage};
 
 use crate::error::{CudaContext, Error, Result};
-use crate::kernels::{GemmPath, SplitK};
+use crate::kernels::{Fetch, GemmPath, SplitK};
 use crate::launch::{Kernel, Kernels, LaunchOrder};
 
 /// One embedded PTX image: its catalog entry and its text (`build.rs`
@@ -45,6 +45,10 @@ pub const PTX_ARCH: &str = catalog::SM80.arch;
 /// `auto` (default), `mma` (the `mma.sync` kernel) or `wgmma` (the Hopper
 /// kernel). It lets benchmarks and tests force a path without code changes.
 pub const GEMM_PATH_ENV: &str = "ZIPSERV_GEMM_PATH";
+/// Environment variable that sets [`Gpu::gemm_fetch`] at [`Gpu::new`]:
+/// `auto` (default), `early` or `late`; for benchmarks comparing the two
+/// `mma.sync` variants of one width without code changes.
+pub const GEMM_FETCH_ENV: &str = "ZIPSERV_GEMM_FETCH";
 /// The short commit hash this crate was built from (`"unknown"` outside a
 /// git checkout), for benchmark records.
 pub const BUILD_COMMIT: &str = env!("ZIPSERV_BUILD_COMMIT");
@@ -75,10 +79,11 @@ pub struct Gpu {
     /// Its kernels' handles, resolved once.
     kernels: Kernels,
     /// Resident blocks per multiprocessor of each `mma.sync` ZipGEMM variant.
-    gemm_blocks_per_sm: [u32; 3],
+    gemm_blocks_per_sm: [u32; zipserv_kernels::launch::GEMM_VARIANTS.len()],
     /// The same for the Hopper variants (0 where the image lacks them).
     wgmma_blocks_per_sm: [u32; 3],
     gemm_path: GemmPath,
+    gemm_fetch: Fetch,
     /// How zipserv's kernels are launched (see [`Gpu::set_launch_overlap`]).
     launch_order: LaunchOrder,
     _context: Context,
@@ -116,6 +121,10 @@ impl Gpu {
             Ok(v) => v.parse()?,
             Err(_) => GemmPath::Auto,
         };
+        let gemm_fetch = match std::env::var(GEMM_FETCH_ENV) {
+            Ok(v) => v.parse()?,
+            Err(_) => Fetch::Auto,
+        };
         Ok(Self {
             module,
             stream,
@@ -125,6 +134,7 @@ impl Gpu {
             gemm_blocks_per_sm,
             wgmma_blocks_per_sm,
             gemm_path,
+            gemm_fetch,
             launch_order: LaunchOrder::AfterPrevious,
             _context: context,
         })
@@ -227,14 +237,18 @@ impl Gpu {
     /// The K split ZipGEMM would use for an `m × k` matrix and `n`
     /// activation rows (`requested`: an explicit number of slices).
     pub fn gemm_split(&self, m: usize, k: usize, n: usize, requested: Option<u32>) -> SplitK {
-        let variant = crate::kernels::GemmVariant::for_n(n);
-        SplitK::choose(
-            m,
-            k,
-            n.div_ceil(8 * variant.nt),
-            self.gemm_blocks_per_wave(variant.index),
-            requested,
-        )
+        crate::kernels::GemmVariant::choose(self, m, k, n, requested).1
+    }
+
+    /// When the `mma.sync` ZipGEMM fetches each warp's next tile
+    /// ([`GEMM_FETCH_ENV`] at start, else [`Fetch::Auto`]).
+    pub fn gemm_fetch(&self) -> Fetch {
+        self.gemm_fetch
+    }
+
+    /// Sets [`Gpu::gemm_fetch`] from now on.
+    pub fn set_gemm_fetch(&mut self, fetch: Fetch) {
+        self.gemm_fetch = fetch;
     }
 
     /// Waits for all work on the stream and surfaces any asynchronous error.

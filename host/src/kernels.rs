@@ -457,8 +457,7 @@ fn launch_mma(
     workspace: &mut GemmWorkspace,
 ) -> Result<()> {
     let (m, k) = (w.rows(), w.cols());
-    let variant = GemmVariant::for_n(n);
-    let split = gpu.gemm_split(m, k, n, split_k);
+    let (variant, split) = GemmVariant::choose(gpu, m, k, n, split_k);
     let work = split.work;
     let pairs = u64::from(work.units) * u64::from(work.col_tiles);
     if u32::try_from(pairs).is_err() {
@@ -524,7 +523,7 @@ pub(crate) struct GemmVariant {
 }
 
 impl GemmVariant {
-    /// The smallest variant covering `n` rows, or the widest for larger n
+    /// The first variant covering `n` rows, or the widest for larger n
     /// (which runs every share once per chunk of 32 rows; the narrower
     /// kernels assume a single chunk).
     pub(crate) fn for_n(n: usize) -> GemmVariant {
@@ -533,15 +532,89 @@ impl GemmVariant {
             .iter()
             .position(|v| n <= 8 * v.nt)
             .unwrap_or(last);
+        Self::at(index)
+    }
+
+    fn at(index: usize) -> GemmVariant {
         let MmaGemmVariant { nt, .. } = GEMM_VARIANTS[index];
         GemmVariant { nt, index }
+    }
+
+    /// The variant and split for an `m × k` product with `n` rows on `gpu`
+    /// (`requested`: explicit K slices). Of two variants of one width, the
+    /// late-fetching one, which fits more blocks, unless its split leaves
+    /// part of its wave empty: then the blocks there are few anyway and the
+    /// early-fetching one hides each tile's memory round trip
+    /// ([`Fetch::Auto`]; [`Gpu::gemm_fetch`] may force either).
+    pub(crate) fn choose(
+        gpu: &Gpu,
+        m: usize,
+        k: usize,
+        n: usize,
+        requested: Option<u32>,
+    ) -> (GemmVariant, SplitK) {
+        let split_for = |v: &GemmVariant| {
+            SplitK::choose(
+                m,
+                k,
+                n.div_ceil(8 * v.nt),
+                gpu.gemm_blocks_per_wave(v.index),
+                requested,
+            )
+        };
+        let first = Self::for_n(n);
+        let split = split_for(&first);
+        let twin = GEMM_VARIANTS
+            .get(first.index + 1)
+            .filter(|t| t.nt == first.nt && t.fetch_early != GEMM_VARIANTS[first.index].fetch_early)
+            .map(|_| Self::at(first.index + 1));
+        let Some(twin) = twin else {
+            return (first, split);
+        };
+        let want_early = match gpu.gemm_fetch() {
+            Fetch::Early => true,
+            Fetch::Late => false,
+            Fetch::Auto => (split.grid() as usize) < gpu.gemm_blocks_per_wave(first.index),
+        };
+        if want_early == GEMM_VARIANTS[twin.index].fetch_early {
+            let split = split_for(&twin);
+            (twin, split)
+        } else {
+            (first, split)
+        }
+    }
+}
+
+/// When the `mma.sync` ZipGEMM fetches a warp's next tile
+/// (`launch::MmaGemmVariant::fetch_early`), where both variants exist.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fetch {
+    /// Chosen per product by [`GemmVariant::choose`]'s rule.
+    #[default]
+    Auto,
+    Early,
+    Late,
+}
+
+impl std::str::FromStr for Fetch {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "early" => Ok(Self::Early),
+            "late" => Ok(Self::Late),
+            other => Err(Error::Unsupported(format!(
+                "{}={other:?}: expected auto, early or late",
+                crate::device::GEMM_FETCH_ENV
+            ))),
+        }
     }
 }
 
 /// Lets every ZipGEMM variant use the dynamic shared memory its layout
 /// needs, and returns how many blocks of each fit on one multiprocessor.
-pub(crate) fn prepare_gemm(module: &Module) -> Result<[u32; 3]> {
-    let mut blocks = [0u32; 3];
+pub(crate) fn prepare_gemm(module: &Module) -> Result<[u32; GEMM_VARIANTS.len()]> {
+    let mut blocks = [0u32; GEMM_VARIANTS.len()];
     for (variant, blocks) in GEMM_VARIANTS.iter().zip(&mut blocks) {
         let function = module
             .get_function(variant.name)

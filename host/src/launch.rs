@@ -55,7 +55,7 @@ pub(crate) struct Kernels {
     pub(crate) decompress: Kernel,
     pub(crate) demo: Kernel,
     /// One per `launch::GEMM_VARIANTS`.
-    pub(crate) gemm: [Kernel; 3],
+    pub(crate) gemm: [Kernel; GEMM_VARIANTS.len()],
     /// One per `sm90::WGMMA_GEMM_VARIANTS`, and the activation copy they may
     /// need; `None` in an image without the Hopper kernels.
     pub(crate) wgmma: Option<([Kernel; 3], Kernel)>,
@@ -63,23 +63,23 @@ pub(crate) struct Kernels {
 
 impl Kernels {
     pub(crate) fn resolve(module: &Module, has_wgmma: bool) -> Result<Self> {
-        let each = |names: [&'static str; 3]| -> Result<[Kernel; 3]> {
-            Ok([
-                Kernel::resolve(module, names[0])?,
-                Kernel::resolve(module, names[1])?,
-                Kernel::resolve(module, names[2])?,
-            ])
-        };
+        fn each<const N: usize>(module: &Module, names: [&'static str; N]) -> Result<[Kernel; N]> {
+            let mut out = [None; N];
+            for (slot, name) in out.iter_mut().zip(names) {
+                *slot = Some(Kernel::resolve(module, name)?);
+            }
+            Ok(out.map(|k| k.expect("every slot resolved above")))
+        }
         let wgmma = if has_wgmma {
             let names = WGMMA_GEMM_VARIANTS.map(|v| v.name);
-            Some((each(names)?, Kernel::resolve(module, X_PITCH)?))
+            Some((each(module, names)?, Kernel::resolve(module, X_PITCH)?))
         } else {
             None
         };
         Ok(Self {
             decompress: Kernel::resolve(module, "zipserv_decompress")?,
             demo: Kernel::resolve(module, "demo_mma_16x8x16")?,
-            gemm: each(GEMM_VARIANTS.map(|v| v.name))?,
+            gemm: each(module, GEMM_VARIANTS.map(|v| v.name))?,
             wgmma,
         })
     }

@@ -47,8 +47,9 @@
 use crate::decode::{base_pair, lane_pair};
 use crate::format::{LANES, TILE_COLS, TILE_ROWS};
 use crate::launch::{
-    GEMM_A_STAGE_BYTES, GEMM_FLAG_BYTES, GEMM_TABLE_BYTES, GEMM_WARPS, GEMM_WIDEST_NT,
-    GEMM_X_STAGES, GEMM_X_STRIDE, STORE_BF16, WorkSplit, gemm_x_stage_bytes, nonzero,
+    GEMM_A_STAGE_BYTES, GEMM_FLAG_BYTES, GEMM_TABLE_BYTES, GEMM_VARIANTS, GEMM_WARPS,
+    GEMM_WIDEST_NT, GEMM_X_STAGES, GEMM_X_STRIDE, MmaGemmVariant, STORE_BF16, WorkSplit,
+    gemm_x_stage_bytes, nonzero,
 };
 use crate::ptx::{
     atom_add_acq_rel_u32, block_idx, cp_async_16, cp_async_commit, cp_async_wait,
@@ -297,7 +298,7 @@ impl Walk<'_> {
 /// swap roles without register copies (one turn per tile cost 30 moves per
 /// tile at NT = 4).
 #[inline(always)]
-unsafe fn k_loop<const NT: usize>(
+unsafe fn k_loop<const NT: usize, const EARLY: bool>(
     w: &Walk,
     kt0: u32,
     first_segment: bool,
@@ -340,39 +341,29 @@ unsafe fn k_loop<const NT: usize>(
         stage(0, kt0);
         stage(1, kt0 + 1);
         let (mut kt, mut buffer) = (kt0, 0);
-        if !fetch_early::<NT>() {
+        if !EARLY {
             // One tile in registers at a time: the next is fetched after
             // this one is decoded, into the same variables.
             while kt < w.kt1 {
                 // A copy, not a take: resetting `a` cost 8 registers
                 // of zeros kept live through the decode.
                 let cur = a;
-                tile_step::<NT>(w, acc, kt, buffer, &cur, &mut a, &mut window, &stage);
+                tile_step::<NT, EARLY>(w, acc, kt, buffer, &cur, &mut a, &mut window, &stage);
                 (kt, buffer) = (kt + 1, next_buffer(buffer));
             }
         } else {
             while kt < w.kt1 {
-                tile_step::<NT>(w, acc, kt, buffer, &a, &mut b, &mut window, &stage);
+                tile_step::<NT, EARLY>(w, acc, kt, buffer, &a, &mut b, &mut window, &stage);
                 (kt, buffer) = (kt + 1, next_buffer(buffer));
                 if kt == w.kt1 {
                     break;
                 }
-                tile_step::<NT>(w, acc, kt, buffer, &b, &mut a, &mut window, &stage);
+                tile_step::<NT, EARLY>(w, acc, kt, buffer, &b, &mut a, &mut window, &stage);
                 (kt, buffer) = (kt + 1, next_buffer(buffer));
             }
         }
         cp_async_wait::<0>();
     }
-}
-
-/// When to issue the next tile's loads. Early (before the barrier and the
-/// decode) gives them the longest flight but keeps two tiles in registers;
-/// late (after this tile is decoded) frees those registers, and more warps
-/// fit. Measured on an H200: late is 10–20% faster for one n-tile (72
-/// instead of 96 registers), early is 10–20% faster for two or four, whose
-/// longer MMA phase needs the head start.
-const fn fetch_early<const NT: usize>() -> bool {
-    NT > 1
 }
 
 #[inline(always)]
@@ -388,7 +379,7 @@ fn next_buffer(buffer: u32) -> u32 {
 /// the tile after next, fetch the next tile's weights, decode, patch, MMA.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_step<const NT: usize>(
+unsafe fn tile_step<const NT: usize, const EARLY: bool>(
     w: &Walk,
     acc: &mut [[f32; 4]; NT],
     kt: u32,
@@ -398,7 +389,7 @@ unsafe fn tile_step<const NT: usize>(
     window: &mut StartsWindow,
     stage: &impl Fn(u32, u32),
 ) {
-    let fetch_early = fetch_early::<NT>();
+    let fetch_early = EARLY;
     let has_next = w.active && kt + 1 < w.kt1;
     let lane = w.lane;
     // SAFETY: as in `zipgemm`.
@@ -449,7 +440,7 @@ unsafe fn tile_step<const NT: usize>(
 }
 
 #[inline(always)]
-unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
+unsafe fn zipgemm<const NT: usize, const EARLY: bool>(view: MatrixView, args: GemmArgs) {
     let tid = thread_idx();
     let warp = tid / 32;
     let lane = lane_id();
@@ -509,7 +500,7 @@ unsafe fn zipgemm<const NT: usize>(view: MatrixView, args: GemmArgs) {
                 b_lane: b_lane_offset::<NT>(lane),
             };
             let mut acc = [[0f32; 4]; NT];
-            k_loop::<NT>(&walk, kt0, pos == start, &mut acc);
+            k_loop::<NT, EARLY>(&walk, kt0, pos == start, &mut acc);
             let out = Output {
                 view: &view,
                 args: &args,
@@ -757,9 +748,9 @@ fn for_each_fragment<const NT: usize>(
 }
 
 macro_rules! zipgemm_entry {
-    ($name:ident, $nt:literal) => {
-        /// ZipGEMM for chunks of
-        #[doc = concat!(stringify!($nt), " × 8 activation rows.")]
+    ($name:ident, $v:literal) => {
+        /// ZipGEMM, variant
+        #[doc = concat!(stringify!($v), " of `launch::GEMM_VARIANTS`.")]
         ///
         /// # Safety
         /// The matrix pointers describe a matrix validated by the host; `x`
@@ -815,12 +806,15 @@ macro_rules! zipgemm_entry {
                 partial,
                 counters,
             };
+            const V: MmaGemmVariant = GEMM_VARIANTS[$v];
             // SAFETY: forwarded from the caller.
-            unsafe { zipgemm::<$nt>(view, args) }
+            unsafe { zipgemm::<{ V.nt }, { V.fetch_early }>(view, args) }
         }
     };
 }
 
-zipgemm_entry!(zipserv_gemm_n8, 1);
+zipgemm_entry!(zipserv_gemm_n8, 0);
+zipgemm_entry!(zipserv_gemm_n8_early, 1);
 zipgemm_entry!(zipserv_gemm_n16, 2);
-zipgemm_entry!(zipserv_gemm_n32, 4);
+zipgemm_entry!(zipserv_gemm_n32, 3);
+const _: () = assert!(GEMM_VARIANTS.len() == 4, "one entry point per variant");

@@ -5,7 +5,7 @@ use cust::memory::CopyDestination;
 use half::bf16;
 use zipserv_format::CompressedMatrix;
 use zipserv_format::rng::{SplitMix64, fresh_seed};
-use zipserv_gpu::{DeviceWeights, GemmOutput, GemmWorkspace, Gpu, decompress, zipgemm};
+use zipserv_gpu::{DeviceWeights, Fetch, GemmOutput, GemmWorkspace, Gpu, decompress, zipgemm};
 use zipserv_tests::data::{
     activations, all_bit_patterns, gemm_reference, relative_error, weight_like,
 };
@@ -82,7 +82,10 @@ fn check_gemm(
     let w = DeviceWeights::upload(gpu, &matrix).unwrap();
     let x = zipserv_tests::upload(&x_host);
     let mut workspace = GemmWorkspace::default();
-    let case = format!("seed {seed}, M={m} K={k} N={n} split_k={split_k:?}");
+    let case = format!(
+        "seed {seed}, M={m} K={k} N={n} split_k={split_k:?} fetch={:?}",
+        gpu.gemm_fetch()
+    );
 
     let mut y = zipserv_tests::upload(&vec![bf16::from_bits(0x7FC1); n * m]);
     zipgemm(
@@ -126,7 +129,7 @@ fn check_gemm(
 
 #[test]
 fn zipgemm_matches_f64_reference() {
-    let Some(gpu) = gpu_or_skip("zipgemm_matches_f64_reference") else {
+    let Some(mut gpu) = gpu_or_skip("zipgemm_matches_f64_reference") else {
         return;
     };
     let seed = fresh_seed();
@@ -145,8 +148,17 @@ fn zipgemm_matches_f64_reference() {
         (34000, 300, 40),
     ];
     for &shape in &shapes {
-        for split_k in [None, Some(1), Some(3)] {
-            check_gemm(&gpu, &mut rng, seed, shape, split_k);
+        // Both n8 variants (late and early fetch) where N allows them.
+        let fetches: &[Fetch] = if shape.2 <= 8 {
+            &[Fetch::Late, Fetch::Early]
+        } else {
+            &[Fetch::Auto]
+        };
+        for &fetch in fetches {
+            gpu.set_gemm_fetch(fetch);
+            for split_k in [None, Some(1), Some(3)] {
+                check_gemm(&gpu, &mut rng, seed, shape, split_k);
+            }
         }
     }
 }
