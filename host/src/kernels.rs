@@ -542,10 +542,15 @@ impl GemmVariant {
 
     /// The variant and split for an `m × k` product with `n` rows on `gpu`
     /// (`requested`: explicit K slices). Of two variants of one width, the
-    /// late-fetching one, which fits more blocks, unless its split leaves
-    /// part of its wave empty: then the blocks there are few anyway and the
-    /// early-fetching one hides each tile's memory round trip
-    /// ([`Fetch::Auto`]; [`Gpu::gemm_fetch`] may force either).
+    /// late-fetching one, which fits more blocks, unless its split has no
+    /// more blocks than one wave of the early-fetching one: then the
+    /// blocks are few anyway and the early fetch hides each tile's memory
+    /// round trip ([`Fetch::Auto`]; [`Gpu::gemm_fetch`] may force either).
+    /// Measured on an H200 (commit dd73a6a, N = 1 and 8): early is 10%
+    /// faster at 2048 × 4096 (256 blocks) and 4096 × 1024, 2% at 4096 ×
+    /// 4096 (512 blocks, wave 528); late is 7–13% faster at 4096 × 14336
+    /// (1024 blocks) and 6144 × 4096, which fill the late wave (1056) but
+    /// not the early one.
     pub(crate) fn choose(
         gpu: &Gpu,
         m: usize,
@@ -574,7 +579,7 @@ impl GemmVariant {
         let want_early = match gpu.gemm_fetch() {
             Fetch::Early => true,
             Fetch::Late => false,
-            Fetch::Auto => (split.grid() as usize) < gpu.gemm_blocks_per_wave(first.index),
+            Fetch::Auto => split.grid() as usize <= gpu.gemm_blocks_per_wave(twin.index),
         };
         if want_early == GEMM_VARIANTS[twin.index].fetch_early {
             let split = split_for(&twin);

@@ -72,9 +72,10 @@ pub const GEMM_VARIANTS: [MmaGemmVariant; 4] = [
         min_blocks_per_sm: 8,
         fetch_early: false,
     },
-    // For products whose split leaves slots free anyway (few row groups,
-    // short K): there each warp's chain of tiles, one memory round trip
-    // per tile with the late fetch, is what takes the time.
+    // For products too small to fill the late variant's wave (few row
+    // groups, short K; the host's rule is `GemmVariant::choose`): there
+    // each warp's chain of tiles, one memory round trip per tile with the
+    // late fetch, is what takes the time.
     MmaGemmVariant {
         name: "zipserv_gemm_n8_early",
         nt: 1,
