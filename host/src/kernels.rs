@@ -558,15 +558,22 @@ impl GemmVariant {
         n: usize,
         requested: Option<u32>,
     ) -> (GemmVariant, SplitK) {
-        let split_for = |v: &GemmVariant| {
-            SplitK::choose(
-                m,
-                k,
-                n.div_ceil(8 * v.nt),
-                gpu.gemm_blocks_per_wave(v.index),
-                requested,
-            )
-        };
+        let waves = std::array::from_fn(|i| gpu.gemm_blocks_per_wave(i));
+        Self::choose_for_waves(&waves, gpu.gemm_fetch(), m, k, n, requested)
+    }
+
+    /// [`GemmVariant::choose`] for a device whose waves hold `waves[i]`
+    /// blocks of variant `i`.
+    fn choose_for_waves(
+        waves: &[usize; GEMM_VARIANTS.len()],
+        fetch: Fetch,
+        m: usize,
+        k: usize,
+        n: usize,
+        requested: Option<u32>,
+    ) -> (GemmVariant, SplitK) {
+        let split_for =
+            |v: &GemmVariant| SplitK::choose(m, k, n.div_ceil(8 * v.nt), waves[v.index], requested);
         let first = Self::for_n(n);
         let split = split_for(&first);
         let twin = GEMM_VARIANTS
@@ -576,10 +583,10 @@ impl GemmVariant {
         let Some(twin) = twin else {
             return (first, split);
         };
-        let want_early = match gpu.gemm_fetch() {
+        let want_early = match fetch {
             Fetch::Early => true,
             Fetch::Late => false,
-            Fetch::Auto => split.grid() as usize <= gpu.gemm_blocks_per_wave(twin.index),
+            Fetch::Auto => split.grid() as usize <= waves[twin.index],
         };
         if want_early == GEMM_VARIANTS[twin.index].fetch_early {
             let split = split_for(&twin);
@@ -872,5 +879,64 @@ mod tests {
         // More slices than column tiles: one tile per block.
         let s = SplitK::choose(64, 300, 1, 528, Some(9));
         assert_eq!((s.work.blocks, s.slices()), (3, 3));
+    }
+}
+
+#[cfg(test)]
+mod variant_tests {
+    use super::*;
+
+    /// An H200's waves (132 SMs): 8 blocks per SM of the late n8 variant,
+    /// 4 of the others.
+    const H200: [usize; 4] = [1056, 528, 528, 528];
+
+    fn name(m: usize, k: usize, n: usize, fetch: Fetch) -> &'static str {
+        let (v, split) = GemmVariant::choose_for_waves(&H200, fetch, m, k, n, None);
+        assert!(split.grid() as usize <= H200[v.index] * n.div_ceil(8 * v.nt));
+        GEMM_VARIANTS[v.index].name
+    }
+
+    #[test]
+    fn early_fetch_only_for_products_that_fit_one_early_wave() {
+        // Measured faster with the early fetch (H200, N = 1 and 8).
+        for (m, k) in [(2048, 4096), (4096, 1024), (4096, 4096)] {
+            for n in [1, 8] {
+                assert_eq!(
+                    name(m, k, n, Fetch::Auto),
+                    "zipserv_gemm_n8_early",
+                    "{m}x{k} N={n}"
+                );
+            }
+        }
+        // Measured faster with the late fetch.
+        for (m, k) in [(6144, 4096), (4096, 14336), (28672, 4096)] {
+            for n in [1, 8] {
+                assert_eq!(
+                    name(m, k, n, Fetch::Auto),
+                    "zipserv_gemm_n8",
+                    "{m}x{k} N={n}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_forced_fetch_is_honoured_and_wider_n_takes_the_wider_kernels() {
+        assert_eq!(name(28672, 4096, 1, Fetch::Early), "zipserv_gemm_n8_early");
+        assert_eq!(name(2048, 4096, 8, Fetch::Late), "zipserv_gemm_n8");
+        for fetch in [Fetch::Auto, Fetch::Early, Fetch::Late] {
+            assert_eq!(name(4096, 4096, 9, fetch), "zipserv_gemm_n16");
+            assert_eq!(name(4096, 4096, 32, fetch), "zipserv_gemm_n32");
+            assert_eq!(name(4096, 4096, 300, fetch), "zipserv_gemm_n32");
+        }
+    }
+
+    #[test]
+    fn fetch_names_parse() {
+        assert_eq!("early".parse::<Fetch>().unwrap(), Fetch::Early);
+        assert_eq!("late".parse::<Fetch>().unwrap(), Fetch::Late);
+        assert_eq!("auto".parse::<Fetch>().unwrap(), Fetch::Auto);
+        let err = "soon".parse::<Fetch>().unwrap_err().to_string();
+        assert!(err.contains("ZIPSERV_GEMM_FETCH"), "{err}");
     }
 }
