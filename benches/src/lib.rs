@@ -46,6 +46,6 @@ pub use rotation::{rotation_copies, upload_rotated};
 pub use runner::{Runner, run_benchmark};
 pub use sweep::{Case, DECODE_N, LLAMA3_8B_LAYERS, Layer, PREFILL_N, SWEEP_N, llama3_8b_sweep};
 pub use table::{live_header, live_line};
-pub use timing::{Timing, TimingOptions, time_op, time_op_batched};
+pub use timing::{Replay, Timing, TimingOptions, time_batches, time_op, time_op_batched};
 pub use weights_file::{FileMatrix, MatrixData, for_each_matrix};
 pub use zipserv_case::{BenchWeights, FullBench, LT_ALGORITHMS};

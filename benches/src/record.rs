@@ -199,6 +199,10 @@ pub struct BenchRecord {
     /// Device-to-device copy bandwidth, GB/s, read + written bytes.
     #[serde(with = "nan_as_null")]
     pub copy_gbps: f64,
+    /// How the batches were timed (`Replay::describe`); empty in records
+    /// made before the field existed, whose batches the host enqueued.
+    #[serde(default)]
+    pub timing: String,
     pub rows: Vec<Row>,
 }
 
@@ -211,6 +215,7 @@ impl BenchRecord {
             date: today_utc(),
             commit: commit(),
             copy_gbps,
+            timing: String::new(),
             rows: Vec::new(),
         }
     }
@@ -278,6 +283,9 @@ impl BenchRecord {
         );
         if let Some(weights) = shared_weights {
             let _ = writeln!(md, "| weights | {weights} |");
+        }
+        if !self.timing.is_empty() {
+            let _ = writeln!(md, "| timing | {} |", self.timing);
         }
         let _ = writeln!(
             md,
@@ -443,6 +451,7 @@ mod tests {
             date: "2026-11-26".into(),
             commit: "3cd3c00".into(),
             copy_gbps: 2944.0,
+            timing: "each batch replayed as one CUDA graph".into(),
             rows: vec![big, small],
         }
     }

@@ -50,6 +50,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 pub struct TimingOptions {
     pub warmup: usize,
     pub iters: usize,
+    /// How each batch is sent (a CUDA graph unless asked otherwise).
+    pub replay: Replay,
 }
 
 impl Default for TimingOptions {
@@ -57,6 +59,7 @@ impl Default for TimingOptions {
         Self {
             warmup: 10,
             iters: 100,
+            replay: Replay::Graph,
         }
     }
 }
@@ -85,6 +88,55 @@ pub fn time_op_batched<F>(
     warmup: usize,
     batches: usize,
     batch_len: usize,
+    op: F,
+) -> Result<Timing>
+where
+    F: FnMut(usize) -> Result<()>,
+{
+    time_batches(stream, warmup, batches, batch_len, Replay::Launches, op)
+}
+
+/// How a timed batch reaches the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Replay {
+    /// The host enqueues every iteration of every batch. When the host's
+    /// cost per call exceeds the GPU's time per call (cuBLAS's
+    /// `cublasGemmEx` took 10–16 µs of host time per call on an H200 host,
+    /// longer than a 4096 × 4096 decode product), the events time the host.
+    Launches,
+    /// One batch is captured once as a CUDA graph (`zipserv_gpu::Graph`)
+    /// and replayed per sample: the GPU's own time for the batch, as in an
+    /// engine that replays its decode step. Iteration indices repeat from
+    /// batch to batch (`warmup .. warmup + batch_len`), so a rotation over
+    /// `copies` buffers needs `batch_len` a multiple of `copies`.
+    #[default]
+    Graph,
+}
+
+impl Replay {
+    /// What a benchmark record says of it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Replay::Launches => {
+                "batches enqueued launch by launch from the host (host time per call counts \
+                 where it exceeds the GPU's)"
+            }
+            Replay::Graph => {
+                "each batch replayed as one CUDA graph (GPU time; host time per call excluded)"
+            }
+        }
+    }
+}
+
+/// [`time_op_batched`] with the batches sent as `replay` says. With
+/// [`Replay::Graph`], `op` must only enqueue (no synchronization, no
+/// allocation, no host copies) once warmed up.
+pub fn time_batches<F>(
+    stream: &Stream,
+    warmup: usize,
+    batches: usize,
+    batch_len: usize,
+    replay: Replay,
     mut op: F,
 ) -> Result<Timing>
 where
@@ -114,14 +166,30 @@ where
     }
     stream.synchronize().cuda("cuStreamSynchronize")?;
 
-    let mut i = warmup;
-    for (start, end) in &events {
-        start.record(stream).cuda("cuEventRecord")?;
-        for _ in 0..batch_len {
-            op(i)?;
-            i += 1;
+    match replay {
+        Replay::Launches => {
+            let mut i = warmup;
+            for (start, end) in &events {
+                start.record(stream).cuda("cuEventRecord")?;
+                for _ in 0..batch_len {
+                    op(i)?;
+                    i += 1;
+                }
+                end.record(stream).cuda("cuEventRecord")?;
+            }
         }
-        end.record(stream).cuda("cuEventRecord")?;
+        Replay::Graph => {
+            let graph = zipserv_gpu::Graph::capture(stream, || {
+                (warmup..warmup + batch_len).try_for_each(&mut op)
+            })?;
+            // One untimed replay: the first launch of a graph uploads it.
+            graph.launch(stream)?;
+            for (start, end) in &events {
+                start.record(stream).cuda("cuEventRecord")?;
+                graph.launch(stream)?;
+                end.record(stream).cuda("cuEventRecord")?;
+            }
+        }
     }
     stream.synchronize().cuda("cuStreamSynchronize")?;
 

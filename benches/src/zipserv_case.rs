@@ -9,7 +9,7 @@ use half::bf16;
 use super::record::Row;
 use super::rotation::{rotation_copies, upload_rotated};
 use super::sweep::Case;
-use super::timing::{TimingOptions, time_op_batched};
+use super::timing::{Replay, TimingOptions, time_batches};
 use super::weights_file::{FileMatrix, MatrixData};
 use zipserv_format::codec::CompressedMatrix;
 use zipserv_format::rng::SplitMix64;
@@ -20,8 +20,9 @@ use zipserv_gpu::{
     zipgemm,
 };
 
-/// Back-to-back launches per timed sample: one event pair per batch keeps
-/// event overhead out of kernels that take ~10 µs.
+/// Back-to-back launches per timed sample (at least; rounded up to whole
+/// rotations of the weight copies): one event pair per batch keeps event
+/// overhead out of kernels that take ~10 µs.
 const BATCH: usize = 10;
 
 /// cuBLASLt algorithms asked of the heuristics and timed, per case.
@@ -33,6 +34,7 @@ pub const LT_ALGORITHMS: usize = 16;
 const LT_SCREEN: TimingOptions = TimingOptions {
     warmup: 2,
     iters: 2 * BATCH,
+    replay: Replay::Graph,
 };
 
 /// Largest relative difference (‖a − b‖ / ‖b‖) accepted between two
@@ -227,10 +229,15 @@ impl<'a> FullBench<'a> {
         let stream = gpu.stream();
         let batches = |options: TimingOptions| options.iters.div_ceil(BATCH).max(1);
         let (warmup, full) = (self.options.warmup, batches(self.options));
+        let replay = self.options.replay;
+        // A batch covers whole rotations, so a graph of it still cycles
+        // every copy (see `Replay::Graph`).
+        let batch_for = |copies: usize| BATCH.div_ceil(copies.max(1)) * copies.max(1);
 
         let workspace = &mut self.workspace;
         let compressed = &layer.compressed_copies;
-        let zip = time_op_batched(stream, warmup, full, BATCH, |i| {
+        let zip_batch = batch_for(compressed.len());
+        let zip = time_batches(stream, warmup, full, zip_batch, replay, |i| {
             zipgemm(
                 gpu,
                 stream,
@@ -245,14 +252,15 @@ impl<'a> FullBench<'a> {
 
         let blas = self.blas;
         let decompressed = &mut layer.decompressed;
-        let dec = time_op_batched(stream, warmup, full, BATCH, |i| {
+        let dec = time_batches(stream, warmup, full, zip_batch, replay, |i| {
             decompress(gpu, stream, &compressed[i % compressed.len()], decompressed)?;
             // SAFETY: all buffers outlive the timing, which synchronizes.
             unsafe { blas.linear(stream, decompressed, &x, &mut y_ref, m, k, n) }
         })?;
 
         let plain = &layer.bf16_copies;
-        let cublas = time_op_batched(stream, warmup, full, BATCH, |i| {
+        let plain_batch = batch_for(plain.len());
+        let cublas = time_batches(stream, warmup, full, plain_batch, replay, |i| {
             // SAFETY: all buffers outlive the timing, which synchronizes.
             unsafe { blas.linear(stream, &plain[i % plain.len()], &x, &mut y_ref, m, k, n) }
         })?;
@@ -262,7 +270,7 @@ impl<'a> FullBench<'a> {
         let plan = self.lt.linear_plan(m, k, n)?;
         let algorithms = plan.algorithms(LT_ALGORITHMS)?;
         let mut time_lt = |algorithm: &LtAlgorithm, warmup: usize, batches: usize| {
-            time_op_batched(stream, warmup, batches, BATCH, |i| {
+            time_batches(stream, warmup, batches, plain_batch, replay, |i| {
                 // SAFETY: all buffers outlive the timing, which
                 // synchronizes; only this stream uses the handle.
                 unsafe { plan.linear(stream, algorithm, &plain[i % plain.len()], &x, &mut y_lt) }

@@ -10,13 +10,13 @@ use half::bf16;
 use zipserv_gpu::Gpu;
 
 use crate::error::{CudaContext, Error, Result, device_sync};
-use crate::graph::Graph;
 use crate::kernels::{self, Parts, Rows, StepState};
 use crate::kv_cache::KvCache;
 use crate::linear::{Gemm, LinearOut, LinearPath, choose_path};
 use crate::model::Model;
 use crate::profile::{Profiler, StepProfile};
 use crate::sampling::Sampling;
+use zipserv_gpu::Graph;
 
 /// What one run does.
 #[derive(Debug, Clone)]

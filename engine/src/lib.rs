@@ -9,14 +9,13 @@
 //! (one linear layer and its path choice), [`model`] (every weight on the
 //! GPU), [`kv_cache`], [`kernels`] (checked launches of the engine
 //! kernels), [`batch`] (how B sequences of different lengths share a
-//! launch), [`graph`] (the decode step as a CUDA graph) and [`generate`]
-//! (prefill, decode, timings).
+//! launch) and [`generate`] (prefill, decode as a CUDA graph
+//! (`zipserv_gpu::Graph`), timings).
 
 pub mod batch;
 pub mod config;
 pub mod error;
 pub mod generate;
-pub mod graph;
 pub mod kernels;
 pub mod kv_cache;
 pub mod linear;

@@ -56,6 +56,7 @@ mod demo;
 pub mod device;
 pub mod driver;
 pub mod error;
+pub mod graph;
 pub mod kernels;
 pub mod launch;
 mod tensor_map;
@@ -72,6 +73,7 @@ pub use device::{
     PTX_IMAGES,
 };
 pub use error::{Error, Result};
+pub use graph::Graph;
 pub use kernels::{
     CompressedPath, Fetch, GemmOptions, GemmOutput, GemmPath, GemmWorkspace, LARGE_MATRIX_ELEMENTS,
     OutputType, SplitK, WGMMA_MIN_N, ZipGemm, compressed_path, decompress, decompress_raw, zipgemm,

@@ -8,10 +8,17 @@ use std::path::PathBuf;
 
 use crate::error::{CliError, Result};
 use zipserv_benches::{
-    BenchRecord, BenchWeights, Case, DECODE_N, FullBench, Runner, TimingOptions, for_each_matrix,
-    llama3_8b_sweep,
+    BenchRecord, BenchWeights, Case, DECODE_N, FullBench, Replay, Runner, TimingOptions,
+    for_each_matrix, llama3_8b_sweep,
 };
 use zipserv_gpu::{Cublas, CublasLt, Gpu};
+
+/// `--timing`: see [`BenchArgs::timing`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TimingMode {
+    Graph,
+    Launches,
+}
 
 /// Arguments of `zipserv bench`.
 #[derive(Debug, clap::Args)]
@@ -42,6 +49,12 @@ pub struct BenchArgs {
     /// Untimed iterations first.
     #[arg(long, default_value_t = 10)]
     pub warmup: usize,
+    /// How each timed batch of launches is sent: `graph` (captured once,
+    /// replayed: the GPU's time) or `launches` (enqueued call by call: the
+    /// host's time where a call costs it more than the GPU, as cuBLAS's do
+    /// at small shapes; the method of records before this option).
+    #[arg(long, value_enum, default_value_t = TimingMode::Graph)]
+    pub timing: TimingMode,
     /// Directory for the JSON record and its markdown table.
     #[arg(long, default_value = "bench/results")]
     pub out: PathBuf,
@@ -127,6 +140,10 @@ impl BenchArgs {
         Ok(TimingOptions {
             warmup: self.warmup,
             iters: self.iters,
+            replay: match self.timing {
+                TimingMode::Graph => Replay::Graph,
+                TimingMode::Launches => Replay::Launches,
+            },
         })
     }
 }
@@ -143,7 +160,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let gpu = Gpu::new(args.device)?;
     let blas = Cublas::new(&gpu)?;
     let lt = CublasLt::new(&gpu)?;
-    let record = BenchRecord::detect(&gpu)?;
+    let mut record = BenchRecord::detect(&gpu)?;
+    record.timing = timing.replay.describe().to_string();
     let mut stdout = std::io::stdout().lock();
     let mut bench = FullBench::new(&gpu, &blas, &lt, timing);
     let record = match plan {

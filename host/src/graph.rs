@@ -1,6 +1,8 @@
-//! The decode step as a CUDA graph: captured once from the stream, then
-//! replayed, so a step costs one launch instead of one per kernel (cust
-//! 0.3.2 does not wrap graphs; these are the driver calls).
+//! CUDA graphs: work captured once from a stream, then replayed, so a
+//! sequence of launches costs one launch instead of one each (the engine's
+//! decode step; the benchmark's batches, so cuBLAS's host-side cost per
+//! call is not timed). cust 0.3.2 does not wrap graphs; these are the
+//! driver calls.
 
 use cust::stream::Stream;
 use cust::sys::{
@@ -15,10 +17,10 @@ fn driver(call: &'static str, code: cudaError_enum) -> Result<()> {
     if code == cudaError_enum::CUDA_SUCCESS {
         Ok(())
     } else {
-        Err(Error::Gpu(zipserv_gpu::Error::Driver {
+        Err(Error::Driver {
             call,
             code: code as i32,
-        }))
+        })
     }
 }
 
@@ -33,7 +35,10 @@ impl Graph {
     /// instantiates it. `enqueue` must not synchronize, allocate device
     /// memory or copy to or from the host. Capture ends even when `enqueue`
     /// fails, so the stream is usable afterwards.
-    pub fn capture(stream: &Stream, enqueue: impl FnOnce() -> Result<()>) -> Result<Self> {
+    pub fn capture<E: From<Error>>(
+        stream: &Stream,
+        enqueue: impl FnOnce() -> std::result::Result<(), E>,
+    ) -> std::result::Result<Self, E> {
         let raw = stream.as_inner();
         // SAFETY: a live stream of the current context; relaxed mode, as
         // cuBLAS may query or allocate while capturing.
@@ -46,8 +51,12 @@ impl Graph {
         let ended = driver("cuStreamEndCapture", unsafe {
             cuStreamEndCapture(raw, &mut graph)
         });
-        recorded?;
         ended?;
+        if let Err(e) = recorded {
+            // SAFETY: the graph just captured is ours and not instantiated.
+            unsafe { cuGraphDestroy(graph) };
+            return Err(e);
+        }
         let mut exec: CUgraphExec = std::ptr::null_mut();
         // SAFETY: `graph` is the graph just captured.
         let made = driver("cuGraphInstantiateWithFlags", unsafe {
@@ -56,7 +65,7 @@ impl Graph {
         if let Err(e) = made {
             // SAFETY: the graph is ours and not instantiated.
             unsafe { cuGraphDestroy(graph) };
-            return Err(e);
+            return Err(e.into());
         }
         Ok(Self { graph, exec })
     }
