@@ -1,5 +1,5 @@
 //! Kernel launches without a name lookup: every kernel's handle is resolved
-//! once, when the device is opened ([`Kernels`]), and launched with
+//! once, when the device is opened (`Kernels`), and launched with
 //! `cuLaunchKernel` on a raw `CUstream`, so that callers with streams of
 //! their own (an engine, PyTorch, cudarc) launch on them directly.
 
