@@ -131,10 +131,7 @@ unsafe fn zipgemm_sm90<const V: usize, const NJ: usize, const STAGES: usize>(p: 
     // requests `SmemLayout::request_bytes`); global accesses are bounded by
     // the shapes the host checked; the roles below are whole warpgroups.
     unsafe {
-        // Before anything global: the tensor-map slot written below may
-        // still be in use by the kernel before (with launch overlap).
-        crate::ptx::start_after_prior_grids();
-        let mut map = core::ptr::null();
+        let (mut map, mut started) = (core::ptr::null(), 0);
         if tid == 0 {
             let mut i = 0;
             while i < STAGES as u32 {
@@ -143,6 +140,15 @@ unsafe fn zipgemm_sm90<const V: usize, const NJ: usize, const STAGES: usize>(p: 
                 i += 1;
             }
             fence_mbarrier_init();
+            // Weights first: no kernel writes them, so they may stream in
+            // while the kernel before (with launch overlap) still runs.
+            started = producer::start_first_weights::<NJ, STAGES>(&block, &s);
+        }
+        // Then everything else waits for that kernel: the tensor-map slot
+        // written below may still be in use by it, the activations may be
+        // its output.
+        crate::ptx::start_after_prior_grids();
+        if tid == 0 {
             map = producer::publish_tensor_map(p);
         }
         sync_threads();
@@ -150,7 +156,7 @@ unsafe fn zipgemm_sm90<const V: usize, const NJ: usize, const STAGES: usize>(p: 
         if tid < WARPGROUP_THREADS {
             setmaxnreg_dec::<PRODUCER_REGISTERS>();
             if tid == 0 {
-                producer::run::<NJ, STAGES>(&block, &s, map);
+                producer::run::<NJ, STAGES>(&block, &s, map, started);
             }
         } else {
             setmaxnreg_inc::<CONSUMER_REGISTERS>();
