@@ -131,7 +131,10 @@ unsafe fn zipgemm_sm90<const V: usize, const NJ: usize, const STAGES: usize>(p: 
     // requests `SmemLayout::request_bytes`); global accesses are bounded by
     // the shapes the host checked; the roles below are whole warpgroups.
     unsafe {
-        let (mut map, mut started) = (core::ptr::null(), 0);
+        // Before anything global: the tensor-map slot written below may
+        // still be in use by the kernel before (with launch overlap).
+        crate::ptx::start_after_prior_grids();
+        let mut map = core::ptr::null();
         if tid == 0 {
             let mut i = 0;
             while i < STAGES as u32 {
@@ -140,15 +143,6 @@ unsafe fn zipgemm_sm90<const V: usize, const NJ: usize, const STAGES: usize>(p: 
                 i += 1;
             }
             fence_mbarrier_init();
-            // Weights first: no kernel writes them, so they may stream in
-            // while the kernel before (with launch overlap) still runs.
-            started = producer::start_first_weights::<NJ, STAGES>(&block, &s);
-        }
-        // Then everything else waits for that kernel: the tensor-map slot
-        // written below may still be in use by it, the activations may be
-        // its output.
-        crate::ptx::start_after_prior_grids();
-        if tid == 0 {
             map = producer::publish_tensor_map(p);
         }
         sync_threads();
@@ -156,7 +150,7 @@ unsafe fn zipgemm_sm90<const V: usize, const NJ: usize, const STAGES: usize>(p: 
         if tid < WARPGROUP_THREADS {
             setmaxnreg_dec::<PRODUCER_REGISTERS>();
             if tid == 0 {
-                producer::run::<NJ, STAGES>(&block, &s, map, started);
+                producer::run::<NJ, STAGES>(&block, &s, map);
             }
         } else {
             setmaxnreg_inc::<CONSUMER_REGISTERS>();

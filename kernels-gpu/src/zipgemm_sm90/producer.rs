@@ -37,72 +37,11 @@ pub(super) unsafe fn publish_tensor_map(p: &WgmmaGemmParams) -> *const u64 {
     }
 }
 
-/// Starts the weight copies of the block's first pairs, one per stage of
-/// the ring (at most `STAGES`): announces each stage's bytes (tiles and
-/// activations) on its "full" barrier and copies the unit's tiles. The
-/// weights are never written by another kernel, so this runs before the
-/// block waits for the kernel before it (launch overlap); the activations
-/// of these stages follow in [`run`]. Returns how many pairs it started.
-///
-/// # Safety
-/// Called by the thread that will run [`run`], after the barriers are
-/// initialised (and fenced); `b` and `s` describe this block.
-#[inline(always)]
-pub(super) unsafe fn start_first_weights<const NJ: usize, const STAGES: usize>(
-    b: &Block,
-    s: &Smem,
-) -> u32 {
-    let first = (b.end - b.start).min(STAGES as u32);
-    let mut i = 0;
-    while i < first {
-        // SAFETY: stage i is fresh (no consumer has used it yet).
-        unsafe { load_weights::<NJ>(b, s, i, b.start + i) };
-        i += 1;
-    }
-    first
-}
-
-/// The weight half of a stage's load: the transaction count of the whole
-/// stage (tiles and activations) on its "full" barrier, then the tile
-/// copies of pair `q`.
-///
-/// # Safety
-/// `stage` is empty; one thread per block.
-#[inline(always)]
-unsafe fn load_weights<const NJ: usize>(b: &Block, s: &Smem, stage: u32, q: u32) {
-    let p = b.p;
-    let (u, kt) = b.unit_and_tile(q);
-    let first_rt = u * UNIT_ROW_TILES;
-    let tiles = (b.row_tiles - first_rt).min(UNIT_ROW_TILES);
-    let full = s.full(stage);
-    // SAFETY: copies stay inside the tile stream (pairs index existing
-    // tiles) and the stage.
-    unsafe {
-        mbarrier_arrive_expect_tx(
-            full,
-            tiles * TILE_BYTES as u32 + x_stage_bytes(8 * NJ) as u32,
-        );
-        let mut t = 0;
-        while t < tiles {
-            let tile = (first_rt + t) as usize * p.matrix.col_tiles as usize + kt as usize;
-            cp_async_bulk_g2s(
-                s.w(stage, t),
-                p.matrix.tiles.add(tile * TILE_BYTES),
-                TILE_BYTES as u32,
-                full,
-            );
-            t += 1;
-        }
-    }
-}
-
 /// Walks the block's share pair by pair, as the consumers do: for each,
 /// waits for the stage to be empty, announces the bytes to come on its
 /// "full" barrier and starts the copies. Tiles of row tiles past M are not
 /// copied (their warps skip the decode); activations past N and K arrive
-/// as zeros. `map` is the slot [`publish_tensor_map`] filled; the first
-/// `started` pairs' weights are already on their way
-/// ([`start_first_weights`]).
+/// as zeros. `map` is the slot [`publish_tensor_map`] filled.
 ///
 /// # Safety
 /// Called by one thread; `b` and `s` describe this block (see the kernel).
@@ -111,25 +50,39 @@ pub(super) unsafe fn run<const NJ: usize, const STAGES: usize>(
     b: &Block,
     s: &Smem,
     map: *const u64,
-    started: u32,
 ) {
+    let p = b.p;
     let n_tile = 8 * NJ;
-    // SAFETY: copies stay inside the activations' tensor map and the
-    // stage; `map` is a published tensor map.
+    // SAFETY: copies stay inside the tile stream (pairs index existing
+    // tiles) and the stage; `map` is a published tensor map.
     unsafe {
         fence_proxy_tensormap_acquire(map);
+        let col_tiles = p.matrix.col_tiles;
         let mut ring = Ring::<STAGES>::START;
         let mut q = b.start;
         while q < b.end {
-            let (_, kt) = b.unit_and_tile(q);
-            if q - b.start >= started {
-                // The consumers released this stage's previous use (a
-                // fresh barrier counts the phase before the first as
-                // complete).
-                mbarrier_wait_parity(s.empty(ring.stage), ring.phase ^ 1);
-                load_weights::<NJ>(b, s, ring.stage, q);
-            }
+            let (u, kt) = b.unit_and_tile(q);
+            // The consumers released this stage's previous use (a fresh
+            // barrier counts the phase before the first as complete).
+            mbarrier_wait_parity(s.empty(ring.stage), ring.phase ^ 1);
+            let first_rt = u * UNIT_ROW_TILES;
+            let tiles = (b.row_tiles - first_rt).min(UNIT_ROW_TILES);
             let full = s.full(ring.stage);
+            mbarrier_arrive_expect_tx(
+                full,
+                tiles * TILE_BYTES as u32 + x_stage_bytes(n_tile) as u32,
+            );
+            let mut t = 0;
+            while t < tiles {
+                let tile = (first_rt + t) as usize * col_tiles as usize + kt as usize;
+                cp_async_bulk_g2s(
+                    s.w(ring.stage, t),
+                    p.matrix.tiles.add(tile * TILE_BYTES),
+                    TILE_BYTES as u32,
+                    full,
+                );
+                t += 1;
+            }
             let k0 = kt * (X_BOXES * X_BOX_COLS) as u32;
             seq_macro::seq!(H in 0..2 {
                 tma_load_2d(
