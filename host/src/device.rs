@@ -10,7 +10,7 @@ use zipserv_kernels::catalog::{self, PtxImage};
 
 use crate::error::{CudaContext, Error, Result};
 use crate::kernels::{Fetch, GemmPath, SplitK};
-use crate::launch::{Kernel, Kernels, LaunchOrder};
+use crate::launch::{Kernel, Kernels, LaunchOrder, NO_LAUNCH_EX};
 
 /// One embedded PTX image: its catalog entry and its text (`build.rs`
 /// builds every image of `catalog::IMAGES`).
@@ -117,14 +117,8 @@ impl Gpu {
         };
         let kernels = Kernels::resolve(&module, image.image.has_wgmma())?;
         let stream = Stream::new(StreamFlags::NON_BLOCKING, None).cuda("cuStreamCreate")?;
-        let gemm_path = match std::env::var(GEMM_PATH_ENV) {
-            Ok(v) => v.parse()?,
-            Err(_) => GemmPath::Auto,
-        };
-        let gemm_fetch = match std::env::var(GEMM_FETCH_ENV) {
-            Ok(v) => v.parse()?,
-            Err(_) => Fetch::Auto,
-        };
+        let gemm_path = choice_from_env(GEMM_PATH_ENV)?;
+        let gemm_fetch = choice_from_env(GEMM_FETCH_ENV)?;
         Ok(Self {
             module,
             stream,
@@ -192,9 +186,7 @@ impl Gpu {
             )));
         }
         if crate::driver::launch_kernel_ex().is_none() {
-            return Err(Error::Unsupported(
-                "overlapped launches need cuLaunchKernelEx (a CUDA 11.8 or newer driver)".into(),
-            ));
+            return Err(Error::Unsupported(NO_LAUNCH_EX.into()));
         }
         self.launch_order = LaunchOrder::Overlapped;
         Ok(())
@@ -254,6 +246,18 @@ impl Gpu {
     /// Waits for all work on the stream and surfaces any asynchronous error.
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().cuda("cuStreamSynchronize")
+    }
+}
+
+/// The value of environment variable `name` parsed, or the default when it
+/// is unset; a value that does not parse is an error.
+fn choice_from_env<T>(name: &str) -> Result<T>
+where
+    T: std::str::FromStr<Err = Error> + Default,
+{
+    match std::env::var(name) {
+        Ok(v) => v.parse(),
+        Err(_) => Ok(T::default()),
     }
 }
 

@@ -43,7 +43,7 @@ pub enum GemmPath {
     /// and N reaches [`WGMMA_MIN_N`], else [`GemmPath::MmaSync`].
     #[default]
     Auto,
-    /// The `mma.sync` kernel (`zipserv_gemm_n8/n16/n32`), any sm_80+ card.
+    /// The `mma.sync` kernels (`zipserv_gemm_n8/n8_early/n16/n32`), any sm_80+ card.
     MmaSync,
     /// The Hopper kernel (`zipserv_gemm_sm90_*`, `wgmma`), compute
     /// capability 9.0 with the sm_90a image only.

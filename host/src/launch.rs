@@ -115,6 +115,11 @@ pub(crate) fn allow_shared_memory(
         .cuda("cuOccupancyMaxActiveBlocksPerMultiprocessor")
 }
 
+/// Why overlapped launches are refused under a driver without
+/// `cuLaunchKernelEx`.
+pub(crate) const NO_LAUNCH_EX: &str =
+    "overlapped launches need cuLaunchKernelEx (a CUDA 11.8 or newer driver)";
+
 /// How a launch relates to the kernel before it on its stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LaunchOrder {
@@ -170,10 +175,7 @@ pub unsafe fn launch_raw(
         },
         LaunchOrder::Overlapped => {
             let Some(launch_ex) = crate::driver::launch_kernel_ex() else {
-                return Err(Error::Unsupported(
-                    "overlapped launches need cuLaunchKernelEx (a CUDA 11.8 or newer driver)"
-                        .into(),
-                ));
+                return Err(Error::Unsupported(NO_LAUNCH_EX.into()));
             };
             let mut attribute = LaunchAttribute {
                 id: PROGRAMMATIC_STREAM_SERIALIZATION,
