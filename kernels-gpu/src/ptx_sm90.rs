@@ -315,3 +315,83 @@ pub unsafe fn setmaxnreg_dec<const N: u32>() {
     // SAFETY: guaranteed by the caller.
     unsafe { asm!("setmaxnreg.dec.sync.aligned.u32 {n};", n = const N, options(nostack)) }
 }
+
+/// Blocks in this block's cluster (PTX ISA, "Special Registers":
+/// `%cluster_nctarank`): 1 unless the host launched the grid in clusters.
+#[inline(always)]
+pub fn cluster_blocks() -> u32 {
+    let r: u32;
+    // SAFETY: reads a special register.
+    unsafe {
+        asm!("mov.u32 {r}, %cluster_nctarank;", r = out(reg32) r, options(pure, nomem, nostack))
+    }
+    r
+}
+
+/// This block's rank in its cluster, `0..cluster_blocks()`
+/// (`%cluster_ctarank`). A one-dimensional grid in clusters of `c` blocks
+/// puts blocks `i·c .. i·c + c` in cluster `i`, with ranks in block order.
+#[inline(always)]
+pub fn cluster_rank() -> u32 {
+    let r: u32;
+    // SAFETY: reads a special register.
+    unsafe {
+        asm!("mov.u32 {r}, %cluster_ctarank;", r = out(reg32) r, options(pure, nomem, nostack))
+    }
+    r
+}
+
+/// This thread's arrival at the cluster barrier, with release semantics at
+/// cluster scope: its earlier shared-memory writes are visible to every
+/// thread of the cluster that passes the matching [`cluster_wait`] (PTX
+/// ISA, "barrier.cluster": `.arrive.release`).
+///
+/// # Safety
+/// Every thread of every block of the cluster arrives once per phase, and
+/// waits with [`cluster_wait`] before arriving again.
+#[inline(always)]
+pub unsafe fn cluster_arrive() {
+    // SAFETY: guaranteed by the caller. Not `nomem`: memory accesses must
+    // not move across it.
+    unsafe { asm!("barrier.cluster.arrive.release;", options(nostack)) }
+}
+
+/// Waits until every thread of the cluster has arrived in this phase, with
+/// acquire semantics (`barrier.cluster.wait.acquire`).
+///
+/// # Safety
+/// This thread arrived in the phase with [`cluster_arrive`].
+#[inline(always)]
+pub unsafe fn cluster_wait() {
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("barrier.cluster.wait.acquire;", options(nostack)) }
+}
+
+/// Four f32 from the shared memory of block `rank` of this cluster, at the
+/// address `s_addr` has in this block's window (PTX ISA, "mapa" then
+/// "ld": `.shared::cluster.v4.f32`). Distributed shared memory: one round
+/// trip through the cluster's interconnect, not through L2.
+///
+/// # Safety
+/// `s_addr` is 16-byte aligned and inside the block's shared allocation;
+/// block `rank` exists, has written those bytes before a cluster barrier
+/// this thread has passed, and does not exit before this load completes
+/// (a later cluster barrier).
+#[inline(always)]
+pub unsafe fn ld_cluster_v4_f32(s_addr: u32, rank: u32) -> [f32; 4] {
+    let mut v = [0f32; 4];
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "{{ .reg .b32 a; mapa.shared::cluster.u32 a, {s}, {r}; ld.shared::cluster.v4.f32 {{{x}, {y}, {z}, {w}}}, [a]; }}",
+            s = in(reg32) s_addr,
+            r = in(reg32) rank,
+            x = out(reg32) v[0],
+            y = out(reg32) v[1],
+            z = out(reg32) v[2],
+            w = out(reg32) v[3],
+            options(nostack, readonly),
+        )
+    }
+    v
+}
