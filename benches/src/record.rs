@@ -76,11 +76,6 @@ pub struct Row {
     /// `compressed_floor_us / zipgemm_us`.
     #[serde(default = "nan", with = "nan_as_null")]
     pub zipgemm_of_floor: f64,
-    /// Blocks per cluster of the ZipGEMM launch: above 1, its split-K sums
-    /// met in distributed shared memory (Hopper); 1: in global memory, or
-    /// no split; 0: not recorded (records before the field).
-    #[serde(default)]
-    pub cluster: usize,
 }
 
 fn nan() -> f64 {
@@ -127,7 +122,6 @@ impl Row {
             compressed_floor_us: f64::NAN,
             best_bf16_of_floor: f64::NAN,
             zipgemm_of_floor: f64::NAN,
-            cluster: 0,
         }
     }
 

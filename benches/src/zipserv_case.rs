@@ -295,10 +295,6 @@ impl<'a> FullBench<'a> {
         check_agreement("ZipGEMM", 0, &y_zip, &y_ref, n * m)?;
 
         let mut row = Row::new(m, k, n, split.slices() as usize, layer.label.clone());
-        row.cluster = match gpu.gemm_path().resolve(gpu, n) {
-            zipserv_gpu::GemmPath::MmaSync => gpu.gemm_cluster(m, k, n, requested) as usize,
-            _ => 1,
-        };
         row.zipgemm_us = zip.median_us;
         row.decompress_cublas_us = dec.median_us;
         row.cublas_us = cublas.median_us;

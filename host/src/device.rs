@@ -9,7 +9,7 @@ use cust::stream::{Stream, StreamFlags};
 use zipserv_kernels::catalog::{self, PtxImage};
 
 use crate::error::{CudaContext, Error, Result};
-use crate::kernels::{Fetch, GemmOccupancy, GemmPath, SplitK, SplitSum};
+use crate::kernels::{Fetch, GemmPath, SplitK};
 use crate::launch::{Kernel, Kernels, LaunchOrder, NO_LAUNCH_EX};
 
 /// One embedded PTX image: its catalog entry and its text (`build.rs`
@@ -49,10 +49,6 @@ pub const GEMM_PATH_ENV: &str = "ZIPSERV_GEMM_PATH";
 /// `auto` (default), `early` or `late`; for benchmarks comparing the two
 /// `mma.sync` variants of one width without code changes.
 pub const GEMM_FETCH_ENV: &str = "ZIPSERV_GEMM_FETCH";
-/// Environment variable that sets [`Gpu::gemm_sum`] at [`Gpu::new`]:
-/// `auto` (default: split-K sums in distributed shared memory where the
-/// launch allows) or `global`; for benchmarks comparing the two.
-pub const GEMM_SUM_ENV: &str = "ZIPSERV_GEMM_SUM";
 /// The short commit hash this crate was built from (`"unknown"` outside a
 /// git checkout), for benchmark records.
 pub const BUILD_COMMIT: &str = env!("ZIPSERV_BUILD_COMMIT");
@@ -82,13 +78,12 @@ pub struct Gpu {
     image: &'static EmbeddedPtx,
     /// Its kernels' handles, resolved once.
     kernels: Kernels,
-    /// Resident blocks (and clusters) of each `mma.sync` ZipGEMM variant.
-    gemm_occupancy: GemmOccupancy,
+    /// Resident blocks per multiprocessor of each `mma.sync` ZipGEMM variant.
+    gemm_blocks_per_sm: [u32; zipserv_kernels::launch::GEMM_VARIANTS.len()],
     /// The same for the Hopper variants (0 where the image lacks them).
     wgmma_blocks_per_sm: [u32; 3],
     gemm_path: GemmPath,
     gemm_fetch: Fetch,
-    gemm_sum: SplitSum,
     /// How zipserv's kernels are launched (see [`Gpu::set_launch_overlap`]).
     launch_order: LaunchOrder,
     _context: Context,
@@ -114,7 +109,7 @@ impl Gpu {
         let context = Context::new(device).cuda("cuDevicePrimaryCtxRetain")?;
         let info = device_info(device)?;
         let (image, module) = load_module(info.compute_capability)?;
-        let gemm_occupancy = crate::kernels::prepare_gemm(&module, image.image.has_wgmma())?;
+        let gemm_blocks_per_sm = crate::kernels::prepare_gemm(&module)?;
         let wgmma_blocks_per_sm = if image.image.has_wgmma() {
             crate::zipgemm_sm90::prepare(&module)?
         } else {
@@ -124,18 +119,16 @@ impl Gpu {
         let stream = Stream::new(StreamFlags::NON_BLOCKING, None).cuda("cuStreamCreate")?;
         let gemm_path = choice_from_env(GEMM_PATH_ENV)?;
         let gemm_fetch = choice_from_env(GEMM_FETCH_ENV)?;
-        let gemm_sum = choice_from_env(GEMM_SUM_ENV)?;
         Ok(Self {
             module,
             stream,
             info,
             image,
             kernels,
-            gemm_occupancy,
+            gemm_blocks_per_sm,
             wgmma_blocks_per_sm,
             gemm_path,
             gemm_fetch,
-            gemm_sum,
             launch_order: LaunchOrder::AfterPrevious,
             _context: context,
         })
@@ -225,7 +218,7 @@ impl Gpu {
 
     /// Blocks of ZipGEMM variant `index` that run at once on the whole GPU.
     pub(crate) fn gemm_blocks_per_wave(&self, index: usize) -> usize {
-        self.gemm_occupancy.blocks_per_sm[index] as usize * self.info.multiprocessors as usize
+        self.gemm_blocks_per_sm[index] as usize * self.info.multiprocessors as usize
     }
 
     /// The same for Hopper ZipGEMM variant `index`.
@@ -248,35 +241,6 @@ impl Gpu {
     /// Sets [`Gpu::gemm_fetch`] from now on.
     pub fn set_gemm_fetch(&mut self, fetch: Fetch) {
         self.gemm_fetch = fetch;
-    }
-
-    /// How ZipGEMM adds split-K partial sums ([`GEMM_SUM_ENV`] at start,
-    /// else [`SplitSum::Auto`]).
-    pub fn gemm_sum(&self) -> SplitSum {
-        self.gemm_sum
-    }
-
-    /// Sets [`Gpu::gemm_sum`] from now on.
-    pub fn set_gemm_sum(&mut self, sum: SplitSum) {
-        self.gemm_sum = sum;
-    }
-
-    /// What each `mma.sync` ZipGEMM variant can run at once here.
-    pub(crate) fn gemm_occupancy(&self) -> &GemmOccupancy {
-        &self.gemm_occupancy
-    }
-
-    /// Blocks per cluster of a ZipGEMM launch of an `m × k` matrix and `n`
-    /// activation rows on the `mma.sync` path (1: its split-K sums, if
-    /// any, meet in global memory).
-    pub fn gemm_cluster(&self, m: usize, k: usize, n: usize, requested: Option<u32>) -> u32 {
-        let (variant, split) = crate::kernels::GemmVariant::choose(self, m, k, n, requested);
-        crate::kernels::split_cluster(
-            &split,
-            self.gemm_sum,
-            &self.gemm_occupancy.clusters[variant.index],
-            self.gemm_blocks_per_wave(variant.index),
-        )
     }
 
     /// Waits for all work on the stream and surfaces any asynchronous error.

@@ -53,40 +53,17 @@ struct Driver {
     _library: Library,
     api: Api,
     launch_ex: Option<LaunchKernelEx>,
-    clusters: Option<ClusterApi>,
 }
 
 /// `CUlaunchAttribute` of `cuda.h` (CUDA 12): an id, padding, and a 64-byte
-/// union of which the attributes zipserv sets use the first one to three
-/// `unsigned int`s (8-byte aligned, as the union's pointer members make
-/// it). cust's bindings (CUDA 11.4) predate it.
-#[repr(C, align(8))]
+/// union of which the one attribute zipserv sets uses the first `int`.
+/// cust's bindings (CUDA 11.4) predate it.
+#[repr(C)]
 pub(crate) struct LaunchAttribute {
     pub id: c_uint,
     pub pad: [u8; 4],
-    pub value: [c_uint; 16],
+    pub value: [u64; 8],
 }
-
-impl LaunchAttribute {
-    /// Attribute `id` with its value's leading `unsigned int`s.
-    pub(crate) fn new(id: c_uint, leading: &[c_uint]) -> Self {
-        let mut value = [0; 16];
-        value[..leading.len()].copy_from_slice(leading);
-        Self {
-            id,
-            pad: [0; 4],
-            value,
-        }
-    }
-}
-
-/// `CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION`: the grid runs in clusters of
-/// the blocks given by the value's first three `unsigned int`s.
-pub(crate) const CLUSTER_DIMENSION: c_uint = 4;
-
-/// `CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED` (CUDA 12): lets a
-/// kernel be launched in clusters above the portable 8 blocks.
-pub(crate) const NON_PORTABLE_CLUSTER_SIZE_ALLOWED: c_int = 14;
 
 /// `CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION`: the launched
 /// kernel may start before the previous kernel on the stream ends, and
@@ -119,30 +96,6 @@ pub(crate) type LaunchKernelEx = unsafe extern "C" fn(
     extra: *mut *mut c_void,
 ) -> CUresult;
 
-/// The driver functions for thread-block clusters (CUDA 12), with the
-/// attribute as a plain `int`: cust's `CUfunction_attribute` has no
-/// variant for the cluster attributes.
-#[derive(Clone, Copy)]
-pub(crate) struct ClusterApi {
-    /// `cuFuncSetAttribute`.
-    pub set_attribute:
-        unsafe extern "C" fn(f: CUfunction, attribute: c_int, value: c_int) -> CUresult,
-    /// `cuOccupancyMaxActiveClusters`: how many clusters of the config's
-    /// cluster size (a launch attribute) can run at once.
-    pub max_active_clusters: unsafe extern "C" fn(
-        clusters: *mut c_int,
-        f: CUfunction,
-        config: *const LaunchConfig,
-    ) -> CUresult,
-}
-
-/// [`ClusterApi`], or `None` when the driver predates clusters (or is
-/// absent).
-pub(crate) fn cluster_api() -> Option<ClusterApi> {
-    api().ok()?;
-    DRIVER.get()?.as_ref().ok()?.clusters
-}
-
 /// `cuLaunchKernelEx`, or `None` when the driver is older than CUDA 11.8
 /// (or absent). Resolved apart from the functions cust needs, so an older
 /// driver runs everything but overlapped launches.
@@ -168,26 +121,10 @@ fn api() -> std::result::Result<&'static Api, &'static String> {
         let launch_ex = unsafe { library.get::<LaunchKernelEx>(b"cuLaunchKernelEx\0") }
             .ok()
             .map(|symbol| *symbol);
-        // SAFETY: the signatures cuda.h gives these two (the attribute enum
-        // passed as the `int` it is).
-        let clusters = unsafe {
-            let set_attribute = library.get(b"cuFuncSetAttribute\0").ok().map(|s| *s);
-            let max_active_clusters = library
-                .get(b"cuOccupancyMaxActiveClusters\0")
-                .ok()
-                .map(|s| *s);
-            set_attribute
-                .zip(max_active_clusters)
-                .map(|(set_attribute, max_active_clusters)| ClusterApi {
-                    set_attribute,
-                    max_active_clusters,
-                })
-        };
         Ok(Driver {
             _library: library,
             api,
             launch_ex,
-            clusters,
         })
     });
     driver.as_ref().map(|d| &d.api)

@@ -4,17 +4,17 @@
 use cust::memory::{DeviceBuffer, DevicePointer, DeviceSlice};
 use cust::module::Module;
 use cust::stream::Stream;
-use cust::sys::{CUdeviceptr, CUfunction, CUstream, cudaError_enum};
+use cust::sys::{CUdeviceptr, CUstream};
 use half::bf16;
 use zipserv_kernels::format::{TILE_COLS, TILE_ROWS, tiles_for};
 use zipserv_kernels::launch::{
-    DECOMPRESS_WARPS, GEMM_MAX_CLUSTER, GEMM_VARIANTS, GEMM_WARPS, MmaGemmVariant, STORE_BF16,
-    STORE_F32, WorkSplit, gemm_smem_bytes,
+    DECOMPRESS_WARPS, GEMM_VARIANTS, GEMM_WARPS, MmaGemmVariant, STORE_BF16, STORE_F32, WorkSplit,
+    gemm_smem_bytes,
 };
 
 use crate::device::Gpu;
 use crate::error::{CudaContext, Error, Result, Shape};
-use crate::launch::{LaunchOptions, allow_shared_memory, launch_kernel};
+use crate::launch::{allow_shared_memory, launch_kernel};
 use crate::weights::DeviceWeights;
 
 /// Where ZipGEMM writes `Y` (N × M, row-major).
@@ -468,13 +468,7 @@ fn launch_mma(
 
     let x_ptr = x;
     let x_vector_loads = u32::from(k.is_multiple_of(8) && x_ptr.as_raw().is_multiple_of(16));
-    let cluster = split_cluster(
-        &split,
-        gpu.gemm_sum(),
-        &gpu.gemm_occupancy().clusters[variant.index],
-        gpu.gemm_blocks_per_wave(variant.index),
-    );
-    let (partial, counters) = if split.cuts_units() && cluster == 1 {
+    let (partial, counters) = if split.cuts_units() {
         let slot = GEMM_WARPS as usize * TILE_ROWS * 8 * variant.nt;
         let counters = work.units as usize * split.chunks as usize;
         workspace.reserve(2 * split.grid() as usize * slot, counters)?
@@ -484,17 +478,12 @@ fn launch_mma(
     let kernel = gpu.kernels().gemm[variant.index];
     let smem = gemm_smem_bytes(variant.nt) as u32;
     let RawOutput { y, y32, store } = out;
-    let options = LaunchOptions {
-        order: gpu.launch_order(),
-        cluster,
-    };
     // SAFETY: shapes and buffer sizes were checked above; the matrix was
-    // validated before upload; when shares cut units, either each unit's
-    // blocks are one cluster (`split_cluster`: whole slices, a size the
-    // device schedules, the sm_90a image) or the workspace holds two
-    // partial-sum slots per block and a zeroed counter per unit and chunk;
-    // shares × chunks blocks with at most one share per (unit, column tile)
-    // pair; block size and dynamic shared memory match the kernel's layout.
+    // validated before upload; when shares cut units, the workspace holds
+    // two partial-sum slots per block and a zeroed counter per unit and
+    // chunk; shares × chunks blocks with at most one share per (unit,
+    // column tile) pair; block size and dynamic shared memory match the
+    // kernel's layout.
     unsafe {
         launch_kernel!(
             kernel,
@@ -502,7 +491,7 @@ fn launch_mma(
             32 * GEMM_WARPS,
             smem,
             stream,
-            options,
+            gpu.launch_order(),
             (
                 w.tiles.as_device_ptr(),
                 w.exception_starts.as_device_ptr(),
@@ -635,144 +624,18 @@ impl std::str::FromStr for Fetch {
     }
 }
 
-/// What the device can run of each `mma.sync` ZipGEMM variant, found when
-/// it is opened.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct GemmOccupancy {
-    /// Resident blocks per multiprocessor.
-    pub(crate) blocks_per_sm: [u32; GEMM_VARIANTS.len()],
-    /// `clusters[v][c]`: clusters of `c` blocks of variant `v` that run at
-    /// once on the whole GPU (0: that size cannot be launched; all 0
-    /// without the `sm_90a` image or a driver that launches clusters).
-    pub(crate) clusters: [[u32; GEMM_MAX_CLUSTER as usize + 1]; GEMM_VARIANTS.len()],
-}
-
 /// Lets every ZipGEMM variant use the dynamic shared memory its layout
-/// needs, and finds how many blocks of each fit on one multiprocessor and,
-/// with `clusters` (the `sm_90a` image), how many clusters of each size up
-/// to [`GEMM_MAX_CLUSTER`] the GPU runs at once.
-pub(crate) fn prepare_gemm(module: &Module, clusters: bool) -> Result<GemmOccupancy> {
-    let mut occupancy = GemmOccupancy {
-        blocks_per_sm: [0; GEMM_VARIANTS.len()],
-        clusters: [[0; GEMM_MAX_CLUSTER as usize + 1]; GEMM_VARIANTS.len()],
-    };
-    for (v, variant) in GEMM_VARIANTS.iter().enumerate() {
+/// needs, and returns how many blocks of each fit on one multiprocessor.
+pub(crate) fn prepare_gemm(module: &Module) -> Result<[u32; GEMM_VARIANTS.len()]> {
+    let mut blocks = [0u32; GEMM_VARIANTS.len()];
+    for (variant, blocks) in GEMM_VARIANTS.iter().zip(&mut blocks) {
         let function = module
             .get_function(variant.name)
             .cuda("cuModuleGetFunction")?;
         let smem = gemm_smem_bytes(variant.nt);
-        occupancy.blocks_per_sm[v] = allow_shared_memory(&function, smem, 32 * GEMM_WARPS)?.max(1);
-        if clusters {
-            occupancy.clusters[v] = max_active_clusters(function.to_raw(), smem as u32)?;
-        }
+        *blocks = allow_shared_memory(&function, smem, 32 * GEMM_WARPS)?.max(1);
     }
-    Ok(occupancy)
-}
-
-/// For each cluster size `c` in 2..=[`GEMM_MAX_CLUSTER`], how many clusters
-/// of `c` blocks of ZipGEMM `function` run at once; zeros where the driver
-/// cannot launch clusters (no `cuLaunchKernelEx` or cluster functions).
-/// Sizes above 8 are opted into first; a driver that refuses leaves them 0.
-fn max_active_clusters(
-    function: CUfunction,
-    smem: u32,
-) -> Result<[u32; GEMM_MAX_CLUSTER as usize + 1]> {
-    let mut out = [0; GEMM_MAX_CLUSTER as usize + 1];
-    let (Some(api), Some(_)) = (
-        crate::driver::cluster_api(),
-        crate::driver::launch_kernel_ex(),
-    ) else {
-        return Ok(out);
-    };
-    // SAFETY: a valid function handle and an integer attribute.
-    let non_portable = unsafe {
-        (api.set_attribute)(
-            function,
-            crate::driver::NON_PORTABLE_CLUSTER_SIZE_ALLOWED,
-            1,
-        )
-    } == cudaError_enum::CUDA_SUCCESS;
-    let most = if non_portable { GEMM_MAX_CLUSTER } else { 8 };
-    for c in 2..=most {
-        let mut attribute =
-            crate::driver::LaunchAttribute::new(crate::driver::CLUSTER_DIMENSION, &[c, 1, 1]);
-        let config = crate::driver::LaunchConfig {
-            grid: [c, 1, 1],
-            block: [32 * GEMM_WARPS, 1, 1],
-            shared_mem_bytes: smem,
-            stream: std::ptr::null_mut(),
-            attrs: &mut attribute,
-            num_attrs: 1,
-        };
-        let mut clusters = 0;
-        // SAFETY: `config` and its attribute outlive the call.
-        let code = unsafe { (api.max_active_clusters)(&mut clusters, function, &config) };
-        // A size the hardware cannot schedule is an error here, not a
-        // failure of the device: it stays 0 and is never launched.
-        if code == cudaError_enum::CUDA_SUCCESS {
-            out[c as usize] = clusters.max(0) as u32;
-        }
-    }
-    Ok(out)
-}
-
-/// How a split's partial sums are added, when its shares cut row groups.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum SplitSum {
-    /// In distributed shared memory where the launch allows it (Hopper,
-    /// each row group cut into 2..=[`GEMM_MAX_CLUSTER`] whole slices, one
-    /// activation chunk, and clusters that run as many blocks at once as
-    /// the plain launch), else in global memory.
-    #[default]
-    Auto,
-    /// Always in global memory (`zipgemm`'s `reduce_partial`).
-    Global,
-}
-
-impl std::str::FromStr for SplitSum {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "global" => Ok(Self::Global),
-            other => Err(Error::Unsupported(format!(
-                "{}={other:?}: expected auto or global",
-                crate::device::GEMM_SUM_ENV
-            ))),
-        }
-    }
-}
-
-/// The cluster size for a launch of `split` (1: none, the sums meet in
-/// global memory): each row group's blocks one cluster, when `sum`
-/// allows, the split cuts every row group into the same number `s` of
-/// whole slices with one activation chunk, and clusters of `s` (of which
-/// `clusters[s]` run at once) hold at least as many running blocks as the
-/// plain launch (`wave` blocks at once).
-pub(crate) fn split_cluster(
-    split: &SplitK,
-    sum: SplitSum,
-    clusters: &[u32; GEMM_MAX_CLUSTER as usize + 1],
-    wave: usize,
-) -> u32 {
-    let w = &split.work;
-    if sum == SplitSum::Global
-        || split.chunks != 1
-        || w.units == 0
-        || !w.blocks.is_multiple_of(w.units)
-    {
-        return 1;
-    }
-    let s = w.blocks / w.units;
-    if !(2..=GEMM_MAX_CLUSTER).contains(&s) || s > w.col_tiles {
-        return 1;
-    }
-    let running = clusters[s as usize] as usize * s as usize;
-    if running >= (w.blocks as usize).min(wave) {
-        s
-    } else {
-        1
-    }
+    Ok(blocks)
 }
 
 impl GemmWorkspace {
@@ -973,68 +836,6 @@ mod tests {
         assert_eq!((s.work.units, s.work.blocks), (1, 2));
         let s = SplitK::choose(1, 1, 1, wave, None);
         assert_eq!((s.work.units, s.work.col_tiles, s.work.blocks), (1, 1, 1));
-    }
-
-    /// Clusters only for whole, equal-count slices of 2..=16 with one chunk,
-    /// and only where they keep as many blocks running as the plain launch.
-    #[test]
-    fn split_sums_meet_in_clusters_only_where_they_can() {
-        let wave = 1056;
-        // What an H200 reports for the one-n-tile kernel: 8 blocks per SM,
-        // clusters up to 16.
-        let mut clusters = [0u32; GEMM_MAX_CLUSTER as usize + 1];
-        for (c, slot) in clusters.iter_mut().enumerate().skip(2) {
-            *slot = (wave / c) as u32;
-        }
-        let of = |m, k, chunks, requested| SplitK::choose(m, k, chunks, wave, requested);
-        // 4096 × 14336: 64 row groups × 16 whole slices.
-        let s = of(4096, 14336, 1, None);
-        assert_eq!(split_cluster(&s, SplitSum::Auto, &clusters, wave), 16);
-        assert_eq!(split_cluster(&s, SplitSum::Global, &clusters, wave), 1);
-        // Uneven slices of one row group each (8 column tiles in 3).
-        let s = of(64, 1000, 1, Some(3));
-        assert_eq!(split_cluster(&s, SplitSum::Auto, &clusters, wave), 3);
-        // Whole row groups (no sums), stream-K shares that cut row groups
-        // anywhere, and two activation chunks: no clusters.
-        assert_eq!(
-            split_cluster(&of(4096, 512, 1, None), SplitSum::Auto, &clusters, wave),
-            1
-        );
-        let s = of(28672, 4096, 1, None);
-        assert!(s.cuts_units() && !s.work.blocks.is_multiple_of(s.work.units));
-        assert_eq!(split_cluster(&s, SplitSum::Auto, &clusters, wave), 1);
-        let s = SplitK::choose(4096, 4096, 2, wave, Some(4));
-        assert_eq!(split_cluster(&s, SplitSum::Auto, &clusters, wave), 1);
-        // More slices than a cluster holds.
-        let s = of(64, 8192, 1, Some(32));
-        assert_eq!(split_cluster(&s, SplitSum::Auto, &clusters, wave), 1);
-        // A size the device cannot schedule, or fewer running blocks in
-        // clusters than without (a GPC's leftover slots).
-        let mut few = clusters;
-        few[16] = 0;
-        assert_eq!(
-            split_cluster(&of(4096, 14336, 1, None), SplitSum::Auto, &few, wave),
-            1
-        );
-        few[16] = 63; // 1008 running < 1024 blocks
-        assert_eq!(
-            split_cluster(&of(4096, 14336, 1, None), SplitSum::Auto, &few, wave),
-            1
-        );
-        // No clusters at all (sm_80 image, old driver).
-        let none = [0u32; GEMM_MAX_CLUSTER as usize + 1];
-        assert_eq!(
-            split_cluster(&of(4096, 14336, 1, None), SplitSum::Auto, &none, wave),
-            1
-        );
-    }
-
-    #[test]
-    fn split_sum_names_parse() {
-        assert_eq!("auto".parse::<SplitSum>().unwrap(), SplitSum::Auto);
-        assert_eq!("global".parse::<SplitSum>().unwrap(), SplitSum::Global);
-        let err = "cluster?".parse::<SplitSum>().unwrap_err().to_string();
-        assert!(err.contains("ZIPSERV_GEMM_SUM"), "{err}");
     }
 
     #[test]

@@ -12,9 +12,7 @@ use zipserv_kernels::catalog::X_PITCH;
 use zipserv_kernels::launch::GEMM_VARIANTS;
 use zipserv_kernels::sm90::WGMMA_GEMM_VARIANTS;
 
-use crate::driver::{
-    CLUSTER_DIMENSION, LaunchAttribute, LaunchConfig, PROGRAMMATIC_STREAM_SERIALIZATION,
-};
+use crate::driver::{LaunchAttribute, LaunchConfig, PROGRAMMATIC_STREAM_SERIALIZATION};
 use crate::error::{CudaContext, Error, Result};
 
 /// A kernel of the loaded module. The driver's function handles may be used
@@ -117,10 +115,10 @@ pub(crate) fn allow_shared_memory(
         .cuda("cuOccupancyMaxActiveBlocksPerMultiprocessor")
 }
 
-/// Why overlapped or clustered launches are refused under a driver without
+/// Why overlapped launches are refused under a driver without
 /// `cuLaunchKernelEx`.
 pub(crate) const NO_LAUNCH_EX: &str =
-    "overlapped and clustered launches need cuLaunchKernelEx (a CUDA 11.8 or newer driver)";
+    "overlapped launches need cuLaunchKernelEx (a CUDA 11.8 or newer driver)";
 
 /// How a launch relates to the kernel before it on its stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,29 +136,6 @@ pub enum LaunchOrder {
     Overlapped,
 }
 
-/// How a launch is made: its [`LaunchOrder`] and the blocks of its
-/// thread-block clusters (1: no clusters). A [`LaunchOrder`] converts to
-/// options without clusters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LaunchOptions {
-    pub order: LaunchOrder,
-    /// Blocks per cluster along x (Hopper; the grid's x a multiple of it).
-    pub cluster: u32,
-}
-
-impl From<LaunchOrder> for LaunchOptions {
-    fn from(order: LaunchOrder) -> Self {
-        Self { order, cluster: 1 }
-    }
-}
-
-/// `CU_LAUNCH_ATTRIBUTE_IGNORE`, an unused slot.
-const IGNORE: LaunchAttribute = LaunchAttribute {
-    id: 0,
-    pad: [0; 4],
-    value: [0; 16],
-};
-
 /// Launches `kernel` on `stream` with `args` (pointers to each argument,
 /// in order; see [`launch_kernel!`]), `grid` blocks of `block` threads.
 ///
@@ -169,36 +144,21 @@ const IGNORE: LaunchAttribute = LaunchAttribute {
 /// kernel's parameters in number, order and type, and everything they
 /// point to in device memory stays valid until the launch completes;
 /// [`LaunchOrder::Overlapped`] only for a kernel that waits for the prior
-/// grid before touching memory the prior kernel uses; clusters only for a
-/// kernel of the `sm_90a` image whose grid's x they divide (and, above 8
-/// blocks, that was allowed non-portable sizes).
+/// grid before touching memory the prior kernel uses.
 pub unsafe fn launch_raw(
     kernel: Kernel,
     grid: GridSize,
     block: u32,
     shared_bytes: u32,
     stream: CUstream,
-    options: impl Into<LaunchOptions>,
+    order: LaunchOrder,
     args: &[*mut c_void],
 ) -> Result<()> {
-    let options = options.into();
     let params = args.as_ptr() as *mut *mut c_void;
-    // At most two attributes, on the stack (no allocation per launch).
-    let mut attributes = [IGNORE, IGNORE];
-    let mut count = 0;
-    if options.order == LaunchOrder::Overlapped {
-        // programmaticStreamSerializationAllowed
-        attributes[count] = LaunchAttribute::new(PROGRAMMATIC_STREAM_SERIALIZATION, &[1]);
-        count += 1;
-    }
-    if options.cluster > 1 {
-        attributes[count] = LaunchAttribute::new(CLUSTER_DIMENSION, &[options.cluster, 1, 1]);
-        count += 1;
-    }
-    let status = if count == 0 {
+    let status = match order {
         // SAFETY: the caller's promises; the driver copies the argument
         // values before it returns.
-        unsafe {
+        LaunchOrder::AfterPrevious => unsafe {
             cust::sys::cuLaunchKernel(
                 kernel.raw(),
                 grid.x,
@@ -212,21 +172,28 @@ pub unsafe fn launch_raw(
                 params,
                 std::ptr::null_mut(),
             )
+        },
+        LaunchOrder::Overlapped => {
+            let Some(launch_ex) = crate::driver::launch_kernel_ex() else {
+                return Err(Error::Unsupported(NO_LAUNCH_EX.into()));
+            };
+            let mut attribute = LaunchAttribute {
+                id: PROGRAMMATIC_STREAM_SERIALIZATION,
+                pad: [0; 4],
+                value: [0; 8],
+            };
+            attribute.value[0] = 1; // programmaticStreamSerializationAllowed
+            let config = LaunchConfig {
+                grid: [grid.x, grid.y, grid.z],
+                block: [block, 1, 1],
+                shared_mem_bytes: shared_bytes,
+                stream,
+                attrs: &mut attribute,
+                num_attrs: 1,
+            };
+            // SAFETY: as above; `config` and its attribute outlive the call.
+            unsafe { launch_ex(&config, kernel.raw(), params, std::ptr::null_mut()) }
         }
-    } else {
-        let Some(launch_ex) = crate::driver::launch_kernel_ex() else {
-            return Err(Error::Unsupported(NO_LAUNCH_EX.into()));
-        };
-        let config = LaunchConfig {
-            grid: [grid.x, grid.y, grid.z],
-            block: [block, 1, 1],
-            shared_mem_bytes: shared_bytes,
-            stream,
-            attrs: attributes.as_mut_ptr(),
-            num_attrs: count as u32,
-        };
-        // SAFETY: as above; `config` and its attributes outlive the call.
-        unsafe { launch_ex(&config, kernel.raw(), params, std::ptr::null_mut()) }
     };
     match status {
         cudaError_enum::CUDA_SUCCESS => Ok(()),
@@ -237,8 +204,7 @@ pub unsafe fn launch_raw(
     }
 }
 
-/// `launch_kernel!(kernel, grid, block, shared_bytes, stream, options, (args...))`
-/// (`options`: a [`LaunchOrder`] or [`LaunchOptions`]):
+/// `launch_kernel!(kernel, grid, block, shared_bytes, stream, order, (args...))`:
 /// [`launch_raw`] with each argument passed by address, every argument
 /// checked to be `DeviceCopy` (plain data a kernel may receive by value).
 /// Must be used inside `unsafe` with the safety of [`launch_raw`].

@@ -69,15 +69,15 @@ pub use cublaslt::{CublasLt, LinearPlan, LtAlgorithm};
 pub use cust::sys::{CUdeviceptr, CUstream};
 pub use demo::{DemoReport, run_demo_mma};
 pub use device::{
-    BUILD_COMMIT, DeviceInfo, EmbeddedPtx, GEMM_FETCH_ENV, GEMM_PATH_ENV, GEMM_SUM_ENV, Gpu, PTX,
-    PTX_ARCH, PTX_IMAGES,
+    BUILD_COMMIT, DeviceInfo, EmbeddedPtx, GEMM_FETCH_ENV, GEMM_PATH_ENV, Gpu, PTX, PTX_ARCH,
+    PTX_IMAGES,
 };
 pub use error::{Error, Result};
 pub use graph::Graph;
 pub use kernels::{
     CompressedPath, Fetch, GemmOptions, GemmOutput, GemmPath, GemmWorkspace, LARGE_MATRIX_ELEMENTS,
-    OutputType, SplitK, SplitSum, WGMMA_MIN_N, ZipGemm, compressed_path, decompress,
-    decompress_raw, zipgemm, zipgemm_raw, zipgemm_with,
+    OutputType, SplitK, WGMMA_MIN_N, ZipGemm, compressed_path, decompress, decompress_raw, zipgemm,
+    zipgemm_raw, zipgemm_with,
 };
-pub use launch::{Kernel, LaunchOptions, LaunchOrder};
+pub use launch::{Kernel, LaunchOrder};
 pub use weights::{DeviceWeights, Sections};

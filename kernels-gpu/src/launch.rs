@@ -21,11 +21,6 @@ pub const GEMM_X_STAGES: usize = 3;
 pub const GEMM_TABLE_BYTES: usize = 128;
 /// One warp's decoded tile in fragment order (see `zipgemm`).
 pub const GEMM_A_STAGE_BYTES: usize = LANES * LANE_PAIRS * 4;
-/// Most blocks of one cluster in a ZipGEMM launch whose split-K sums meet
-/// in distributed shared memory (Hopper; `zipgemm::cluster_sum`): one row
-/// group's K slices. Above 8 clusters are "non-portable", which the host
-/// opts each kernel into; 16 is the most an H100/H200 schedules.
-pub const GEMM_MAX_CLUSTER: u32 = 16;
 /// Block-wide scratch words (the split-K arrival verdict).
 pub const GEMM_FLAG_BYTES: usize = 16;
 

@@ -42,10 +42,7 @@
 //!            Part of a unit: each block writes f32 partial sums to its
 //!            slot of a workspace, and the last block to finish the unit
 //!            (for its chunk) adds the shares in order and writes `Y` — one
-//!            launch, and the result does not depend on arrival order. On
-//!            Hopper, when every unit is cut into whole slices, the host
-//!            launches each unit's blocks as one cluster and the sums meet
-//!            in distributed shared memory instead (`cluster_sum`).
+//!            launch, and the result does not depend on arrival order.
 
 use crate::decode::{base_pair, lane_pair};
 use crate::format::{LANES, TILE_COLS, TILE_ROWS};
@@ -61,19 +58,6 @@ use crate::ptx::{
     st_shared_u32, st_shared_v4, start_after_prior_grids, sync_threads, sync_warp, thread_idx,
 };
 use crate::tile::{LaneTile, MatrixView, TileExceptions, patch_a_stage};
-
-#[cfg(target_feature = "sm_90a")]
-mod cluster_sum;
-
-/// Whether this launch's split-K sums meet in its clusters (never in the
-/// `sm_80` image, which has no clusters).
-#[inline(always)]
-fn in_cluster() -> bool {
-    #[cfg(target_feature = "sm_90a")]
-    return cluster_sum::in_cluster();
-    #[cfg(not(target_feature = "sm_90a"))]
-    false
-}
 
 /// Kernel arguments besides the matrix.
 #[derive(Clone, Copy)]
@@ -534,8 +518,6 @@ unsafe fn zipgemm<const NT: usize, const EARLY: bool>(view: MatrixView, args: Ge
                 if walk.active {
                     out.store_direct::<NT>(&acc, rt, lane);
                 }
-            } else if in_cluster() {
-                out.reduce_in_cluster::<NT>(&acc, warp, lane);
             } else {
                 out.reduce_partial::<NT>(&acc, kt1 - kt0, warp, lane);
             }
@@ -592,34 +574,6 @@ impl Output<'_> {
                 unsafe { self.put(col as usize * rows as usize + m as usize, v) }
             }
         });
-    }
-
-    /// Part of a unit, the unit's blocks one cluster: see `cluster_sum`.
-    #[inline(always)]
-    unsafe fn reduce_in_cluster<const NT: usize>(
-        &self,
-        acc: &[[f32; 4]; NT],
-        warp: u32,
-        lane: u32,
-    ) {
-        #[cfg(target_feature = "sm_90a")]
-        {
-            let (rows, n) = (self.view.rows, self.args.n);
-            let a_stage0 = self.s.a - warp * GEMM_A_STAGE_BYTES as u32;
-            let put = |row: u32, col: u32, v: f32| {
-                let (m, col) = (self.u * UNIT_ROWS + row, self.n0 + col);
-                if m < rows && col < n {
-                    // SAFETY: inside Y (checked just above).
-                    unsafe { self.put(col as usize * rows as usize + m as usize, v) }
-                }
-            };
-            // SAFETY: every thread of the cluster's blocks gets here once (the
-            // host launches clusters only for whole-slice splits, one segment
-            // per share).
-            unsafe { cluster_sum::reduce::<NT>(acc, a_stage0, warp, lane, self.tid, put) }
-        }
-        #[cfg(not(target_feature = "sm_90a"))]
-        let _ = (acc, warp, lane);
     }
 
     /// Part of a unit: publish this share's sums in the block's slot, count

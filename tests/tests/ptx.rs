@@ -10,7 +10,6 @@ use std::process::Command;
 
 use zipserv_gpu::{EmbeddedPtx, PTX_IMAGES};
 use zipserv_kernels::catalog::{self, IMAGES};
-use zipserv_kernels::launch::GEMM_VARIANTS;
 use zipserv_kernels::sm90::{BLOCK_THREADS, WGMMA_GEMM_VARIANTS};
 
 /// Set to `1` in CI, where ptxas must be found (scripts/fetch-ptxas.sh).
@@ -76,41 +75,6 @@ fn every_overlappable_kernel_waits_for_the_prior_grid() {
     assert!(checked >= 12, "only {checked} kernels checked");
     assert!(!image("sm_80").ptx.contains("griddepcontrol"));
     assert!(!image("sm_80").ptx.contains("cp.async.bulk"));
-}
-
-/// The `mma.sync` ZipGEMM of the `sm_90a` image can add its split-K sums
-/// in a cluster (cluster barriers, distributed shared-memory loads); the
-/// portable image, which has no clusters, holds none of it.
-#[test]
-fn hopper_zipgemm_sums_split_k_in_clusters() {
-    let ptx = image("sm_90a").ptx;
-    for variant in GEMM_VARIANTS {
-        let start = ptx
-            .find(&format!(".visible .entry {}(", variant.name))
-            .unwrap_or_else(|| panic!("{} missing", variant.name));
-        let end = ptx[start + 1..]
-            .find(".visible .entry ")
-            .map_or(ptx.len(), |e| start + 1 + e);
-        for instruction in [
-            "barrier.cluster.arrive.release;",
-            "barrier.cluster.wait.acquire;",
-            "mapa.shared::cluster.u32",
-            "ld.shared::cluster.v4.f32",
-            "%cluster_nctarank",
-        ] {
-            assert!(
-                ptx[start..end].contains(instruction),
-                "{}: no {instruction}",
-                variant.name
-            );
-        }
-    }
-    for absent in ["barrier.cluster", "mapa", "shared::cluster", "%cluster_"] {
-        assert!(
-            !image("sm_80").ptx.contains(absent),
-            "sm_80 image holds {absent}"
-        );
-    }
 }
 
 #[test]
