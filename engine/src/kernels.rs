@@ -6,7 +6,8 @@ use cust::memory::{DevicePointer, DeviceSlice};
 use half::bf16;
 use zipserv_gpu::Gpu;
 use zipserv_kernels::engine::attention::{
-    ATTN_THREADS, AttnShape, attention_counters, attention_splits, attention_workspace_words,
+    ATTN_MIN_BLOCKS_PER_SM, ATTN_THREADS, AttnShape, attention_counters, attention_splits,
+    attention_workspace_words,
 };
 use zipserv_kernels::engine::embedding::EMBED_TILE_WARPS;
 use zipserv_kernels::engine::{ELEMENT_THREADS, ROPE_ROW_BLOCKS, ROW_THREADS};
@@ -309,12 +310,21 @@ pub fn rope_kv(
     }
 }
 
-/// How attention's launch for `rows` rows is shaped: the block layout and
-/// the number of position splits.
+/// Attention blocks that run at once on `gpu` (the kernel is compiled
+/// for [`ATTN_MIN_BLOCKS_PER_SM`] per multiprocessor, which its 64
+/// registers per thread also make the most).
+pub fn attention_wave(gpu: &Gpu) -> usize {
+    gpu.info().multiprocessors as usize * ATTN_MIN_BLOCKS_PER_SM as usize
+}
+
+/// How attention's launch for `rows` rows is shaped on a card running
+/// `wave` attention blocks at once ([`attention_wave`]): the block layout
+/// and the number of position splits.
 pub fn attention_plan(
     config: &ModelConfig,
     rows: usize,
     capacity: usize,
+    wave: usize,
 ) -> Result<(AttnShape, usize)> {
     let group = config.heads / config.kv_heads.max(1);
     let shape = AttnShape::new(
@@ -328,7 +338,7 @@ pub fn attention_plan(
         ))
     })?;
     let blocks = rows * config.kv_heads * shape.head_chunks as usize;
-    Ok((shape, attention_splits(blocks, capacity)))
+    Ok((shape, attention_splits(blocks, capacity, wave)))
 }
 
 /// What a split attention launch of `rows` rows needs beside its output:
@@ -337,8 +347,9 @@ pub fn attention_scratch(
     config: &ModelConfig,
     rows: usize,
     capacity: usize,
+    wave: usize,
 ) -> Result<(usize, usize)> {
-    let (shape, splits) = attention_plan(config, rows, capacity)?;
+    let (shape, splits) = attention_plan(config, rows, capacity, wave)?;
     Ok(scratch_of(config, rows, shape, splits))
 }
 
@@ -378,7 +389,7 @@ pub fn attention(
     check("attention output", out.len(), n * config.q_dim())?;
     u32_of("attention output", n * config.q_dim())?;
     let (q, q_stride) = qkv.part(0, n, config.q_dim(), "queries")?;
-    let (shape, splits) = attention_plan(config, n, cache.capacity)?;
+    let (shape, splits) = attention_plan(config, n, cache.capacity, attention_wave(gpu))?;
     let (words, arrivals) = scratch_of(config, n, shape, splits);
     check("attention workspace", workspace.len(), words)?;
     u32_of("attention workspace", words)?;

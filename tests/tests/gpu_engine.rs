@@ -279,9 +279,10 @@ fn rope_and_attention_check(gpu: &Gpu, c: &ModelConfig) {
             layouts: &layouts,
         };
         kernels::rope_kv(gpu, &c, &rows, &qkv, &g_table, &mut cache, 0).unwrap();
-        let (_, splits) = kernels::attention_plan(&c, n, capacity).unwrap();
+        let wave = kernels::attention_wave(gpu);
+        let (_, splits) = kernels::attention_plan(&c, n, capacity, wave).unwrap();
         println!("{what}: {n} rows, {splits} splits, stacked Q/K/V {stacked}");
-        let (words, arrivals) = kernels::attention_scratch(&c, n, capacity).unwrap();
+        let (words, arrivals) = kernels::attention_scratch(&c, n, capacity, wave).unwrap();
         let mut workspace = upload(&vec![f32::NAN; words.max(1)]);
         let mut counters = upload(&vec![0u32; arrivals.max(1)]);
         let mut out = poisoned(n * c.q_dim());

@@ -53,8 +53,10 @@ pub const ATTN_BLOCK_DIMS: u32 = 256;
 /// Blocks per multiprocessor `engine_attention` is compiled for (PTX
 /// `.minnctapersm`, added by the host's build script): the loop is
 /// latency-bound, so residency is what keeps loads in flight (4 blocks of 8
-/// warps, two keys each: 32 KB of keys and values per SM).
-pub const ATTN_MIN_BLOCKS_PER_SM: u32 = 3;
+/// warps, 64 registers, each block a 16 KB tile in flight). At 3 (71
+/// registers) a batch-8 decode launch of 512 blocks ran as one full wave
+/// of 396 and a second of 116, and batch 32's 512 unsplit blocks too.
+pub const ATTN_MIN_BLOCKS_PER_SM: u32 = 4;
 /// Dimensions per lane at most.
 pub const ATTN_LANE_DIMS: usize = (ATTN_BLOCK_DIMS / 32) as usize;
 /// Query heads per block at most (head dimension 32).
@@ -87,9 +89,6 @@ pub const fn tile_keys(head_dim: u32) -> u32 {
 /// 16-byte copies per tile and per thread, for the keys (and as many for
 /// the values): a tile is always [`ATTN_STAGE_BYTES`] / 2 bytes.
 pub const ATTN_COPIES_PER_THREAD: u32 = ATTN_STAGE_BYTES / 2 / 16 / ATTN_THREADS;
-/// A block count that fills an H100/H200 (132 SMs × [`ATTN_MIN_BLOCKS_PER_SM`]);
-/// splits are added until a launch has this many blocks.
-pub const ATTN_TARGET_BLOCKS: usize = 132 * ATTN_MIN_BLOCKS_PER_SM as usize;
 /// Fewest cache positions per split: below this a split's fixed cost (the
 /// merge, the workspace round trip) outweighs its keys.
 pub const ATTN_MIN_SPLIT_KEYS: usize = 32;
@@ -141,14 +140,16 @@ impl AttnShape {
 
 /// Splits of the positions per row for a launch of `rows` rows over
 /// `kv_heads` KV heads (blocks without splits: rows × kv_heads ×
-/// head_chunks) and a cache of `capacity` positions: enough to reach
-/// [`ATTN_TARGET_BLOCKS`], at least [`ATTN_MIN_SPLIT_KEYS`] positions each,
-/// at most [`ATTN_MAX_SPLITS`].
-pub const fn attention_splits(blocks: usize, capacity: usize) -> usize {
-    if blocks == 0 || blocks >= ATTN_TARGET_BLOCKS {
+/// head_chunks) and a cache of `capacity` positions, on a card that runs
+/// `wave` blocks at once (multiprocessors × [`ATTN_MIN_BLOCKS_PER_SM`]): as
+/// many as one wave holds (rounded down: a few blocks past the wave would
+/// run as a second wave as long as the first), at least
+/// [`ATTN_MIN_SPLIT_KEYS`] positions each, at most [`ATTN_MAX_SPLITS`].
+pub const fn attention_splits(blocks: usize, capacity: usize, wave: usize) -> usize {
+    if blocks == 0 || blocks >= wave {
         return 1;
     }
-    let want = ATTN_TARGET_BLOCKS.div_ceil(blocks);
+    let want = wave / blocks;
     let most = capacity / ATTN_MIN_SPLIT_KEYS;
     let s = if want < most { want } else { most };
     if s > ATTN_MAX_SPLITS {
@@ -462,13 +463,15 @@ mod gpu {
                         stage + (if two { i2 } else { i }) * row_bytes + lane_bytes,
                     );
                     let (k1, k2) = (load_dims(a1, dims), load_dims(a2, dims));
-                    let half = ATTN_STAGE_BYTES / 2;
-                    let (v1, v2) = (load_dims(a1 + half, dims), load_dims(a2 + half, dims));
                     let (mut dot1, mut dot2) = (0.0f32, 0.0f32);
                     seq_macro::seq!(E in 0..8 {
                         dot1 += r_q[E] * k1[E];
                         dot2 += r_q[E] * k2[E];
                     });
+                    // The values are loaded once the keys are spent, so
+                    // the two never hold registers together.
+                    let half = ATTN_STAGE_BYTES / 2;
+                    let (v1, v2) = (load_dims(a1 + half, dims), load_dims(a2 + half, dims));
                     let (s1, s2) = (
                         group_sum(dot1, lanes_per_head),
                         group_sum(dot2, lanes_per_head),
@@ -741,23 +744,27 @@ mod tests {
 
     #[test]
     fn splits_fill_the_card_only_when_rows_are_few() {
+        // An H100/H200: 132 multiprocessors.
+        const WAVE: usize = 132 * ATTN_MIN_BLOCKS_PER_SM as usize;
         // Batch 1 of Llama-3-8B: 16 blocks; a 640-position cache allows 20.
-        assert_eq!(attention_splits(16, 640), 20);
-        assert_eq!(attention_splits(2, 100_000), ATTN_MAX_SPLITS);
-        assert_eq!(
-            attention_splits(16, 100_000),
-            ATTN_TARGET_BLOCKS.div_ceil(16)
-        );
-        assert_eq!(attention_splits(1, 1 << 20), ATTN_MAX_SPLITS);
+        assert_eq!(attention_splits(16, 640, WAVE), 20);
+        assert_eq!(attention_splits(2, 100_000, WAVE), ATTN_MAX_SPLITS);
+        assert_eq!(attention_splits(16, 100_000, WAVE), WAVE / 16);
+        // Batch 8 (128 blocks): 4 splits, 512 blocks, one wave of 528.
+        assert_eq!(attention_splits(128, 640, WAVE), 4);
+        assert!(attention_splits(128, 640, WAVE) * 128 <= WAVE);
+        assert_eq!(attention_splits(1, 1 << 20, WAVE), ATTN_MAX_SPLITS);
         // Batch 64 (1024 blocks), or a prefill: enough blocks already.
-        assert_eq!(attention_splits(1024, 640), 1);
-        assert_eq!(attention_splits(ATTN_TARGET_BLOCKS - 1, 640), 2);
+        assert_eq!(attention_splits(1024, 640, WAVE), 1);
+        // Just short of a wave: splitting would add a second one.
+        assert_eq!(attention_splits(WAVE - 1, 640, WAVE), 1);
+        assert_eq!(attention_splits(WAVE / 2, 640, WAVE), 2);
         // A short cache is not split below the minimum.
-        assert_eq!(attention_splits(8, 12), 1);
-        assert_eq!(attention_splits(0, 640), 1);
+        assert_eq!(attention_splits(8, 12, WAVE), 1);
+        assert_eq!(attention_splits(0, 640, WAVE), 1);
         for blocks in 1..300 {
             for capacity in [1, 31, 32, 33, 640, 4096] {
-                let s = attention_splits(blocks, capacity);
+                let s = attention_splits(blocks, capacity, WAVE);
                 assert!((1..=ATTN_MAX_SPLITS).contains(&s));
                 let keys = split_keys(capacity as u32, s as u32) as usize;
                 // Every position belongs to a split.
