@@ -169,20 +169,18 @@ struct BufferSizes {
 impl BufferSizes {
     /// For a run of `batch` sequences whose prefill runs as `chunks`: the
     /// activations are sized for its longest launch ([`launch_rows`]).
-    /// `wave`: attention blocks the GPU runs at once (`kernels::attention_wave`).
     fn new(
+        gpu: &Gpu,
         c: &crate::ModelConfig,
         batch: usize,
         chunks: &[crate::batch::PrefillChunk],
         capacity: usize,
-        wave: usize,
     ) -> Result<Self> {
         let rows = launch_rows(chunks, batch);
         let (mut attn_split, mut attn_counters) =
-            kernels::attention_scratch(c, batch, capacity, wave)?;
+            kernels::attention_scratch(gpu, c, batch, capacity)?;
         for chunk in chunks {
-            let (words, counters) =
-                kernels::attention_scratch(c, chunk.rows.len(), capacity, wave)?;
+            let (words, counters) = kernels::attention_scratch(gpu, c, chunk.rows.len(), capacity)?;
             attn_split = attn_split.max(words);
             attn_counters = attn_counters.max(counters);
         }
@@ -429,13 +427,7 @@ impl<'gpu> Generator<'gpu> {
     ) -> Result<Buffers> {
         let c = &self.model.config;
         let batch = prompts.len();
-        let n = BufferSizes::new(
-            c,
-            batch,
-            chunks,
-            capacity,
-            kernels::attention_wave(self.gpu),
-        )?;
+        let n = BufferSizes::new(self.gpu, c, batch, chunks, capacity)?;
         let rope = crate::rope::table(&crate::rope::inverse_frequencies(c), capacity);
         let ids: Vec<u32> = prompts.iter().flatten().copied().collect();
         let decode_seq: Vec<u32> = (0..batch as u32).collect();
@@ -481,11 +473,10 @@ impl<'gpu> Generator<'gpu> {
         let c = &self.model.config;
         let (free, _) = cust::memory::mem_get_info().cuda("cuMemGetInfo")?;
         let budget = (free as u64).saturating_sub(reserve);
-        let wave = kernels::attention_wave(self.gpu);
         let need = |batch: usize| -> Option<u64> {
             let layout = crate::batch::PrefillLayout::new(&vec![prompt_len; batch]).ok()?;
             let chunks = layout.chunks(PREFILL_CHUNK_ROWS);
-            let sizes = BufferSizes::new(c, batch, &chunks, context, wave).ok()?;
+            let sizes = BufferSizes::new(self.gpu, c, batch, &chunks, context).ok()?;
             KvCache::layer_elements(c, batch, context).filter(|&e| u32::try_from(e).is_ok())?;
             Some(sizes.bytes(batch, prompt_len * batch, steps) + KvCache::bytes(c, batch, context)?)
         };

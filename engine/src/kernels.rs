@@ -9,6 +9,9 @@ use zipserv_kernels::engine::attention::{
     ATTN_MIN_BLOCKS_PER_SM, ATTN_THREADS, AttnShape, attention_counters, attention_splits,
     attention_workspace_words,
 };
+use zipserv_kernels::engine::attention_mma::{
+    MMA_ATTN_THREADS, mma_attn_blocks_per_sm, mma_attn_kernel, mma_attn_smem_bytes,
+};
 use zipserv_kernels::engine::embedding::EMBED_TILE_WARPS;
 use zipserv_kernels::engine::{ELEMENT_THREADS, ROPE_ROW_BLOCKS, ROW_THREADS};
 use zipserv_kernels::format::{TILE_COLS, tiles_for};
@@ -26,9 +29,13 @@ use crate::stacked::PartLayout;
 /// it; every engine kernel waits for its predecessor first). Used inside
 /// `unsafe`, with the safety of `zipserv_gpu::launch::launch_raw`.
 macro_rules! launch {
-    ($gpu:expr, $name:ident, $grid:expr, $block:expr, $shared:expr, ($($arg:expr),* $(,)?)) => {{
+    ($gpu:expr, $name:ident, $grid:expr, $block:expr, $shared:expr, ($($arg:expr),* $(,)?)) => {
+        launch!($gpu, name stringify!($name), $grid, $block, $shared, ($($arg),*))
+    };
+    // The kernel's name as an expression (a `&'static str`).
+    ($gpu:expr, name $name:expr, $grid:expr, $block:expr, $shared:expr, ($($arg:expr),* $(,)?)) => {{
         let gpu: &Gpu = $gpu;
-        let kernel = gpu.kernel(stringify!($name))?;
+        let kernel = gpu.kernel($name)?;
         zipserv_gpu::launch_kernel!(
             kernel,
             $grid,
@@ -310,59 +317,149 @@ pub fn rope_kv(
     }
 }
 
-/// Attention blocks that run at once on `gpu` (the kernel is compiled
-/// for [`ATTN_MIN_BLOCKS_PER_SM`] per multiprocessor, which its 64
-/// registers per thread also make the most).
-pub fn attention_wave(gpu: &Gpu) -> usize {
-    gpu.info().multiprocessors as usize * ATTN_MIN_BLOCKS_PER_SM as usize
+/// Which attention kernel a launch takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnKernel {
+    /// `engine_attention`: blocks of query-head chunks, any head
+    /// dimension that is a multiple of 32 up to 256.
+    Heads(AttnShape),
+    /// `engine_attention_mma_d*` (`attention_mma.rs`): one warp per (row,
+    /// KV head, split) on the tensor cores, head dimensions 64 and 128, up
+    /// to 16 query heads per KV head.
+    Mma(&'static str),
 }
 
-/// How attention's launch for `rows` rows is shaped on a card running
-/// `wave` attention blocks at once ([`attention_wave`]): the block layout
-/// and the number of position splits.
+/// Environment variable choosing the attention kernel: `auto` (default:
+/// the tensor-core kernel where it covers the shape), `heads` or `mma`
+/// (an error where it does not cover the shape); for benchmarks comparing
+/// the two.
+pub const ATTENTION_ENV: &str = "ZIPSERV_ATTENTION";
+
+/// Which attention kernel [`attention_plan`] takes ([`ATTENTION_ENV`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnChoice {
+    /// The tensor-core kernel where it covers the shape, else the other.
+    Auto,
+    /// Always `engine_attention`.
+    Heads,
+    /// Always the tensor-core kernel (an error where it does not apply).
+    Mma,
+}
+
+/// The process-wide choice: 0 unset (read [`ATTENTION_ENV`] first), else
+/// 1 + the choice's index.
+static ATTN_CHOICE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+const ATTN_CHOICES: [AttnChoice; 3] = [AttnChoice::Auto, AttnChoice::Heads, AttnChoice::Mma];
+
+/// Sets the attention kernel of every later launch in this process (over
+/// [`ATTENTION_ENV`]); for tests and benchmarks comparing the two.
+pub fn set_attention_choice(choice: AttnChoice) {
+    let index = ATTN_CHOICES.iter().position(|&c| c == choice).unwrap_or(0);
+    ATTN_CHOICE.store(1 + index as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The current choice: set, or [`ATTENTION_ENV`] (read at the first call).
+pub fn attention_choice() -> Result<AttnChoice> {
+    let stored = ATTN_CHOICE.load(std::sync::atomic::Ordering::Relaxed);
+    if stored > 0 {
+        return Ok(ATTN_CHOICES[(stored - 1) as usize % ATTN_CHOICES.len()]);
+    }
+    let choice = match std::env::var(ATTENTION_ENV).as_deref() {
+        Err(_) | Ok("auto") => AttnChoice::Auto,
+        Ok("heads") => AttnChoice::Heads,
+        Ok("mma") => AttnChoice::Mma,
+        Ok(other) => {
+            return Err(Error::Unsupported(format!(
+                "{ATTENTION_ENV}={other:?}: expected auto, heads or mma"
+            )));
+        }
+    };
+    set_attention_choice(choice);
+    Ok(choice)
+}
+
+/// How one attention launch is shaped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionPlan {
+    pub kernel: AttnKernel,
+    /// Splits of the positions (grid z).
+    pub splits: usize,
+    /// Grid y: KV heads, times the head chunks of [`AttnKernel::Heads`].
+    pub grid_y: usize,
+}
+
+/// Blocks of `kernel` that run at once on `gpu`: the block-per-chunk
+/// kernel is compiled for [`ATTN_MIN_BLOCKS_PER_SM`] per multiprocessor
+/// (which its registers also make the most); the tensor-core kernel's
+/// one-warp blocks are bounded by their shared memory.
+pub fn attention_wave(gpu: &Gpu, kernel: AttnKernel, head_dim: usize) -> usize {
+    let per_sm = match kernel {
+        AttnKernel::Heads(_) => ATTN_MIN_BLOCKS_PER_SM,
+        AttnKernel::Mma(_) => mma_attn_blocks_per_sm(head_dim as u32),
+    };
+    gpu.info().multiprocessors as usize * per_sm as usize
+}
+
+/// How attention's launch for `rows` rows is shaped on `gpu`: the kernel
+/// ([`ATTENTION_ENV`], else the tensor-core one where it covers the head
+/// dimension and group), its grid, and the position splits that fill one
+/// wave of it.
 pub fn attention_plan(
+    gpu: &Gpu,
     config: &ModelConfig,
     rows: usize,
     capacity: usize,
-    wave: usize,
-) -> Result<(AttnShape, usize)> {
+) -> Result<AttentionPlan> {
     let group = config.heads / config.kv_heads.max(1);
-    let shape = AttnShape::new(
-        u32_of("head_dim", config.head_dim)?,
-        u32_of("group", group)?,
-    )
-    .ok_or_else(|| {
-        Error::Unsupported(format!(
-            "attention with head_dim {} (a multiple of 32 up to 256 is supported)",
-            config.head_dim
-        ))
-    })?;
-    let blocks = rows * config.kv_heads * shape.head_chunks as usize;
-    Ok((shape, attention_splits(blocks, capacity, wave)))
+    let head_dim = u32_of("head_dim", config.head_dim)?;
+    let group32 = u32_of("group", group)?;
+    let mma = mma_attn_kernel(head_dim, group32);
+    let kernel = match (attention_choice()?, mma) {
+        (AttnChoice::Auto | AttnChoice::Mma, Some(name)) => AttnKernel::Mma(name),
+        (AttnChoice::Mma, None) => {
+            return Err(Error::Unsupported(format!(
+                "{ATTENTION_ENV}=mma: the tensor-core attention covers head_dim 64 and 128 with \
+                 at most 16 query heads per KV head, not head_dim {} with {group}",
+                config.head_dim
+            )));
+        }
+        _ => AttnKernel::Heads(AttnShape::new(head_dim, group32).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "attention with head_dim {} (a multiple of 32 up to 256 is supported)",
+                config.head_dim
+            ))
+        })?),
+    };
+    let grid_y = match kernel {
+        AttnKernel::Heads(shape) => config.kv_heads * shape.head_chunks as usize,
+        AttnKernel::Mma(_) => config.kv_heads,
+    };
+    let wave = attention_wave(gpu, kernel, config.head_dim);
+    Ok(AttentionPlan {
+        kernel,
+        splits: attention_splits(rows * grid_y, capacity, wave),
+        grid_y,
+    })
 }
 
 /// What a split attention launch of `rows` rows needs beside its output:
 /// f32 words of workspace and u32 arrival counters (both 0 without splits).
 pub fn attention_scratch(
+    gpu: &Gpu,
     config: &ModelConfig,
     rows: usize,
     capacity: usize,
-    wave: usize,
 ) -> Result<(usize, usize)> {
-    let (shape, splits) = attention_plan(config, rows, capacity, wave)?;
-    Ok(scratch_of(config, rows, shape, splits))
+    let plan = attention_plan(gpu, config, rows, capacity)?;
+    Ok(scratch_of(config, rows, &plan))
 }
 
 /// [`attention_scratch`] for a launch already planned.
-fn scratch_of(
-    config: &ModelConfig,
-    rows: usize,
-    shape: AttnShape,
-    splits: usize,
-) -> (usize, usize) {
+fn scratch_of(config: &ModelConfig, rows: usize, plan: &AttentionPlan) -> (usize, usize) {
     (
-        attention_workspace_words(rows, config.heads, config.head_dim, splits),
-        attention_counters(rows, config.kv_heads, shape.head_chunks as usize, splits),
+        attention_workspace_words(rows, config.heads, config.head_dim, plan.splits),
+        // One counter per (row, grid y), as both kernels index them.
+        attention_counters(rows, plan.grid_y, 1, plan.splits),
     )
 }
 
@@ -389,31 +486,33 @@ pub fn attention(
     check("attention output", out.len(), n * config.q_dim())?;
     u32_of("attention output", n * config.q_dim())?;
     let (q, q_stride) = qkv.part(0, n, config.q_dim(), "queries")?;
-    let (shape, splits) = attention_plan(config, n, cache.capacity, attention_wave(gpu))?;
-    let (words, arrivals) = scratch_of(config, n, shape, splits);
+    let plan = attention_plan(gpu, config, n, cache.capacity)?;
+    let (words, arrivals) = scratch_of(config, n, &plan);
     check("attention workspace", workspace.len(), words)?;
     u32_of("attention workspace", words)?;
     check("attention counters", counters.len(), arrivals)?;
     let grid = (
         rows_grid(n)?,
-        u32_of(
-            "attention blocks",
-            config.kv_heads * shape.head_chunks as usize,
-        )?,
-        splits as u32,
+        u32_of("attention blocks", plan.grid_y)?,
+        plan.splits as u32,
     );
     let scale = 1.0 / (config.head_dim as f32).sqrt();
     let (q_heads, head_dim) = (config.heads as u32, config.head_dim as u32);
+    let (name, threads, shared) = match plan.kernel {
+        AttnKernel::Heads(_) => ("engine_attention", ATTN_THREADS, 0),
+        AttnKernel::Mma(name) => (name, MMA_ATTN_THREADS, mma_attn_smem_bytes(head_dim)),
+    };
     // SAFETY: lengths checked above; the kernel traps on a sequence or
-    // position outside the cache; rope_kv filled the cache up to each
-    // row's position earlier on this stream.
+    // position outside the cache, or a shape it does not cover; rope_kv
+    // filled the cache up to each row's position earlier on this stream;
+    // the grid and (dynamic) shared memory are the plan's kernel's.
     unsafe {
         launch!(
             gpu,
-            engine_attention,
+            name name,
             grid,
-            ATTN_THREADS,
-            0,
+            threads,
+            shared,
             (
                 q,
                 q_stride,

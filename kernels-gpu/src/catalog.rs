@@ -56,12 +56,14 @@ pub const DECOMPRESS: &str = "zipserv_decompress";
 pub const X_PITCH: &str = "zipserv_x_pitch";
 
 /// The inference engine's kernels (`engine/`), in both images.
-pub const ENGINE: [&str; 8] = [
+pub const ENGINE: [&str; 10] = [
     "engine_embed",
     "engine_embed_compressed",
     "engine_add_rmsnorm",
     "engine_rope_kv",
     "engine_attention",
+    "engine_attention_mma_d64",
+    "engine_attention_mma_d128",
     "engine_swiglu",
     "engine_select",
     "engine_advance",
@@ -88,6 +90,8 @@ pub const SM80: PtxImage = PtxImage {
         ENGINE[5],
         ENGINE[6],
         ENGINE[7],
+        ENGINE[8],
+        ENGINE[9],
     ],
 };
 
@@ -118,6 +122,8 @@ pub const SM90A: PtxImage = PtxImage {
         ENGINE[5],
         ENGINE[6],
         ENGINE[7],
+        ENGINE[8],
+        ENGINE[9],
     ],
 };
 

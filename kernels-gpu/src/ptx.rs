@@ -80,6 +80,29 @@ pub unsafe fn ldmatrix_x4(smem_row: u32) -> [u32; 4] {
     r
 }
 
+/// [`ldmatrix_x4`] with each 8×8 matrix transposed on the way (`.trans`):
+/// lane `i` receives elements (2·(i % 4), i / 4) and (2·(i % 4) + 1, i / 4)
+/// of each matrix as stored (row = the address the lane group gave). A
+/// B fragment whose K runs down the stored rows (attention's values,
+/// stored key by key) comes out in the order `mma` wants.
+///
+/// # Safety
+/// As [`ldmatrix_x4`].
+#[inline(always)]
+pub unsafe fn ldmatrix_x4_trans(smem_row: u32) -> [u32; 4] {
+    let mut r = [0u32; 4];
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {{{r0}, {r1}, {r2}, {r3}}}, [{p}];",
+            r0 = out(reg32) r[0], r1 = out(reg32) r[1], r2 = out(reg32) r[2], r3 = out(reg32) r[3],
+            p = in(reg32) smem_row,
+            options(readonly, nostack),
+        );
+    }
+    r
+}
+
 /// Two-matrix form of [`ldmatrix_x4`]: lanes 0..16 give the row addresses.
 ///
 /// # Safety
@@ -485,6 +508,39 @@ pub fn grid_dim_z() -> u32 {
 pub fn grid_dim_x() -> u32 {
     // SAFETY: reads a special register.
     unsafe { core::arch::nvptx::_grid_dim_x() }
+}
+
+/// Reads `v` from lane `lane ^ mask` of the warp (`shfl.sync.bfly`): one
+/// step of a butterfly reduction.
+#[inline(always)]
+pub fn shfl_xor(v: u32, mask: u32) -> u32 {
+    let r: u32;
+    // SAFETY: all 32 lanes execute it together (callers keep it warp-uniform).
+    unsafe {
+        asm!(
+            "shfl.sync.bfly.b32 {r}, {v}, {m}, 0x1f, 0xffffffff;",
+            r = out(reg32) r, v = in(reg32) v, m = in(reg32) mask,
+            options(nomem, nostack),
+        )
+    }
+    r
+}
+
+/// Two f32 rounded to BF16 (nearest even) in one register, `lo` in the low
+/// half (`cvt.rn.bf16x2.f32`, PTX ISA §9.7.9.21): the element order of an
+/// `mma` fragment register.
+#[inline(always)]
+pub fn pack_bf16x2(lo: f32, hi: f32) -> u32 {
+    let r: u32;
+    // SAFETY: register arithmetic.
+    unsafe {
+        asm!(
+            "cvt.rn.bf16x2.f32 {r}, {h}, {l};",
+            r = out(reg32) r, h = in(reg32) hi, l = in(reg32) lo,
+            options(pure, nomem, nostack, preserves_flags),
+        )
+    }
+    r
 }
 
 /// Reads `v` from lane `src` of the warp (PTX ISA §9.7.8.6, `shfl.sync.idx`).

@@ -12,7 +12,7 @@ use std::path::Path;
 use cust::memory::{CopyDestination, DeviceBuffer};
 use half::bf16;
 use zipserv_engine::config::ModelConfig;
-use zipserv_engine::kernels::{self, Parts, Rows, StepState};
+use zipserv_engine::kernels::{self, AttnChoice, AttnKernel, Parts, Rows, StepState};
 use zipserv_engine::kv_cache::KvCache;
 use zipserv_engine::linear::{Linear, LinearWeights};
 use zipserv_engine::stacked::{PartLayout, part_layouts};
@@ -239,9 +239,37 @@ fn rope_cache_and_attention_match_the_cpu_for_prefill_and_decode() {
         Path::new("test config"),
     )
     .unwrap();
-    for c in [small_config(), mha] {
-        rope_and_attention_check(&gpu, &c);
+    // The tensor-core kernel's two head dimensions, and a group of 16
+    // (both halves of its mma rows).
+    let d128 = ModelConfig::from_json(
+        br#"{"hidden_size": 512, "intermediate_size": 256, "num_attention_heads": 4,
+        "num_key_value_heads": 1, "num_hidden_layers": 1, "vocab_size": 100}"#,
+        Path::new("test config"),
+    )
+    .unwrap();
+    let group16 = ModelConfig::from_json(
+        br#"{"hidden_size": 1024, "intermediate_size": 256, "num_attention_heads": 16,
+        "num_key_value_heads": 1, "num_hidden_layers": 1, "vocab_size": 100}"#,
+        Path::new("test config"),
+    )
+    .unwrap();
+    for choice in [AttnChoice::Heads, AttnChoice::Mma] {
+        kernels::set_attention_choice(choice);
+        for c in [&small_config(), &d128, &group16] {
+            rope_and_attention_check(&gpu, c);
+        }
     }
+    // head_dim 32: the block-per-head-chunk kernel only.
+    kernels::set_attention_choice(AttnChoice::Auto);
+    rope_and_attention_check(&gpu, &mha);
+    let plan = kernels::attention_plan(&gpu, &mha, 1, 160).unwrap();
+    assert!(matches!(plan.kernel, AttnKernel::Heads(_)), "{plan:?}");
+    kernels::set_attention_choice(AttnChoice::Mma);
+    let err = kernels::attention_plan(&gpu, &mha, 1, 160)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("head_dim 64 and 128"), "{err}");
+    kernels::set_attention_choice(AttnChoice::Auto);
 }
 
 fn rope_and_attention_check(gpu: &Gpu, c: &ModelConfig) {
@@ -279,10 +307,13 @@ fn rope_and_attention_check(gpu: &Gpu, c: &ModelConfig) {
             layouts: &layouts,
         };
         kernels::rope_kv(gpu, &c, &rows, &qkv, &g_table, &mut cache, 0).unwrap();
-        let wave = kernels::attention_wave(gpu);
-        let (_, splits) = kernels::attention_plan(&c, n, capacity, wave).unwrap();
-        println!("{what}: {n} rows, {splits} splits, stacked Q/K/V {stacked}");
-        let (words, arrivals) = kernels::attention_scratch(&c, n, capacity, wave).unwrap();
+        let plan = kernels::attention_plan(gpu, &c, n, capacity).unwrap();
+        let splits = plan.splits;
+        println!(
+            "{what}: {n} rows, {splits} splits, kernel {:?}, stacked Q/K/V {stacked}",
+            plan.kernel
+        );
+        let (words, arrivals) = kernels::attention_scratch(gpu, &c, n, capacity).unwrap();
         let mut workspace = upload(&vec![f32::NAN; words.max(1)]);
         let mut counters = upload(&vec![0u32; arrivals.max(1)]);
         let mut out = poisoned(n * c.q_dim());

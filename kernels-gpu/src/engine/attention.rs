@@ -217,6 +217,35 @@ impl OnlineSoftmax {
         (rescale, weight)
     }
 
+    /// Moves the maximum to cover a tile of scores whose largest is
+    /// `tile_max` (−inf: every score masked, nothing changes) and returns
+    /// the factor that scales what was summed before: the tile-wise form
+    /// of [`OnlineSoftmax::push`], where each weight is then
+    /// [`OnlineSoftmax::weight`] and the caller adds the weights to `sum`.
+    #[inline(always)]
+    pub fn advance(&mut self, tile_max: f32) -> f32 {
+        let max = self.max.max(tile_max);
+        if max == f32::NEG_INFINITY {
+            return 1.0;
+        }
+        // 2^(−inf − max) = 0: the first tile clears the empty state.
+        let rescale = exp2_fast(self.max - max);
+        self.sum *= rescale;
+        self.max = max;
+        rescale
+    }
+
+    /// Weight of `score` under the current maximum (0 for a masked score,
+    /// −inf, and while no score has been seen).
+    #[inline(always)]
+    pub fn weight(&self, score: f32) -> f32 {
+        if self.max == f32::NEG_INFINITY {
+            0.0
+        } else {
+            exp2_fast(score - self.max)
+        }
+    }
+
     /// Weight of a partial state whose maximum is `part_max` in a merge
     /// whose overall maximum is `max` (0 for a part that saw no score).
     #[inline(always)]
@@ -640,6 +669,53 @@ mod tests {
             let got = (value / sum) as f64;
             assert!((got - want).abs() < 1e-6, "parts {parts}: {got} vs {want}");
         }
+    }
+
+    /// The tile-wise form (`advance`, then `weight`), with lane-partial
+    /// sums merged at the end, equals the direct softmax, masked scores and
+    /// all-masked tiles included.
+    #[test]
+    fn tile_wise_online_softmax_matches_direct() {
+        let n = 70;
+        let scores: Vec<f32> = (0..n)
+            .map(|i| {
+                if i % 9 == 4 || (32..48).contains(&i) {
+                    f32::NEG_INFINITY // masked (one whole tile of 16 among them)
+                } else {
+                    ((i * 7919) % 23) as f32 * 0.37 - 3.0
+                }
+            })
+            .collect();
+        let values: Vec<f32> = (0..n).map(|i| (i as f32 * 0.7).cos()).collect();
+        let live: Vec<usize> = (0..n).filter(|&i| scores[i] > f32::NEG_INFINITY).collect();
+        let max = live
+            .iter()
+            .map(|&i| scores[i])
+            .fold(f32::NEG_INFINITY, f32::max) as f64;
+        let w = |i: usize| ((scores[i] as f64 - max) * core::f64::consts::LN_2).exp();
+        let want = live.iter().map(|&i| w(i) * values[i] as f64).sum::<f64>()
+            / live.iter().map(|&i| w(i)).sum::<f64>();
+        for tile in [1usize, 8, 16, 32] {
+            let mut state = OnlineSoftmax::EMPTY;
+            let mut acc = 0f32;
+            for chunk in scores.chunks(tile).zip(values.chunks(tile)) {
+                let tile_max = chunk.0.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let rescale = state.advance(tile_max);
+                acc *= rescale;
+                for (&s, &v) in chunk.0.iter().zip(chunk.1) {
+                    let p = state.weight(s);
+                    state.sum += p;
+                    acc += p * v;
+                }
+            }
+            let got = (acc / state.sum) as f64;
+            assert!((got - want).abs() < 1e-5, "tile {tile}: {got} vs {want}");
+        }
+        // Nothing but masked scores: the state stays empty.
+        let mut state = OnlineSoftmax::EMPTY;
+        assert_eq!(state.advance(f32::NEG_INFINITY), 1.0);
+        assert_eq!(state.weight(f32::NEG_INFINITY), 0.0);
+        assert_eq!(state, OnlineSoftmax::EMPTY);
     }
 
     #[test]

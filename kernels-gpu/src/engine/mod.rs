@@ -16,6 +16,7 @@
 //! closely as the different summation orders allow.
 
 pub mod attention;
+pub mod attention_mma;
 pub mod embedding;
 pub mod math;
 #[cfg(target_arch = "nvptx64")]
