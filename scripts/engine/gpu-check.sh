@@ -147,15 +147,19 @@ e.record(); torch.cuda.synchronize()
 print(f"copy bandwidth {2 * x.numel() * 2 * 10 / (s.elapsed_time(e) / 1e3) / 1e9:.0f} GB/s")
 PY
     note "speed: $(cat "$OUT/copy-bandwidth.log" | tail -n1)"
-    # SPEED_OVERLAP_AB=1 runs each form again with --launch-overlap off.
-    local overlaps=(auto)
-    [[ ${SPEED_OVERLAP_AB:-0} == 1 ]] && overlaps=(auto off)
-    for overlap in "${overlaps[@]}"; do
-        local suffix=""
-        [[ $overlap == off ]] && suffix="-no-overlap"
+    # SPEED_OVERLAP_AB=1 runs each form again with --launch-overlap off;
+    # SPEED_ATTENTION_AB=1 again with the block-per-head-chunk attention
+    # kernel (ZIPSERV_ATTENTION=heads).
+    local variants=(auto)
+    [[ ${SPEED_OVERLAP_AB:-0} == 1 ]] && variants+=(off)
+    [[ ${SPEED_ATTENTION_AB:-0} == 1 ]] && variants+=(heads)
+    for variant in "${variants[@]}"; do
+        local suffix="" overlap=auto attention=auto
+        [[ $variant == off ]] && suffix="-no-overlap" overlap=off
+        [[ $variant == heads ]] && suffix="-attn-heads" attention=heads
         for form in bf16 compressed; do
             local run="$form$suffix"
-            "$Z" generate --random-weights "$cfg" --weights $form --launch-overlap $overlap \
+            ZIPSERV_ATTENTION=$attention "$Z" generate --random-weights "$cfg" --weights $form --launch-overlap $overlap \
                 --random-prompt 512 --max-new-tokens 128 --batch "${SPEED_BATCHES:-1,8,32,64}" \
                 --profile-step --json "$OUT/speed-$run.json" \
                 >"$OUT/speed-$run.log" 2>&1 || { note "speed $run: FAIL"; tail -n 20 "$OUT/speed-$run.log"; status=1; }
@@ -172,7 +176,7 @@ PY
 import json, os, sys
 out = sys.argv[1]
 rows = {}
-for suffix in ("", "-no-overlap"):
+for suffix in ("", "-no-overlap", "-attn-heads"):
     for form in ("bf16", "compressed"):
         p = os.path.join(out, f"speed-{form}{suffix}.json")
         if not os.path.exists(p):
@@ -180,15 +184,15 @@ for suffix in ("", "-no-overlap"):
         recs = json.load(open(p))
         for r in recs if isinstance(recs, list) else [recs]:
             rows.setdefault((suffix, r["batch"]), {})[form] = r
-print("| launch overlap | batch | BF16 tok/s | compressed tok/s | speedup | BF16 ms/step | compressed ms/step | prefill BF16 / compressed (s) | weights BF16 / compressed (GB) | graph |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| variant | launch overlap | batch | BF16 tok/s | compressed tok/s | speedup | BF16 ms/step | compressed ms/step | prefill BF16 / compressed (s) | weights BF16 / compressed (GB) | graph |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for key in sorted(rows):
     suffix, b = key
     f, c = rows[key].get("bf16"), rows[key].get("compressed")
     on = (c or f or {}).get("launch_overlap")
     g = lambda r, k: r[k] if r else float("nan")
     sp = g(c, "tokens_per_s") / g(f, "tokens_per_s") if f and c else float("nan")
-    print(f"| {'on' if on else 'off'} | {b} | {g(f,'tokens_per_s'):.1f} | {g(c,'tokens_per_s'):.1f} | {sp:.3f} | {g(f,'ms_per_step'):.3f} | "
+    print(f"| {suffix.lstrip('-') or 'default'} | {'on' if on else 'off'} | {b} | {g(f,'tokens_per_s'):.1f} | {g(c,'tokens_per_s'):.1f} | {sp:.3f} | {g(f,'ms_per_step'):.3f} | "
           f"{g(c,'ms_per_step'):.3f} | {g(f,'prefill_s'):.2f} / {g(c,'prefill_s'):.2f} | "
           f"{g(f,'weight_bytes')/1e9:.2f} / {g(c,'weight_bytes')/1e9:.2f} | {g(f,'graph')}/{g(c,'graph')} |")
 PY
