@@ -283,7 +283,7 @@ pub fn kv_head_of(head: u32, group: core::num::NonZeroU32) -> u32 {
 }
 
 #[cfg(target_arch = "nvptx64")]
-mod gpu {
+pub(crate) mod gpu {
     use super::*;
     use crate::engine::math::{bf16_to_f32, f32_to_bf16};
     use crate::engine::rope::cache_offset;
@@ -336,6 +336,58 @@ mod gpu {
             m /= 2;
         }
         v
+    }
+
+    /// Dimension `dim` of one (row, query head)'s attention output from the
+    /// `n` split states at `ws` (maxima and sums, then each split's
+    /// unnormalised values: [`attention_workspace_words`]'s layout), read
+    /// from L2 (other blocks wrote them).
+    ///
+    /// # Safety
+    /// `ws` holds the (row, head)'s `n · (d + 2)` words, written by every
+    /// split and made visible (the arrival counter's acquire); `dim < d`.
+    #[inline(always)]
+    pub(crate) unsafe fn merged_value(ws: *const f32, n: usize, d: usize, dim: usize) -> f32 {
+        // SAFETY: the caller's promise.
+        unsafe {
+            let mut max = f32::NEG_INFINITY;
+            let mut s = 0;
+            while s < n {
+                max = max.max(ld_cg_f32(ws.add(2 * s)));
+                s += 1;
+            }
+            let (mut sum, mut value) = (0.0f32, 0.0f32);
+            let mut s = 0;
+            while s < n {
+                let weight = OnlineSoftmax::merge_weight(ld_cg_f32(ws.add(2 * s)), max);
+                sum += weight * ld_cg_f32(ws.add(2 * s + 1));
+                value += weight * ld_cg_f32(ws.add(2 * n + s * d + dim));
+                s += 1;
+            }
+            value / sum
+        }
+    }
+
+    /// Arguments of both attention kernels (`engine_attention` and the
+    /// tensor-core `engine_attention_mma_d*`), as their entry points take
+    /// them; see `engine_attention` for what each holds.
+    #[derive(Clone, Copy)]
+    pub(crate) struct AttnArgs {
+        pub q: *const u16,
+        pub q_stride: u32,
+        pub out: *mut u16,
+        pub workspace: *mut f32,
+        pub counters: *mut u32,
+        pub row_seq: *const u32,
+        pub row_pos: *const u32,
+        pub cache_k: *const u16,
+        pub cache_v: *const u16,
+        pub q_heads: u32,
+        pub kv_heads: u32,
+        pub head_dim: u32,
+        pub capacity: u32,
+        pub sequences: u32,
+        pub scale: f32,
     }
 
     /// `softmax(scale · q·Kᵀ) V` of row `r` over positions `0..=row_pos[r]`
@@ -606,21 +658,8 @@ mod gpu {
                     let row_head =
                         r as usize * q_heads as usize + (kvh * group + in_group) as usize;
                     let ws = workspace.add(row_head * n * (d + 2));
-                    let mut max = f32::NEG_INFINITY;
-                    let mut s = 0;
-                    while s < n {
-                        max = max.max(ld_cg_f32(ws.add(2 * s)));
-                        s += 1;
-                    }
-                    let (mut sum, mut value) = (0.0f32, 0.0f32);
-                    let mut s = 0;
-                    while s < n {
-                        let weight = OnlineSoftmax::merge_weight(ld_cg_f32(ws.add(2 * s)), max);
-                        sum += weight * ld_cg_f32(ws.add(2 * s + 1));
-                        value += weight * ld_cg_f32(ws.add(2 * n + s * d + dim as usize));
-                        s += 1;
-                    }
-                    *out.add(row_head * d + dim as usize) = f32_to_bf16(value / sum);
+                    let value = merged_value(ws, n, d, dim as usize);
+                    *out.add(row_head * d + dim as usize) = f32_to_bf16(value);
                 }
                 x += ATTN_THREADS;
             }

@@ -88,14 +88,15 @@ pub fn mma_attn_kernel(head_dim: u32, group: u32) -> Option<&'static str> {
 #[cfg(target_arch = "nvptx64")]
 mod gpu {
     use super::*;
+    use crate::engine::attention::gpu::{AttnArgs, merged_value};
     use crate::engine::attention::{OnlineSoftmax, split_keys};
     use crate::engine::math::f32_to_bf16;
     use crate::engine::rope::cache_offset;
     use crate::launch::nonzero;
     use crate::ptx::{
         FragC, atom_add_acq_rel_u32, block_idx, cp_async_16, cp_async_commit, cp_async_wait,
-        dynamic_shared_memory, grid_dim_y, grid_dim_z, lane_id, ld_cg_f32, ldmatrix_x4,
-        ldmatrix_x4_trans, mma_bf16_16816, pack_bf16x2, shfl_xor, sync_warp, trap,
+        dynamic_shared_memory, grid_dim_y, grid_dim_z, lane_id, ldmatrix_x4, ldmatrix_x4_trans,
+        mma_bf16_16816, pack_bf16x2, shfl_xor, sync_warp, trap,
     };
 
     /// Largest of `v` over the lane's quad (the four lanes holding one row
@@ -124,24 +125,24 @@ mod gpu {
     /// [`MMA_ATTN_MAX_GROUP`] and `head_dim == HD`; counters as
     /// `attention_counters(rows, kv_heads, 1, splits)`.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn attention_mma<const HD: u32, const KS: usize, const NT: usize>(
-        q: *const u16,
-        q_stride: u32,
-        out: *mut u16,
-        workspace: *mut f32,
-        counters: *mut u32,
-        row_seq: *const u32,
-        row_pos: *const u32,
-        cache_k: *const u16,
-        cache_v: *const u16,
-        q_heads: u32,
-        kv_heads: u32,
-        head_dim: u32,
-        capacity: u32,
-        sequences: u32,
-        scale: f32,
-    ) {
+    unsafe fn attention_mma<const HD: u32, const KS: usize, const NT: usize>(a: AttnArgs) {
+        let AttnArgs {
+            q,
+            q_stride,
+            out,
+            workspace,
+            counters,
+            row_seq,
+            row_pos,
+            cache_k,
+            cache_v,
+            q_heads,
+            kv_heads,
+            head_dim,
+            capacity,
+            sequences,
+            scale,
+        } = a;
         const { assert!(KS as u32 * 16 == HD && NT as u32 * 8 == HD && NT.is_multiple_of(2)) };
         // Inputs may come from the kernel before (launch overlap).
         crate::ptx::start_after_prior_grids();
@@ -379,21 +380,8 @@ mod gpu {
                 let (h, dim) = (x / HD, x % HD);
                 let row_head = r as usize * q_heads as usize + (kvh * group + h) as usize;
                 let ws = workspace.add(row_head * n * (d + 2));
-                let mut max = f32::NEG_INFINITY;
-                let mut sp = 0;
-                while sp < n {
-                    max = max.max(ld_cg_f32(ws.add(2 * sp)));
-                    sp += 1;
-                }
-                let (mut sum, mut value) = (0.0f32, 0.0f32);
-                let mut sp = 0;
-                while sp < n {
-                    let weight = OnlineSoftmax::merge_weight(ld_cg_f32(ws.add(2 * sp)), max);
-                    sum += weight * ld_cg_f32(ws.add(2 * sp + 1));
-                    value += weight * ld_cg_f32(ws.add(2 * n + sp * d + dim as usize));
-                    sp += 1;
-                }
-                *out.add(row_head * d + dim as usize) = f32_to_bf16(value / sum);
+                *out.add(row_head * d + dim as usize) =
+                    f32_to_bf16(merged_value(ws, n, d, dim as usize));
                 x += 32;
             }
         }
@@ -426,13 +414,25 @@ mod gpu {
                 sequences: u32,
                 scale: f32,
             ) {
+                let args = AttnArgs {
+                    q,
+                    q_stride,
+                    out,
+                    workspace,
+                    counters,
+                    row_seq,
+                    row_pos,
+                    cache_k,
+                    cache_v,
+                    q_heads,
+                    kv_heads,
+                    head_dim,
+                    capacity,
+                    sequences,
+                    scale,
+                };
                 // SAFETY: forwarded from the caller.
-                unsafe {
-                    attention_mma::<$hd, { $hd / 16 }, { $hd / 8 }>(
-                        q, q_stride, out, workspace, counters, row_seq, row_pos, cache_k, cache_v,
-                        q_heads, kv_heads, head_dim, capacity, sequences, scale,
-                    )
-                }
+                unsafe { attention_mma::<$hd, { $hd / 16 }, { $hd / 8 }>(args) }
             }
         };
     }
