@@ -321,7 +321,7 @@ mod gpu {
             let (sum_lo, sum_hi) = (quad_sum(lo.sum), quad_sum(hi.sum));
             let n = splits as usize;
             seq_macro::seq!(R in 0..2 {
-                let (h, max, sum) = if R == 0 { (g, lo.max, sum_lo) } else { (g + 8, hi.max, sum_hi) };
+                let (h, max, sum) = [(g, lo.max, sum_lo), (g + 8, hi.max, sum_hi)][R];
                 if h < group {
                     let row_head = r as usize * q_heads as usize + (kvh * group + h) as usize;
                     if n == 1 {
