@@ -10,7 +10,8 @@ use zipserv_kernels::engine::attention::{
     attention_workspace_words,
 };
 use zipserv_kernels::engine::attention_mma::{
-    MMA_ATTN_THREADS, mma_attn_blocks_per_sm, mma_attn_kernel, mma_attn_smem_bytes,
+    MMA_ATTN_CARVEOUT_PERCENT, MMA_ATTN_THREADS, mma_attn_blocks_per_sm, mma_attn_kernel,
+    mma_attn_smem_bytes,
 };
 use zipserv_kernels::engine::embedding::EMBED_TILE_WARPS;
 use zipserv_kernels::engine::{ELEMENT_THREADS, ROPE_ROW_BLOCKS, ROW_THREADS};
@@ -502,6 +503,12 @@ pub fn attention(
         AttnKernel::Heads(_) => ("engine_attention", ATTN_THREADS, 0),
         AttnKernel::Mma(name) => (name, MMA_ATTN_THREADS, mma_attn_smem_bytes(head_dim)),
     };
+    if let AttnKernel::Mma(name) = plan.kernel {
+        // Set before the first launch (a prefill, never captured in a
+        // graph), again at each: a plain attribute write.
+        gpu.kernel(name)?
+            .prefer_shared_carveout(MMA_ATTN_CARVEOUT_PERCENT)?;
+    }
     // SAFETY: lengths checked above; the kernel traps on a sequence or
     // position outside the cache, or a shape it does not cover; rope_kv
     // filled the cache up to each row's position earlier on this stream;

@@ -47,6 +47,36 @@ impl Kernel {
     pub fn name(self) -> &'static str {
         self.name
     }
+
+    /// Asks the driver to run this kernel with `percent` of the unified
+    /// L1/shared memory as shared memory
+    /// (`CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT`; the driver
+    /// rounds up to a configuration the card has). A multiprocessor holds
+    /// blocks of consecutive kernels at once only while they agree on it,
+    /// so it decides what an overlapped launch can overlap.
+    pub fn prefer_shared_carveout(self, percent: u32) -> Result<()> {
+        if percent > 100 {
+            return Err(Error::Unsupported(format!(
+                "{}: a shared-memory carveout of {percent}% (0 to 100)",
+                self.name
+            )));
+        }
+        // SAFETY: a valid function handle and a plain integer attribute.
+        let code = unsafe {
+            cust::sys::cuFuncSetAttribute(
+                self.handle,
+                cust::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+                percent as i32,
+            )
+        };
+        if code != cudaError_enum::CUDA_SUCCESS {
+            return Err(Error::Driver {
+                call: "cuFuncSetAttribute(PREFERRED_SHARED_MEMORY_CARVEOUT)",
+                code: code as i32,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Every kernel a device's image holds, resolved at [`crate::Gpu::new`].

@@ -256,12 +256,15 @@ fn rope_cache_and_attention_match_the_cpu_for_prefill_and_decode() {
     for choice in [AttnChoice::Heads, AttnChoice::Mma] {
         kernels::set_attention_choice(choice);
         for c in [&small_config(), &d128, &group16] {
-            rope_and_attention_check(&gpu, c);
+            rope_and_attention_check(&gpu, c, &[5, 1, 140], 160);
         }
+        // A long context: a decode step's 37 splits, more than a warp's
+        // lanes (the tensor-core kernel's merge takes two per lane).
+        rope_and_attention_check(&gpu, &group16, &[5, 1, 1100], 1200);
     }
     // head_dim 32: the block-per-head-chunk kernel only.
     kernels::set_attention_choice(AttnChoice::Auto);
-    rope_and_attention_check(&gpu, &mha);
+    rope_and_attention_check(&gpu, &mha, &[5, 1, 140], 160);
     let plan = kernels::attention_plan(&gpu, &mha, 1, 160).unwrap();
     assert!(matches!(plan.kernel, AttnKernel::Heads(_)), "{plan:?}");
     kernels::set_attention_choice(AttnChoice::Mma);
@@ -272,19 +275,19 @@ fn rope_cache_and_attention_match_the_cpu_for_prefill_and_decode() {
     kernels::set_attention_choice(AttnChoice::Auto);
 }
 
-fn rope_and_attention_check(gpu: &Gpu, c: &ModelConfig) {
+/// Prefill of sequences `lengths` into a cache of `capacity` positions,
+/// then two decode steps, each checked against the CPU.
+fn rope_and_attention_check(gpu: &Gpu, c: &ModelConfig, lengths: &[usize], capacity: usize) {
     let seed = fresh_seed();
     let mut rng = SplitMix64::new(seed);
     let c = c.clone();
     let (hd, half, kvh, group) = (c.head_dim, c.head_dim / 2, c.kv_heads, c.heads / c.kv_heads);
-    // The prefill (146 rows) fills the card without splits; the decode
-    // step (3 rows) splits the 160 positions.
-    let lengths = [5usize, 1, 140];
-    let capacity = 160;
+    // The prefill (146 rows at capacity 160) fills the card without
+    // splits; the decode step (3 rows) splits the positions.
     let table = rope::table(&rope::inverse_frequencies(&c), capacity);
     let g_table = upload(&table);
     let mut cache = KvCache::new(&c, lengths.len(), capacity).unwrap();
-    let layout = zipserv_engine::batch::PrefillLayout::new(&lengths).unwrap();
+    let layout = zipserv_engine::batch::PrefillLayout::new(lengths).unwrap();
     // CPU copies of the cache, [seq][kv head][pos] → head vector.
     let mut ck = vec![vec![vec![Vec::new(); capacity]; kvh]; lengths.len()];
     let mut cv = ck.clone();

@@ -41,9 +41,21 @@ pub const MMA_ATTN_KERNELS: [(u32, &str); 2] = [
     (64, "engine_attention_mma_d64"),
     (128, "engine_attention_mma_d128"),
 ];
-/// Bytes one multiprocessor's blocks may hold in shared memory (H100/H200:
-/// 228 KB, 1 KB of it reserved per block).
-pub const MMA_ATTN_SMEM_PER_SM: u32 = 228 * 1024;
+/// Share of the unified L1/shared memory the kernel asks to run with
+/// (the host sets it before launching). Measured on an H200 (8-layer
+/// Llama-3-8B shape, compressed weights, overlapped launches; ms per step
+/// at batch 1 / 8 / 32): the driver's own choice, the whole 228 KB for six
+/// blocks, 1.227 / 1.317 / 1.889; 50%, 1.165 / 1.268 / 1.852; 25% and 0%,
+/// 1.19 / 1.36 / 2.05 (too few blocks); the block-per-head-chunk kernel
+/// 1.169 / 1.284 / 1.997. At the full carveout the multiprocessors
+/// reconfigure between attention and the ZipGEMMs beside it (ncu: 233 KB
+/// against their 135–201 KB) and the overlapped launch is lost; BF16
+/// (cuBLAS, no overlap) saw no difference.
+pub const MMA_ATTN_CARVEOUT_PERCENT: u32 = 50;
+/// Shared memory of a multiprocessor under that carveout: 50% of 228 KB,
+/// rounded up to the next configuration Hopper has (132 KB); 1 KB of it
+/// reserved per block.
+pub const MMA_ATTN_SMEM_PER_SM: u32 = 132 * 1024;
 /// Resident blocks per multiprocessor at most (sm_90's limit).
 pub const MMA_ATTN_MAX_BLOCKS_PER_SM: u32 = 32;
 
@@ -88,15 +100,16 @@ pub fn mma_attn_kernel(head_dim: u32, group: u32) -> Option<&'static str> {
 #[cfg(target_arch = "nvptx64")]
 mod gpu {
     use super::*;
-    use crate::engine::attention::gpu::{AttnArgs, merged_value};
+    use crate::engine::attention::ATTN_MAX_SPLITS;
+    use crate::engine::attention::gpu::AttnArgs;
     use crate::engine::attention::{OnlineSoftmax, split_keys};
     use crate::engine::math::f32_to_bf16;
     use crate::engine::rope::cache_offset;
     use crate::launch::nonzero;
     use crate::ptx::{
         FragC, atom_add_acq_rel_u32, block_idx, cp_async_16, cp_async_commit, cp_async_wait,
-        dynamic_shared_memory, grid_dim_y, grid_dim_z, lane_id, ldmatrix_x4, ldmatrix_x4_trans,
-        mma_bf16_16816, pack_bf16x2, shfl_xor, sync_warp, trap,
+        dynamic_shared_memory, grid_dim_y, grid_dim_z, lane_id, ld_cg_f32, ldmatrix_x4,
+        ldmatrix_x4_trans, mma_bf16_16816, pack_bf16x2, shfl_idx, shfl_xor, sync_warp, trap,
     };
 
     /// Largest of `v` over the lane's quad (the four lanes holding one row
@@ -112,6 +125,134 @@ mod gpu {
     fn quad_sum(v: f32) -> f32 {
         let v = v + f32::from_bits(shfl_xor(v.to_bits(), 1));
         v + f32::from_bits(shfl_xor(v.to_bits(), 2))
+    }
+
+    /// Largest of `v` over the warp.
+    #[inline(always)]
+    fn warp_max(v: f32) -> f32 {
+        let mut v = v;
+        seq_macro::seq!(I in 0..5 {
+            v = v.max(f32::from_bits(shfl_xor(v.to_bits(), 16 >> I)));
+        });
+        v
+    }
+
+    /// Sum of `v` over the warp.
+    #[inline(always)]
+    fn warp_sum(v: f32) -> f32 {
+        let mut v = v;
+        seq_macro::seq!(I in 0..5 {
+            v += f32::from_bits(shfl_xor(v.to_bits(), 16 >> I));
+        });
+        v
+    }
+
+    /// The last split of a (row, KV head) to arrive merges the `n` splits'
+    /// states of the group's heads (`first` is the first head's row-head
+    /// index) into `out`, the whole warp at once: per head, lane `s` and
+    /// `s + 32` load split `s`'s maximum and sum, two warp reductions give
+    /// the overall maximum and sum, and each lane then adds up its `HD / 32`
+    /// consecutive dimensions over the splits, the split weights broadcast
+    /// by shuffle and eight splits' loads issued before their sums.
+    ///
+    /// Tried first (H200, Llama-3-8B shape, context ~640, attention per
+    /// step timed launch by launch): each lane calling `merged_value` for
+    /// its 16 values, walking the splits twice per value, load after
+    /// dependent load — 1.42 ms at batch 1 (20 splits; the
+    /// block-per-head-chunk kernel 0.41); this warp-wide merge with a
+    /// branch around each split's loads — 0.86 ms (ncu: the multiprocessors
+    /// idle for 78% of the launch while the merging warps ran); with the
+    /// loads unconditional, as here — 0.44 ms, and 10.8 µs per launch
+    /// against the other kernel's 10.4.
+    ///
+    /// # Safety
+    /// The workspace holds every split's state (made visible by the arrival
+    /// counter's acquire); heads `first..first + group` are in `out`.
+    #[inline(always)]
+    unsafe fn merge_splits<const HD: u32>(
+        workspace: *const f32,
+        out: *mut u16,
+        first: usize,
+        group: u32,
+        n: usize,
+        lane: u32,
+    ) {
+        const { assert!(ATTN_MAX_SPLITS <= 64 && HD.is_multiple_of(32) && HD / 32 <= 4) };
+        let d = HD as usize;
+        let per_lane = (HD / 32) as usize;
+        let lane = lane as usize;
+        // SAFETY: the caller's promise; splits below `n`, dimensions
+        // below `d`.
+        unsafe {
+            // Every load below is unconditional, at an index clamped into
+            // range, and what lies past `n` is weighed 0 by selects: a
+            // branch around a load kept the next load from issuing before
+            // it, and the loop ran one dependent L2 trip per split.
+            let group = group as usize;
+            let last = n - 1;
+            // Split `s`'s maximum and sum for head `h` (−inf and 0 past `n`).
+            let parts = |h: usize| {
+                let ws = workspace.add((first + h) * n * (d + 2));
+                let part = |s: usize| {
+                    let at = s.min(last);
+                    let (m, l) = (ld_cg_f32(ws.add(2 * at)), ld_cg_f32(ws.add(2 * at + 1)));
+                    if s < n {
+                        (m, l)
+                    } else {
+                        (f32::NEG_INFINITY, 0.0)
+                    }
+                };
+                (part(lane), part(lane + 32))
+            };
+            let mut next = parts(0);
+            let mut h = 0;
+            while h < group {
+                let ((m0, l0), (m1, l1)) = next;
+                // The next head's states travel while this one is merged
+                // (the last head loads itself again, unused).
+                next = parts((h + 1).min(group - 1));
+                let values = workspace.add((first + h) * n * (d + 2) + 2 * n + lane * per_lane);
+                let max = warp_max(m0.max(m1));
+                let (w0, w1) = (
+                    OnlineSoftmax::merge_weight(m0, max),
+                    OnlineSoftmax::merge_weight(m1, max),
+                );
+                let sum = warp_sum(w0 * l0 + w1 * l1);
+                let mut v = [0f32; 4];
+                let mut s = 0;
+                while s < n {
+                    // Eight splits' values in flight, then their sums; the
+                    // shuffles run in every lane (`s` is warp-uniform).
+                    let mut x = [[0f32; 4]; 8];
+                    seq_macro::seq!(U in 0..8 {
+                        let at = (s + U).min(last);
+                        seq_macro::seq!(J in 0..4 {
+                            if J < per_lane {
+                                x[U][J] = ld_cg_f32(values.add(at * d + J));
+                            }
+                        });
+                    });
+                    seq_macro::seq!(U in 0..8 {
+                        let from = if s + U < 32 { w0 } else { w1 };
+                        let w = f32::from_bits(shfl_idx(from.to_bits(), ((s + U) % 32) as u32));
+                        let w = if s + U < n { w } else { 0.0 };
+                        seq_macro::seq!(J in 0..4 {
+                            if J < per_lane {
+                                v[J] += w * x[U][J];
+                            }
+                        });
+                    });
+                    s += 8;
+                }
+                let o = out.add((first + h) * d + lane * per_lane);
+                seq_macro::seq!(J in 0..4 {
+                    if J < per_lane {
+                        *o.add(J) = f32_to_bf16(v[J] / sum);
+                    }
+                });
+                h += 1;
+            }
+        }
     }
 
     /// The kernel for head dimension `HD` (`KS = HD / 16` k-steps of the
@@ -160,20 +301,15 @@ mod gpu {
         // and dimensions stay below the group and HD; shared addresses stay
         // in the ring (STAGES × stage bytes).
         unsafe {
-            let (seq, pos) = (*row_seq.add(r as usize), *row_pos.add(r as usize));
-            if seq >= sequences || pos >= capacity {
-                trap();
-            }
             // Q as the A operand: row h of the tile is query head
-            // kvh·group + h (zero past the group), two BF16 per register.
+            // kvh·group + h (zero past the group), two BF16 per register;
+            // loaded from a clamped head and zeroed by a select, so that
+            // every load issues at once (no branch between them).
             let q_pair = |h: u32, dim: u32| -> u32 {
-                if h < group {
-                    let head = kvh * group + h;
-                    let at = r as usize * q_stride as usize + (head * HD + dim) as usize;
-                    *(q.add(at) as *const u32)
-                } else {
-                    0
-                }
+                let head = kvh * group + h.min(group - 1);
+                let at = r as usize * q_stride as usize + (head * HD + dim) as usize;
+                let pair = *(q.add(at) as *const u32);
+                if h < group { pair } else { 0 }
             };
             // Every loop over fragments is unrolled (`seq!`): an array indexed
             // by a loop counter went to local memory.
@@ -184,6 +320,11 @@ mod gpu {
                     q_frag[K] = [q_pair(g, d), q_pair(g + 8, d), q_pair(g, d + 8), q_pair(g + 8, d + 8)];
                 }
             });
+            // (Q's loads above do not wait for these: one trip, not two.)
+            let (seq, pos) = (*row_seq.add(r as usize), *row_pos.add(r as usize));
+            if seq >= sequences || pos >= capacity {
+                trap();
+            }
             // Scores in log2 units for the base-2 softmax (scaled in f32,
             // after the product, so Q keeps its BF16 bits).
             let scale = scale * core::f32::consts::LOG2_E;
@@ -372,18 +513,11 @@ mod gpu {
                 last = u32::from(done);
             }
             sync_warp();
-            if crate::ptx::shfl_idx(last, 0) == 0 {
+            if shfl_idx(last, 0) == 0 {
                 return;
             }
-            let mut x = lane;
-            while x < group * HD {
-                let (h, dim) = (x / HD, x % HD);
-                let row_head = r as usize * q_heads as usize + (kvh * group + h) as usize;
-                let ws = workspace.add(row_head * n * (d + 2));
-                *out.add(row_head * d + dim as usize) =
-                    f32_to_bf16(merged_value(ws, n, d, dim as usize));
-                x += 32;
-            }
+            let first = r as usize * q_heads as usize + (kvh * group) as usize;
+            merge_splits::<HD>(workspace, out, first, group, n, lane);
         }
     }
 
@@ -460,8 +594,8 @@ mod tests {
             // Under the 48 KB a launch gets without opting in.
             assert!(mma_attn_smem_bytes(d) <= 48 * 1024);
         }
-        assert_eq!(mma_attn_blocks_per_sm(128), 6);
-        assert_eq!(mma_attn_blocks_per_sm(64), 12);
+        assert_eq!(mma_attn_blocks_per_sm(128), 3);
+        assert_eq!(mma_attn_blocks_per_sm(64), 6);
         assert_eq!(mma_attn_kernel(128, 0), None);
         assert_eq!(mma_attn_kernel(128, 17), None);
         assert_eq!(mma_attn_kernel(96, 4), None);
