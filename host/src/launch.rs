@@ -7,7 +7,7 @@ use std::ffi::c_void;
 
 use cust::function::GridSize;
 use cust::module::Module;
-use cust::sys::{CUfunction, CUstream, cudaError_enum};
+use cust::sys::{CUfunction, CUfunction_attribute, CUstream, cudaError_enum};
 use zipserv_kernels::catalog::X_PITCH;
 use zipserv_kernels::launch::GEMM_VARIANTS;
 use zipserv_kernels::sm90::WGMMA_GEMM_VARIANTS;
@@ -61,22 +61,32 @@ impl Kernel {
                 self.name
             )));
         }
-        // SAFETY: a valid function handle and a plain integer attribute.
-        let code = unsafe {
-            cust::sys::cuFuncSetAttribute(
-                self.handle,
-                cust::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
-                percent as i32,
-            )
-        };
-        if code != cudaError_enum::CUDA_SUCCESS {
-            return Err(Error::Driver {
-                call: "cuFuncSetAttribute(PREFERRED_SHARED_MEMORY_CARVEOUT)",
-                code: code as i32,
-            });
-        }
-        Ok(())
+        set_attribute(
+            self.handle,
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+            percent as i32,
+            "cuFuncSetAttribute(PREFERRED_SHARED_MEMORY_CARVEOUT)",
+        )
     }
+}
+
+/// `cuFuncSetAttribute(function, attribute, value)`, its failure named
+/// `call`.
+fn set_attribute(
+    function: CUfunction,
+    attribute: CUfunction_attribute,
+    value: i32,
+    call: &'static str,
+) -> Result<()> {
+    // SAFETY: a valid function handle and a plain integer attribute.
+    let code = unsafe { cust::sys::cuFuncSetAttribute(function, attribute, value) };
+    if code != cudaError_enum::CUDA_SUCCESS {
+        return Err(Error::Driver {
+            call,
+            code: code as i32,
+        });
+    }
+    Ok(())
 }
 
 /// Every kernel a device's image holds, resolved at [`crate::Gpu::new`].
@@ -123,20 +133,12 @@ pub(crate) fn allow_shared_memory(
     shared_bytes: usize,
     block_threads: u32,
 ) -> Result<u32> {
-    // SAFETY: a valid function handle and a plain integer attribute.
-    let code = unsafe {
-        cust::sys::cuFuncSetAttribute(
-            function.to_raw(),
-            cust::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            shared_bytes as i32,
-        )
-    };
-    if code != cudaError_enum::CUDA_SUCCESS {
-        return Err(Error::Driver {
-            call: "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)",
-            code: code as i32,
-        });
-    }
+    set_attribute(
+        function.to_raw(),
+        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+        shared_bytes as i32,
+        "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)",
+    )?;
     function
         .max_active_blocks_per_multiprocessor(
             cust::function::BlockSize::x(block_threads),
