@@ -16,6 +16,7 @@ use crate::linear::{Gemm, LinearOut, LinearPath, choose_path};
 use crate::model::Model;
 use crate::profile::{Profiler, StepProfile};
 use crate::sampling::Sampling;
+use crate::stop::{StopTracker, check_after};
 use zipserv_gpu::Graph;
 
 /// What one run does.
@@ -35,6 +36,11 @@ pub struct RunOptions {
     /// KV cache positions per sequence (default: the longest prompt plus
     /// `max_new_tokens`); at least that.
     pub context: Option<usize>,
+    /// A sequence ends at the first of these it generates (kept as its
+    /// last token), and the run once every sequence has ended (looked at
+    /// every [`crate::stop::STOP_CHECK_STEPS`] steps). Empty: every sequence runs
+    /// `max_new_tokens` steps (speed runs).
+    pub stop_tokens: Vec<u32>,
 }
 
 /// Rows of one prefill launch at most (whole sequences; a longer prompt
@@ -69,9 +75,14 @@ pub struct Timings {
 
 /// The result of a run.
 pub struct Generation {
-    /// The generated tokens of each sequence (`max_new_tokens` each; the
-    /// run does not stop at EOS, the caller cuts there).
+    /// The generated tokens of each sequence: `max_new_tokens`, or fewer
+    /// ending with a stop token ([`RunOptions::stop_tokens`]).
     pub tokens: Vec<Vec<u32>>,
+    /// Per sequence: whether it ended at a stop token.
+    pub ended: Vec<bool>,
+    /// Steps the run took (the prefill's token is the first): fewer than
+    /// `max_new_tokens` when every sequence ended early.
+    pub steps_run: usize,
     /// When kept: per step, `batch × vocab` logits.
     pub logits: Vec<Vec<f32>>,
     pub timings: Timings,
@@ -207,6 +218,29 @@ impl BufferSizes {
     }
 }
 
+/// Reads the tokens of steps `stop.seen()..done` of a `batch`-sequence
+/// run (after waiting for the GPU), when the run has stop tokens.
+fn look(
+    gpu: &Gpu,
+    history: &DeviceBuffer<u32>,
+    batch: usize,
+    stop: &mut StopTracker,
+    done: usize,
+) -> Result<()> {
+    if !stop.active() || done <= stop.seen() {
+        return Ok(());
+    }
+    gpu.synchronize()?;
+    let rows = stop.seen() * batch..done * batch;
+    let mut host = vec![0u32; rows.len()];
+    history
+        .index(rows)
+        .copy_to(&mut host[..])
+        .cuda("cuMemcpyDtoH")?;
+    stop.observe(&host);
+    Ok(())
+}
+
 /// Runs a loaded model.
 pub struct Generator<'gpu> {
     gpu: &'gpu Gpu,
@@ -332,10 +366,18 @@ impl<'gpu> Generator<'gpu> {
             ..Timings::default()
         };
         let mut step_mode = StepMode::Eager("one token only: no decode step".into());
+        let mut stop = StopTracker::new(&options.stop_tokens, batch);
+        let mut done = 1;
         if steps > 1 {
+            look(self.gpu, &b.history, batch, &mut stop, done)?;
+        }
+        if steps > 1 && stop.all_ended() {
+            step_mode = StepMode::Eager("every sequence ended at its first token".into());
+        } else if steps > 1 {
             let t1 = Instant::now();
             self.decode_step(&mut b, batch, &options.sampling, steps)?;
             keep(&b, &mut logits, self.gpu)?;
+            done = 2;
             let graph = if steps > 2 && options.graph {
                 let gpu = self.gpu;
                 let result = Graph::capture(gpu.stream(), || {
@@ -359,24 +401,31 @@ impl<'gpu> Generator<'gpu> {
             }
             self.gpu.synchronize()?;
             timings.first_step_s = t1.elapsed().as_secs_f64();
+            look(self.gpu, &b.history, batch, &mut stop, done)?;
             let t2 = Instant::now();
-            for _ in 2..steps {
+            while done < steps && !stop.all_ended() {
                 match &graph {
                     Some(g) => g.launch(self.gpu.stream())?,
                     None => self.decode_step(&mut b, batch, &options.sampling, steps)?,
                 }
                 keep(&b, &mut logits, self.gpu)?;
+                done += 1;
+                if stop.active() && check_after(done, steps) {
+                    look(self.gpu, &b.history, batch, &mut stop, done)?;
+                }
             }
             self.gpu.synchronize()?;
             timings.steady_s = t2.elapsed().as_secs_f64();
-            timings.steady_steps = steps - 2;
+            timings.steady_steps = done - 2;
         }
 
         let mut history = vec![0u32; steps * batch];
         b.history.copy_to(&mut history[..]).cuda("cuMemcpyDtoH")?;
+        stop.observe(&history[stop.seen() * batch..done * batch]);
         // One more step, after the history is read: its position is still
         // inside the cache (capacity = longest prompt + steps) and its step
-        // number is past the history, which it leaves alone.
+        // number is past the steps read (inside the history, or past it
+        // after a full run, which it leaves alone).
         let profile = if options.profile_step {
             self.profiler = Some(Profiler::start(self.gpu.stream())?);
             let stepped = self.decode_step(&mut b, batch, &options.sampling, steps);
@@ -387,12 +436,13 @@ impl<'gpu> Generator<'gpu> {
         } else {
             None
         };
-        let tokens = (0..batch)
-            .map(|s| (0..steps).map(|t| history[t * batch + s]).collect())
-            .collect();
+        let tokens = stop.tokens(&history, done);
+        let ended = (0..batch).map(|s| stop.ended(s)).collect();
         let kv_cache_bytes = KvCache::bytes(config, batch, capacity).unwrap_or(0);
         Ok(Generation {
             tokens,
+            ended,
+            steps_run: done,
             logits,
             timings,
             step_mode,

@@ -10,7 +10,7 @@
 //! GPU), [`kv_cache`], [`kernels`] (checked launches of the engine
 //! kernels), [`batch`] (how B sequences of different lengths share a
 //! launch) and [`generate`] (prefill, decode as a CUDA graph
-//! (`zipserv_gpu::Graph`), timings).
+//! (`zipserv_gpu::Graph`), timings), with [`stop`] (where sequences end).
 
 pub mod batch;
 pub mod config;
@@ -26,6 +26,7 @@ pub mod rope;
 pub mod sampling;
 pub mod source;
 pub mod stacked;
+pub mod stop;
 pub mod tokenizer;
 
 pub use config::ModelConfig;

@@ -62,7 +62,7 @@ def run_ours(zipserv, model, prompt_ids, steps, weights, work, tag, extra=()):
     logits_path = os.path.join(work, f"{tag}.logits")
     json_path = os.path.join(work, f"{tag}.json")
     cmd = [zipserv, "generate", "--model", model, "--prompt-ids", prompt_ids, "--max-new-tokens", str(steps),
-           "--weights", weights, "--dump-logits", logits_path, "--json", json_path, *extra]
+           "--weights", weights, "--dump-logits", logits_path, "--json", json_path, "--ignore-eos", *extra]
     log = subprocess.run(cmd, capture_output=True, text=True)
     with open(os.path.join(work, f"{tag}.log"), "w") as f:
         f.write(" ".join(cmd) + "\n" + log.stdout + log.stderr)

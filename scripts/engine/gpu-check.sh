@@ -160,14 +160,14 @@ PY
         for form in bf16 compressed; do
             local run="$form$suffix"
             ZIPSERV_ATTENTION=$attention "$Z" generate --random-weights "$cfg" --weights $form --launch-overlap $overlap \
-                --random-prompt 512 --max-new-tokens 128 --batch "${SPEED_BATCHES:-1,8,32,64}" \
+                --random-prompt 512 --ignore-eos --max-new-tokens 128 --batch "${SPEED_BATCHES:-1,8,32,64}" \
                 --profile-step --json "$OUT/speed-$run.json" \
                 >"$OUT/speed-$run.log" 2>&1 || { note "speed $run: FAIL"; tail -n 20 "$OUT/speed-$run.log"; status=1; }
             grep -E '^(batch|profiled|load|launch)' "$OUT/speed-$run.log" | sed "s/^/speed $run: /" | tee -a "$summary"
         done
     done
     if [[ ${SPEED_UNSTACKED:-1} == 1 ]]; then
-        "$Z" generate --random-weights "$cfg" --weights compressed --no-stack --random-prompt 512 \
+        "$Z" generate --random-weights "$cfg" --weights compressed --no-stack --random-prompt 512 --ignore-eos \
             --max-new-tokens 128 --batch 1,64 --json "$OUT/speed-compressed-unstacked.json" \
             >"$OUT/speed-compressed-unstacked.log" 2>&1 || { note "speed unstacked: FAIL"; status=1; }
         grep -E '^(batch|decode|load)' "$OUT/speed-compressed-unstacked.log" | sed "s/^/speed compressed, not stacked: /" | tee -a "$summary"
@@ -211,7 +211,7 @@ stage_capacity() {
     local cfg="$W/llama3-70b.json"
     llama3_config "$cfg" 8192 28672 64 80
     for form in bf16 compressed; do
-        "$Z" generate --random-weights "$cfg" --repeat-layers --weights $form --random-prompt 512 \
+        "$Z" generate --random-weights "$cfg" --repeat-layers --weights $form --random-prompt 512 --ignore-eos \
             --max-new-tokens 64 --context 4096 --batch max,1 --json "$OUT/capacity-$form.json" \
             >"$OUT/capacity-$form.log" 2>&1 || { note "capacity $form: FAIL"; tail -n 20 "$OUT/capacity-$form.log"; status=1; }
         grep -E '^(largest|batch|decode|load|memory|GPU)' "$OUT/capacity-$form.log" | sed "s/^/capacity $form: /" | tee -a "$summary"

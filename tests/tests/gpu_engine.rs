@@ -524,6 +524,7 @@ fn stacked_and_separate_projections_agree_in_both_forms() {
         keep_logits: true,
         profile_step: false,
         context: None,
+        stop_tokens: Vec::new(),
     };
     let mut runs = Vec::new();
     for form in [WeightForm::Bf16, WeightForm::Compressed] {
@@ -556,5 +557,89 @@ fn stacked_and_separate_projections_agree_in_both_forms() {
         let rel = (num / den).sqrt();
         println!("{name} vs {base_name}: prompt logits relative error {rel:.2e}");
         assert!(rel < 2e-2, "seed {seed}: {name} vs {base_name}: {rel:.2e}");
+    }
+}
+
+/// Stop tokens: each sequence ends at the first it generates (kept), the
+/// run at the first look after every sequence has ended, and the tokens
+/// before are those of a run without stop tokens (greedy).
+#[test]
+fn sequences_end_at_their_first_stop_token() {
+    use zipserv_engine::model::{Model, Stacking, WeightForm};
+    use zipserv_engine::source::RandomWeights;
+    use zipserv_engine::stop::STOP_CHECK_STEPS;
+    use zipserv_engine::{Generator, RunOptions};
+    let Some(gpu) = gpu_or_skip("sequences_end_at_their_first_stop_token") else {
+        return;
+    };
+    let seed = fresh_seed();
+    let config = ModelConfig::from_json(
+        br#"{"hidden_size": 256, "intermediate_size": 640, "num_attention_heads": 8,
+        "num_key_value_heads": 2, "num_hidden_layers": 2, "vocab_size": 300,
+        "tie_word_embeddings": false}"#,
+        Path::new("test config"),
+    )
+    .unwrap();
+    let source = RandomWeights::new(config.clone(), seed);
+    let model = Model::load(&gpu, &source, WeightForm::Bf16, Stacking::Stack, |_| {}).unwrap();
+    let mut generator = Generator::new(&gpu, &model).unwrap();
+    let mut rng = SplitMix64::new(seed ^ 2);
+    let prompts: Vec<Vec<u32>> = [4usize, 2, 6]
+        .iter()
+        .map(|&len| (0..len).map(|_| (rng.next_u64() % 300) as u32).collect())
+        .collect();
+    let steps = 30;
+    let run = |generator: &mut Generator<'_>, stop: Vec<u32>| {
+        let options = RunOptions {
+            max_new_tokens: steps,
+            sampling: Sampling::GREEDY,
+            graph: true,
+            keep_logits: false,
+            profile_step: false,
+            context: None,
+            stop_tokens: stop,
+        };
+        generator.run(&prompts, &options).unwrap()
+    };
+    let full = run(&mut generator, Vec::new());
+    assert_eq!(full.steps_run, steps);
+    assert!(full.tokens.iter().all(|t| t.len() == steps));
+    assert!(full.ended.iter().all(|&e| !e));
+    // Sequence 0's token of step 5, and every token (all end at once).
+    for stop in [vec![full.tokens[0][5]], (0..300).collect::<Vec<u32>>()] {
+        let got = run(&mut generator, stop.clone());
+        let ends: Vec<Option<usize>> = full
+            .tokens
+            .iter()
+            .map(|t| t.iter().position(|x| stop.contains(x)))
+            .collect();
+        for (s, end) in ends.iter().enumerate() {
+            let want = &full.tokens[s][..end.map_or(steps, |e| e + 1)];
+            assert_eq!(
+                got.tokens[s],
+                want,
+                "seed {seed}, sequence {s}, stop {:?}",
+                &stop[..1]
+            );
+            assert_eq!(got.ended[s], end.is_some());
+        }
+        // Looks after steps 1 and 2, then every STOP_CHECK_STEPS.
+        let want_steps = match ends
+            .iter()
+            .map(|e| e.map(|e| e + 1))
+            .collect::<Option<Vec<_>>>()
+        {
+            Some(all) => match all.into_iter().max().unwrap() {
+                last @ (1 | 2) => last,
+                last => last.next_multiple_of(STOP_CHECK_STEPS).min(steps),
+            },
+            None => steps,
+        };
+        assert_eq!(got.steps_run, want_steps, "seed {seed}: ends {ends:?}");
+        println!(
+            "stop {:?}…: ends {ends:?}, {} steps run",
+            &stop[..1],
+            got.steps_run
+        );
     }
 }

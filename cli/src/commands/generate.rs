@@ -73,6 +73,11 @@ pub struct GenerateArgs {
     batch: Option<String>,
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
+    /// Generate --max-new-tokens for every sequence, past its EOS (speed
+    /// runs); by default a sequence ends at the first EOS id of
+    /// config.json it generates, and the run once every sequence has.
+    #[arg(long)]
+    ignore_eos: bool,
     /// How the GPU holds the matrices (default: compressed for a compressed
     /// directory, else bf16).
     #[arg(long, value_enum)]
@@ -244,6 +249,11 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         keep_logits: args.dump_logits.is_some(),
         profile_step: args.profile_step,
         context: args.context,
+        stop_tokens: if args.ignore_eos {
+            Vec::new()
+        } else {
+            config.eos_token_ids.clone()
+        },
     };
     let mut records = Vec::new();
     for &size in &batches {
@@ -352,10 +362,11 @@ fn report(
         info.name
     );
     println!(
-        "batch {}, prompt tokens {}, new tokens {} each; linear path: prefill {:?}, decode {:?}",
+        "batch {}, prompt tokens {}, new tokens {} each{}; linear path: prefill {:?}, decode {:?}",
         prompts.len(),
         prompts.iter().map(Vec::len).sum::<usize>(),
         args.max_new_tokens,
+        ended_note(&out.ended, out.steps_run, args.max_new_tokens),
         out.prefill_path,
         out.decode_path
     );
@@ -412,6 +423,19 @@ fn report(
     Ok(())
 }
 
+/// How many sequences ended at EOS and where the run stopped, if any did.
+fn ended_note(ended: &[bool], steps_run: usize, max_new_tokens: usize) -> String {
+    let n = ended.iter().filter(|&&e| e).count();
+    match (n, steps_run < max_new_tokens) {
+        (0, _) => String::new(),
+        (_, true) => format!(
+            " at most ({n} of {} ended at EOS; the run stopped after {steps_run} steps)",
+            ended.len()
+        ),
+        (_, false) => format!(" at most ({n} of {} ended at EOS)", ended.len()),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn record(
     gpu: &Gpu,
@@ -432,6 +456,8 @@ fn record(
         "batch": prompts.len(),
         "prompts": prompts,
         "tokens": out.tokens,
+        "ended_at_eos": out.ended,
+        "steps_run": out.steps_run,
         "vocab": config.vocab,
         "prefill_s": t.prefill_s,
         "first_step_s": t.first_step_s,
