@@ -10,7 +10,7 @@ use zipserv_kernels::engine::attention::{
     attention_workspace_words,
 };
 use zipserv_kernels::engine::attention_mma::{
-    MMA_ATTN_CARVEOUT_PERCENT, MMA_ATTN_THREADS, mma_attn_blocks_per_sm, mma_attn_kernel,
+    MMA_ATTN_THREADS, MmaAttnCarveout, mma_attn_blocks_per_sm, mma_attn_carveout, mma_attn_kernel,
     mma_attn_smem_bytes,
 };
 use zipserv_kernels::engine::embedding::EMBED_TILE_WARPS;
@@ -387,16 +387,24 @@ pub struct AttentionPlan {
     pub splits: usize,
     /// Grid y: KV heads, times the head chunks of [`AttnKernel::Heads`].
     pub grid_y: usize,
+    /// The shared-memory carveout of [`AttnKernel::Mma`] (None for the
+    /// other kernel, which takes the driver's).
+    pub carveout: Option<MmaAttnCarveout>,
 }
 
 /// Blocks of `kernel` that run at once on `gpu`: the block-per-chunk
 /// kernel is compiled for [`ATTN_MIN_BLOCKS_PER_SM`] per multiprocessor
 /// (which its registers also make the most); the tensor-core kernel's
-/// one-warp blocks are bounded by their shared memory.
-pub fn attention_wave(gpu: &Gpu, kernel: AttnKernel, head_dim: usize) -> usize {
-    let per_sm = match kernel {
-        AttnKernel::Heads(_) => ATTN_MIN_BLOCKS_PER_SM,
-        AttnKernel::Mma(_) => mma_attn_blocks_per_sm(head_dim as u32),
+/// one-warp blocks are bounded by their shared memory under `carveout`.
+pub fn attention_wave(
+    gpu: &Gpu,
+    kernel: AttnKernel,
+    head_dim: usize,
+    carveout: Option<MmaAttnCarveout>,
+) -> usize {
+    let per_sm = match (kernel, carveout) {
+        (AttnKernel::Mma(_), Some(c)) => mma_attn_blocks_per_sm(head_dim as u32, c),
+        _ => ATTN_MIN_BLOCKS_PER_SM,
     };
     gpu.info().multiprocessors as usize * per_sm as usize
 }
@@ -435,11 +443,13 @@ pub fn attention_plan(
         AttnKernel::Heads(shape) => config.kv_heads * shape.head_chunks as usize,
         AttnKernel::Mma(_) => config.kv_heads,
     };
-    let wave = attention_wave(gpu, kernel, config.head_dim);
+    let carveout = matches!(kernel, AttnKernel::Mma(_)).then(|| mma_attn_carveout(rows));
+    let wave = attention_wave(gpu, kernel, config.head_dim, carveout);
     Ok(AttentionPlan {
         kernel,
         splits: attention_splits(rows * grid_y, capacity, wave),
         grid_y,
+        carveout,
     })
 }
 
@@ -503,11 +513,11 @@ pub fn attention(
         AttnKernel::Heads(_) => ("engine_attention", ATTN_THREADS, 0),
         AttnKernel::Mma(name) => (name, MMA_ATTN_THREADS, mma_attn_smem_bytes(head_dim)),
     };
-    if let AttnKernel::Mma(name) = plan.kernel {
-        // Set before the first launch (a prefill, never captured in a
-        // graph), again at each: a plain attribute write.
-        gpu.kernel(name)?
-            .prefer_shared_carveout(MMA_ATTN_CARVEOUT_PERCENT)?;
+    if let (AttnKernel::Mma(name), Some(carveout)) = (plan.kernel, plan.carveout) {
+        // Set at each launch (a plain attribute write): prefill and decode
+        // launches of one run take different ones, and the first of each
+        // runs before the decode step is captured in a graph.
+        gpu.kernel(name)?.prefer_shared_carveout(carveout.percent)?;
     }
     // SAFETY: lengths checked above; the kernel traps on a sequence or
     // position outside the cache, or a shape it does not cover; rope_kv

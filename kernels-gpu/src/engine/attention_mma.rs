@@ -41,21 +41,52 @@ pub const MMA_ATTN_KERNELS: [(u32, &str); 2] = [
     (64, "engine_attention_mma_d64"),
     (128, "engine_attention_mma_d128"),
 ];
-/// Share of the unified L1/shared memory the kernel asks to run with
-/// (the host sets it before launching). Measured on an H200 (8-layer
-/// Llama-3-8B shape, compressed weights, overlapped launches; ms per step
-/// at batch 1 / 8 / 32): the driver's own choice, the whole 228 KB for six
-/// blocks, 1.227 / 1.317 / 1.889; 50%, 1.165 / 1.268 / 1.852; 25% and 0%,
-/// 1.19 / 1.36 / 2.05 (too few blocks); the block-per-head-chunk kernel
-/// 1.169 / 1.284 / 1.997. At the full carveout the multiprocessors
-/// reconfigure between attention and the ZipGEMMs beside it (ncu: 233 KB
-/// against their 135–201 KB) and the overlapped launch is lost; BF16
-/// (cuBLAS, no overlap) saw no difference.
-pub const MMA_ATTN_CARVEOUT_PERCENT: u32 = 50;
-/// Shared memory of a multiprocessor under that carveout: 50% of 228 KB,
-/// rounded up to the next configuration Hopper has (132 KB); 1 KB of it
-/// reserved per block.
-pub const MMA_ATTN_SMEM_PER_SM: u32 = 132 * 1024;
+/// A shared-memory carveout the kernel runs with: the share of the unified
+/// L1/shared memory it asks for (the host sets it before each launch) and
+/// the shared memory a multiprocessor then has (the driver rounds the share
+/// up to a configuration Hopper has; 1 KB of it is reserved per block).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmaAttnCarveout {
+    pub percent: u32,
+    pub smem_per_sm: u32,
+}
+
+/// Half: 50% of 228 KB, rounded up to the 132 KB configuration. Measured on
+/// an H200 (8-layer Llama-3-8B shape, compressed weights, overlapped
+/// launches; ms per step at batch 1 / 8 / 32): the driver's own choice for
+/// six blocks (233 KB) 1.227 / 1.317 / 1.889; 50% 1.165 / 1.268 / 1.852;
+/// 25% and 0% 1.19 / 1.36 / 2.05 (too few blocks); the
+/// block-per-head-chunk kernel 1.169 / 1.284 / 1.997. At the full carveout
+/// the multiprocessors reconfigure between attention and the `mma.sync`
+/// ZipGEMMs beside it (ncu: 233 KB against their 135–201 KB) and the
+/// overlapped launch is lost; BF16 (cuBLAS, no overlap) saw no difference.
+pub const MMA_ATTN_HALF_CARVEOUT: MmaAttnCarveout = MmaAttnCarveout {
+    percent: 50,
+    smem_per_sm: 132 * 1024,
+};
+/// Full: all 228 KB, six blocks of head dimension 128 per multiprocessor.
+pub const MMA_ATTN_FULL_CARVEOUT: MmaAttnCarveout = MmaAttnCarveout {
+    percent: 100,
+    smem_per_sm: 228 * 1024,
+};
+/// Launches of at most this many rows take the half carveout: decode
+/// steps of up to 32 sequences, where the ZipGEMMs beside attention are
+/// the `mma.sync` variants (N ≤ 32). Larger launches take the full one:
+/// at batch 64 the neighbours are the `wgmma` ZipGEMM or cuBLAS, both at
+/// the full configuration, and the attention grid (512 blocks) outgrows the
+/// half carveout's wave (396). Two calls apart on one H200 (not yet one
+/// call): batch 64 with six blocks 8.20 ms compressed / 6.45 BF16 per step,
+/// with the half carveout 8.35 / 6.55.
+pub const MMA_ATTN_HALF_CARVEOUT_ROWS: usize = 32;
+
+/// The carveout of a launch of `rows` rows ([`MMA_ATTN_HALF_CARVEOUT_ROWS`]).
+pub const fn mma_attn_carveout(rows: usize) -> MmaAttnCarveout {
+    if rows <= MMA_ATTN_HALF_CARVEOUT_ROWS {
+        MMA_ATTN_HALF_CARVEOUT
+    } else {
+        MMA_ATTN_FULL_CARVEOUT
+    }
+}
 /// Resident blocks per multiprocessor at most (sm_90's limit).
 pub const MMA_ATTN_MAX_BLOCKS_PER_SM: u32 = 32;
 
@@ -75,9 +106,10 @@ pub const fn mma_attn_smem_bytes(head_dim: u32) -> u32 {
     MMA_ATTN_STAGES * mma_attn_stage_bytes(head_dim)
 }
 
-/// Blocks of one multiprocessor at once, as shared memory allows.
-pub const fn mma_attn_blocks_per_sm(head_dim: u32) -> u32 {
-    let b = MMA_ATTN_SMEM_PER_SM / (mma_attn_smem_bytes(head_dim) + 1024);
+/// Blocks of one multiprocessor at once, as shared memory under
+/// `carveout` allows.
+pub const fn mma_attn_blocks_per_sm(head_dim: u32, carveout: MmaAttnCarveout) -> u32 {
+    let b = carveout.smem_per_sm / (mma_attn_smem_bytes(head_dim) + 1024);
     if b > MMA_ATTN_MAX_BLOCKS_PER_SM {
         MMA_ATTN_MAX_BLOCKS_PER_SM
     } else {
@@ -594,8 +626,16 @@ mod tests {
             // Under the 48 KB a launch gets without opting in.
             assert!(mma_attn_smem_bytes(d) <= 48 * 1024);
         }
-        assert_eq!(mma_attn_blocks_per_sm(128), 3);
-        assert_eq!(mma_attn_blocks_per_sm(64), 6);
+        let (half, full) = (MMA_ATTN_HALF_CARVEOUT, MMA_ATTN_FULL_CARVEOUT);
+        assert_eq!(mma_attn_blocks_per_sm(128, half), 3);
+        assert_eq!(mma_attn_blocks_per_sm(64, half), 6);
+        assert_eq!(mma_attn_blocks_per_sm(128, full), 6);
+        assert_eq!(mma_attn_blocks_per_sm(64, full), 12);
+        // decode up to batch 32 at half, batch 64 and prefills at full
+        assert_eq!(mma_attn_carveout(1), half);
+        assert_eq!(mma_attn_carveout(32), half);
+        assert_eq!(mma_attn_carveout(33), full);
+        assert_eq!(mma_attn_carveout(4096), full);
         assert_eq!(mma_attn_kernel(128, 0), None);
         assert_eq!(mma_attn_kernel(128, 17), None);
         assert_eq!(mma_attn_kernel(96, 4), None);
