@@ -369,8 +369,9 @@ pub(crate) mod gpu {
     }
 
     /// Arguments of both attention kernels (`engine_attention` and the
-    /// tensor-core `engine_attention_mma_d*`), as their entry points take
-    /// them; see `engine_attention` for what each holds.
+    /// tensor-core `engine_attention_mma_d*`), in the order their entry
+    /// points take them ([`attention_entry`]); see `engine_attention` for
+    /// what each holds.
     #[derive(Clone, Copy)]
     pub(crate) struct AttnArgs {
         pub q: *const u16,
@@ -390,6 +391,55 @@ pub(crate) mod gpu {
         pub scale: f32,
     }
 
+    /// Defines the entry point `$name` with the one parameter list of the
+    /// attention kernels (the host's launch passes them in this order, as
+    /// [`AttnArgs`] holds them) and runs `$run` on them.
+    macro_rules! attention_entry {
+        ($(#[$doc:meta])* $name:ident => $run:expr) => {
+            $(#[$doc])*
+            #[unsafe(no_mangle)]
+            #[allow(clippy::too_many_arguments)]
+            pub unsafe extern "ptx-kernel" fn $name(
+                q: *const u16,
+                q_stride: u32,
+                out: *mut u16,
+                workspace: *mut f32,
+                counters: *mut u32,
+                row_seq: *const u32,
+                row_pos: *const u32,
+                cache_k: *const u16,
+                cache_v: *const u16,
+                q_heads: u32,
+                kv_heads: u32,
+                head_dim: u32,
+                capacity: u32,
+                sequences: u32,
+                scale: f32,
+            ) {
+                let args = $crate::engine::attention::gpu::AttnArgs {
+                    q,
+                    q_stride,
+                    out,
+                    workspace,
+                    counters,
+                    row_seq,
+                    row_pos,
+                    cache_k,
+                    cache_v,
+                    q_heads,
+                    kv_heads,
+                    head_dim,
+                    capacity,
+                    sequences,
+                    scale,
+                };
+                // SAFETY: forwarded from the caller.
+                unsafe { ($run)(args) }
+            }
+        };
+    }
+    pub(crate) use attention_entry;
+
     /// `softmax(scale · q·Kᵀ) V` of row `r` over positions `0..=row_pos[r]`
     /// of sequence `row_seq[r]`, for the query heads and positions of this
     /// block (grid: rows, kv_heads × head_chunks, splits). With one split
@@ -406,25 +456,25 @@ pub(crate) mod gpu {
     /// kv_heads × [`AttnShape::head_chunks`]. Block [`ATTN_THREADS`]. A
     /// position or sequence out of range, or a shape [`AttnShape::new`]
     /// refuses, traps.
-    #[unsafe(no_mangle)]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe extern "ptx-kernel" fn engine_attention(
-        q: *const u16,
-        q_stride: u32,
-        out: *mut u16,
-        workspace: *mut f32,
-        counters: *mut u32,
-        row_seq: *const u32,
-        row_pos: *const u32,
-        cache_k: *const u16,
-        cache_v: *const u16,
-        q_heads: u32,
-        kv_heads: u32,
-        head_dim: u32,
-        capacity: u32,
-        sequences: u32,
-        scale: f32,
-    ) {
+    #[inline(always)]
+    unsafe fn attention_heads(a: AttnArgs) {
+        let AttnArgs {
+            q,
+            q_stride,
+            out,
+            workspace,
+            counters,
+            row_seq,
+            row_pos,
+            cache_k,
+            cache_v,
+            q_heads,
+            kv_heads,
+            head_dim,
+            capacity,
+            sequences,
+            scale,
+        } = a;
         // Inputs may come from the kernel before (launch overlap).
         crate::ptx::start_after_prior_grids();
         let s_all = shared_memory::<ATTN_SMEM_BYTES>();
@@ -665,6 +715,15 @@ pub(crate) mod gpu {
             }
         }
     }
+
+    attention_entry!(
+        /// The block-per-head-chunk kernel, [`attention_heads`] (whose
+        /// docs say what each argument holds).
+        ///
+        /// # Safety
+        /// As [`attention_heads`].
+        engine_attention => attention_heads
+    );
 }
 
 #[cfg(test)]

@@ -133,7 +133,7 @@ pub fn mma_attn_kernel(head_dim: u32, group: u32) -> Option<&'static str> {
 mod gpu {
     use super::*;
     use crate::engine::attention::ATTN_MAX_SPLITS;
-    use crate::engine::attention::gpu::AttnArgs;
+    use crate::engine::attention::gpu::{AttnArgs, attention_entry};
     use crate::engine::attention::{OnlineSoftmax, split_keys};
     use crate::engine::math::f32_to_bf16;
     use crate::engine::rope::cache_offset;
@@ -299,23 +299,9 @@ mod gpu {
     /// `attention_counters(rows, kv_heads, 1, splits)`.
     #[inline(always)]
     unsafe fn attention_mma<const HD: u32, const KS: usize, const NT: usize>(a: AttnArgs) {
-        let AttnArgs {
-            q,
-            q_stride,
-            out,
-            workspace,
-            counters,
-            row_seq,
-            row_pos,
-            cache_k,
-            cache_v,
-            q_heads,
-            kv_heads,
-            head_dim,
-            capacity,
-            sequences,
-            scale,
-        } = a;
+        // (`a.` fields: the one destructuring of the list is the other
+        // kernel's.)
+        let (q, q_heads, kv_heads, capacity) = (a.q, a.q_heads, a.kv_heads, a.capacity);
         const { assert!(KS as u32 * 16 == HD && NT as u32 * 8 == HD && NT.is_multiple_of(2)) };
         // Inputs may come from the kernel before (launch overlap).
         crate::ptx::start_after_prior_grids();
@@ -324,7 +310,7 @@ mod gpu {
         let lane = lane_id();
         let (g, t) = (lane / 4, lane % 4);
         let group = q_heads / nonzero(kv_heads);
-        if head_dim != HD || group == 0 || group > MMA_ATTN_MAX_GROUP {
+        if a.head_dim != HD || group == 0 || group > MMA_ATTN_MAX_GROUP {
             trap();
         }
         let row_bytes = mma_attn_row_bytes(HD);
@@ -339,7 +325,7 @@ mod gpu {
             // every load issues at once (no branch between them).
             let q_pair = |h: u32, dim: u32| -> u32 {
                 let head = kvh * group + h.min(group - 1);
-                let at = r as usize * q_stride as usize + (head * HD + dim) as usize;
+                let at = r as usize * a.q_stride as usize + (head * HD + dim) as usize;
                 let pair = *(q.add(at) as *const u32);
                 if h < group { pair } else { 0 }
             };
@@ -353,13 +339,13 @@ mod gpu {
                 }
             });
             // (Q's loads above do not wait for these: one trip, not two.)
-            let (seq, pos) = (*row_seq.add(r as usize), *row_pos.add(r as usize));
-            if seq >= sequences || pos >= capacity {
+            let (seq, pos) = (*a.row_seq.add(r as usize), *a.row_pos.add(r as usize));
+            if seq >= a.sequences || pos >= capacity {
                 trap();
             }
             // Scores in log2 units for the base-2 softmax (scaled in f32,
             // after the product, so Q keeps its BF16 bits).
-            let scale = scale * core::f32::consts::LOG2_E;
+            let scale = a.scale * core::f32::consts::LOG2_E;
 
             let keys = split_keys(capacity, splits);
             let start = split * keys;
@@ -367,8 +353,8 @@ mod gpu {
             let (kv, cap, d) = (kv_heads as usize, capacity as usize, HD as usize);
             let first = cache_offset(seq as usize, kvh as usize, 0, kv, cap, d);
             let (g_k, g_v) = (
-                cache_k.add(first) as *const u8,
-                cache_v.add(first) as *const u8,
+                a.cache_k.add(first) as *const u8,
+                a.cache_v.add(first) as *const u8,
             );
             let tiles = end.saturating_sub(start).div_ceil(MMA_ATTN_TILE_KEYS);
             let stage_bytes = mma_attn_stage_bytes(HD);
@@ -498,7 +484,7 @@ mod gpu {
                 if h < group {
                     let row_head = r as usize * q_heads as usize + (kvh * group + h) as usize;
                     if n == 1 {
-                        let o = out.add(row_head * d);
+                        let o = a.out.add(row_head * d);
                         seq_macro::seq!(N in 0..16 {
                             if N < NT {
                                 let dim = 8 * N + 2 * t as usize;
@@ -508,8 +494,8 @@ mod gpu {
                         });
                     } else {
                         // This split's unnormalised state, in
-                        // `engine_attention`'s workspace layout.
-                        let ws = workspace.add(row_head * n * (d + 2));
+                        // `engine_attention`'s a.workspace layout.
+                        let ws = a.workspace.add(row_head * n * (d + 2));
                         if t == 0 {
                             *ws.add(2 * split as usize) = max;
                             *ws.add(2 * split as usize + 1) = sum;
@@ -537,7 +523,9 @@ mod gpu {
             sync_warp();
             let mut last = 0u32;
             if lane == 0 {
-                let counter = counters.add(r as usize * grid_dim_y() as usize + kvh as usize);
+                let counter = a
+                    .counters
+                    .add(r as usize * grid_dim_y() as usize + kvh as usize);
                 let done = atom_add_acq_rel_u32(counter, 1) == splits - 1;
                 if done {
                     *counter = 0; // ready for the next launch
@@ -549,62 +537,25 @@ mod gpu {
                 return;
             }
             let first = r as usize * q_heads as usize + (kvh * group) as usize;
-            merge_splits::<HD>(workspace, out, first, group, n, lane);
+            merge_splits::<HD>(a.workspace, a.out, first, group, n, lane);
         }
     }
 
-    macro_rules! attention_mma_entry {
-        ($name:ident, $hd:literal) => {
-            /// [`attention_mma`] for head dimension
-            #[doc = stringify!($hd)]
-            /// (the names of [`MMA_ATTN_KERNELS`]).
-            ///
-            /// # Safety
-            /// As [`attention_mma`].
-            #[unsafe(no_mangle)]
-            #[allow(clippy::too_many_arguments)]
-            pub unsafe extern "ptx-kernel" fn $name(
-                q: *const u16,
-                q_stride: u32,
-                out: *mut u16,
-                workspace: *mut f32,
-                counters: *mut u32,
-                row_seq: *const u32,
-                row_pos: *const u32,
-                cache_k: *const u16,
-                cache_v: *const u16,
-                q_heads: u32,
-                kv_heads: u32,
-                head_dim: u32,
-                capacity: u32,
-                sequences: u32,
-                scale: f32,
-            ) {
-                let args = AttnArgs {
-                    q,
-                    q_stride,
-                    out,
-                    workspace,
-                    counters,
-                    row_seq,
-                    row_pos,
-                    cache_k,
-                    cache_v,
-                    q_heads,
-                    kv_heads,
-                    head_dim,
-                    capacity,
-                    sequences,
-                    scale,
-                };
-                // SAFETY: forwarded from the caller.
-                unsafe { attention_mma::<$hd, { $hd / 16 }, { $hd / 8 }>(args) }
-            }
-        };
-    }
-
-    attention_mma_entry!(engine_attention_mma_d64, 64);
-    attention_mma_entry!(engine_attention_mma_d128, 128);
+    attention_entry!(
+        /// [`attention_mma`] for head dimension 64 (the names of
+        /// [`MMA_ATTN_KERNELS`]).
+        ///
+        /// # Safety
+        /// As [`attention_mma`].
+        engine_attention_mma_d64 => attention_mma::<64, 4, 8>
+    );
+    attention_entry!(
+        /// [`attention_mma`] for head dimension 128.
+        ///
+        /// # Safety
+        /// As [`attention_mma`].
+        engine_attention_mma_d128 => attention_mma::<128, 8, 16>
+    );
 }
 
 #[cfg(test)]
