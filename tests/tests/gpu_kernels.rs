@@ -237,3 +237,66 @@ fn overlapped_launches_see_the_previous_kernels_output() {
         println!("{case}: {STEPS} chained products and a decompression, overlapped, correct");
     }
 }
+
+/// A launch recording its timeline gives the same products (bit for bit)
+/// and writes every block's words: start before end, the phases in order,
+/// at least one segment.
+#[test]
+fn a_recorded_timeline_covers_every_block_and_changes_nothing() {
+    let Some(gpu) = gpu_or_skip("a_recorded_timeline_covers_every_block_and_changes_nothing")
+    else {
+        return;
+    };
+    let seed = fresh_seed();
+    let mut rng = SplitMix64::new(seed);
+    // Whole K slices, cut ones (4096 columns at N = 1 split K) and the
+    // widest `mma.sync` variant (N = 32, below the Hopper kernel's range).
+    for (m, k, n) in [(256, 512, 1), (1024, 4096, 1), (512, 1024, 32)] {
+        let w_host = weight_like(&mut rng, m * k, 0.05);
+        let x = zipserv_tests::upload(&activations(&mut rng, n * k));
+        let w =
+            DeviceWeights::upload(&gpu, &CompressedMatrix::encode(&w_host, m, k).unwrap()).unwrap();
+        let mut ws = GemmWorkspace::default();
+        let product = |ws: &mut GemmWorkspace| {
+            let mut y = zipserv_tests::upload(&vec![f32::NAN; n * m]);
+            zipgemm(
+                &gpu,
+                gpu.stream(),
+                &w,
+                &x,
+                n,
+                GemmOutput::F32(&mut y),
+                None,
+                ws,
+            )
+            .unwrap();
+            gpu.synchronize().unwrap();
+            let mut got = vec![0f32; n * m];
+            y.copy_to(&mut got[..]).unwrap();
+            got.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+        };
+        let plain = product(&mut ws);
+        assert!(ws.timeline().unwrap().is_none());
+        ws.record_timeline(true);
+        let timed = product(&mut ws);
+        let case = format!("seed {seed}, M={m} K={k} N={n}");
+        assert_eq!(plain, timed, "{case}: the timeline changed the product");
+        let blocks = ws.timeline().unwrap().expect("a timeline");
+        assert!(!blocks.is_empty(), "{case}");
+        for (i, b) in blocks.iter().enumerate() {
+            assert!(
+                b.start_ns > 0 && b.start_ns <= b.end_ns && b.segments >= 1,
+                "{case}: block {i}: {b:?}"
+            );
+            assert!(
+                b.start_clock <= b.k_loop_clock
+                    && b.k_loop_clock <= b.output_clock
+                    && b.output_clock <= b.end_clock,
+                "{case}: block {i}: {b:?}"
+            );
+        }
+        println!("{case}: {} blocks timed", blocks.len());
+        ws.record_timeline(false);
+        assert!(ws.timeline().unwrap().is_none());
+    }
+}
