@@ -1,7 +1,6 @@
 //! Launches of the compressed-matrix kernels, with every shape and size
 //! checked before anything reaches the GPU.
 
-use cust::memory::CopyDestination;
 use cust::memory::{DeviceBuffer, DevicePointer, DeviceSlice};
 use cust::module::Module;
 use cust::stream::Stream;
@@ -9,8 +8,8 @@ use cust::sys::{CUdeviceptr, CUstream};
 use half::bf16;
 use zipserv_kernels::format::{TILE_COLS, TILE_ROWS, tiles_for};
 use zipserv_kernels::launch::{
-    DECOMPRESS_WARPS, GEMM_TIMELINE_WORDS, GEMM_VARIANTS, GEMM_WARPS, MmaGemmVariant, STORE_BF16,
-    STORE_F32, WorkSplit, gemm_smem_bytes,
+    DECOMPRESS_WARPS, GEMM_VARIANTS, GEMM_WARPS, MmaGemmVariant, STORE_BF16, STORE_F32, WorkSplit,
+    gemm_smem_bytes,
 };
 
 use crate::device::Gpu;
@@ -98,86 +97,6 @@ pub struct GemmWorkspace {
     counters: Option<DeviceBuffer<u32>>,
     pub(crate) map_slots: Option<DeviceBuffer<u64>>,
     pub(crate) x_pitched: Option<DeviceBuffer<bf16>>,
-    /// With [`GemmWorkspace::record_timeline`]: the per-block timeline of
-    /// the last `mma.sync` launch and its block count.
-    timeline: Option<(DeviceBuffer<u64>, usize)>,
-    record_timeline: bool,
-}
-
-/// One block's timeline (`launch::GEMM_TIMELINE_WORDS`) from a `mma.sync`
-/// ZipGEMM launch made with [`GemmWorkspace::record_timeline`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BlockTimeline {
-    /// `%globaltimer` at the block's start and end (ns, comparable across
-    /// blocks).
-    pub start_ns: u64,
-    pub end_ns: u64,
-    /// The block's cycle counter at its start, after its first segment's K
-    /// loop, after that segment's output, and at its end.
-    pub start_clock: u64,
-    pub k_loop_clock: u64,
-    pub output_clock: u64,
-    pub end_clock: u64,
-    pub sm: u32,
-    pub segments: u32,
-}
-
-impl GemmWorkspace {
-    /// Makes the following `mma.sync` launches write a per-block timeline
-    /// (a few global stores per block; for measurements, not for speed
-    /// runs). The Hopper kernel does not write one.
-    pub fn record_timeline(&mut self, on: bool) {
-        self.record_timeline = on;
-        if !on {
-            self.timeline = None;
-        }
-    }
-
-    /// The timeline of the last `mma.sync` launch made while recording, once
-    /// it has finished (this waits for the device); `None` if there was none.
-    pub fn timeline(&self) -> Result<Option<Vec<BlockTimeline>>> {
-        let Some((buffer, blocks)) = &self.timeline else {
-            return Ok(None);
-        };
-        cust::context::CurrentContext::synchronize().cuda("cuCtxSynchronize")?;
-        let mut words = vec![0u64; blocks * GEMM_TIMELINE_WORDS];
-        buffer
-            .index(..words.len())
-            .copy_to(&mut words[..])
-            .cuda("cuMemcpyDtoH")?;
-        use zipserv_kernels::launch::timeline as t;
-        Ok(Some(
-            words
-                .chunks_exact(GEMM_TIMELINE_WORDS)
-                .map(|w| BlockTimeline {
-                    start_ns: w[t::START_NS],
-                    end_ns: w[t::END_NS],
-                    start_clock: w[t::START_CLOCK],
-                    k_loop_clock: w[t::K_LOOP_CLOCK],
-                    output_clock: w[t::OUTPUT_CLOCK],
-                    end_clock: w[t::END_CLOCK],
-                    sm: w[t::SM] as u32,
-                    segments: w[t::SEGMENTS] as u32,
-                })
-                .collect(),
-        ))
-    }
-
-    /// The timeline pointer for a launch of `blocks` blocks: null unless
-    /// recording.
-    fn timeline_for(&mut self, blocks: usize) -> Result<DevicePointer<u64>> {
-        if !self.record_timeline {
-            return Ok(DevicePointer::null());
-        }
-        let words = blocks * GEMM_TIMELINE_WORDS;
-        if self.timeline.as_ref().is_none_or(|(b, _)| b.len() < words) {
-            let buffer = DeviceBuffer::zeroed(words).cuda("cuMemAlloc")?;
-            self.timeline = Some((buffer, blocks));
-        }
-        let (buffer, n) = self.timeline.as_mut().expect("allocated above");
-        *n = blocks;
-        Ok(buffer.as_device_ptr())
-    }
 }
 
 /// How a ZipGEMM launch deals out its work ([`WorkSplit`]): the row groups
@@ -556,7 +475,6 @@ fn launch_mma(
     } else {
         (DevicePointer::null(), DevicePointer::null())
     };
-    let timeline = workspace.timeline_for(split.grid() as usize)?;
     let kernel = gpu.kernels().gemm[variant.index];
     let smem = gemm_smem_bytes(variant.nt) as u32;
     let RawOutput { y, y32, store } = out;
@@ -592,8 +510,7 @@ fn launch_mma(
                 y32,
                 store,
                 partial,
-                counters,
-                timeline
+                counters
             )
         )
     }

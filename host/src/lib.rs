@@ -75,9 +75,9 @@ pub use device::{
 pub use error::{Error, Result};
 pub use graph::Graph;
 pub use kernels::{
-    BlockTimeline, CompressedPath, Fetch, GemmOptions, GemmOutput, GemmPath, GemmWorkspace,
-    LARGE_MATRIX_ELEMENTS, OutputType, SplitK, WGMMA_MIN_N, ZipGemm, compressed_path, decompress,
-    decompress_raw, zipgemm, zipgemm_raw, zipgemm_with,
+    CompressedPath, Fetch, GemmOptions, GemmOutput, GemmPath, GemmWorkspace, LARGE_MATRIX_ELEMENTS,
+    OutputType, SplitK, WGMMA_MIN_N, ZipGemm, compressed_path, decompress, decompress_raw, zipgemm,
+    zipgemm_raw, zipgemm_with,
 };
 pub use launch::{Kernel, LaunchOrder};
 pub use weights::{DeviceWeights, Sections};

@@ -24,28 +24,6 @@ pub const GEMM_A_STAGE_BYTES: usize = LANES * LANE_PAIRS * 4;
 /// Block-wide scratch words (the split-K arrival verdict).
 pub const GEMM_FLAG_BYTES: usize = 16;
 
-/// u64 words per block of a ZipGEMM timeline (`GemmWorkspace` on the host
-/// asks for one; the `mma.sync` kernels write it when its pointer is not
-/// null): thread 0 of each block records when the block started and
-/// ended (`%globaltimer`, comparable across blocks), and its own cycle
-/// counter at the start, after the first segment's K loop, after that
-/// segment's output (a direct store, or the split-K partial, arrival and,
-/// for the last block of a unit, the sum) and at the end; then the
-/// multiprocessor and the number of segments. Indices: [`timeline`].
-pub const GEMM_TIMELINE_WORDS: usize = 8;
-
-/// Word indices of one block's timeline ([`GEMM_TIMELINE_WORDS`]).
-pub mod timeline {
-    pub const START_NS: usize = 0;
-    pub const END_NS: usize = 1;
-    pub const START_CLOCK: usize = 2;
-    pub const K_LOOP_CLOCK: usize = 3;
-    pub const OUTPUT_CLOCK: usize = 4;
-    pub const END_CLOCK: usize = 5;
-    pub const SM: usize = 6;
-    pub const SEGMENTS: usize = 7;
-}
-
 /// Bytes of one activation buffer for chunks of `8 * nt` rows.
 pub const fn gemm_x_stage_bytes(nt: usize) -> usize {
     8 * nt * GEMM_X_STRIDE * 2

@@ -21,35 +21,6 @@ pub fn lane_id() -> u32 {
     r
 }
 
-/// The GPU's nanosecond clock (`%globaltimer`), the same on every
-/// multiprocessor (it advances in steps of up to a microsecond on some
-/// cards: good for ordering blocks, not for short spans).
-#[inline(always)]
-pub fn global_timer() -> u64 {
-    let r: u64;
-    // SAFETY: reads a special register (volatile: every read is a new time).
-    unsafe { asm!("mov.u64 {r}, %globaltimer;", r = out(reg64) r, options(nomem, nostack)) }
-    r
-}
-
-/// This multiprocessor's cycle counter (`%clock64`): spans within a block.
-#[inline(always)]
-pub fn clock64() -> u64 {
-    let r: u64;
-    // SAFETY: reads a special register (volatile: every read is a new time).
-    unsafe { asm!("mov.u64 {r}, %clock64;", r = out(reg64) r, options(nomem, nostack)) }
-    r
-}
-
-/// The multiprocessor this thread runs on (`%smid`).
-#[inline(always)]
-pub fn sm_id() -> u32 {
-    let r: u32;
-    // SAFETY: reads a special register.
-    unsafe { asm!("mov.u32 {r}, %smid;", r = out(reg32) r, options(pure, nomem, nostack)) }
-    r
-}
-
 /// Accumulator fragment of `mma.m16n8k16` with f32 accumulation: four f32 per
 /// lane, laid out as in PTX ISA §9.7.14.5.8 ("Matrix Fragments for
 /// mma.m16n8k16 with floating point type"), figure for the C/D matrix.

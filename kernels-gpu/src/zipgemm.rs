@@ -47,16 +47,15 @@
 use crate::decode::{base_pair, lane_pair};
 use crate::format::{LANES, TILE_COLS, TILE_ROWS};
 use crate::launch::{
-    GEMM_A_STAGE_BYTES, GEMM_FLAG_BYTES, GEMM_TABLE_BYTES, GEMM_TIMELINE_WORDS, GEMM_VARIANTS,
-    GEMM_WARPS, GEMM_WIDEST_NT, GEMM_X_STAGES, GEMM_X_STRIDE, MmaGemmVariant, STORE_BF16,
-    WorkSplit, gemm_x_stage_bytes, nonzero, timeline,
+    GEMM_A_STAGE_BYTES, GEMM_FLAG_BYTES, GEMM_TABLE_BYTES, GEMM_VARIANTS, GEMM_WARPS,
+    GEMM_WIDEST_NT, GEMM_X_STAGES, GEMM_X_STRIDE, MmaGemmVariant, STORE_BF16, WorkSplit,
+    gemm_x_stage_bytes, nonzero,
 };
 use crate::ptx::{
-    atom_add_acq_rel_u32, block_idx, clock64, cp_async_16, cp_async_commit, cp_async_wait,
-    dynamic_shared_memory, f32_to_bf16, global_timer, grid_dim_x, lane_id, ld_cg_v4_f32, ld_nc_u16,
-    ld_nc_u32, ld_shared_u32, ld_shared_v4, ldmatrix_x2, ldmatrix_x4, mma_bf16_16816, shfl_idx,
-    sm_id, st_shared_u16, st_shared_u32, st_shared_v4, start_after_prior_grids, sync_threads,
-    sync_warp, thread_idx,
+    atom_add_acq_rel_u32, block_idx, cp_async_16, cp_async_commit, cp_async_wait,
+    dynamic_shared_memory, f32_to_bf16, grid_dim_x, lane_id, ld_cg_v4_f32, ld_nc_u16, ld_nc_u32,
+    ld_shared_u32, ld_shared_v4, ldmatrix_x2, ldmatrix_x4, mma_bf16_16816, shfl_idx, st_shared_u16,
+    st_shared_u32, st_shared_v4, start_after_prior_grids, sync_threads, sync_warp, thread_idx,
 };
 use crate::tile::{LaneTile, MatrixView, TileExceptions, patch_a_stage};
 
@@ -77,8 +76,6 @@ struct GemmArgs {
     /// between launches.
     partial: *mut f32,
     counters: *mut u32,
-    /// Null, or `GEMM_TIMELINE_WORDS` u64 per block (`launch::timeline`).
-    timeline: *mut u64,
 }
 
 /// Shared-memory addresses of one block (layout in `launch`).
@@ -472,20 +469,6 @@ unsafe fn zipgemm<const NT: usize, const EARLY: bool>(view: MatrixView, args: Ge
     let n0 = chunk * 8 * NT as u32;
     let (start, end) = (work.share_start(share), work.share_start(share + 1));
 
-    // Timeline words of this block (null: none), each written when it
-    // happens so no time is kept in a register across the loop.
-    let stamp = |word: usize, value: u64| {
-        if tid == 0 && !args.timeline.is_null() {
-            // SAFETY: the host sized the timeline for the grid.
-            unsafe {
-                *args
-                    .timeline
-                    .add(block_idx().0 as usize * GEMM_TIMELINE_WORDS + word) = value;
-            }
-        }
-    };
-    stamp(timeline::START_NS, global_timer());
-    stamp(timeline::START_CLOCK, clock64());
     // SAFETY: shared addresses stay in this block's allocation (the host
     // sizes it with `gemm_smem_bytes`); global accesses are bounded by the
     // shapes the host checked.
@@ -498,7 +481,6 @@ unsafe fn zipgemm<const NT: usize, const EARLY: bool>(view: MatrixView, args: Ge
         }
         // The share, one unit's column range at a time (block-uniform).
         let mut pos = start;
-        let mut segments = 0u64;
         while pos < end {
             let u = pos / col_tiles;
             let kt0 = pos - u * view.col_tiles;
@@ -519,9 +501,6 @@ unsafe fn zipgemm<const NT: usize, const EARLY: bool>(view: MatrixView, args: Ge
             };
             let mut acc = [[0f32; 4]; NT];
             k_loop::<NT, EARLY>(&walk, kt0, pos == start, &mut acc);
-            if pos == start {
-                stamp(timeline::K_LOOP_CLOCK, clock64());
-            }
             let out = Output {
                 view: &view,
                 args: &args,
@@ -542,19 +521,11 @@ unsafe fn zipgemm<const NT: usize, const EARLY: bool>(view: MatrixView, args: Ge
             } else {
                 out.reduce_partial::<NT>(&acc, kt1 - kt0, warp, lane);
             }
-            if pos == start {
-                stamp(timeline::OUTPUT_CLOCK, clock64());
-            }
-            segments += 1;
             pos += kt1 - kt0;
             // Everyone is done with the activation buffers before the next
             // unit restages them.
             sync_threads();
         }
-        stamp(timeline::SEGMENTS, segments);
-        stamp(timeline::SM, u64::from(sm_id()));
-        stamp(timeline::END_CLOCK, clock64());
-        stamp(timeline::END_NS, global_timer());
     }
 }
 
@@ -789,8 +760,7 @@ macro_rules! zipgemm_entry {
         /// ⌈n / 8·NT⌉, shares at most units × col_tiles, see `WorkSplit`)
         /// of `32 * GEMM_WARPS` threads; unless every share is whole units,
         /// `partial` holds 2 × grid slots of `GEMM_WARPS · 16 · 8 · NT` f32
-        /// and `counters` one zeroed u32 per unit and chunk; `timeline` null or
-        /// `GEMM_TIMELINE_WORDS` u64 per block; dynamic shared
+        /// and `counters` one zeroed u32 per unit and chunk; dynamic shared
         /// memory `gemm_smem_bytes(NT)`.
         #[unsafe(no_mangle)]
         #[allow(clippy::too_many_arguments)]
@@ -813,7 +783,6 @@ macro_rules! zipgemm_entry {
             store: u32,
             partial: *mut f32,
             counters: *mut u32,
-            timeline: *mut u64,
         ) {
             let view = MatrixView {
                 tiles,
@@ -836,7 +805,6 @@ macro_rules! zipgemm_entry {
                 store,
                 partial,
                 counters,
-                timeline,
             };
             const V: MmaGemmVariant = GEMM_VARIANTS[$v];
             // SAFETY: forwarded from the caller.
