@@ -154,7 +154,7 @@ fn build_image(
 /// to the GEMM entries of `image` and to decode attention, which Rust has no
 /// attribute for: they follow the parameter list of each `.entry`. The
 /// `mma.sync` variants and attention get the blocks per multiprocessor
-/// their registers are fitted to; the Hopper ones one block of
+/// their registers are fitted to; the Hopper ones `blocks_per_sm` blocks of
 /// `sm90::BLOCK_THREADS`, which also gives ptxas the register cap at entry
 /// that `setmaxnreg` needs.
 fn add_launch_bounds(ptx: &str, image: &PtxImage) -> String {
@@ -166,7 +166,7 @@ fn add_launch_bounds(ptx: &str, image: &PtxImage) -> String {
         .chain(
             WGMMA_GEMM_VARIANTS
                 .iter()
-                .map(|v| (v.name, BLOCK_THREADS, 1)),
+                .map(|v| (v.name, BLOCK_THREADS, v.blocks_per_sm)),
         );
     use zipserv_kernels::engine::attention::{ATTN_MIN_BLOCKS_PER_SM, ATTN_THREADS};
     let bounds = bounds.chain([("engine_attention", ATTN_THREADS, ATTN_MIN_BLOCKS_PER_SM)]);

@@ -7,10 +7,12 @@ use cust::device::{Device, DeviceAttribute};
 use cust::module::Module;
 use cust::stream::{Stream, StreamFlags};
 use zipserv_kernels::catalog::{self, PtxImage};
+use zipserv_kernels::sm90::WGMMA_GEMM_VARIANTS;
 
 use crate::error::{CudaContext, Error, Result};
 use crate::kernels::{Fetch, GemmPath, SplitK};
 use crate::launch::{Kernel, Kernels, LaunchOrder, NO_LAUNCH_EX};
+use crate::zipgemm_sm90::WgmmaBlocks;
 
 /// One embedded PTX image: its catalog entry and its text (`build.rs`
 /// builds every image of `catalog::IMAGES`).
@@ -49,6 +51,10 @@ pub const GEMM_PATH_ENV: &str = "ZIPSERV_GEMM_PATH";
 /// `auto` (default), `early` or `late`; for benchmarks comparing the two
 /// `mma.sync` variants of one width without code changes.
 pub const GEMM_FETCH_ENV: &str = "ZIPSERV_GEMM_FETCH";
+/// Environment variable that sets [`Gpu::wgmma_blocks`] at [`Gpu::new`]:
+/// `auto` (default), `1` or `2` blocks per multiprocessor; for benchmarks
+/// comparing the Hopper ZipGEMM's residencies without code changes.
+pub const WGMMA_BLOCKS_ENV: &str = "ZIPSERV_WGMMA_BLOCKS";
 /// The short commit hash this crate was built from (`"unknown"` outside a
 /// git checkout), for benchmark records.
 pub const BUILD_COMMIT: &str = env!("ZIPSERV_BUILD_COMMIT");
@@ -81,9 +87,10 @@ pub struct Gpu {
     /// Resident blocks per multiprocessor of each `mma.sync` ZipGEMM variant.
     gemm_blocks_per_sm: [u32; zipserv_kernels::launch::GEMM_VARIANTS.len()],
     /// The same for the Hopper variants (0 where the image lacks them).
-    wgmma_blocks_per_sm: [u32; 3],
+    wgmma_blocks_per_sm: [u32; WGMMA_GEMM_VARIANTS.len()],
     gemm_path: GemmPath,
     gemm_fetch: Fetch,
+    wgmma_blocks: WgmmaBlocks,
     /// How zipserv's kernels are launched (see [`Gpu::set_launch_overlap`]).
     launch_order: LaunchOrder,
     _context: Context,
@@ -113,12 +120,13 @@ impl Gpu {
         let wgmma_blocks_per_sm = if image.image.has_wgmma() {
             crate::zipgemm_sm90::prepare(&module)?
         } else {
-            [0; 3]
+            [0; WGMMA_GEMM_VARIANTS.len()]
         };
         let kernels = Kernels::resolve(&module, image.image.has_wgmma())?;
         let stream = Stream::new(StreamFlags::NON_BLOCKING, None).cuda("cuStreamCreate")?;
         let gemm_path = choice_from_env(GEMM_PATH_ENV)?;
         let gemm_fetch = choice_from_env(GEMM_FETCH_ENV)?;
+        let wgmma_blocks = choice_from_env(WGMMA_BLOCKS_ENV)?;
         Ok(Self {
             module,
             stream,
@@ -129,6 +137,7 @@ impl Gpu {
             wgmma_blocks_per_sm,
             gemm_path,
             gemm_fetch,
+            wgmma_blocks,
             launch_order: LaunchOrder::AfterPrevious,
             _context: context,
         })
@@ -241,6 +250,18 @@ impl Gpu {
     /// Sets [`Gpu::gemm_fetch`] from now on.
     pub fn set_gemm_fetch(&mut self, fetch: Fetch) {
         self.gemm_fetch = fetch;
+    }
+
+    /// How many blocks per multiprocessor the Hopper ZipGEMM variants are
+    /// chosen for ([`WGMMA_BLOCKS_ENV`] at start, else
+    /// [`WgmmaBlocks::Auto`]).
+    pub fn wgmma_blocks(&self) -> WgmmaBlocks {
+        self.wgmma_blocks
+    }
+
+    /// Sets [`Gpu::wgmma_blocks`] from now on.
+    pub fn set_wgmma_blocks(&mut self, blocks: WgmmaBlocks) {
+        self.wgmma_blocks = blocks;
     }
 
     /// Waits for all work on the stream and surfaces any asynchronous error.

@@ -72,7 +72,7 @@ impl Kernel {
 
 /// `cuFuncSetAttribute(function, attribute, value)`, its failure named
 /// `call`.
-fn set_attribute(
+pub(crate) fn set_attribute(
     function: CUfunction,
     attribute: CUfunction_attribute,
     value: i32,
@@ -98,7 +98,7 @@ pub(crate) struct Kernels {
     pub(crate) gemm: [Kernel; GEMM_VARIANTS.len()],
     /// One per `sm90::WGMMA_GEMM_VARIANTS`, and the activation copy they may
     /// need; `None` in an image without the Hopper kernels.
-    pub(crate) wgmma: Option<([Kernel; 3], Kernel)>,
+    pub(crate) wgmma: Option<([Kernel; WGMMA_GEMM_VARIANTS.len()], Kernel)>,
 }
 
 impl Kernels {

@@ -70,7 +70,7 @@ pub use cust::sys::{CUdeviceptr, CUstream};
 pub use demo::{DemoReport, run_demo_mma};
 pub use device::{
     BUILD_COMMIT, DeviceInfo, EmbeddedPtx, GEMM_FETCH_ENV, GEMM_PATH_ENV, Gpu, PTX, PTX_ARCH,
-    PTX_IMAGES,
+    PTX_IMAGES, WGMMA_BLOCKS_ENV,
 };
 pub use error::{Error, Result};
 pub use graph::Graph;
@@ -81,3 +81,4 @@ pub use kernels::{
 };
 pub use launch::{Kernel, LaunchOrder};
 pub use weights::{DeviceWeights, Sections};
+pub use zipgemm_sm90::WgmmaBlocks;

@@ -4,19 +4,19 @@
 
 use cust::memory::{DeviceBuffer, DeviceCopy, DevicePointer};
 use cust::module::Module;
-use cust::sys::CUstream;
+use cust::sys::{CUfunction_attribute, CUstream};
 use half::bf16;
 use zipserv_kernels::format::{TILE_COLS, tiles_for};
 use zipserv_kernels::sm90::{
     BLOCK_THREADS, SmemLayout, UNIT_ROW_TILES, UNIT_ROWS, WGMMA_GEMM_VARIANTS, WgmmaGemmParams,
-    WgmmaGemmVariant, X_PITCH_ELEMENTS, X_PITCH_THREADS,
+    WgmmaGemmVariant, X_PITCH_ELEMENTS, X_PITCH_THREADS, wgmma_variant_for,
 };
 use zipserv_kernels::tile::MatrixView;
 
 use crate::device::Gpu;
 use crate::error::{CudaContext, Error, Result};
 use crate::kernels::{GemmWorkspace, RawOutput, SplitK};
-use crate::launch::{allow_shared_memory, launch_kernel};
+use crate::launch::{allow_shared_memory, launch_kernel, set_attribute};
 use crate::tensor_map;
 use crate::weights::DeviceWeights;
 
@@ -30,25 +30,62 @@ struct Params(WgmmaGemmParams);
 // references; the kernel receives a byte copy.
 unsafe impl DeviceCopy for Params {}
 
-/// Index into [`WGMMA_GEMM_VARIANTS`] of the variant for `n` activation
-/// rows: the narrowest covering them, else the widest, run once per chunk
-/// of 256 rows.
-pub fn variant_for(n: usize) -> usize {
-    WGMMA_GEMM_VARIANTS
-        .iter()
-        .position(|v| n <= v.n_tile)
-        .unwrap_or(WGMMA_GEMM_VARIANTS.len() - 1)
+/// Which residency the Hopper ZipGEMM's variant is chosen for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WgmmaBlocks {
+    /// The narrowest variant covering N, whatever its residency
+    /// (`sm90::wgmma_variant_for`).
+    #[default]
+    Auto,
+    /// Only variants of this many blocks per multiprocessor, where one
+    /// covers N.
+    Exactly(u32),
+}
+
+impl std::str::FromStr for WgmmaBlocks {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "1" => Ok(Self::Exactly(1)),
+            "2" => Ok(Self::Exactly(2)),
+            other => Err(Error::Unsupported(format!(
+                "{}={other:?}: expected auto, 1 or 2",
+                crate::device::WGMMA_BLOCKS_ENV
+            ))),
+        }
+    }
+}
+
+/// Index into [`WGMMA_GEMM_VARIANTS`] of the variant `gpu` runs for `n`
+/// activation rows.
+pub fn variant_for(gpu: &Gpu, n: usize) -> usize {
+    let blocks = match gpu.wgmma_blocks() {
+        WgmmaBlocks::Auto => None,
+        WgmmaBlocks::Exactly(b) => Some(b),
+    };
+    wgmma_variant_for(n, blocks)
 }
 
 /// Lets every Hopper variant use the dynamic shared memory its layout
 /// needs, and returns how many blocks of each fit on one multiprocessor.
-pub(crate) fn prepare(module: &Module) -> Result<[u32; 3]> {
-    let mut blocks = [0u32; 3];
+pub(crate) fn prepare(module: &Module) -> Result<[u32; WGMMA_GEMM_VARIANTS.len()]> {
+    let mut blocks = [0u32; WGMMA_GEMM_VARIANTS.len()];
     for (variant, blocks) in WGMMA_GEMM_VARIANTS.iter().zip(&mut blocks) {
         let function = module
             .get_function(variant.name)
             .cuda("cuModuleGetFunction")?;
         let smem = SmemLayout::of(variant).request_bytes();
+        if variant.blocks_per_sm > 1 {
+            // Its blocks' layouts only fit side by side in the whole
+            // carveout; leave no doubt about which configuration it wants.
+            set_attribute(
+                function.to_raw(),
+                CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+                100,
+                "cuFuncSetAttribute(PREFERRED_SHARED_MEMORY_CARVEOUT)",
+            )?;
+        }
         *blocks = allow_shared_memory(&function, smem, BLOCK_THREADS)?;
         if *blocks == 0 {
             return Err(Error::Unsupported(format!(
@@ -66,7 +103,7 @@ impl Gpu {
     /// of resident blocks, whole K slices or stream-K shares as
     /// [`SplitK::choose`] decides, for units of `sm90::UNIT_ROWS` rows.
     pub fn wgmma_split(&self, m: usize, k: usize, n: usize, requested: Option<u32>) -> SplitK {
-        let index = variant_for(n);
+        let index = variant_for(self, n);
         let chunks = n.div_ceil(WGMMA_GEMM_VARIANTS[index].n_tile);
         SplitK::choose_for_unit(
             UNIT_ROW_TILES as usize,
@@ -98,7 +135,7 @@ pub(crate) fn launch(
         )));
     }
     let (m, k) = (w.rows(), w.cols());
-    let index = variant_for(n);
+    let index = variant_for(gpu, n);
     let variant: &WgmmaGemmVariant = &WGMMA_GEMM_VARIANTS[index];
     let split = gpu.wgmma_split(m, k, n, split_k);
     let work = split.work;

@@ -98,6 +98,8 @@ macro_rules! wgmma_rs {
     };
 }
 
+wgmma_rs!(wgmma_m64n16k16_bf16, 16, 8, 2);
+wgmma_rs!(wgmma_m64n32k16_bf16, 32, 16, 4);
 wgmma_rs!(wgmma_m64n64k16_bf16, 64, 32, 8);
 wgmma_rs!(wgmma_m64n128k16_bf16, 128, 64, 16);
 wgmma_rs!(wgmma_m64n256k16_bf16, 256, 128, 32);

@@ -35,26 +35,18 @@ pub const UNIT_ROW_TILES: u32 = CONSUMER_WARPGROUPS * WG_ROW_TILES;
 /// Rows of W in one unit.
 pub const UNIT_ROWS: u32 = UNIT_ROW_TILES * TILE_ROWS as u32;
 
-/// Registers per thread a block of [`BLOCK_THREADS`] starts with: the 64 K
-/// register file shared out, rounded down to a multiple of 8 (ptxas's cap
-/// under the launch bounds `.maxntid 384` / `.minnctapersm 1`).
-pub const ENTRY_REGISTERS: u32 = (65536 / BLOCK_THREADS) & !7;
-/// Registers per thread the producer warpgroup keeps after `setmaxnreg`
-/// (one thread issues copies; the others exit). 24 made it spill.
-pub const PRODUCER_REGISTERS: u32 = 40;
-/// Registers per thread of a consumer after `setmaxnreg`: at N = 256, 128
-/// f32 accumulators and a tile's 32 fragment registers in the tensor
-/// cores while the next tile is decoded into the A stage.
-pub const CONSUMER_REGISTERS: u32 = 232;
+/// Registers of one multiprocessor's file, shared out among its blocks.
+pub const SM_REGISTERS: u32 = 65536;
+/// Shared memory of one multiprocessor (228 KB on Hopper), of which the
+/// system reserves [`BLOCK_RESERVED_SMEM`] per resident block.
+pub const SM_SMEM_BYTES: usize = 228 * 1024;
+pub const BLOCK_RESERVED_SMEM: usize = 1024;
 // setmaxnreg: multiples of 8 in 24..=256 (PTX ISA, "setmaxnreg"). The
 // consumers' `.inc` only draws on what the block owns from the start: the
-// producer's release. Tried 32/240 (within the 64 K file, not within the
-// 168 × 384 the block starts with): `setmaxnreg.inc` waited forever.
-const _: () = assert!(PRODUCER_REGISTERS.is_multiple_of(8) && CONSUMER_REGISTERS.is_multiple_of(8));
-const _: () = assert!(
-    PRODUCER_REGISTERS * WARPGROUP_THREADS + CONSUMER_REGISTERS * CONSUMER_THREADS
-        <= ENTRY_REGISTERS * BLOCK_THREADS
-);
+// producer's release. Tried 32/240 with one block per SM (within the 64 K
+// file, not within the 168 × 384 the block starts with): `setmaxnreg.inc`
+// waited forever. `WgmmaGemmVariant::consumer_registers` derives the
+// consumers' count from that bound.
 
 /// Activation columns (BF16) per TMA box: 64 × 2 B = 128 B, the span of the
 /// 128-byte swizzle, so each box row is one swizzle row.
@@ -95,34 +87,114 @@ pub const fn x_stage_bytes(n_tile: usize) -> usize {
 }
 
 /// One compiled Hopper ZipGEMM variant: its entry point, the activation rows
-/// `n_tile` one launch chunk covers (wgmma's N), and the stages of its
-/// shared-memory ring (as many as fit in 227 KB).
+/// `n_tile` one launch chunk covers (wgmma's N), the stages of its
+/// shared-memory ring, how many blocks share a multiprocessor (its
+/// registers and shared memory are split for that many), the producer's
+/// registers after `setmaxnreg`, and whether the consumers decode the next
+/// tile while the tensor cores work on the current one (`overlap`, a
+/// second set of fragment registers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WgmmaGemmVariant {
     pub name: &'static str,
     pub n_tile: usize,
     pub stages: usize,
+    pub blocks_per_sm: u32,
+    pub producer_registers: u32,
+    pub overlap: bool,
 }
 
-/// Every Hopper ZipGEMM variant, narrowest first: the one list the entry
-/// points, the build script (launch bounds), the host and the PTX tests use.
-pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 3] = [
+impl WgmmaGemmVariant {
+    /// Registers per thread a block starts with: its share of the file,
+    /// rounded down to a multiple of 8 (ptxas's cap under the launch
+    /// bounds `.maxntid BLOCK_THREADS` / `.minnctapersm blocks_per_sm`).
+    pub const fn entry_registers(&self) -> u32 {
+        (SM_REGISTERS / (BLOCK_THREADS * self.blocks_per_sm)) & !7
+    }
+
+    /// Registers per consumer thread after `setmaxnreg`: what the block
+    /// started with plus what the producer warpgroup gave back, capped at
+    /// 232 (N = 256: 128 f32 accumulators and a tile's 32 fragment
+    /// registers in the tensor cores while the next tile is decoded).
+    pub const fn consumer_registers(&self) -> u32 {
+        let pool =
+            self.entry_registers() * BLOCK_THREADS - self.producer_registers * WARPGROUP_THREADS;
+        let r = (pool / CONSUMER_THREADS) & !7;
+        if r > 232 { 232 } else { r }
+    }
+}
+
+/// Every Hopper ZipGEMM variant: the one list the entry points, the build
+/// script (launch bounds), the host and the PTX tests use. Narrowest first
+/// within each residency; [`wgmma_variant_for`] picks among them.
+///
+/// Two blocks per multiprocessor (`_x2`) give each scheduler four consumer
+/// warps instead of two: the one-block kernel is latency-bound (Nsight
+/// Compute on 28672×4096, N = 64: 0.47 eligible warps per scheduler, 63% of
+/// cycles with none), at 104 registers per consumer and two stages each.
+pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 6] = [
+    WgmmaGemmVariant {
+        name: "zipserv_gemm_sm90_n16_x2",
+        n_tile: 16,
+        stages: 2,
+        blocks_per_sm: 2,
+        producer_registers: 32,
+        overlap: false,
+    },
+    WgmmaGemmVariant {
+        name: "zipserv_gemm_sm90_n32_x2",
+        n_tile: 32,
+        stages: 2,
+        blocks_per_sm: 2,
+        producer_registers: 32,
+        overlap: false,
+    },
+    WgmmaGemmVariant {
+        name: "zipserv_gemm_sm90_n64_x2",
+        n_tile: 64,
+        stages: 2,
+        blocks_per_sm: 2,
+        producer_registers: 32,
+        overlap: false,
+    },
     WgmmaGemmVariant {
         name: "zipserv_gemm_sm90_n64",
         n_tile: 64,
         stages: 4,
+        blocks_per_sm: 1,
+        producer_registers: 40,
+        overlap: true,
     },
     WgmmaGemmVariant {
         name: "zipserv_gemm_sm90_n128",
         n_tile: 128,
         stages: 3,
+        blocks_per_sm: 1,
+        producer_registers: 40,
+        overlap: true,
     },
     WgmmaGemmVariant {
         name: "zipserv_gemm_sm90_n256",
         n_tile: 256,
         stages: 2,
+        blocks_per_sm: 1,
+        producer_registers: 40,
+        overlap: false,
     },
 ];
+
+/// Index into [`WGMMA_GEMM_VARIANTS`] of the variant for `n` activation
+/// rows: the narrowest covering them among those with `blocks_per_sm`
+/// blocks per multiprocessor when asked (any residency otherwise, the list
+/// order breaking ties), else the widest, run once per chunk of 256 rows.
+pub fn wgmma_variant_for(n: usize, blocks_per_sm: Option<u32>) -> usize {
+    let covers = |v: &WgmmaGemmVariant| n <= v.n_tile;
+    let wanted = |v: &WgmmaGemmVariant| blocks_per_sm.is_none_or(|b| v.blocks_per_sm == b);
+    WGMMA_GEMM_VARIANTS
+        .iter()
+        .position(|v| covers(v) && wanted(v))
+        .or_else(|| WGMMA_GEMM_VARIANTS.iter().position(covers))
+        .unwrap_or(WGMMA_GEMM_VARIANTS.len() - 1)
+}
 
 /// Dynamic shared memory a block may have on Hopper (227 KB, after
 /// `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`).
@@ -185,8 +257,8 @@ const fn check_variants() {
     while i < WGMMA_GEMM_VARIANTS.len() {
         let v = &WGMMA_GEMM_VARIANTS[i];
         let l = SmemLayout::of(v);
-        // wgmma N: multiples of 8 up to 256 (here: 16 so every box is whole
-        // swizzle atoms); TMA boxes: at most 256 rows.
+        // wgmma N: multiples of 8 up to 256 (here: 16, the narrowest with
+        // a wrapper); TMA boxes: at most 256 rows.
         assert!(v.n_tile.is_multiple_of(16) && v.n_tile <= 256);
         assert!(l.x_stage.is_multiple_of(SWIZZLE_ATOM_BYTES));
         assert!((v.n_tile * X_BOX_ROW_BYTES).is_multiple_of(SWIZZLE_ATOM_BYTES));
@@ -195,7 +267,20 @@ const fn check_variants() {
         assert!(l.a.is_multiple_of(16) && l.table.is_multiple_of(16));
         assert!(l.full.is_multiple_of(8));
         assert!(l.request_bytes() <= MAX_SMEM_BYTES);
+        assert!(
+            v.blocks_per_sm as usize * (l.request_bytes() + BLOCK_RESERVED_SMEM) <= SM_SMEM_BYTES
+        );
         assert!(v.stages >= 2);
+        // setmaxnreg bounds (see above): multiples of 8 in 24..=256, and
+        // the roles' registers within what the block starts with.
+        let (p, c) = (v.producer_registers, v.consumer_registers());
+        assert!(p.is_multiple_of(8) && c.is_multiple_of(8) && p >= 24 && c <= 256);
+        assert!(
+            p * WARPGROUP_THREADS + c * CONSUMER_THREADS <= v.entry_registers() * BLOCK_THREADS
+        );
+        assert!(p <= v.entry_registers() && c >= v.entry_registers());
+        // The n256 accumulators alone are 128 registers.
+        assert!(c >= 4 * v.n_tile as u32 / 8 + 32);
         i += 1;
     }
 }
@@ -382,6 +467,23 @@ mod tests {
             }
             assert!(seen.iter().all(|&s| s));
         }
+    }
+
+    #[test]
+    fn variants_are_chosen_by_width_then_residency() {
+        let name = |n, b| WGMMA_GEMM_VARIANTS[wgmma_variant_for(n, b)].name;
+        assert_eq!(name(1, None), "zipserv_gemm_sm90_n16_x2");
+        assert_eq!(name(17, None), "zipserv_gemm_sm90_n32_x2");
+        assert_eq!(name(64, None), "zipserv_gemm_sm90_n64_x2");
+        assert_eq!(name(64, Some(1)), "zipserv_gemm_sm90_n64");
+        assert_eq!(name(1, Some(1)), "zipserv_gemm_sm90_n64");
+        assert_eq!(name(65, None), "zipserv_gemm_sm90_n128");
+        assert_eq!(name(65, Some(2)), "zipserv_gemm_sm90_n128");
+        assert_eq!(name(300, None), "zipserv_gemm_sm90_n256");
+        // Registers: one block 40 / 232, two blocks 32 / 104.
+        let v = &WGMMA_GEMM_VARIANTS;
+        assert_eq!((v[3].entry_registers(), v[3].consumer_registers()), (168, 232));
+        assert_eq!((v[0].entry_registers(), v[0].consumer_registers()), (80, 104));
     }
 
     #[test]

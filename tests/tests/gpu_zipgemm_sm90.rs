@@ -10,10 +10,12 @@ use cust::memory::{CopyDestination, DeviceBuffer};
 use half::bf16;
 use zipserv_format::CompressedMatrix;
 use zipserv_format::rng::{SplitMix64, fresh_seed};
+use zipserv_gpu::zipgemm_sm90::variant_for;
 use zipserv_gpu::{
-    DeviceWeights, GemmOptions, GemmOutput, GemmPath, GemmWorkspace, Gpu, zipgemm_with,
+    DeviceWeights, GemmOptions, GemmOutput, GemmPath, GemmWorkspace, Gpu, WgmmaBlocks, zipgemm_with,
 };
 use zipserv_kernels::catalog::DEMO_WGMMA;
+use zipserv_kernels::sm90::WGMMA_GEMM_VARIANTS;
 use zipserv_tests::data::{activations, relative_error, weight_like};
 use zipserv_tests::{REQUIRE_GPU_ENV, gpu_or_skip};
 
@@ -201,13 +203,13 @@ fn run(
 
 #[test]
 fn zipgemm_sm90_matches_f64_reference_and_mma_sync() {
-    let Some(gpu) = hopper_or_skip("zipgemm_sm90_matches_f64_reference_and_mma_sync") else {
+    let Some(mut gpu) = hopper_or_skip("zipgemm_sm90_matches_f64_reference_and_mma_sync") else {
         return;
     };
     let seed = fresh_seed();
     println!("seed {seed}");
     let mut rng = SplitMix64::new(seed);
-    let all_n = [1usize, 7, 8, 16, 33, 64, 100, 128, 256, 300];
+    let all_n = [1usize, 7, 8, 16, 24, 32, 33, 64, 100, 128, 256, 300];
     // (M, K): tiny, ragged in every dimension (K % 8 ≠ 0 goes through the
     // pitched copy), a K tail shorter than a TMA box, a square layer, and
     // more units than one wave of blocks.
@@ -240,45 +242,64 @@ fn zipgemm_sm90_matches_f64_reference_and_mma_sync() {
             };
             let mma = run(&gpu, &c, GemmPath::MmaSync, None, false, &mut ws_mma);
             let mut worst = (0f64, 0f64, 0f64);
-            for split_k in [None, Some(1), Some(3)] {
-                let split = gpu.wgmma_split(m, k, n, split_k);
-                let case =
-                    format!("seed {seed}, M={m} K={k} N={n} split_k={split_k:?} ({split:?})");
-                for bf16_out in [true, false] {
-                    let got = run(&gpu, &c, GemmPath::Wgmma, split_k, bf16_out, &mut ws);
-                    let (what, tol) = if bf16_out {
-                        ("bf16", 1e-2)
-                    } else {
-                        ("f32", 1e-5)
-                    };
-                    // Every case runs; failures are listed at the end, so
-                    // one run shows the whole pattern of a layout error.
-                    let err = match relative_error(&got, &c.want) {
-                        Ok(err) => err,
-                        Err(e) => {
+            // Every variant covering N: the two-block ones where they exist
+            // (Auto) and the one-block ones.
+            let residencies = [WgmmaBlocks::Auto, WgmmaBlocks::Exactly(1)];
+            let variants: Vec<usize> = residencies
+                .iter()
+                .map(|&r| {
+                    gpu.set_wgmma_blocks(r);
+                    variant_for(&gpu, n)
+                })
+                .collect();
+            for (i, &residency) in residencies.iter().enumerate() {
+                if variants[..i].contains(&variants[i]) {
+                    continue;
+                }
+                gpu.set_wgmma_blocks(residency);
+                for split_k in [None, Some(1), Some(3)] {
+                    let split = gpu.wgmma_split(m, k, n, split_k);
+                    let variant = WGMMA_GEMM_VARIANTS[variants[i]].name;
+                    let case = format!(
+                        "seed {seed}, M={m} K={k} N={n} {variant} split_k={split_k:?} ({split:?})"
+                    );
+                    for bf16_out in [true, false] {
+                        let got = run(&gpu, &c, GemmPath::Wgmma, split_k, bf16_out, &mut ws);
+                        let (what, tol) = if bf16_out {
+                            ("bf16", 1e-2)
+                        } else {
+                            ("f32", 1e-5)
+                        };
+                        // Every case runs; failures are listed at the end, so
+                        // one run shows the whole pattern of a layout error.
+                        let err = match relative_error(&got, &c.want) {
+                            Ok(err) => err,
+                            Err(e) => {
+                                failures.push(format!(
+                                    "{case}, {what} out: {e}; {}",
+                                    mismatches(&got, &c.want, n, m)
+                                ));
+                                continue;
+                            }
+                        };
+                        if err > tol {
                             failures.push(format!(
-                                "{case}, {what} out: {e}; {}",
+                                "{case}, {what} out: relative error {err:.3e}; {}",
                                 mismatches(&got, &c.want, n, m)
                             ));
-                            continue;
                         }
-                    };
-                    if err > tol {
-                        failures.push(format!(
-                            "{case}, {what} out: relative error {err:.3e}; {}",
-                            mismatches(&got, &c.want, n, m)
-                        ));
-                    }
-                    if bf16_out {
-                        worst.0 = worst.0.max(err);
-                    } else {
-                        worst.1 = worst.1.max(err);
-                        // Same inputs, f32 sums in another order.
-                        let diff = relative_error(&got, &mma).unwrap_or(f64::INFINITY);
-                        if diff > 1e-5 {
-                            failures.push(format!("{case}: differs from mma.sync by {diff:.3e}"));
+                        if bf16_out {
+                            worst.0 = worst.0.max(err);
+                        } else {
+                            worst.1 = worst.1.max(err);
+                            // Same inputs, f32 sums in another order.
+                            let diff = relative_error(&got, &mma).unwrap_or(f64::INFINITY);
+                            if diff > 1e-5 {
+                                failures
+                                    .push(format!("{case}: differs from mma.sync by {diff:.3e}"));
+                            }
+                            worst.2 = worst.2.max(diff);
                         }
-                        worst.2 = worst.2.max(diff);
                     }
                 }
             }

@@ -127,7 +127,7 @@ fn ptx_uses_tensor_core_instructions() {
         let body = &sm90[entry..entry + sm90[entry..].find('{').unwrap()];
         assert!(
             body.contains(&format!(".maxntid {BLOCK_THREADS}, 1, 1"))
-                && body.contains(".minnctapersm 1"),
+                && body.contains(&format!(".minnctapersm {}", v.blocks_per_sm)),
             "{}: launch bounds missing",
             v.name
         );

@@ -11,8 +11,9 @@ use crate::ptx::{
     sync_warp,
 };
 use crate::ptx_sm90::{
-    mbarrier_arrive, mbarrier_wait_parity, wgmma_commit_group, wgmma_fence, wgmma_m64n64k16_bf16,
-    wgmma_m64n128k16_bf16, wgmma_m64n256k16_bf16, wgmma_wait_group,
+    mbarrier_arrive, mbarrier_wait_parity, wgmma_commit_group, wgmma_fence, wgmma_m64n16k16_bf16,
+    wgmma_m64n32k16_bf16, wgmma_m64n64k16_bf16, wgmma_m64n128k16_bf16, wgmma_m64n256k16_bf16,
+    wgmma_wait_group,
 };
 use crate::sm90::{CONSUMER_BARRIER, CONSUMER_THREADS, UNIT_ROW_TILES, x_descriptor};
 use crate::tile::{LaneTile, MatrixView, TileExceptions, patch_a_stage};
@@ -57,20 +58,6 @@ impl Exceptions {
             }
         }
     }
-}
-
-/// Whether a variant decodes the next tile while the tensor cores work on
-/// the current one's fragments (which must stay untouched in their
-/// registers until their `wgmma`s complete), in a second register set:
-/// N ≤ 128. At N = 256 the 128 accumulators leave no room for that set (it
-/// spilled 116 bytes even with 240 registers per thread), and the variant
-/// decodes, multiplies and waits one tile at a time (v1). Tried for it
-/// (v2 on an H200, 28672×4096): decoding the next tile into the A stage
-/// during the `wgmma`s and loading it after them ran 161 µs instead of
-/// 144: with only 2 stages of 88 KB, a stage then stays busy until the
-/// next tile is decoded, and the producer falls behind.
-const fn overlaps_decode(nj: usize) -> bool {
-    nj < 32
 }
 
 /// What a consumer warp needs to decode its tiles of one unit segment.
@@ -154,7 +141,11 @@ impl Decoder<'_> {
 /// # Safety
 /// Called by every consumer thread; `b` and `s` describe this block.
 #[inline(always)]
-pub(super) unsafe fn run<const NJ: usize, const STAGES: usize>(b: &Block, s: &Smem, ctid: u32) {
+pub(super) unsafe fn run<const NJ: usize, const STAGES: usize, const OVERLAP: bool>(
+    b: &Block,
+    s: &Smem,
+    ctid: u32,
+) {
     let view = &b.p.matrix;
     let col_tiles = view.col_tiles;
     let (warp, lane) = (ctid / LANES as u32, lane_id());
@@ -187,7 +178,7 @@ pub(super) unsafe fn run<const NJ: usize, const STAGES: usize>(b: &Block, s: &Sm
             if d.active {
                 exceptions = Exceptions::load(view, d.row_tile0 + kt0, lane);
             }
-            if overlaps_decode(NJ) {
+            if OVERLAP {
                 segment_in_registers::<NJ, STAGES>(&d, &mut acc, &mut ring, kt0, &mut exceptions);
             } else {
                 segment_serial::<NJ, STAGES>(&d, &mut acc, &mut ring, kt0, &mut exceptions);
@@ -204,8 +195,10 @@ pub(super) unsafe fn run<const NJ: usize, const STAGES: usize>(b: &Block, s: &Sm
     }
 }
 
-/// One segment's tiles `kt0 .. d.kt1` with the next tile's fragments in a
-/// second register set (`a0`, `a1`; the loop is unrolled by two so each
+/// One segment's tiles `kt0 .. d.kt1` (variants with `overlap`: the
+/// next tile decoded while the tensor cores work on this one's fragments,
+/// which must stay untouched in their registers until their `wgmma`s
+/// complete) with the next tile's fragments in a second register set (`a0`, `a1`; the loop is unrolled by two so each
 /// is a fixed set). On return every `wgmma` is complete and every stage
 /// released.
 ///
@@ -255,8 +248,14 @@ unsafe fn segment_in_registers<const NJ: usize, const STAGES: usize>(
     }
 }
 
-/// One segment's tiles one at a time (N = 256): decode, `wgmma`s, wait,
-/// release the stage, so a stage is free as soon as its `wgmma`s are done.
+/// One segment's tiles one at a time (variants without `overlap`):
+/// decode, `wgmma`s, wait, release the stage, so a stage is free as soon as
+/// its `wgmma`s are done. N = 256 has no room for a second register set
+/// (its 128 accumulators spilled 116 bytes with it even at 240 registers);
+/// decoding the next tile into the A stage during the `wgmma`s instead ran
+/// 161 µs instead of 144 on an H200 (28672×4096, v2): with only 2 stages
+/// of 88 KB, a stage then stays busy until the next tile is decoded, and
+/// the producer falls behind. The two-block variants have 104 registers.
 ///
 /// # Safety
 /// As [`segment_in_registers`].
@@ -380,7 +379,7 @@ unsafe fn mma_issue<const NJ: usize>(acc: &mut FragD<NJ>, a: &TileFrags, s_x: u3
 unsafe fn wgmma<const NJ: usize>(acc: &mut FragD<NJ>, a: FragA, b_desc: u64) {
     const {
         assert!(
-            NJ == 8 || NJ == 16 || NJ == 32,
+            NJ == 2 || NJ == 4 || NJ == 8 || NJ == 16 || NJ == 32,
             "no wgmma wrapper for this N"
         )
     };
@@ -389,6 +388,8 @@ unsafe fn wgmma<const NJ: usize>(acc: &mut FragD<NJ>, a: FragA, b_desc: u64) {
     // size (the branch taken is the one with NJ blocks).
     unsafe {
         match NJ {
+            2 => wgmma_m64n16k16_bf16(&mut *(acc as *mut [[f32; 4]; 2]), a, b_desc),
+            4 => wgmma_m64n32k16_bf16(&mut *(acc as *mut [[f32; 4]; 4]), a, b_desc),
             8 => wgmma_m64n64k16_bf16(&mut *(acc as *mut [[f32; 4]; 8]), a, b_desc),
             16 => wgmma_m64n128k16_bf16(&mut *(acc as *mut [[f32; 4]; 16]), a, b_desc),
             _ => wgmma_m64n256k16_bf16(&mut *(acc as *mut [[f32; 4]; 32]), a, b_desc),

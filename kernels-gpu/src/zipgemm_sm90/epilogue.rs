@@ -159,9 +159,12 @@ unsafe fn reduce_partial<const NJ: usize>(
         let slot_of = |sh: u32| slot(sh, sh == first && first_second);
         // Each thread adds NJ runs of four consecutive rows of one column,
         // run r at element 4 · (ctid + r · 256), [`RUN_GROUP`] runs at a
-        // time: one 16-byte load per run and slot, 8 in flight. (All NJ runs
-        // at once kept 2 × 128 registers live at N = 256 and spilled.)
-        const { assert!(UNIT_ROWS.is_multiple_of(4) && NJ.is_multiple_of(RUN_GROUP)) };
+        // time (fewer for NJ < 8): one 16-byte load per run and slot, 8 in
+        // flight. (All NJ runs at once kept 2 × 128 registers live at
+        // N = 256 and spilled.)
+        const {
+            assert!(UNIT_ROWS.is_multiple_of(4) && (NJ < RUN_GROUP || NJ.is_multiple_of(RUN_GROUP)))
+        };
         let run = |r: usize| 4 * (ctid as usize + r * CONSUMER_THREADS as usize);
         let (rows, n) = (p.matrix.rows, p.n);
         seq_macro::seq!(G in 0..4 {
@@ -171,17 +174,19 @@ unsafe fn reduce_partial<const NJ: usize>(
                 while blk <= last {
                     let from = p.partial.add(slot_of(blk) * slot_len);
                     seq_macro::seq!(R in 0..8 {
-                        let v = ld_cg_v4_f32(from.add(run(G * RUN_GROUP + R)));
-                        seq_macro::seq!(E in 0..4 {
-                            sum[R][E] += v[E];
-                        });
+                        if G * RUN_GROUP + R < NJ {
+                            let v = ld_cg_v4_f32(from.add(run(G * RUN_GROUP + R)));
+                            seq_macro::seq!(E in 0..4 {
+                                sum[R][E] += v[E];
+                            });
+                        }
                     });
                     blk += 1;
                 }
                 seq_macro::seq!(R in 0..8 {
                     let i = run(G * RUN_GROUP + R) as u32;
                     let (m, col) = (u * UNIT_ROWS + i % UNIT_ROWS, b.n0 + i / UNIT_ROWS);
-                    if col < n {
+                    if G * RUN_GROUP + R < NJ && col < n {
                         seq_macro::seq!(E in 0..4 {
                             if m + E < rows {
                                 put(b, col as usize * rows as usize + (m + E) as usize, sum[R][E]);

@@ -38,8 +38,9 @@
 //!
 //! The producer runs ahead by up to `stages` pairs, across unit boundaries,
 //! so the next unit's data arrives while the consumers store. `setmaxnreg`
-//! gives the consumers 232 registers (128 accumulators at N = 256) and the
-//! producer 40.
+//! moves the producer's registers to the consumers (one block per
+//! multiprocessor: 40 and 232, for 128 accumulators at N = 256; two: 32 and
+//! 104).
 
 mod consumer;
 mod epilogue;
@@ -51,10 +52,7 @@ use crate::format::TILE_ROWS;
 use crate::launch::nonzero;
 use crate::ptx::{block_idx, sync_threads, thread_idx};
 use crate::ptx_sm90::{fence_mbarrier_init, mbarrier_init, setmaxnreg_dec, setmaxnreg_inc};
-use crate::sm90::{
-    CONSUMER_REGISTERS, CONSUMER_THREADS, PRODUCER_REGISTERS, WARPGROUP_THREADS,
-    WGMMA_GEMM_VARIANTS, WgmmaGemmParams,
-};
+use crate::sm90::{CONSUMER_THREADS, WARPGROUP_THREADS, WGMMA_GEMM_VARIANTS, WgmmaGemmParams};
 use smem::Smem;
 
 /// What every role of a block knows about its work.
@@ -117,12 +115,25 @@ impl<const STAGES: usize> Ring<STAGES> {
     }
 }
 
-/// The kernel body of variant `V` of [`WGMMA_GEMM_VARIANTS`].
+/// The kernel body of variant `V` of [`WGMMA_GEMM_VARIANTS`]; the other
+/// parameters repeat its fields as constants (the entry macro derives
+/// them), since a const generic cannot be computed from `V` here.
 #[inline(always)]
-unsafe fn zipgemm_sm90<const V: usize, const NJ: usize, const STAGES: usize>(p: &WgmmaGemmParams) {
+unsafe fn zipgemm_sm90<
+    const V: usize,
+    const NJ: usize,
+    const STAGES: usize,
+    const PRODUCER_REGS: u32,
+    const CONSUMER_REGS: u32,
+    const OVERLAP: bool,
+>(
+    p: &WgmmaGemmParams,
+) {
     const {
-        assert!(WGMMA_GEMM_VARIANTS[V].n_tile == 8 * NJ);
-        assert!(WGMMA_GEMM_VARIANTS[V].stages == STAGES);
+        let v = &WGMMA_GEMM_VARIANTS[V];
+        assert!(v.n_tile == 8 * NJ && v.stages == STAGES && v.overlap == OVERLAP);
+        assert!(v.producer_registers == PRODUCER_REGS);
+        assert!(v.consumer_registers() == CONSUMER_REGS);
     };
     let tid = thread_idx();
     let s = Smem::new(&WGMMA_GEMM_VARIANTS[V]);
@@ -148,13 +159,13 @@ unsafe fn zipgemm_sm90<const V: usize, const NJ: usize, const STAGES: usize>(p: 
         sync_threads();
         // One if/else, one role per branch, as setmaxnreg wants.
         if tid < WARPGROUP_THREADS {
-            setmaxnreg_dec::<PRODUCER_REGISTERS>();
+            setmaxnreg_dec::<PRODUCER_REGS>();
             if tid == 0 {
                 producer::run::<NJ, STAGES>(&block, &s, map);
             }
         } else {
-            setmaxnreg_inc::<CONSUMER_REGISTERS>();
-            consumer::run::<NJ, STAGES>(&block, &s, tid - WARPGROUP_THREADS);
+            setmaxnreg_inc::<CONSUMER_REGS>();
+            consumer::run::<NJ, STAGES, OVERLAP>(&block, &s, tid - WARPGROUP_THREADS);
         }
     }
 }
@@ -177,14 +188,21 @@ macro_rules! zipgemm_sm90_entry {
         #[unsafe(no_mangle)]
         pub unsafe extern "ptx-kernel" fn $name(p: WgmmaGemmParams) {
             const V: usize = $v;
-            const NJ: usize = WGMMA_GEMM_VARIANTS[V].n_tile / 8;
-            const STAGES: usize = WGMMA_GEMM_VARIANTS[V].stages;
+            const VARIANT: crate::sm90::WgmmaGemmVariant = WGMMA_GEMM_VARIANTS[V];
+            const NJ: usize = VARIANT.n_tile / 8;
+            const STAGES: usize = VARIANT.stages;
+            const PRODUCER: u32 = VARIANT.producer_registers;
+            const CONSUMER: u32 = VARIANT.consumer_registers();
+            const OVERLAP: bool = VARIANT.overlap;
             // SAFETY: forwarded from the caller.
-            unsafe { zipgemm_sm90::<V, NJ, STAGES>(&p) }
+            unsafe { zipgemm_sm90::<V, NJ, STAGES, PRODUCER, CONSUMER, OVERLAP>(&p) }
         }
     };
 }
 
-zipgemm_sm90_entry!(zipserv_gemm_sm90_n64, 0);
-zipgemm_sm90_entry!(zipserv_gemm_sm90_n128, 1);
-zipgemm_sm90_entry!(zipserv_gemm_sm90_n256, 2);
+zipgemm_sm90_entry!(zipserv_gemm_sm90_n16_x2, 0);
+zipgemm_sm90_entry!(zipserv_gemm_sm90_n32_x2, 1);
+zipgemm_sm90_entry!(zipserv_gemm_sm90_n64_x2, 2);
+zipgemm_sm90_entry!(zipserv_gemm_sm90_n64, 3);
+zipgemm_sm90_entry!(zipserv_gemm_sm90_n128, 4);
+zipgemm_sm90_entry!(zipserv_gemm_sm90_n256, 5);
