@@ -61,8 +61,17 @@ pub const SWIZZLE_ATOM_BYTES: usize = 8 * X_BOX_ROW_BYTES;
 /// Compressed tiles of one stage: the unit's row tiles at one k-tile.
 pub const W_STAGE_BYTES: usize = UNIT_ROW_TILES as usize * TILE_BYTES;
 /// One warp's decoded tile in fragment order, where exceptions are patched
-/// (the A stage of `tile::a_stage_offset`).
+/// (the A stage of `tile::a_stage_offset`: k-step `j` at `512 j ..`).
 pub const A_STAGE_BYTES: usize = LANES * LANE_PAIRS * 4;
+/// Bytes of one k-step's fragments in the A stage.
+pub const A_STEP_BYTES: usize = LANES * 16;
+/// The A stage's first k-steps live in the warp's own compressed tile in
+/// the stage (2816 B, read into registers before the patch): as many whole
+/// k-steps as fit. The rest, [`A_EXTRA_BYTES`], has a region of its own
+/// per warp: 1.5 KB instead of 4 KB, so the ring gets the difference.
+pub const A_STEPS_IN_TILE: usize = TILE_BYTES / A_STEP_BYTES;
+pub const A_EXTRA_BYTES: usize = A_STAGE_BYTES - A_STEPS_IN_TILE * A_STEP_BYTES;
+const _: () = assert!(A_STEPS_IN_TILE == 5 && A_EXTRA_BYTES == 1536);
 /// Consumer warps, each with its own A stage.
 pub const CONSUMER_WARPS: usize = (CONSUMER_THREADS / 32) as usize;
 /// The exception table copied to shared memory (32 entries used).
@@ -135,7 +144,7 @@ pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 6] = [
     WgmmaGemmVariant {
         name: "zipserv_gemm_sm90_n16_x2",
         n_tile: 16,
-        stages: 2,
+        stages: 3,
         blocks_per_sm: 2,
         producer_registers: 32,
         overlap: false,
@@ -143,7 +152,7 @@ pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 6] = [
     WgmmaGemmVariant {
         name: "zipserv_gemm_sm90_n32_x2",
         n_tile: 32,
-        stages: 2,
+        stages: 3,
         blocks_per_sm: 2,
         producer_registers: 32,
         overlap: false,
@@ -159,7 +168,7 @@ pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 6] = [
     WgmmaGemmVariant {
         name: "zipserv_gemm_sm90_n64",
         n_tile: 64,
-        stages: 4,
+        stages: 5,
         blocks_per_sm: 1,
         producer_registers: 40,
         overlap: true,
@@ -209,7 +218,8 @@ pub struct SmemLayout {
     pub x_stage: usize,
     /// Compressed-tile stages, [`W_STAGE_BYTES`] each.
     pub w: usize,
-    /// Consumer warps' A stages, [`A_STAGE_BYTES`] each.
+    /// Consumer warps' A-stage pieces outside their tiles,
+    /// [`A_EXTRA_BYTES`] each.
     pub a: usize,
     pub table: usize,
     pub flag: usize,
@@ -226,7 +236,7 @@ impl SmemLayout {
         let x_stage = x_stage_bytes(v.n_tile);
         let w = v.stages * x_stage;
         let a = w + v.stages * W_STAGE_BYTES;
-        let table = a + CONSUMER_WARPS * A_STAGE_BYTES;
+        let table = a + CONSUMER_WARPS * A_EXTRA_BYTES;
         let flag = table + TABLE_BYTES;
         let full = flag + FLAG_BYTES;
         let empty = full + v.stages * MBARRIER_BYTES;
@@ -482,8 +492,14 @@ mod tests {
         assert_eq!(name(300, None), "zipserv_gemm_sm90_n256");
         // Registers: one block 40 / 232, two blocks 32 / 104.
         let v = &WGMMA_GEMM_VARIANTS;
-        assert_eq!((v[3].entry_registers(), v[3].consumer_registers()), (168, 232));
-        assert_eq!((v[0].entry_registers(), v[0].consumer_registers()), (80, 104));
+        assert_eq!(
+            (v[3].entry_registers(), v[3].consumer_registers()),
+            (168, 232)
+        );
+        assert_eq!(
+            (v[0].entry_registers(), v[0].consumer_registers()),
+            (80, 104)
+        );
     }
 
     #[test]
@@ -492,7 +508,7 @@ mod tests {
             let l = SmemLayout::of(v);
             assert!(l.x + v.stages * l.x_stage <= l.w);
             assert!(l.w + v.stages * W_STAGE_BYTES <= l.a);
-            assert!(l.a + CONSUMER_WARPS * A_STAGE_BYTES <= l.table);
+            assert!(l.a + CONSUMER_WARPS * A_EXTRA_BYTES <= l.table);
             assert!(l.request_bytes() <= MAX_SMEM_BYTES, "{v:?}: {l:?}");
         }
     }
