@@ -49,8 +49,9 @@ impl std::str::FromStr for WgmmaBlocks {
             "auto" => Ok(Self::Auto),
             "1" => Ok(Self::Exactly(1)),
             "2" => Ok(Self::Exactly(2)),
+            "3" => Ok(Self::Exactly(3)),
             other => Err(Error::Unsupported(format!(
-                "{}={other:?}: expected auto, 1 or 2",
+                "{}={other:?}: expected auto, 1, 2 or 3",
                 crate::device::WGMMA_BLOCKS_ENV
             ))),
         }

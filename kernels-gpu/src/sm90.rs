@@ -140,11 +140,19 @@ impl WgmmaGemmVariant {
 /// warps instead of two: the one-block kernel is latency-bound (Nsight
 /// Compute on 28672×4096, N = 64: 0.47 eligible warps per scheduler, 63% of
 /// cycles with none), at 104 registers per consumer and two stages each.
-pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 6] = [
+pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 7] = [
+    WgmmaGemmVariant {
+        name: "zipserv_gemm_sm90_n16_x3",
+        n_tile: 16,
+        stages: 2,
+        blocks_per_sm: 3,
+        producer_registers: 24,
+        overlap: false,
+    },
     WgmmaGemmVariant {
         name: "zipserv_gemm_sm90_n16_x2",
         n_tile: 16,
-        stages: 3,
+        stages: 2,
         blocks_per_sm: 2,
         producer_registers: 32,
         overlap: false,
@@ -152,7 +160,7 @@ pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 6] = [
     WgmmaGemmVariant {
         name: "zipserv_gemm_sm90_n32_x2",
         n_tile: 32,
-        stages: 3,
+        stages: 2,
         blocks_per_sm: 2,
         producer_registers: 32,
         overlap: false,
@@ -168,7 +176,7 @@ pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 6] = [
     WgmmaGemmVariant {
         name: "zipserv_gemm_sm90_n64",
         n_tile: 64,
-        stages: 5,
+        stages: 4,
         blocks_per_sm: 1,
         producer_registers: 40,
         overlap: true,
@@ -482,7 +490,8 @@ mod tests {
     #[test]
     fn variants_are_chosen_by_width_then_residency() {
         let name = |n, b| WGMMA_GEMM_VARIANTS[wgmma_variant_for(n, b)].name;
-        assert_eq!(name(1, None), "zipserv_gemm_sm90_n16_x2");
+        assert_eq!(name(1, None), "zipserv_gemm_sm90_n16_x3");
+        assert_eq!(name(1, Some(2)), "zipserv_gemm_sm90_n16_x2");
         assert_eq!(name(17, None), "zipserv_gemm_sm90_n32_x2");
         assert_eq!(name(64, None), "zipserv_gemm_sm90_n64_x2");
         assert_eq!(name(64, Some(1)), "zipserv_gemm_sm90_n64");

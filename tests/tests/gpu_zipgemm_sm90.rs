@@ -242,9 +242,12 @@ fn zipgemm_sm90_matches_f64_reference_and_mma_sync() {
             };
             let mma = run(&gpu, &c, GemmPath::MmaSync, None, false, &mut ws_mma);
             let mut worst = (0f64, 0f64, 0f64);
-            // Every variant covering N: the two-block ones where they exist
-            // (Auto) and the one-block ones.
-            let residencies = [WgmmaBlocks::Auto, WgmmaBlocks::Exactly(1)];
+            // Every variant covering N, of each residency.
+            let residencies = [
+                WgmmaBlocks::Auto,
+                WgmmaBlocks::Exactly(2),
+                WgmmaBlocks::Exactly(1),
+            ];
             let variants: Vec<usize> = residencies
                 .iter()
                 .map(|&r| {
