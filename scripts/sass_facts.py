@@ -18,7 +18,6 @@ import sys
 
 MMA_PER_TILE = {
     "zipserv_gemm_n8": 8, "zipserv_gemm_n8_early": 8, "zipserv_gemm_n16": 16, "zipserv_gemm_n32": 32,
-    "zipserv_gemm_sm90_n16_x3": 8,
     "zipserv_gemm_sm90_n16_x2": 8, "zipserv_gemm_sm90_n32_x2": 8, "zipserv_gemm_sm90_n64_x2": 8,
     "zipserv_gemm_sm90_n64": 8, "zipserv_gemm_sm90_n128": 8, "zipserv_gemm_sm90_n256": 8,
 }

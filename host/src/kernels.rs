@@ -51,11 +51,14 @@ pub enum GemmPath {
 }
 
 /// Smallest N for which [`GemmPath::Auto`] takes the Hopper kernel, if
-/// any. Measured on an H200 (docs/PERFORMANCE.md, "Hopper ZipGEMM"): on all
-/// four Llama-3-8B shapes the `mma.sync` kernel is faster at N ≤ 32 and the
-/// Hopper kernel from N = 64 (1.3–1.5× at 64, 1.6–2.2× at 128); between,
-/// the `mma.sync` kernel runs two chunks of 32, as slow as at N = 64.
-pub const WGMMA_MIN_N: Option<usize> = Some(33);
+/// any. Measured on an H200 (docs/PERFORMANCE.md, "Hopper ZipGEMM"), the
+/// Llama-3-8B shapes: the `mma.sync` kernel is faster up to N = 16 (e.g.
+/// 4096×4096 13.2 µs against the two-block Hopper n16/n32 variants' 15.1,
+/// 28672×4096 56.6 against 59.1), the two-block Hopper n32 variant at
+/// N = 32 on all four (16.7 / 21.3 / 62.5 / 35.8 µs against 17.0 / 22.2 /
+/// 67.0 / 38.2); between, each kernel's time is its N = 32 time (both run
+/// their 32-wide variant).
+pub const WGMMA_MIN_N: Option<usize> = Some(17);
 
 impl GemmPath {
     /// The path a launch of `n` activation rows takes on `gpu`.

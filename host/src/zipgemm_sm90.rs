@@ -9,7 +9,7 @@ use half::bf16;
 use zipserv_kernels::format::{TILE_COLS, tiles_for};
 use zipserv_kernels::sm90::{
     BLOCK_THREADS, SmemLayout, UNIT_ROW_TILES, UNIT_ROWS, WGMMA_GEMM_VARIANTS, WgmmaGemmParams,
-    WgmmaGemmVariant, X_PITCH_ELEMENTS, X_PITCH_THREADS, wgmma_variant_for,
+    WgmmaGemmVariant, X_PITCH_ELEMENTS, X_PITCH_THREADS, wgmma_variant_auto, wgmma_variant_for,
 };
 use zipserv_kernels::tile::MatrixView;
 
@@ -33,8 +33,9 @@ unsafe impl DeviceCopy for Params {}
 /// Which residency the Hopper ZipGEMM's variant is chosen for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WgmmaBlocks {
-    /// The narrowest variant covering N, whatever its residency
-    /// (`sm90::wgmma_variant_for`).
+    /// The library's choice for the shape (`sm90::wgmma_variant_auto`):
+    /// the narrowest variant covering N, the one-block n64 one for small
+    /// products.
     #[default]
     Auto,
     /// Only variants of this many blocks per multiprocessor, where one
@@ -49,23 +50,21 @@ impl std::str::FromStr for WgmmaBlocks {
             "auto" => Ok(Self::Auto),
             "1" => Ok(Self::Exactly(1)),
             "2" => Ok(Self::Exactly(2)),
-            "3" => Ok(Self::Exactly(3)),
             other => Err(Error::Unsupported(format!(
-                "{}={other:?}: expected auto, 1, 2 or 3",
+                "{}={other:?}: expected auto, 1 or 2",
                 crate::device::WGMMA_BLOCKS_ENV
             ))),
         }
     }
 }
 
-/// Index into [`WGMMA_GEMM_VARIANTS`] of the variant `gpu` runs for `n`
-/// activation rows.
-pub fn variant_for(gpu: &Gpu, n: usize) -> usize {
-    let blocks = match gpu.wgmma_blocks() {
-        WgmmaBlocks::Auto => None,
-        WgmmaBlocks::Exactly(b) => Some(b),
-    };
-    wgmma_variant_for(n, blocks)
+/// Index into [`WGMMA_GEMM_VARIANTS`] of the variant `gpu` runs for an
+/// `m × k` matrix and `n` activation rows.
+pub fn variant_for(gpu: &Gpu, m: usize, k: usize, n: usize) -> usize {
+    match gpu.wgmma_blocks() {
+        WgmmaBlocks::Auto => wgmma_variant_auto(n, m, k, gpu.info().multiprocessors as usize),
+        WgmmaBlocks::Exactly(b) => wgmma_variant_for(n, Some(b)),
+    }
 }
 
 /// Lets every Hopper variant use the dynamic shared memory its layout
@@ -104,7 +103,7 @@ impl Gpu {
     /// of resident blocks, whole K slices or stream-K shares as
     /// [`SplitK::choose`] decides, for units of `sm90::UNIT_ROWS` rows.
     pub fn wgmma_split(&self, m: usize, k: usize, n: usize, requested: Option<u32>) -> SplitK {
-        let index = variant_for(self, n);
+        let index = variant_for(self, m, k, n);
         let chunks = n.div_ceil(WGMMA_GEMM_VARIANTS[index].n_tile);
         SplitK::choose_for_unit(
             UNIT_ROW_TILES as usize,
@@ -136,7 +135,7 @@ pub(crate) fn launch(
         )));
     }
     let (m, k) = (w.rows(), w.cols());
-    let index = variant_for(gpu, n);
+    let index = variant_for(gpu, m, k, n);
     let variant: &WgmmaGemmVariant = &WGMMA_GEMM_VARIANTS[index];
     let split = gpu.wgmma_split(m, k, n, split_k);
     let work = split.work;

@@ -117,7 +117,6 @@ pub const SM90A: PtxImage = PtxImage {
         WGMMA_GEMM_VARIANTS[3].name,
         WGMMA_GEMM_VARIANTS[4].name,
         WGMMA_GEMM_VARIANTS[5].name,
-        WGMMA_GEMM_VARIANTS[6].name,
         ENGINE[0],
         ENGINE[1],
         ENGINE[2],

@@ -61,17 +61,8 @@ pub const SWIZZLE_ATOM_BYTES: usize = 8 * X_BOX_ROW_BYTES;
 /// Compressed tiles of one stage: the unit's row tiles at one k-tile.
 pub const W_STAGE_BYTES: usize = UNIT_ROW_TILES as usize * TILE_BYTES;
 /// One warp's decoded tile in fragment order, where exceptions are patched
-/// (the A stage of `tile::a_stage_offset`: k-step `j` at `512 j ..`).
+/// (the A stage of `tile::a_stage_offset`).
 pub const A_STAGE_BYTES: usize = LANES * LANE_PAIRS * 4;
-/// Bytes of one k-step's fragments in the A stage.
-pub const A_STEP_BYTES: usize = LANES * 16;
-/// The A stage's first k-steps live in the warp's own compressed tile in
-/// the stage (2816 B, read into registers before the patch): as many whole
-/// k-steps as fit. The rest, [`A_EXTRA_BYTES`], has a region of its own
-/// per warp: 1.5 KB instead of 4 KB, so the ring gets the difference.
-pub const A_STEPS_IN_TILE: usize = TILE_BYTES / A_STEP_BYTES;
-pub const A_EXTRA_BYTES: usize = A_STAGE_BYTES - A_STEPS_IN_TILE * A_STEP_BYTES;
-const _: () = assert!(A_STEPS_IN_TILE == 5 && A_EXTRA_BYTES == 1536);
 /// Consumer warps, each with its own A stage.
 pub const CONSUMER_WARPS: usize = (CONSUMER_THREADS / 32) as usize;
 /// The exception table copied to shared memory (32 entries used).
@@ -140,15 +131,7 @@ impl WgmmaGemmVariant {
 /// warps instead of two: the one-block kernel is latency-bound (Nsight
 /// Compute on 28672×4096, N = 64: 0.47 eligible warps per scheduler, 63% of
 /// cycles with none), at 104 registers per consumer and two stages each.
-pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 7] = [
-    WgmmaGemmVariant {
-        name: "zipserv_gemm_sm90_n16_x3",
-        n_tile: 16,
-        stages: 2,
-        blocks_per_sm: 3,
-        producer_registers: 24,
-        overlap: false,
-    },
+pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 6] = [
     WgmmaGemmVariant {
         name: "zipserv_gemm_sm90_n16_x2",
         n_tile: 16,
@@ -213,6 +196,32 @@ pub fn wgmma_variant_for(n: usize, blocks_per_sm: Option<u32>) -> usize {
         .unwrap_or(WGMMA_GEMM_VARIANTS.len() - 1)
 }
 
+/// Fewest (unit, column tile) pairs per two-block wave slot for which the
+/// two-block n64 variant is taken over the one-block one. Measured on an
+/// H200 at N = 64 (two-block / one-block µs): 4096×4096, 3.9 pairs per
+/// slot, 20.9 / 18.7; 6144×4096, 5.8, 25.4 / 25.9; 4096×14336, 13.6,
+/// 41.5 / 44.7; 28672×4096, 27, 70.8 / 83.6. With few pairs per block the
+/// two-stage ring's ramp and the wider N's tensor work are not hidden. At
+/// N ≤ 32 the two-block variant won on every shape, 4096×4096 included.
+pub const X2_N64_MIN_PAIRS_PER_SLOT: usize = 5;
+
+/// The variant [`wgmma_variant_for`] gives with no residency asked, except
+/// that an `m × k` product with fewer than [`X2_N64_MIN_PAIRS_PER_SLOT`]
+/// pairs per slot of a two-block wave on `multiprocessors` takes the
+/// one-block n64 variant instead of the two-block one.
+pub fn wgmma_variant_auto(n: usize, m: usize, k: usize, multiprocessors: usize) -> usize {
+    let v = wgmma_variant_for(n, None);
+    let chosen = &WGMMA_GEMM_VARIANTS[v];
+    if chosen.n_tile == 64 && chosen.blocks_per_sm == 2 {
+        let pairs = m.div_ceil(UNIT_ROWS as usize) * k.div_ceil(TILE_COLS);
+        let slots = 2 * multiprocessors;
+        if pairs < X2_N64_MIN_PAIRS_PER_SLOT * slots {
+            return wgmma_variant_for(n, Some(1));
+        }
+    }
+    v
+}
+
 /// Dynamic shared memory a block may have on Hopper (227 KB, after
 /// `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`).
 pub const MAX_SMEM_BYTES: usize = 227 * 1024;
@@ -226,8 +235,7 @@ pub struct SmemLayout {
     pub x_stage: usize,
     /// Compressed-tile stages, [`W_STAGE_BYTES`] each.
     pub w: usize,
-    /// Consumer warps' A-stage pieces outside their tiles,
-    /// [`A_EXTRA_BYTES`] each.
+    /// Consumer warps' A stages, [`A_STAGE_BYTES`] each.
     pub a: usize,
     pub table: usize,
     pub flag: usize,
@@ -244,7 +252,7 @@ impl SmemLayout {
         let x_stage = x_stage_bytes(v.n_tile);
         let w = v.stages * x_stage;
         let a = w + v.stages * W_STAGE_BYTES;
-        let table = a + CONSUMER_WARPS * A_EXTRA_BYTES;
+        let table = a + CONSUMER_WARPS * A_STAGE_BYTES;
         let flag = table + TABLE_BYTES;
         let full = flag + FLAG_BYTES;
         let empty = full + v.stages * MBARRIER_BYTES;
@@ -490,8 +498,7 @@ mod tests {
     #[test]
     fn variants_are_chosen_by_width_then_residency() {
         let name = |n, b| WGMMA_GEMM_VARIANTS[wgmma_variant_for(n, b)].name;
-        assert_eq!(name(1, None), "zipserv_gemm_sm90_n16_x3");
-        assert_eq!(name(1, Some(2)), "zipserv_gemm_sm90_n16_x2");
+        assert_eq!(name(1, None), "zipserv_gemm_sm90_n16_x2");
         assert_eq!(name(17, None), "zipserv_gemm_sm90_n32_x2");
         assert_eq!(name(64, None), "zipserv_gemm_sm90_n64_x2");
         assert_eq!(name(64, Some(1)), "zipserv_gemm_sm90_n64");
@@ -499,6 +506,14 @@ mod tests {
         assert_eq!(name(65, None), "zipserv_gemm_sm90_n128");
         assert_eq!(name(65, Some(2)), "zipserv_gemm_sm90_n128");
         assert_eq!(name(300, None), "zipserv_gemm_sm90_n256");
+        // The measured shapes of X2_N64_MIN_PAIRS_PER_SLOT on 132 SMs.
+        let auto = |n, m, k| WGMMA_GEMM_VARIANTS[wgmma_variant_auto(n, m, k, 132)].name;
+        assert_eq!(auto(64, 4096, 4096), "zipserv_gemm_sm90_n64");
+        assert_eq!(auto(64, 6144, 4096), "zipserv_gemm_sm90_n64_x2");
+        assert_eq!(auto(64, 4096, 14336), "zipserv_gemm_sm90_n64_x2");
+        assert_eq!(auto(64, 28672, 4096), "zipserv_gemm_sm90_n64_x2");
+        assert_eq!(auto(32, 4096, 4096), "zipserv_gemm_sm90_n32_x2");
+        assert_eq!(auto(128, 28672, 4096), "zipserv_gemm_sm90_n128");
         // Registers: one block 40 / 232, two blocks 32 / 104.
         let v = &WGMMA_GEMM_VARIANTS;
         assert_eq!(
@@ -517,7 +532,7 @@ mod tests {
             let l = SmemLayout::of(v);
             assert!(l.x + v.stages * l.x_stage <= l.w);
             assert!(l.w + v.stages * W_STAGE_BYTES <= l.a);
-            assert!(l.a + CONSUMER_WARPS * A_EXTRA_BYTES <= l.table);
+            assert!(l.a + CONSUMER_WARPS * A_STAGE_BYTES <= l.table);
             assert!(l.request_bytes() <= MAX_SMEM_BYTES, "{v:?}: {l:?}");
         }
     }

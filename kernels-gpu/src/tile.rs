@@ -246,16 +246,13 @@ pub fn a_stage_offset(row: usize, col: usize) -> u32 {
 }
 
 /// Writes the true exponent of each exception of a tile into the warp's A
-/// stage: one entry per lane, 32 at a time (`entry`: this lane's entry
-/// among the first 32). `s_a` maps an [`a_stage_offset`] to its
-/// shared-memory address (a contiguous 4 KB stage, or one in two pieces).
-/// `s_table` is the exception table in shared memory. All 32 lanes call
-/// this together.
+/// stage at `s_a`: one entry per lane, 32 at a time (`entry`: this lane's
+/// entry among the first 32). `s_table` is the exception table in shared
+/// memory. All 32 lanes call this together.
 ///
 /// # Safety
-/// `e` describes a tile of `view` (validated); `s_a` maps every offset
-/// below 4 KB to this warp's shared memory, and `s_table` holds 32
-/// readable bytes of shared memory.
+/// `e` describes a tile of `view` (validated); `s_a` is this warp's A stage
+/// (4 KB) and `s_table` 32 readable bytes, both in shared memory.
 #[cfg(target_arch = "nvptx64")]
 #[inline(always)]
 pub unsafe fn patch_a_stage(
@@ -264,14 +261,14 @@ pub unsafe fn patch_a_stage(
     entry: u32,
     lane: u32,
     s_table: u32,
-    s_a: impl Fn(u32) -> u32,
+    s_a: u32,
 ) {
     // SAFETY: stage offsets stay inside the 4 KB stage; the table lies in
     // shared memory (the caller's promise).
     unsafe {
         let table = |index: u32| ld_shared_u8(s_table + index);
         view.for_each_exception(e, entry, lane, table, |row, col, exponent| {
-            let a = s_a(a_stage_offset(row as usize, col as usize));
+            let a = s_a + a_stage_offset(row as usize, col as usize);
             st_shared_u16(a, patch_exponent(ld_shared_u16(a), exponent as u8));
         });
     }

@@ -252,7 +252,7 @@ fn zipgemm_sm90_matches_f64_reference_and_mma_sync() {
                 .iter()
                 .map(|&r| {
                     gpu.set_wgmma_blocks(r);
-                    variant_for(&gpu, n)
+                    variant_for(&gpu, m, k, n)
                 })
                 .collect();
             for (i, &residency) in residencies.iter().enumerate() {

@@ -11,9 +11,9 @@ use crate::ptx::{
     sync_warp,
 };
 use crate::ptx_sm90::{
-    fence_proxy_async_shared, mbarrier_arrive, mbarrier_wait_parity, wgmma_commit_group,
-    wgmma_fence, wgmma_m64n16k16_bf16, wgmma_m64n32k16_bf16, wgmma_m64n64k16_bf16,
-    wgmma_m64n128k16_bf16, wgmma_m64n256k16_bf16, wgmma_wait_group,
+    mbarrier_arrive, mbarrier_wait_parity, wgmma_commit_group, wgmma_fence, wgmma_m64n16k16_bf16,
+    wgmma_m64n32k16_bf16, wgmma_m64n64k16_bf16, wgmma_m64n128k16_bf16, wgmma_m64n256k16_bf16,
+    wgmma_wait_group,
 };
 use crate::sm90::{CONSUMER_BARRIER, CONSUMER_THREADS, UNIT_ROW_TILES, x_descriptor};
 use crate::tile::{LaneTile, MatrixView, TileExceptions, patch_a_stage};
@@ -123,9 +123,7 @@ impl Decoder<'_> {
                 });
                 // Warp-uniform: every lane read the same count.
                 if current.range.count > 0 {
-                    patch(
-                        self.view, &current, &mut a, self.s, s_tile, self.warp, self.lane,
-                    );
+                    patch(self.view, &current, &mut a, self.s, self.warp, self.lane);
                 }
             }
         }
@@ -312,9 +310,9 @@ unsafe fn release_previous<const STAGES: usize>(
 }
 
 /// Puts each exception's true exponent into the lane registers that hold
-/// it, through the warp's A stage in shared memory: the fragments go out
-/// with 8 16-byte stores, each lane patches about one entry in place, and
-/// they come back with 8 loads (16 shared-memory instructions per lane and
+/// it, through the warp's 4 KB A stage: the fragments go out with 8
+/// 16-byte stores, each lane patches about one entry in place, and they
+/// come back with 8 loads (16 shared-memory instructions per lane and
 /// tile). Patching registers directly needs the owning lane to select one
 /// of its 32 registers by a run-time index: in the `mma.sync` kernel (its
 /// v4) routing entries to their owners ran 1.6× slower, since some lane of
@@ -322,45 +320,30 @@ unsafe fn release_previous<const STAGES: usize>(
 /// test-and-select over all 32 registers costs ~96 instructions per lane
 /// and tile, more than the round trip.
 ///
-/// The stage's first five k-steps go where the warp's compressed tile sat
-/// in the ring stage (`s_tile`; every lane has read its part of it by now),
-/// the last three to the warp's own 1.5 KB (`Smem::a`): a 4 KB stage per
-/// warp took 32 KB per block, the ring's third stage in the two-block
-/// variants.
-///
 /// # Safety
-/// All 32 lanes of the warp call this together, after their loads of the
-/// compressed tile at `s_tile`; `e` is this warp's tile.
+/// All 32 lanes of the warp call this together; `e` is this warp's tile.
 #[inline(always)]
 unsafe fn patch(
     view: &MatrixView,
     e: &Exceptions,
     a: &mut TileFrags,
     s: &Smem,
-    s_tile: u32,
     warp: u32,
     lane: u32,
 ) {
-    let at = |offset: u32| s.a(s_tile, warp, offset);
-    // SAFETY: every address is in this warp's tile or piece; the caller's
-    // promise.
+    let s_a = s.a(warp);
+    // SAFETY: the stage is this warp's 4 KB; the caller's promise.
     unsafe {
-        // Every lane's reads of the compressed tile come before any lane
-        // overwrites it.
-        sync_warp();
         seq_macro::seq!(S in 0..8 {
-            st_shared_v4(at((S * 32 + lane) * 16), [a[4 * S], a[4 * S + 1], a[4 * S + 2], a[4 * S + 3]]);
+            st_shared_v4(s_a + (S * 32 + lane) * 16, [a[4 * S], a[4 * S + 1], a[4 * S + 2], a[4 * S + 3]]);
         });
         sync_warp();
-        patch_a_stage(view, &e.range, e.entry, lane, s.table(), at);
+        patch_a_stage(view, &e.range, e.entry, lane, s.table(), s_a);
         sync_warp();
         seq_macro::seq!(S in 0..8 {
-            let v = ld_shared_v4(at((S * 32 + lane) * 16));
+            let v = ld_shared_v4(s_a + (S * 32 + lane) * 16);
             a[4 * S..4 * S + 4].copy_from_slice(&v);
         });
-        // The tile's slot goes back to the producer, whose next bulk copy
-        // into it (asynchronous proxy) must follow these ordinary writes.
-        fence_proxy_async_shared();
     }
 }
 

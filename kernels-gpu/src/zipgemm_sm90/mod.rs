@@ -200,10 +200,9 @@ macro_rules! zipgemm_sm90_entry {
     };
 }
 
-zipgemm_sm90_entry!(zipserv_gemm_sm90_n16_x3, 0);
-zipgemm_sm90_entry!(zipserv_gemm_sm90_n16_x2, 1);
-zipgemm_sm90_entry!(zipserv_gemm_sm90_n32_x2, 2);
-zipgemm_sm90_entry!(zipserv_gemm_sm90_n64_x2, 3);
-zipgemm_sm90_entry!(zipserv_gemm_sm90_n64, 4);
-zipgemm_sm90_entry!(zipserv_gemm_sm90_n128, 5);
-zipgemm_sm90_entry!(zipserv_gemm_sm90_n256, 6);
+zipgemm_sm90_entry!(zipserv_gemm_sm90_n16_x2, 0);
+zipgemm_sm90_entry!(zipserv_gemm_sm90_n32_x2, 1);
+zipgemm_sm90_entry!(zipserv_gemm_sm90_n64_x2, 2);
+zipgemm_sm90_entry!(zipserv_gemm_sm90_n64, 3);
+zipgemm_sm90_entry!(zipserv_gemm_sm90_n128, 4);
+zipgemm_sm90_entry!(zipserv_gemm_sm90_n256, 5);

@@ -3,8 +3,7 @@
 use crate::format::TILE_BYTES;
 use crate::ptx::dynamic_shared_memory;
 use crate::sm90::{
-    A_EXTRA_BYTES, A_STEP_BYTES, A_STEPS_IN_TILE, MBARRIER_BYTES, SWIZZLE_ATOM_BYTES, SmemLayout,
-    W_STAGE_BYTES, WgmmaGemmVariant,
+    A_STAGE_BYTES, MBARRIER_BYTES, SWIZZLE_ATOM_BYTES, SmemLayout, W_STAGE_BYTES, WgmmaGemmVariant,
 };
 
 /// A block's regions as shared-window addresses. Stage addresses are
@@ -41,18 +40,10 @@ impl Smem {
         self.base + (self.layout.w + stage as usize * W_STAGE_BYTES) as u32 + t * TILE_BYTES as u32
     }
 
-    /// Address of byte `offset` of consumer warp `warp`'s A stage
-    /// (`tile::a_stage_offset`), whose tile in the current stage is at
-    /// `s_tile`: the first [`A_STEPS_IN_TILE`] k-steps in that tile, the
-    /// rest in the warp's own piece.
+    /// Consumer warp `warp`'s A stage.
     #[inline(always)]
-    pub(super) fn a(&self, s_tile: u32, warp: u32, offset: u32) -> u32 {
-        const IN_TILE: u32 = (A_STEPS_IN_TILE * A_STEP_BYTES) as u32;
-        if offset < IN_TILE {
-            s_tile + offset
-        } else {
-            self.base + self.layout.a as u32 + warp * A_EXTRA_BYTES as u32 + (offset - IN_TILE)
-        }
+    pub(super) fn a(&self, warp: u32) -> u32 {
+        self.base + self.layout.a as u32 + warp * A_STAGE_BYTES as u32
     }
 
     #[inline(always)]
