@@ -197,6 +197,26 @@ impl MatrixView {
         first: u32,
         lane: u32,
         table: impl Fn(u32) -> u32,
+        f: impl FnMut(u32, u32, u32),
+    ) {
+        // SAFETY: the caller's promise.
+        unsafe { self.for_each_exception_prefetched(e, first, None, lane, table, f) }
+    }
+
+    /// [`Self::for_each_exception`] with this lane's entry of the second 32
+    /// (`exception(e, 32 + lane)`) loaded early too, where the caller has it
+    /// (`None`: loaded after the first 32 are done, as there).
+    ///
+    /// # Safety
+    /// As [`Self::for_each_exception`].
+    #[inline(always)]
+    pub unsafe fn for_each_exception_prefetched(
+        &self,
+        e: &TileExceptions,
+        first: u32,
+        second: Option<u32>,
+        lane: u32,
+        table: impl Fn(u32) -> u32,
         mut f: impl FnMut(u32, u32, u32),
     ) {
         // SAFETY: entry and far loads stay inside the tile's ranges, which
@@ -221,7 +241,10 @@ impl MatrixView {
                 }
                 far_next += far_mask.count_ones();
                 batch += LANES as u32;
-                entry = self.exception(e, batch + lane);
+                entry = match second {
+                    Some(second) if batch == LANES as u32 => second,
+                    _ => self.exception(e, batch + lane),
+                };
             }
         }
     }
@@ -247,8 +270,9 @@ pub fn a_stage_offset(row: usize, col: usize) -> u32 {
 
 /// Writes the true exponent of each exception of a tile into the warp's A
 /// stage at `s_a`: one entry per lane, 32 at a time (`entry`: this lane's
-/// entry among the first 32). `s_table` is the exception table in shared
-/// memory. All 32 lanes call this together.
+/// entry among the first 32; `second`, where loaded early, among the next
+/// 32). `s_table` is the exception table in shared memory. All 32 lanes
+/// call this together.
 ///
 /// # Safety
 /// `e` describes a tile of `view` (validated); `s_a` is this warp's A stage
@@ -259,6 +283,7 @@ pub unsafe fn patch_a_stage(
     view: &MatrixView,
     e: &TileExceptions,
     entry: u32,
+    second: Option<u32>,
     lane: u32,
     s_table: u32,
     s_a: u32,
@@ -267,7 +292,7 @@ pub unsafe fn patch_a_stage(
     // shared memory (the caller's promise).
     unsafe {
         let table = |index: u32| ld_shared_u8(s_table + index);
-        view.for_each_exception(e, entry, lane, table, |row, col, exponent| {
+        view.for_each_exception_prefetched(e, entry, second, lane, table, |row, col, exponent| {
             let a = s_a + a_stage_offset(row as usize, col as usize);
             st_shared_u16(a, patch_exponent(ld_shared_u16(a), exponent as u8));
         });
