@@ -170,6 +170,15 @@ fn add_launch_bounds(ptx: &str, image: &PtxImage) -> String {
         );
     use zipserv_kernels::engine::attention::{ATTN_MIN_BLOCKS_PER_SM, ATTN_THREADS};
     let bounds = bounds.chain([("engine_attention", ATTN_THREADS, ATTN_MIN_BLOCKS_PER_SM)]);
+    // The decompression kernel's bound is fitted to Hopper's image; the
+    // portable one (56 registers) would spill under it.
+    use zipserv_kernels::launch::{DECOMPRESS_MIN_BLOCKS_PER_SM_90A, DECOMPRESS_WARPS};
+    let decompress = (image.arch == "sm_90a").then_some((
+        "zipserv_decompress",
+        32 * DECOMPRESS_WARPS,
+        DECOMPRESS_MIN_BLOCKS_PER_SM_90A,
+    ));
+    let bounds = bounds.chain(decompress);
     let mut out = ptx.to_string();
     for (name, threads, blocks) in bounds {
         if !image.kernels.contains(&name) {

@@ -94,6 +94,8 @@ pub struct Gpu {
     kernels: Kernels,
     /// Resident blocks per multiprocessor of each `mma.sync` ZipGEMM variant.
     gemm_blocks_per_sm: [u32; zipserv_kernels::launch::GEMM_VARIANTS.len()],
+    /// Resident blocks per multiprocessor of the decompression kernel.
+    decompress_blocks_per_sm: u32,
     /// The same for the Hopper variants (0 where the image lacks them).
     wgmma_blocks_per_sm: [u32; WGMMA_GEMM_VARIANTS.len()],
     gemm_path: GemmPath,
@@ -126,6 +128,7 @@ impl Gpu {
         let info = device_info(device)?;
         let (image, module) = load_module(info.compute_capability)?;
         let gemm_blocks_per_sm = crate::kernels::prepare_gemm(&module)?;
+        let decompress_blocks_per_sm = crate::kernels::prepare_decompress(&module)?;
         let wgmma_blocks_per_sm = if image.image.has_wgmma() {
             crate::zipgemm_sm90::prepare(&module)?
         } else {
@@ -144,6 +147,7 @@ impl Gpu {
             image,
             kernels,
             gemm_blocks_per_sm,
+            decompress_blocks_per_sm,
             wgmma_blocks_per_sm,
             gemm_path,
             gemm_fetch,
@@ -240,6 +244,11 @@ impl Gpu {
     /// (Times [`Gpu::gemm_waves`], which is 1 unless a benchmark sets it.)
     pub(crate) fn gemm_blocks_per_wave(&self, index: usize) -> usize {
         self.gemm_blocks_per_sm[index] as usize * self.sms_times_waves()
+    }
+
+    /// Blocks of the decompression kernel that run at once on the whole GPU.
+    pub(crate) fn decompress_blocks_per_wave(&self) -> usize {
+        self.decompress_blocks_per_sm as usize * self.info.multiprocessors as usize
     }
 
     /// The same for Hopper ZipGEMM variant `index`.

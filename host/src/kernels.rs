@@ -249,9 +249,12 @@ pub unsafe fn decompress_raw(
 ) -> Result<()> {
     let col_tiles = tiles_for(w.cols(), TILE_COLS);
     let tile_count = tiles_for(w.rows(), TILE_ROWS) * col_tiles;
+    // One wave of resident blocks, each striding over the tiles: a grid
+    // larger than the wave (it was 16 blocks per SM against the 12 that
+    // fit) leaves its last blocks running alone after the rest are done.
     let blocks = tile_count
         .div_ceil(DECOMPRESS_WARPS as usize)
-        .min(gpu.info().multiprocessors as usize * 16) as u32;
+        .min(gpu.decompress_blocks_per_wave()) as u32;
     let out_ptr = DevicePointer::<bf16>::from_raw(out);
     let vector_stores = u32::from(w.cols().is_multiple_of(8) && out.is_multiple_of(16));
     // SAFETY: the matrix was validated before upload; `out` holds rows ×
@@ -625,6 +628,20 @@ impl std::str::FromStr for Fetch {
             ))),
         }
     }
+}
+
+/// Blocks of the decompression kernel that fit on one multiprocessor.
+pub(crate) fn prepare_decompress(module: &Module) -> Result<u32> {
+    let function = module
+        .get_function("zipserv_decompress")
+        .cuda("cuModuleGetFunction")?;
+    let blocks = function
+        .max_active_blocks_per_multiprocessor(
+            cust::function::BlockSize::x(32 * DECOMPRESS_WARPS),
+            0,
+        )
+        .cuda("cuOccupancyMaxActiveBlocksPerMultiprocessor")?;
+    Ok(blocks.max(1))
 }
 
 /// Lets every ZipGEMM variant use the dynamic shared memory its layout

@@ -72,22 +72,36 @@ pub unsafe extern "ptx-kernel" fn zipserv_decompress(
     while tile < tile_count {
         // SAFETY: tile < tile_count; shared addresses stay inside this warp's stage.
         unsafe {
-            // fetch + decode
-            let r_pairs = view.load_lane(tile, lane).decode(base);
+            // fetch: the tile and its exception range together, then the
+            // entries (their addresses need the range) while the tile's
+            // loads are still in flight, so a tile costs two round trips,
+            // not three or four (range after the decode, its first 32
+            // entries after the range, the next 32 inside the patch).
+            let lane_tile = view.load_lane(tile, lane);
+            let exceptions = view.tile_exceptions(tile);
+            let first = view.exception(&exceptions, lane);
+            let second = view.exception(&exceptions, 32 + lane);
+            // decode
+            let r_pairs = lane_tile.decode(base);
             seq_macro::seq!(P in 0..32 {
                 let (row, col) = pair_position(lane as usize, P, 0);
                 st_shared_u32(stage_at(row as u32, col as u32), r_pairs[P]);
             });
             sync_warp();
             // patch exceptions
-            let exceptions = view.tile_exceptions(tile);
-            let first = view.exception(&exceptions, lane);
             let table = |index: u32| ld_nc_u8(exception_table.add(index as usize));
-            view.for_each_exception(&exceptions, first, lane, table, |row, col, exponent| {
-                let a = stage_at(row, col);
-                let v = ld_shared_u16(a);
-                st_shared_u16(a, crate::decode::patch_exponent(v, exponent as u8));
-            });
+            view.for_each_exception_prefetched(
+                &exceptions,
+                first,
+                Some(second),
+                lane,
+                table,
+                |row, col, exponent| {
+                    let a = stage_at(row, col);
+                    let v = ld_shared_u16(a);
+                    st_shared_u16(a, crate::decode::patch_exponent(v, exponent as u8));
+                },
+            );
             sync_warp();
             // store
             let r0 = (tile / col_tiles_nz) * TILE_ROWS as u32;
