@@ -76,6 +76,14 @@ pub struct Row {
     /// `compressed_floor_us / zipgemm_us`.
     #[serde(default = "nan", with = "nan_as_null")]
     pub zipgemm_of_floor: f64,
+    /// The decompression kernel alone (W compressed to bf16).
+    #[serde(default = "nan", with = "nan_as_null")]
+    pub decompress_us: f64,
+    /// Its share of the copy bandwidth: compressed bytes read plus bf16
+    /// bytes written, over its time, over the copy bandwidth
+    /// (`(compressed_floor_us + bf16_floor_us) / decompress_us`).
+    #[serde(default = "nan", with = "nan_as_null")]
+    pub decompress_of_copy: f64,
 }
 
 fn nan() -> f64 {
@@ -122,6 +130,8 @@ impl Row {
             compressed_floor_us: f64::NAN,
             best_bf16_of_floor: f64::NAN,
             zipgemm_of_floor: f64::NAN,
+            decompress_us: f64::NAN,
+            decompress_of_copy: f64::NAN,
         }
     }
 
@@ -134,6 +144,8 @@ impl Row {
         self.compressed_floor_us = floor_us(self.compressed_weight_bytes(), copy_gbps);
         self.best_bf16_of_floor = self.bf16_floor_us / self.best_bf16_us;
         self.zipgemm_of_floor = self.compressed_floor_us / self.zipgemm_us;
+        self.decompress_of_copy =
+            (self.compressed_floor_us + self.bf16_floor_us) / self.decompress_us;
     }
 
     /// Bytes of W as bf16.
@@ -306,9 +318,10 @@ impl BenchRecord {
             "{weights_head}| M×K | N | split-K | ratio | exceptions % | cuBLAS µs | cuBLASLt µs \
              | best BF16 µs | BF16 floor µs | best BF16 % of floor | zipgemm µs \
              | compressed floor µs | zipgemm % of floor | zipgemm speedup \
-             | decompress+cuBLAS µs | decompress+cuBLAS speedup |"
+             | decompress+cuBLAS µs | decompress+cuBLAS speedup | decompress µs \
+             | decompress % of copy |"
         );
-        let columns = 16 + usize::from(shared_weights.is_none());
+        let columns = 18 + usize::from(shared_weights.is_none());
         let _ = writeln!(md, "|{}", "---|".repeat(columns));
         for r in &self.rows {
             if shared_weights.is_none() {
@@ -316,7 +329,7 @@ impl BenchRecord {
             }
             let _ = writeln!(
                 md,
-                "| {}×{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {}×{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.m,
                 r.k,
                 r.n,
@@ -334,6 +347,8 @@ impl BenchRecord {
                 num(r.zipgemm_speedup(), 2),
                 num(r.decompress_cublas_us, 1),
                 num(r.decompress_cublas_speedup(), 2),
+                num(r.decompress_us, 1),
+                num(100.0 * r.decompress_of_copy, 0),
             );
         }
         md
@@ -412,7 +427,7 @@ mod tests {
     use super::*;
 
     /// Every field of a row.
-    const ROW_FIELDS: [&str; 17] = [
+    const ROW_FIELDS: [&str; 19] = [
         "m",
         "k",
         "n",
@@ -430,6 +445,8 @@ mod tests {
         "compressed_floor_us",
         "best_bf16_of_floor",
         "zipgemm_of_floor",
+        "decompress_us",
+        "decompress_of_copy",
     ];
 
     fn sample() -> BenchRecord {

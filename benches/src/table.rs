@@ -13,13 +13,14 @@ pub(crate) fn num(value: f64, decimals: usize) -> String {
 }
 
 /// One live-table line's cells, each with its width (see [`live_header`]).
-fn cells(items: [(String, usize); 15]) -> String {
-    let [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o] = items.map(|(t, w)| format!("{t:>w$}"));
-    format!("{a} {b} {c} {d} {e} | {f} {g} {h} {i} | {j} {k} {l} {m} | {n} {o}")
+fn cells(items: [(String, usize); 17]) -> String {
+    let [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p, q] =
+        items.map(|(t, w)| format!("{t:>w$}"));
+    format!("{a} {b} {c} {d} {e} | {f} {g} {h} {i} | {j} {k} {l} {m} | {n} {o} | {p} {q}")
 }
 
 /// Column widths of the live table, in order.
-const WIDTHS: [usize; 15] = [12, 4, 3, 5, 5, 8, 8, 7, 4, 8, 7, 4, 7, 10, 7];
+const WIDTHS: [usize; 17] = [12, 4, 3, 5, 5, 8, 8, 7, 4, 8, 7, 4, 7, 10, 7, 10, 5];
 
 /// The live table's column heads (see [`live_line`]).
 pub fn live_header() -> String {
@@ -39,6 +40,8 @@ pub fn live_header() -> String {
         "speedup",
         "dec+cuBLAS",
         "speedup",
+        "decompress",
+        "%copy",
     ];
     cells(std::array::from_fn(|i| (heads[i].to_string(), WIDTHS[i])))
 }
@@ -64,6 +67,8 @@ pub fn live_line(row: &Row) -> String {
         num(row.zipgemm_speedup(), 2),
         num(row.decompress_cublas_us, 1),
         num(row.decompress_cublas_speedup(), 2),
+        num(row.decompress_us, 1),
+        num(100.0 * row.decompress_of_copy, 0),
     ];
     cells(std::array::from_fn(|i| (values[i].clone(), WIDTHS[i])))
 }

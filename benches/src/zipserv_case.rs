@@ -250,8 +250,12 @@ impl<'a> FullBench<'a> {
             )
         })?;
 
-        let blas = self.blas;
         let decompressed = &mut layer.decompressed;
+        let alone = time_batches(stream, warmup, full, zip_batch, replay, |i| {
+            decompress(gpu, stream, &compressed[i % compressed.len()], decompressed)
+        })?;
+
+        let blas = self.blas;
         let dec = time_batches(stream, warmup, full, zip_batch, replay, |i| {
             decompress(gpu, stream, &compressed[i % compressed.len()], decompressed)?;
             // SAFETY: all buffers outlive the timing, which synchronizes.
@@ -297,6 +301,7 @@ impl<'a> FullBench<'a> {
         let mut row = Row::new(m, k, n, split.slices() as usize, layer.label.clone());
         row.zipgemm_us = zip.median_us;
         row.decompress_cublas_us = dec.median_us;
+        row.decompress_us = alone.median_us;
         row.cublas_us = cublas.median_us;
         row.cublaslt_us = cublaslt_us;
         row.cublaslt_algorithms = algorithms.len();
