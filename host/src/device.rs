@@ -251,6 +251,12 @@ impl Gpu {
         self.decompress_blocks_per_sm as usize * self.info.multiprocessors as usize
     }
 
+    /// Resident blocks per multiprocessor of each Hopper ZipGEMM variant
+    /// (all 0 without the Hopper image).
+    pub(crate) fn wgmma_blocks_per_sm(&self) -> &[u32; WGMMA_GEMM_VARIANTS.len()] {
+        &self.wgmma_blocks_per_sm
+    }
+
     /// The same for Hopper ZipGEMM variant `index`.
     pub(crate) fn wgmma_blocks_per_wave(&self, index: usize) -> usize {
         self.wgmma_blocks_per_sm[index] as usize * self.sms_times_waves()

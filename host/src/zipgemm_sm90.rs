@@ -62,7 +62,13 @@ impl std::str::FromStr for WgmmaBlocks {
 /// `m × k` matrix and `n` activation rows.
 pub fn variant_for(gpu: &Gpu, m: usize, k: usize, n: usize) -> usize {
     match gpu.wgmma_blocks() {
-        WgmmaBlocks::Auto => wgmma_variant_auto(n, m, k, gpu.info().multiprocessors as usize),
+        WgmmaBlocks::Auto => wgmma_variant_auto(
+            n,
+            m,
+            k,
+            gpu.info().multiprocessors as usize,
+            gpu.wgmma_blocks_per_sm(),
+        ),
         WgmmaBlocks::Exactly(b) => wgmma_variant_for(n, Some(b)),
     }
 }

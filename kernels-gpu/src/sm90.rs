@@ -208,10 +208,22 @@ pub const X2_N64_MIN_PAIRS_PER_SLOT: usize = 5;
 /// The variant [`wgmma_variant_for`] gives with no residency asked, except
 /// that an `m × k` product with fewer than [`X2_N64_MIN_PAIRS_PER_SLOT`]
 /// pairs per slot of a two-block wave on `multiprocessors` takes the
-/// one-block n64 variant instead of the two-block one.
-pub fn wgmma_variant_auto(n: usize, m: usize, k: usize, multiprocessors: usize) -> usize {
+/// one-block n64 variant instead of the two-block one, and that a variant
+/// whose blocks do not all fit side by side on the card (`resident[i]`:
+/// blocks of variant `i` one multiprocessor holds) gives way to the
+/// one-block variant, for which its registers were not split.
+pub fn wgmma_variant_auto(
+    n: usize,
+    m: usize,
+    k: usize,
+    multiprocessors: usize,
+    resident: &[u32; WGMMA_GEMM_VARIANTS.len()],
+) -> usize {
     let v = wgmma_variant_for(n, None);
     let chosen = &WGMMA_GEMM_VARIANTS[v];
+    if resident[v] < chosen.blocks_per_sm {
+        return wgmma_variant_for(n, Some(1));
+    }
     if chosen.n_tile == 64 && chosen.blocks_per_sm == 2 {
         let pairs = m.div_ceil(UNIT_ROWS as usize) * k.div_ceil(TILE_COLS);
         let slots = 2 * multiprocessors;
@@ -507,13 +519,20 @@ mod tests {
         assert_eq!(name(65, Some(2)), "zipserv_gemm_sm90_n128");
         assert_eq!(name(300, None), "zipserv_gemm_sm90_n256");
         // The measured shapes of X2_N64_MIN_PAIRS_PER_SLOT on 132 SMs.
-        let auto = |n, m, k| WGMMA_GEMM_VARIANTS[wgmma_variant_auto(n, m, k, 132)].name;
+        let h200 = WGMMA_GEMM_VARIANTS.map(|v| v.blocks_per_sm);
+        let auto = |n, m, k| WGMMA_GEMM_VARIANTS[wgmma_variant_auto(n, m, k, 132, &h200)].name;
         assert_eq!(auto(64, 4096, 4096), "zipserv_gemm_sm90_n64");
         assert_eq!(auto(64, 6144, 4096), "zipserv_gemm_sm90_n64_x2");
         assert_eq!(auto(64, 4096, 14336), "zipserv_gemm_sm90_n64_x2");
         assert_eq!(auto(64, 28672, 4096), "zipserv_gemm_sm90_n64_x2");
         assert_eq!(auto(32, 4096, 4096), "zipserv_gemm_sm90_n32_x2");
         assert_eq!(auto(128, 28672, 4096), "zipserv_gemm_sm90_n128");
+        // A card that holds one block of each: the one-block variants.
+        let one = [1; WGMMA_GEMM_VARIANTS.len()];
+        let name_one = |n| WGMMA_GEMM_VARIANTS[wgmma_variant_auto(n, 28672, 4096, 132, &one)].name;
+        assert_eq!(name_one(32), "zipserv_gemm_sm90_n64");
+        assert_eq!(name_one(64), "zipserv_gemm_sm90_n64");
+        assert_eq!(name_one(256), "zipserv_gemm_sm90_n256");
         // Registers: one block 40 / 232, two blocks 32 / 104.
         let v = &WGMMA_GEMM_VARIANTS;
         assert_eq!(
