@@ -55,24 +55,29 @@ impl Kernel {
     /// blocks of consecutive kernels at once only while they agree on it,
     /// so it decides what an overlapped launch can overlap.
     pub fn prefer_shared_carveout(self, percent: u32) -> Result<()> {
-        if percent > 100 {
-            return Err(Error::Unsupported(format!(
-                "{}: a shared-memory carveout of {percent}% (0 to 100)",
-                self.name
-            )));
-        }
-        set_attribute(
-            self.handle,
-            CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
-            percent as i32,
-            "cuFuncSetAttribute(PREFERRED_SHARED_MEMORY_CARVEOUT)",
-        )
+        prefer_shared_carveout(self.handle, self.name, percent)
     }
+}
+
+/// [`Kernel::prefer_shared_carveout`] for a function handle (`name` for
+/// the error), before the image's kernels are resolved.
+pub(crate) fn prefer_shared_carveout(function: CUfunction, name: &str, percent: u32) -> Result<()> {
+    if percent > 100 {
+        return Err(Error::Unsupported(format!(
+            "{name}: a shared-memory carveout of {percent}% (0 to 100)"
+        )));
+    }
+    set_attribute(
+        function,
+        CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+        percent as i32,
+        "cuFuncSetAttribute(PREFERRED_SHARED_MEMORY_CARVEOUT)",
+    )
 }
 
 /// `cuFuncSetAttribute(function, attribute, value)`, its failure named
 /// `call`.
-pub(crate) fn set_attribute(
+fn set_attribute(
     function: CUfunction,
     attribute: CUfunction_attribute,
     value: i32,

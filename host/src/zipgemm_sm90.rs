@@ -4,7 +4,7 @@
 
 use cust::memory::{DeviceBuffer, DeviceCopy, DevicePointer};
 use cust::module::Module;
-use cust::sys::{CUfunction_attribute, CUstream};
+use cust::sys::CUstream;
 use half::bf16;
 use zipserv_kernels::format::{TILE_COLS, tiles_for};
 use zipserv_kernels::sm90::{
@@ -16,7 +16,7 @@ use zipserv_kernels::tile::MatrixView;
 use crate::device::Gpu;
 use crate::error::{CudaContext, Error, Result};
 use crate::kernels::{GemmWorkspace, RawOutput, SplitK};
-use crate::launch::{allow_shared_memory, launch_kernel, set_attribute};
+use crate::launch::{allow_shared_memory, launch_kernel, prefer_shared_carveout};
 use crate::tensor_map;
 use crate::weights::DeviceWeights;
 
@@ -85,12 +85,7 @@ pub(crate) fn prepare(module: &Module) -> Result<[u32; WGMMA_GEMM_VARIANTS.len()
         if variant.blocks_per_sm > 1 {
             // Its blocks' layouts only fit side by side in the whole
             // carveout; leave no doubt about which configuration it wants.
-            set_attribute(
-                function.to_raw(),
-                CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
-                100,
-                "cuFuncSetAttribute(PREFERRED_SHARED_MEMORY_CARVEOUT)",
-            )?;
+            prefer_shared_carveout(function.to_raw(), variant.name, 100)?;
         }
         *blocks = allow_shared_memory(&function, smem, BLOCK_THREADS)?;
         if *blocks == 0 {
