@@ -325,15 +325,20 @@ impl GemmWaves {
         if (1..=Self::MAX).contains(&waves) {
             Ok(Self(waves))
         } else {
-            Err(Error::Unsupported(format!(
-                "{GEMM_WAVES_ENV}={waves}: expected 1 to {}",
-                Self::MAX
-            )))
+            Err(Self::refused(waves))
         }
     }
 
     pub fn get(self) -> u32 {
         self.0
+    }
+
+    /// The error for a value outside 1..=[`GemmWaves::MAX`] (or no number).
+    fn refused(value: impl std::fmt::Debug) -> Error {
+        Error::Unsupported(format!(
+            "{GEMM_WAVES_ENV}={value:?}: expected 1 to {}",
+            Self::MAX
+        ))
     }
 }
 
@@ -346,13 +351,7 @@ impl Default for GemmWaves {
 impl std::str::FromStr for GemmWaves {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let waves = s.parse::<u32>().map_err(|_| {
-            Error::Unsupported(format!(
-                "{GEMM_WAVES_ENV}={s:?}: expected 1 to {}",
-                Self::MAX
-            ))
-        })?;
-        Self::new(waves)
+        Self::new(s.parse::<u32>().map_err(|_| Self::refused(s))?)
     }
 }
 
