@@ -55,14 +55,6 @@ pub const GEMM_FETCH_ENV: &str = "ZIPSERV_GEMM_FETCH";
 /// `auto` (default), `1` or `2` blocks per multiprocessor; for benchmarks
 /// comparing the Hopper ZipGEMM's residencies without code changes.
 pub const WGMMA_BLOCKS_ENV: &str = "ZIPSERV_WGMMA_BLOCKS";
-/// Environment variable that multiplies the blocks of one wave the work
-/// splits are sized for ([`Gpu::gemm_waves`]): `1` (default) to `8`. With
-/// `k`, a launch deals `k` waves of shares `1/k` the size, and the
-/// hardware hands each multiprocessor a new block as one finishes: a
-/// benchmark knob for whether the slow multiprocessors' tail (the ZipGEMM
-/// timeline: the slowest block ends up to 5.7 µs after the median one)
-/// shrinks when the work is dealt as it goes.
-pub const GEMM_WAVES_ENV: &str = "ZIPSERV_GEMM_WAVES";
 /// The short commit hash this crate was built from (`"unknown"` outside a
 /// git checkout), for benchmark records.
 pub const BUILD_COMMIT: &str = env!("ZIPSERV_BUILD_COMMIT");
@@ -101,7 +93,6 @@ pub struct Gpu {
     gemm_path: GemmPath,
     gemm_fetch: Fetch,
     wgmma_blocks: WgmmaBlocks,
-    gemm_waves: GemmWaves,
     /// How zipserv's kernels are launched (see [`Gpu::set_launch_overlap`]).
     launch_order: LaunchOrder,
     _context: Context,
@@ -139,7 +130,6 @@ impl Gpu {
         let gemm_path = choice_from_env(GEMM_PATH_ENV)?;
         let gemm_fetch = choice_from_env(GEMM_FETCH_ENV)?;
         let wgmma_blocks = choice_from_env(WGMMA_BLOCKS_ENV)?;
-        let gemm_waves = choice_from_env(GEMM_WAVES_ENV)?;
         Ok(Self {
             module,
             stream,
@@ -152,7 +142,6 @@ impl Gpu {
             gemm_path,
             gemm_fetch,
             wgmma_blocks,
-            gemm_waves,
             launch_order: LaunchOrder::AfterPrevious,
             _context: context,
         })
@@ -241,9 +230,8 @@ impl Gpu {
     }
 
     /// Blocks of ZipGEMM variant `index` that run at once on the whole GPU.
-    /// (Times [`Gpu::gemm_waves`], which is 1 unless a benchmark sets it.)
     pub(crate) fn gemm_blocks_per_wave(&self, index: usize) -> usize {
-        self.gemm_blocks_per_sm[index] as usize * self.sms_times_waves()
+        self.gemm_blocks_per_sm[index] as usize * self.info.multiprocessors as usize
     }
 
     /// Blocks of the decompression kernel that run at once on the whole GPU.
@@ -259,22 +247,7 @@ impl Gpu {
 
     /// The same for Hopper ZipGEMM variant `index`.
     pub(crate) fn wgmma_blocks_per_wave(&self, index: usize) -> usize {
-        self.wgmma_blocks_per_sm[index] as usize * self.sms_times_waves()
-    }
-
-    fn sms_times_waves(&self) -> usize {
-        self.info.multiprocessors as usize * self.gemm_waves.0 as usize
-    }
-
-    /// How many waves of blocks the ZipGEMM work splits are sized for
-    /// ([`GEMM_WAVES_ENV`] at start, else 1).
-    pub fn gemm_waves(&self) -> GemmWaves {
-        self.gemm_waves
-    }
-
-    /// Sets [`Gpu::gemm_waves`] from now on.
-    pub fn set_gemm_waves(&mut self, waves: GemmWaves) {
-        self.gemm_waves = waves;
+        self.wgmma_blocks_per_sm[index] as usize * self.info.multiprocessors as usize
     }
 
     /// The K split ZipGEMM would use for an `m × k` matrix and `n`
@@ -309,49 +282,6 @@ impl Gpu {
     /// Waits for all work on the stream and surfaces any asynchronous error.
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().cuda("cuStreamSynchronize")
-    }
-}
-
-/// Waves of blocks a ZipGEMM work split is sized for (see
-/// [`GEMM_WAVES_ENV`]): 1 to [`GemmWaves::MAX`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GemmWaves(u32);
-
-impl GemmWaves {
-    pub const MAX: u32 = 8;
-
-    /// `waves` waves, if within 1..=[`GemmWaves::MAX`].
-    pub fn new(waves: u32) -> Result<Self> {
-        if (1..=Self::MAX).contains(&waves) {
-            Ok(Self(waves))
-        } else {
-            Err(Self::refused(waves))
-        }
-    }
-
-    pub fn get(self) -> u32 {
-        self.0
-    }
-
-    /// The error for a value outside 1..=[`GemmWaves::MAX`] (or no number).
-    fn refused(value: impl std::fmt::Debug) -> Error {
-        Error::Unsupported(format!(
-            "{GEMM_WAVES_ENV}={value:?}: expected 1 to {}",
-            Self::MAX
-        ))
-    }
-}
-
-impl Default for GemmWaves {
-    fn default() -> Self {
-        Self(1)
-    }
-}
-
-impl std::str::FromStr for GemmWaves {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Self::new(s.parse::<u32>().map_err(|_| Self::refused(s))?)
     }
 }
 

@@ -960,29 +960,4 @@ mod variant_tests {
         let err = "soon".parse::<Fetch>().unwrap_err().to_string();
         assert!(err.contains("ZIPSERV_GEMM_FETCH"), "{err}");
     }
-
-    #[test]
-    fn benchmark_knobs_parse_and_refuse_bad_values() {
-        use crate::{GemmWaves, WgmmaBlocks};
-        assert_eq!("3".parse::<GemmWaves>().unwrap().get(), 3);
-        assert_eq!(GemmWaves::default().get(), 1);
-        for bad in ["0", "9", "two", "-1", ""] {
-            let err = bad.parse::<GemmWaves>().unwrap_err().to_string();
-            assert!(err.contains("ZIPSERV_GEMM_WAVES"), "{bad}: {err}");
-        }
-        assert_eq!("auto".parse::<WgmmaBlocks>().unwrap(), WgmmaBlocks::Auto);
-        assert_eq!("2".parse::<WgmmaBlocks>().unwrap(), WgmmaBlocks::Exactly(2));
-        let err = "4".parse::<WgmmaBlocks>().unwrap_err().to_string();
-        assert!(err.contains("ZIPSERV_WGMMA_BLOCKS"), "{err}");
-    }
-
-    #[test]
-    fn more_waves_deal_smaller_shares() {
-        // 28672×4096 at N = 1 on an H200's late n8 wave (8 × 132 blocks):
-        // stream-K shares, one per block; two waves deal twice as many.
-        let one = SplitK::choose(28672, 4096, 1, 1056, None);
-        let two = SplitK::choose(28672, 4096, 1, 2 * 1056, None);
-        assert_eq!(one.work.blocks, 1056);
-        assert_eq!(two.work.blocks, 2112);
-    }
 }

@@ -69,8 +69,8 @@ pub use cublaslt::{CublasLt, LinearPlan, LtAlgorithm};
 pub use cust::sys::{CUdeviceptr, CUstream};
 pub use demo::{DemoReport, run_demo_mma};
 pub use device::{
-    BUILD_COMMIT, DeviceInfo, EmbeddedPtx, GEMM_FETCH_ENV, GEMM_PATH_ENV, GEMM_WAVES_ENV,
-    GemmWaves, Gpu, PTX, PTX_ARCH, PTX_IMAGES, WGMMA_BLOCKS_ENV,
+    BUILD_COMMIT, DeviceInfo, EmbeddedPtx, GEMM_FETCH_ENV, GEMM_PATH_ENV, Gpu, PTX, PTX_ARCH,
+    PTX_IMAGES, WGMMA_BLOCKS_ENV,
 };
 pub use error::{Error, Result};
 pub use graph::Graph;
