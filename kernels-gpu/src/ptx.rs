@@ -442,15 +442,6 @@ pub fn ballot(pred: bool) -> u32 {
     r
 }
 
-/// Mask of the lanes below this one (`%lanemask_lt`).
-#[inline(always)]
-pub fn lanemask_lt() -> u32 {
-    let r: u32;
-    // SAFETY: reads a special register.
-    unsafe { asm!("mov.u32 {r}, %lanemask_lt;", r = out(reg32) r, options(pure, nomem, nostack)) }
-    r
-}
-
 /// Warp-level barrier and memory fence among all 32 lanes (`bar.warp.sync`).
 #[inline(always)]
 pub fn sync_warp() {

@@ -15,7 +15,7 @@ use crate::format::{LANE_CODE_WORDS, LANES, lane_slot};
 const _: () = assert!(SM_CHUNKS == 4, "load_lane unrolls exactly four chunks");
 #[cfg(target_arch = "nvptx64")]
 use crate::ptx::{
-    ballot, lanemask_lt, ld_nc_u8, ld_nc_u16, ld_nc_u32, ld_shared_u8, ld_shared_u16, ld_shared_v2,
+    ballot, ld_nc_u8, ld_nc_u16, ld_nc_u32, ld_shared_u8, ld_shared_u16, ld_shared_v2,
     ld_shared_v4, ld_stream_v2, ld_stream_v4, st_shared_u16,
 };
 
@@ -152,15 +152,26 @@ impl MatrixView {
     /// `tile` is a valid tile index of a validated matrix.
     #[inline(always)]
     pub unsafe fn tile_exceptions(&self, tile: u32) -> TileExceptions {
+        // SAFETY: the caller's promise.
+        unsafe { self.exception_bounds(tile).range() }
+    }
+
+    /// The three words [`Self::tile_exceptions`] computes the range from,
+    /// as loaded: for loads issued ahead of their use, where computing the
+    /// count at once would wait for them there (Nsight Compute showed the
+    /// Hopper kernel's prefetch of the range two tiles ahead stalling on
+    /// that subtraction).
+    ///
+    /// # Safety
+    /// As [`Self::tile_exceptions`].
+    #[inline(always)]
+    pub unsafe fn exception_bounds(&self, tile: u32) -> ExceptionBounds {
         // SAFETY: the starts arrays hold one entry per tile plus one.
         unsafe {
-            let start = ld_nc_u32(self.exception_starts.add(tile as usize));
-            let end = ld_nc_u32(self.exception_starts.add(tile as usize + 1));
-            let far_start = ld_nc_u32(self.far_starts.add(tile as usize));
-            TileExceptions {
-                start,
-                count: end - start,
-                far_start,
+            ExceptionBounds {
+                start: ld_nc_u32(self.exception_starts.add(tile as usize)),
+                end: ld_nc_u32(self.exception_starts.add(tile as usize + 1)),
+                far_start: ld_nc_u32(self.far_starts.add(tile as usize)),
             }
         }
     }
@@ -222,6 +233,10 @@ impl MatrixView {
         // SAFETY: entry and far loads stay inside the tile's ranges, which
         // the host validated.
         unsafe {
+            // Lanes below this one, by arithmetic: `%lanemask_lt` is a
+            // special-register read (S2R), which ptxas re-issued in every
+            // batch, with its latency, where only far entries need it.
+            let below = (1u32 << (lane & 31)).wrapping_sub(1);
             let mut far_next = e.far_start;
             let mut batch = 0;
             let mut entry = first;
@@ -232,7 +247,7 @@ impl MatrixView {
                 let far_mask = ballot(is_far);
                 if active {
                     let exponent = if is_far {
-                        let k = far_next + (far_mask & lanemask_lt()).count_ones();
+                        let k = far_next + (far_mask & below).count_ones();
                         ld_nc_u8(self.far_exponents.add(k as usize))
                     } else {
                         table(u32::from(index))
@@ -246,6 +261,26 @@ impl MatrixView {
                     _ => self.exception(e, batch + lane),
                 };
             }
+        }
+    }
+}
+
+/// A tile's exception bounds as stored: its entries are `start .. end`,
+/// its far exponents start at `far_start`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExceptionBounds {
+    pub start: u32,
+    pub end: u32,
+    pub far_start: u32,
+}
+
+impl ExceptionBounds {
+    #[inline(always)]
+    pub const fn range(self) -> TileExceptions {
+        TileExceptions {
+            start: self.start,
+            count: self.end - self.start,
+            far_start: self.far_start,
         }
     }
 }

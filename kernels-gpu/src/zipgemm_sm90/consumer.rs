@@ -16,7 +16,7 @@ use crate::ptx_sm90::{
     wgmma_wait_group,
 };
 use crate::sm90::{CONSUMER_BARRIER, CONSUMER_THREADS, UNIT_ROW_TILES, x_descriptor};
-use crate::tile::{LaneTile, MatrixView, TileExceptions, patch_a_stage};
+use crate::tile::{ExceptionBounds, LaneTile, MatrixView, TileExceptions, patch_a_stage};
 
 /// A lane's decoded tile: the A fragments of the tile's 8 k-steps, pair
 /// `4s + r` being register `r` of k-step `s` (docs/FORMAT.md §1.2).
@@ -45,18 +45,7 @@ struct Exceptions {
     entries: [u32; 2],
 }
 
-const NO_RANGE: TileExceptions = TileExceptions {
-    start: 0,
-    count: 0,
-    far_start: 0,
-};
-
 impl Exceptions {
-    const NONE: Self = Self {
-        range: NO_RANGE,
-        entries: [0; 2],
-    };
-
     /// The entries of a tile whose range is `range`.
     ///
     /// # Safety
@@ -82,8 +71,9 @@ struct Decoder<'a> {
     s: &'a Smem,
     warp: u32,
     lane: u32,
-    /// First tile of this warp's row in the segment's unit, and the
-    /// segment's end column.
+    /// First tile of this warp's row in the segment's unit (of the last
+    /// row tile for a warp without one, so its exception loads stay in the
+    /// matrix and need no branch), and the segment's end column.
     row_tile0: u32,
     kt1: u32,
     /// Whether this warp has a row tile in the unit (warp-uniform).
@@ -91,40 +81,47 @@ struct Decoder<'a> {
 }
 
 /// A warp's exception loads in flight: tile `kt`'s range and entries, and
-/// tile `kt + 1`'s range (see [`Exceptions`]).
+/// tile `kt + 1`'s bounds as loaded (see [`Exceptions`]).
+///
+/// Every load is issued unconditionally, for a tile of the segment (the
+/// last one again past its end, where the values go unused): a load under
+/// a condition went to a temporary register that a predicated move then
+/// copied, and the move waited for the load (Nsight Compute, two-block n64
+/// variant: 4% of the stall samples on such moves and on the count
+/// computed right after the bounds' loads).
 #[derive(Clone, Copy)]
 struct ExceptionQueue {
     current: Exceptions,
-    next_range: TileExceptions,
+    next: ExceptionBounds,
 }
 
 impl Decoder<'_> {
     /// The queue at the segment's first tile `kt0`: its range and entries
-    /// (one wait), and tile `kt0 + 1`'s range.
+    /// (one wait), and the bounds of tile `kt0 + 1`.
     ///
     /// # Safety
     /// `kt0` < `kt1`.
     #[inline(always)]
     unsafe fn start_exceptions(&self, kt0: u32) -> ExceptionQueue {
-        let mut q = ExceptionQueue {
-            current: Exceptions::NONE,
-            next_range: NO_RANGE,
-        };
-        // SAFETY: tiles kt0 (and kt0 + 1 where < kt1) are in the matrix.
+        // SAFETY: both tiles are in the matrix (see `tile`).
         unsafe {
-            if self.active {
-                let range = self.view.tile_exceptions(self.row_tile0 + kt0);
-                if kt0 + 1 < self.kt1 {
-                    q.next_range = self.view.tile_exceptions(self.row_tile0 + kt0 + 1);
-                }
-                q.current = Exceptions::of(self.view, range, self.lane);
+            let range = self.view.tile_exceptions(self.tile(kt0));
+            ExceptionQueue {
+                next: self.view.exception_bounds(self.tile(kt0 + 1)),
+                current: Exceptions::of(self.view, range, self.lane),
             }
         }
-        q
+    }
+
+    /// Tile index of column `kt` of this warp's row, clamped to the
+    /// segment's last column.
+    #[inline(always)]
+    fn tile(&self, kt: u32) -> u32 {
+        self.row_tile0 + kt.min(self.kt1.saturating_sub(1))
     }
 
     /// Waits for stage `ring`; `q` holds tile `kt`'s exceptions and moves
-    /// on by a tile (entries of `kt + 1`, range of `kt + 2`, issued before
+    /// on by a tile (entries of `kt + 1`, bounds of `kt + 2`, issued before
     /// the wait). Returns tile `kt`'s.
     ///
     /// # Safety
@@ -137,14 +134,10 @@ impl Decoder<'_> {
         q: &mut ExceptionQueue,
     ) -> Exceptions {
         let current = q.current;
-        // SAFETY: the caller's promise; tiles below kt1 are in the matrix.
+        // SAFETY: the caller's promise; `tile` keeps the loads in the matrix.
         unsafe {
-            if self.active && kt + 1 < self.kt1 {
-                q.current = Exceptions::of(self.view, q.next_range, self.lane);
-                if kt + 2 < self.kt1 {
-                    q.next_range = self.view.tile_exceptions(self.row_tile0 + kt + 2);
-                }
-            }
+            q.current = Exceptions::of(self.view, q.next.range(), self.lane);
+            q.next = self.view.exception_bounds(self.tile(kt + 2));
             mbarrier_wait_parity(self.s.full(ring.stage), ring.phase);
         }
         current
@@ -221,7 +214,7 @@ pub(super) unsafe fn run<const NJ: usize, const STAGES: usize, const OVERLAP: bo
                 s,
                 warp,
                 lane,
-                row_tile0: rt * col_tiles,
+                row_tile0: rt.min(b.row_tiles.saturating_sub(1)) * col_tiles,
                 kt1,
                 active: rt < b.row_tiles,
             };
