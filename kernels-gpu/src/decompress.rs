@@ -9,7 +9,7 @@ use crate::format::{LANE_PAIRS, LANES, TILE_COLS, TILE_ROWS, TILE_WEIGHTS, pair_
 use crate::launch::{DECOMPRESS_WARPS, nonzero};
 use crate::ptx::{
     block_idx, grid_dim_x, ld_nc_u8, ld_shared_u16, ld_shared_v4, shared_memory, st_global_v4,
-    st_shared_u16, st_shared_u32, sync_warp, thread_idx,
+    st_shared_u32, sync_warp, thread_idx,
 };
 use crate::tile::MatrixView;
 
@@ -90,18 +90,7 @@ pub unsafe extern "ptx-kernel" fn zipserv_decompress(
             sync_warp();
             // patch exceptions
             let table = |index: u32| ld_nc_u8(exception_table.add(index as usize));
-            view.for_each_exception_prefetched(
-                &exceptions,
-                first,
-                Some(second),
-                lane,
-                table,
-                |row, col, exponent| {
-                    let a = stage_at(row, col);
-                    let v = ld_shared_u16(a);
-                    st_shared_u16(a, crate::decode::patch_exponent(v, exponent as u8));
-                },
-            );
+            view.patch_in_shared(&exceptions, first, second, lane, table, stage_at);
             sync_warp();
             // store
             let r0 = (tile / col_tiles_nz) * TILE_ROWS as u32;

@@ -200,17 +200,7 @@ unsafe fn fetch(
 #[inline(always)]
 unsafe fn patch_exceptions(view: &MatrixView, f: &Fetched, s: &Smem, lane: u32) {
     // SAFETY: s.a is this warp's A stage; the table lies in shared memory.
-    unsafe {
-        patch_a_stage(
-            view,
-            &f.exceptions,
-            f.entry,
-            Some(f.second),
-            lane,
-            s.table,
-            s.a,
-        )
-    }
+    unsafe { patch_a_stage(view, &f.exceptions, f.entry, f.second, lane, s.table, s.a) }
 }
 
 /// One thread's share of staging activation chunks `X[n0 .. n0 + 8·NT]

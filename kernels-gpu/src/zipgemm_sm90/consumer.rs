@@ -384,7 +384,7 @@ unsafe fn patch(
             view,
             &e.range,
             e.entries[0],
-            Some(e.entries[1]),
+            e.entries[1],
             lane,
             s.table(),
             s_a,
