@@ -60,21 +60,12 @@ pub const fn gemm_smem_bytes(nt: usize) -> usize {
 /// faster for one n-tile on grids that fill every slot (72 instead of 96
 /// registers then), early is 10–20% faster for two or four, whose longer
 /// MMA phase needs the head start.
-///
-/// `b_direct`: each lane loads its B fragments (two 4-byte activation
-/// pairs per k-step) from global memory itself, through L1, instead of
-/// the block staging the activations in shared memory with `cp.async`:
-/// no block barrier per tile, so the warps of a block no longer wait for
-/// each other's tiles. Only for one n-tile, where a lane's loads are few
-/// (16 per tile) and most activation rows are past N at decode batch
-/// sizes (their lanes load nothing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MmaGemmVariant {
     pub name: &'static str,
     pub nt: usize,
     pub min_blocks_per_sm: u32,
     pub fetch_early: bool,
-    pub b_direct: bool,
 }
 
 /// Every `mma.sync` ZipGEMM variant, narrowest first (of two with the same
@@ -87,7 +78,6 @@ pub const GEMM_VARIANTS: [MmaGemmVariant; 4] = [
         nt: 1,
         min_blocks_per_sm: 8,
         fetch_early: false,
-        b_direct: false,
     },
     // For products too small to fill the late variant's wave (few row
     // groups, short K; the host's rule is `GemmVariant::choose`): there
@@ -99,21 +89,18 @@ pub const GEMM_VARIANTS: [MmaGemmVariant; 4] = [
         // At 5, ptxas's 96-register cap spilled 8 bytes.
         min_blocks_per_sm: 4,
         fetch_early: true,
-        b_direct: true,
     },
     MmaGemmVariant {
         name: "zipserv_gemm_n16",
         nt: 2,
         min_blocks_per_sm: 4,
         fetch_early: true,
-        b_direct: false,
     },
     MmaGemmVariant {
         name: "zipserv_gemm_n32",
         nt: 4,
         min_blocks_per_sm: 4,
         fetch_early: true,
-        b_direct: false,
     },
 ];
 /// n-tiles of the widest variant, the only one that takes several
@@ -124,13 +111,6 @@ pub const GEMM_WIDEST_NT: usize = GEMM_VARIANTS[GEMM_VARIANTS.len() - 1].nt;
 const _: () = assert!((GEMM_X_STRIDE * 2).is_multiple_of(16));
 const _: () = assert!((GEMM_TABLE_BYTES + GEMM_FLAG_BYTES).is_multiple_of(16));
 const _: () = assert!(GEMM_A_STAGE_BYTES.is_multiple_of(16));
-const _: () = {
-    let mut i = 0;
-    while i < GEMM_VARIANTS.len() {
-        assert!(!GEMM_VARIANTS[i].b_direct || GEMM_VARIANTS[i].nt == 1);
-        i += 1;
-    }
-};
 // Small enough for several blocks per multiprocessor on any sm_80+ part.
 const _: () = assert!(gemm_smem_bytes(4) <= 48 * 1024);
 

@@ -290,9 +290,6 @@ struct Walk<'a> {
     base2: u32,
     /// This lane's `ldmatrix` row address relative to an activation buffer.
     b_lane: u32,
-    /// `b_direct` variants: this lane's activation row `X[n0 + lane / 4]`,
-    /// if it is below N (else the lane's B fragments are zeros).
-    b_row: Option<*const u16>,
 }
 
 impl Walk<'_> {
@@ -307,7 +304,7 @@ impl Walk<'_> {
 /// swap roles without register copies (one turn per tile cost 30 moves per
 /// tile at NT = 4).
 #[inline(always)]
-unsafe fn k_loop<const NT: usize, const EARLY: bool, const DIRECT: bool>(
+unsafe fn k_loop<const NT: usize, const EARLY: bool>(
     w: &Walk,
     kt0: u32,
     first_segment: bool,
@@ -347,10 +344,8 @@ unsafe fn k_loop<const NT: usize, const EARLY: bool, const DIRECT: bool>(
         if first_segment {
             start_after_prior_grids();
         }
-        if !DIRECT {
-            stage(0, kt0);
-            stage(1, kt0 + 1);
-        }
+        stage(0, kt0);
+        stage(1, kt0 + 1);
         let (mut kt, mut buffer) = (kt0, 0);
         if !EARLY {
             // One tile in registers at a time: the next is fetched after
@@ -359,32 +354,21 @@ unsafe fn k_loop<const NT: usize, const EARLY: bool, const DIRECT: bool>(
                 // A copy, not a take: resetting `a` cost 8 registers
                 // of zeros kept live through the decode.
                 let cur = a;
-                tile_step::<NT, EARLY, DIRECT>(
-                    w,
-                    acc,
-                    kt,
-                    buffer,
-                    &cur,
-                    &mut a,
-                    &mut window,
-                    &stage,
-                );
+                tile_step::<NT, EARLY>(w, acc, kt, buffer, &cur, &mut a, &mut window, &stage);
                 (kt, buffer) = (kt + 1, next_buffer(buffer));
             }
         } else {
             while kt < w.kt1 {
-                tile_step::<NT, EARLY, DIRECT>(w, acc, kt, buffer, &a, &mut b, &mut window, &stage);
+                tile_step::<NT, EARLY>(w, acc, kt, buffer, &a, &mut b, &mut window, &stage);
                 (kt, buffer) = (kt + 1, next_buffer(buffer));
                 if kt == w.kt1 {
                     break;
                 }
-                tile_step::<NT, EARLY, DIRECT>(w, acc, kt, buffer, &b, &mut a, &mut window, &stage);
+                tile_step::<NT, EARLY>(w, acc, kt, buffer, &b, &mut a, &mut window, &stage);
                 (kt, buffer) = (kt + 1, next_buffer(buffer));
             }
         }
-        if !DIRECT {
-            cp_async_wait::<0>();
-        }
+        cp_async_wait::<0>();
     }
 }
 
@@ -401,7 +385,7 @@ fn next_buffer(buffer: u32) -> u32 {
 /// the tile after next, fetch the next tile's weights, decode, patch, MMA.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_step<const NT: usize, const EARLY: bool, const DIRECT: bool>(
+unsafe fn tile_step<const NT: usize, const EARLY: bool>(
     w: &Walk,
     acc: &mut [[f32; 4]; NT],
     kt: u32,
@@ -411,7 +395,6 @@ unsafe fn tile_step<const NT: usize, const EARLY: bool, const DIRECT: bool>(
     window: &mut StartsWindow,
     stage: &impl Fn(u32, u32),
 ) {
-    const { assert!(!DIRECT || NT == 1, "direct B fragments are for one n-tile") };
     let fetch_early = EARLY;
     let has_next = w.active && kt + 1 < w.kt1;
     let lane = w.lane;
@@ -423,19 +406,17 @@ unsafe fn tile_step<const NT: usize, const EARLY: bool, const DIRECT: bool>(
         if fetch_early && has_next {
             *next = fetch(w.view, window, w.tile_of(kt + 1), w.tile_count, lane);
         }
-        if !DIRECT {
-            // This thread's copies of tile kt are done (only kt + 1's may
-            // be pending); after the barrier everyone's are, and every warp
-            // has finished tile kt − 1, whose buffer the stage below refills.
-            cp_async_wait::<1>();
-            sync_threads();
-            let after_next = if buffer == 0 {
-                GEMM_X_STAGES as u32 - 1
-            } else {
-                buffer - 1
-            };
-            stage(after_next, kt + 2);
-        }
+        // This thread's copies of tile kt are done (only kt + 1's may be
+        // pending); after the barrier everyone's are, and every warp has
+        // finished tile kt − 1, whose buffer the stage below refills.
+        cp_async_wait::<1>();
+        sync_threads();
+        let after_next = if buffer == 0 {
+            GEMM_X_STAGES as u32 - 1
+        } else {
+            buffer - 1
+        };
+        stage(after_next, kt + 2);
         if !w.active {
             return;
         }
@@ -449,91 +430,23 @@ unsafe fn tile_step<const NT: usize, const EARLY: bool, const DIRECT: bool>(
         if !fetch_early && has_next {
             *next = fetch(w.view, window, w.tile_of(kt + 1), w.tile_count, lane);
         }
-        // The early variant loads the activations before the patch, which
-        // gives them its time to arrive; the late one after it: before, its
-        // 16 registers beside the next tile's spilled (68 bytes at the
-        // 64-register cap).
-        let mut direct = [[0; 2]; 8];
-        if DIRECT && EARLY {
-            direct = load_b_direct(w, kt);
-        }
         sync_warp();
         // patch
         if cur.exceptions.count > 0 {
             patch_exceptions(w.view, cur, &w.s, lane);
             sync_warp();
         }
-        if DIRECT && !EARLY {
-            direct = load_b_direct(w, kt);
-        }
         // mma
-        if DIRECT {
-            seq_macro::seq!(S in 0..8 {
-                let a = ld_shared_v4(w.s.a + (S * 32 + lane) * 16);
-                acc[0] = mma_bf16_16816(a, direct[S], acc[0]);
-            });
-        } else {
-            let b = w.s.x(buffer) + w.b_lane;
-            seq_macro::seq!(S in 0..8 {
-                let a = ld_shared_v4(w.s.a + (S * 32 + lane) * 16);
-                mma_kstep::<NT>(acc, a, b, S);
-            });
-        }
+        let b = w.s.x(buffer) + w.b_lane;
+        seq_macro::seq!(S in 0..8 {
+            let a = ld_shared_v4(w.s.a + (S * 32 + lane) * 16);
+            mma_kstep::<NT>(acc, a, b, S);
+        });
     }
 }
 
-/// This lane's B fragments of column tile `kt` for one n-tile, straight
-/// from global memory (`b_direct` variants): for k-step `s`, the
-/// activation pairs `X[row][c .. c + 2]` and `X[row][c + 8 .. c + 10]` with
-/// `c = 128·kt + 16·s + 2·(lane % 4)` and `row = n0 + lane / 4`
-/// (`mma.m16n8k16`'s B fragment, PTX ISA §9.7.14.5.8), zero past N and K.
-/// Through L1 (`ld.global.nc`): the blocks of a multiprocessor that work on
-/// the same columns read the same activations.
-///
-/// # Safety
-/// As in `zipgemm`: `b_row` lies in X, whose rows hold `cols` elements.
 #[inline(always)]
-unsafe fn load_b_direct(w: &Walk, kt: u32) -> [[u32; 2]; 8] {
-    let mut b = [[0u32; 2]; 8];
-    let Some(row) = w.b_row else {
-        return b;
-    };
-    let k = w.view.cols;
-    let c0 = kt * TILE_COLS as u32 + 2 * (w.lane % 4);
-    // SAFETY: each load is inside the row (checked against k). One test of
-    // the alignment per tile, not per load: per load, ptxas kept both
-    // sequences and ran them k-step by k-step.
-    unsafe {
-        if w.args.x_vector_loads != 0 {
-            // Rows 16-byte aligned, k a multiple of 8: a pair is 4-byte
-            // aligned and inside iff its first element is.
-            seq_macro::seq!(S in 0..8 {
-                seq_macro::seq!(H in 0..2 {
-                    let c = c0 + S * 16 + H * 8;
-                    if c < k {
-                        b[S][H] = ld_nc_u32(row.add(c as usize) as *const u32);
-                    }
-                });
-            });
-        } else {
-            seq_macro::seq!(S in 0..8 {
-                seq_macro::seq!(H in 0..2 {
-                    let c = c0 + S * 16 + H * 8;
-                    let lo = if c < k { ld_nc_u16(row.add(c as usize)) } else { 0 };
-                    let hi = if c + 1 < k { ld_nc_u16(row.add(c as usize + 1)) } else { 0 };
-                    b[S][H] = lo | hi << 16;
-                });
-            });
-        }
-    }
-    b
-}
-
-#[inline(always)]
-unsafe fn zipgemm<const NT: usize, const EARLY: bool, const DIRECT: bool>(
-    view: MatrixView,
-    args: GemmArgs,
-) {
+unsafe fn zipgemm<const NT: usize, const EARLY: bool>(view: MatrixView, args: GemmArgs) {
     let tid = thread_idx();
     let warp = tid / 32;
     let lane = lane_id();
@@ -591,14 +504,9 @@ unsafe fn zipgemm<const NT: usize, const EARLY: bool, const DIRECT: bool>(
                 kt1,
                 base2: base_pair(view.base as u8),
                 b_lane: b_lane_offset::<NT>(lane),
-                b_row: {
-                    let row = n0 + lane / 4;
-                    // Indices are u32: the host keeps n × k below 2^32.
-                    (row < args.n).then(|| args.x.wrapping_add((row * view.cols) as usize))
-                },
             };
             let mut acc = [[0f32; 4]; NT];
-            k_loop::<NT, EARLY, DIRECT>(&walk, kt0, pos == start, &mut acc);
+            k_loop::<NT, EARLY>(&walk, kt0, pos == start, &mut acc);
             let out = Output {
                 view: &view,
                 args: &args,
@@ -906,7 +814,7 @@ macro_rules! zipgemm_entry {
             };
             const V: MmaGemmVariant = GEMM_VARIANTS[$v];
             // SAFETY: forwarded from the caller.
-            unsafe { zipgemm::<{ V.nt }, { V.fetch_early }, { V.b_direct }>(view, args) }
+            unsafe { zipgemm::<{ V.nt }, { V.fetch_early }>(view, args) }
         }
     };
 }
