@@ -233,15 +233,28 @@ impl MatrixView {
         // SAFETY: entry and far loads stay inside the tile's ranges, which
         // the host validated.
         unsafe {
+            // Lanes below this one, by arithmetic: `%lanemask_lt` is a
+            // special-register read (S2R), which ptxas re-issued in every
+            // batch, with its latency, where only far entries need it.
+            let below = (1u32 << (lane & 31)).wrapping_sub(1);
             let mut far_next = e.far_start;
             let mut batch = 0;
             let mut entry = first;
             while batch < e.count {
-                let x = self.resolve(e, entry, batch, far_next, lane, &table);
-                if x.active {
-                    f(x.row, x.col, x.exponent);
+                let active = batch + lane < e.count;
+                let (row, col, index) = exception_entry(entry as u16);
+                let is_far = active && index == EXC_FAR;
+                let far_mask = ballot(is_far);
+                if active {
+                    let exponent = if is_far {
+                        let k = far_next + (far_mask & below).count_ones();
+                        ld_nc_u8(self.far_exponents.add(k as usize))
+                    } else {
+                        table(u32::from(index))
+                    };
+                    f(row as u32, col as u32, exponent);
                 }
-                far_next += x.far_in_batch;
+                far_next += far_mask.count_ones();
                 batch += LANES as u32;
                 entry = match second {
                     Some(second) if batch == LANES as u32 => second,
@@ -285,6 +298,16 @@ impl MatrixView {
         };
         // SAFETY: the caller's promise; as `for_each_exception_prefetched`.
         unsafe {
+            // The sm_80 image patches one batch at a time: there ptxas
+            // spilled 4 bytes of the one-n-tile `mma.sync` ZipGEMM (its
+            // 64-register cap) with the code below, and such cards are not
+            // measured.
+            if !cfg!(target_feature = "sm_90a") {
+                self.for_each_exception_prefetched(e, first, Some(second), lane, table, |r, c, x| {
+                    rmw(at(r, c), x)
+                });
+                return;
+            }
             // Warp-uniform: every lane holds the same count.
             if e.count <= LANES as u32 {
                 let x = self.resolve(e, first, 0, e.far_start, lane, &table);
