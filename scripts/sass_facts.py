@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """SASS facts of the ZipGEMM kernels from nvdisasm's listing of one cubin:
-per kernel, instructions in the innermost loop that holds the matrix
-instructions, tiles per loop turn, instructions per warp-tile and per
+per kernel, instructions in the smallest loop that holds the most matrix
+instructions (the K loop), tiles per loop turn, instructions per warp-tile and per
 decoded weight and thread, the memory instructions of that loop (load
 widths), and local-memory use (STL/LDL) anywhere in the kernel.
 
@@ -72,7 +72,12 @@ def main():
                     loops.append((i + 1 - start, start, i + 1, mma))
         if not loops:
             continue
-        n, a, b, mma = min(loops)
+        # The K loop holds every matrix instruction of a turn. The smallest
+        # back edge over any of them can be an inner loop whose blocks ptxas
+        # placed after the loop's body (the exception patch's tail), so
+        # take the smallest among those with the most.
+        most = max(loop[3] for loop in loops)
+        n, a, b, mma = min(loop for loop in loops if loop[3] == most)
         tiles = max(1, mma // per_tile)
         ops = collections.Counter(opcode(t) for t in ins[a:b])
         mem = ", ".join(f"{k} {v}" for k, v in sorted(ops.items())
