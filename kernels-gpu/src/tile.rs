@@ -303,9 +303,14 @@ impl MatrixView {
             // 64-register cap) with the code below, and such cards are not
             // measured.
             if !cfg!(target_feature = "sm_90a") {
-                self.for_each_exception_prefetched(e, first, Some(second), lane, table, |r, c, x| {
-                    rmw(at(r, c), x)
-                });
+                self.for_each_exception_prefetched(
+                    e,
+                    first,
+                    Some(second),
+                    lane,
+                    table,
+                    |r, c, x| rmw(at(r, c), x),
+                );
                 return;
             }
             // Warp-uniform: every lane holds the same count.
