@@ -233,6 +233,9 @@ impl MatrixView {
         // SAFETY: entry and far loads stay inside the tile's ranges, which
         // the host validated.
         unsafe {
+            // The loop body is `resolve` written out: built on `resolve`,
+            // this loop spilled 4 bytes of the sm_80 image's one-n-tile
+            // ZipGEMM (64-register cap), which `patch_in_shared` runs it in.
             // Lanes below this one, by arithmetic: `%lanemask_lt` is a
             // special-register read (S2R), which ptxas re-issued in every
             // batch, with its latency, where only far entries need it.
