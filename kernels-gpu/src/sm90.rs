@@ -86,13 +86,25 @@ pub const fn x_stage_bytes(n_tile: usize) -> usize {
     X_BOXES * n_tile * X_BOX_ROW_BYTES
 }
 
+/// How a consumer warpgroup orders decode and `wgmma` within a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pipeline {
+    /// The next tile is decoded into a second set of fragment registers
+    /// while the tensor cores work on this one (needs 32 more registers).
+    SecondRegisters,
+    /// The next tile is decoded into the warp's A stage in shared memory
+    /// and patched there while the tensor cores work on this one; its
+    /// fragments are loaded into the (one) register set once this tile's
+    /// `wgmma`s are complete.
+    StageAhead,
+}
+
 /// One compiled Hopper ZipGEMM variant: its entry point, the activation rows
 /// `n_tile` one launch chunk covers (wgmma's N), the stages of its
 /// shared-memory ring, how many blocks share a multiprocessor (its
 /// registers and shared memory are split for that many), the producer's
-/// registers after `setmaxnreg`, and whether the consumers decode the next
-/// tile while the tensor cores work on the current one (`overlap`, a
-/// second set of fragment registers).
+/// registers after `setmaxnreg`, and how its consumers overlap the decode
+/// of the next tile with the tensor cores' work on this one (`pipeline`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WgmmaGemmVariant {
     pub name: &'static str,
@@ -100,7 +112,7 @@ pub struct WgmmaGemmVariant {
     pub stages: usize,
     pub blocks_per_sm: u32,
     pub producer_registers: u32,
-    pub overlap: bool,
+    pub pipeline: Pipeline,
 }
 
 impl WgmmaGemmVariant {
@@ -138,7 +150,7 @@ pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 6] = [
         stages: 2,
         blocks_per_sm: 2,
         producer_registers: 32,
-        overlap: false,
+        pipeline: Pipeline::StageAhead,
     },
     WgmmaGemmVariant {
         name: "zipserv_gemm_sm90_n32_x2",
@@ -146,7 +158,7 @@ pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 6] = [
         stages: 2,
         blocks_per_sm: 2,
         producer_registers: 32,
-        overlap: false,
+        pipeline: Pipeline::StageAhead,
     },
     WgmmaGemmVariant {
         name: "zipserv_gemm_sm90_n64_x2",
@@ -154,7 +166,7 @@ pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 6] = [
         stages: 2,
         blocks_per_sm: 2,
         producer_registers: 32,
-        overlap: false,
+        pipeline: Pipeline::StageAhead,
     },
     WgmmaGemmVariant {
         name: "zipserv_gemm_sm90_n64",
@@ -162,7 +174,7 @@ pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 6] = [
         stages: 4,
         blocks_per_sm: 1,
         producer_registers: 40,
-        overlap: true,
+        pipeline: Pipeline::SecondRegisters,
     },
     WgmmaGemmVariant {
         name: "zipserv_gemm_sm90_n128",
@@ -170,7 +182,7 @@ pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 6] = [
         stages: 3,
         blocks_per_sm: 1,
         producer_registers: 40,
-        overlap: true,
+        pipeline: Pipeline::SecondRegisters,
     },
     WgmmaGemmVariant {
         name: "zipserv_gemm_sm90_n256",
@@ -178,7 +190,7 @@ pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 6] = [
         stages: 2,
         blocks_per_sm: 1,
         producer_registers: 40,
-        overlap: false,
+        pipeline: Pipeline::StageAhead,
     },
 ];
 
@@ -251,10 +263,14 @@ pub struct SmemLayout {
     pub a: usize,
     pub table: usize,
     pub flag: usize,
-    /// "Full" barriers (the producer's copies landed), one per stage, then
-    /// "empty" barriers (the consumers are done with the stage).
-    pub full: usize,
-    pub empty: usize,
+    /// Per stage, four barriers in four arrays: "full" for its compressed
+    /// tiles and for its activations (the producer's copies landed), and
+    /// "empty" for each (every consumer is done with them: the tiles once
+    /// decoded, the activations once their `wgmma`s are complete).
+    pub full_w: usize,
+    pub full_x: usize,
+    pub empty_w: usize,
+    pub empty_x: usize,
     /// End of the layout.
     pub end: usize,
 }
@@ -266,9 +282,12 @@ impl SmemLayout {
         let a = w + v.stages * W_STAGE_BYTES;
         let table = a + CONSUMER_WARPS * A_STAGE_BYTES;
         let flag = table + TABLE_BYTES;
-        let full = flag + FLAG_BYTES;
-        let empty = full + v.stages * MBARRIER_BYTES;
-        let end = empty + v.stages * MBARRIER_BYTES;
+        let barriers = v.stages * MBARRIER_BYTES;
+        let full_w = flag + FLAG_BYTES;
+        let full_x = full_w + barriers;
+        let empty_w = full_x + barriers;
+        let empty_x = empty_w + barriers;
+        let end = empty_x + barriers;
         Self {
             x: 0,
             x_stage,
@@ -276,8 +295,10 @@ impl SmemLayout {
             a,
             table,
             flag,
-            full,
-            empty,
+            full_w,
+            full_x,
+            empty_w,
+            empty_x,
             end,
         }
     }
@@ -303,7 +324,7 @@ const fn check_variants() {
         // cp.async.bulk: 16-byte aligned destinations and sizes.
         assert!(l.w.is_multiple_of(16) && TILE_BYTES.is_multiple_of(16));
         assert!(l.a.is_multiple_of(16) && l.table.is_multiple_of(16));
-        assert!(l.full.is_multiple_of(8));
+        assert!(l.full_w.is_multiple_of(8));
         assert!(l.request_bytes() <= MAX_SMEM_BYTES);
         assert!(
             v.blocks_per_sm as usize * (l.request_bytes() + BLOCK_RESERVED_SMEM) <= SM_SMEM_BYTES

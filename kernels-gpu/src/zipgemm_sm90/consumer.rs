@@ -120,7 +120,7 @@ impl Decoder<'_> {
         self.row_tile0 + kt.min(self.kt1.saturating_sub(1))
     }
 
-    /// Waits for stage `ring`; `q` holds tile `kt`'s exceptions and moves
+    /// Waits for stage `ring`'s tiles; `q` holds tile `kt`'s exceptions and moves
     /// on by a tile (entries of `kt + 1`, bounds of `kt + 2`, issued before
     /// the wait). Returns tile `kt`'s.
     ///
@@ -138,14 +138,15 @@ impl Decoder<'_> {
         unsafe {
             q.current = Exceptions::of(self.view, q.next.range(), self.lane);
             q.next = self.view.exception_bounds(self.tile(kt + 2));
-            mbarrier_wait_parity(self.s.full(ring.stage), ring.phase);
+            mbarrier_wait_parity(self.s.full_w(ring.stage), ring.phase);
         }
         current
     }
 
     /// decode + patch into registers: tile `kt` of stage `ring` as
     /// fragments (zeros for a warp without a row tile), exceptions patched
-    /// through the A stage when there are any.
+    /// through the A stage when there are any; the stage's tile slots are
+    /// released as soon as they are decoded.
     ///
     /// # Safety
     /// All lanes of the warp call this together; as [`Self::wait_and_prefetch`].
@@ -157,8 +158,8 @@ impl Decoder<'_> {
         exceptions: &mut ExceptionQueue,
     ) -> TileFrags {
         let mut a: TileFrags = [0; LANE_PAIRS];
-        // SAFETY: the caller's promise; the stage is complete once the
-        // barrier's phase is.
+        // SAFETY: the caller's promise; the stage's tiles are complete once
+        // the barrier's phase is.
         unsafe {
             let current = self.wait_and_prefetch(ring, kt, exceptions);
             if self.active {
@@ -166,13 +167,49 @@ impl Decoder<'_> {
                 LaneTile::decode_shared(s_tile, self.lane, self.view.base, |step, frag| {
                     a[4 * step..4 * step + 4].copy_from_slice(&frag)
                 });
-                // Warp-uniform: every lane read the same count.
-                if current.range.count > 0 {
-                    patch(self.view, &current, &mut a, self.s, self.warp, self.lane);
-                }
+            }
+            // This thread's loads of the tiles were consumed by the decode.
+            mbarrier_arrive(self.s.empty_w(ring.stage));
+            // Warp-uniform: every lane read the same count.
+            if self.active && current.range.count > 0 {
+                store_stage(self.s.a(self.warp), self.lane, &a);
+                patch_stage(self.view, &current, self.s, self.warp, self.lane);
+                sync_warp();
+                a = load_stage(self.s.a(self.warp), self.lane);
             }
         }
         a
+    }
+
+    /// decode + patch into the warp's A stage: tile `kt` of stage `ring`
+    /// decoded straight into the A stage, its tile slots released, its
+    /// exceptions patched there; [`load_stage`] then gives the fragments.
+    /// Nothing for a warp without a row tile.
+    ///
+    /// # Safety
+    /// As [`Self::decode`]; no earlier load of the A stage is pending.
+    #[inline(always)]
+    unsafe fn decode_to_stage<const STAGES: usize>(
+        &self,
+        ring: Ring<STAGES>,
+        kt: u32,
+        exceptions: &mut ExceptionQueue,
+    ) {
+        let s_a = self.s.a(self.warp);
+        // SAFETY: the caller's promise; offsets stay in the A stage.
+        unsafe {
+            let current = self.wait_and_prefetch(ring, kt, exceptions);
+            if self.active {
+                let s_tile = self.s.w(ring.stage, self.warp);
+                LaneTile::decode_shared(s_tile, self.lane, self.view.base, |step, frag| {
+                    st_shared_v4(s_a + (step as u32 * 32 + self.lane) * 16, frag)
+                });
+            }
+            mbarrier_arrive(self.s.empty_w(ring.stage));
+            if self.active && current.range.count > 0 {
+                patch_stage(self.view, &current, self.s, self.warp, self.lane);
+            }
+        }
     }
 }
 
@@ -186,7 +223,7 @@ impl Decoder<'_> {
 /// # Safety
 /// Called by every consumer thread; `b` and `s` describe this block.
 #[inline(always)]
-pub(super) unsafe fn run<const NJ: usize, const STAGES: usize, const OVERLAP: bool>(
+pub(super) unsafe fn run<const NJ: usize, const STAGES: usize, const STAGE_AHEAD: bool>(
     b: &Block,
     s: &Smem,
     ctid: u32,
@@ -220,10 +257,10 @@ pub(super) unsafe fn run<const NJ: usize, const STAGES: usize, const OVERLAP: bo
             };
             let mut acc: FragD<NJ> = [[0.0; 4]; NJ];
             let mut exceptions = d.start_exceptions(kt0);
-            if OVERLAP {
-                segment_in_registers::<NJ, STAGES>(&d, &mut acc, &mut ring, kt0, &mut exceptions);
+            if STAGE_AHEAD {
+                segment_stage_ahead::<NJ, STAGES>(&d, &mut acc, &mut ring, kt0, &mut exceptions);
             } else {
-                segment_serial::<NJ, STAGES>(&d, &mut acc, &mut ring, kt0, &mut exceptions);
+                segment_in_registers::<NJ, STAGES>(&d, &mut acc, &mut ring, kt0, &mut exceptions);
             }
             let segment = Segment {
                 u,
@@ -237,12 +274,12 @@ pub(super) unsafe fn run<const NJ: usize, const STAGES: usize, const OVERLAP: bo
     }
 }
 
-/// One segment's tiles `kt0 .. d.kt1` (variants with `overlap`: the
+/// One segment's tiles `kt0 .. d.kt1` (`Pipeline::SecondRegisters`): the
 /// next tile decoded while the tensor cores work on this one's fragments,
 /// which must stay untouched in their registers until their `wgmma`s
-/// complete) with the next tile's fragments in a second register set (`a0`, `a1`; the loop is unrolled by two so each
-/// is a fixed set). On return every `wgmma` is complete and every stage
-/// released.
+/// complete, with the next tile's fragments in a second register set
+/// (`a0`, `a1`; the loop is unrolled by two so each is a fixed set). On
+/// return every `wgmma` is complete and every stage released.
 ///
 /// # Safety
 /// As [`run`]; `ring` is the stage of tile `kt0`, `exceptions` its
@@ -265,7 +302,7 @@ unsafe fn segment_in_registers<const NJ: usize, const STAGES: usize>(
         loop {
             // mma on tile kt (a0), then release tile kt − 1's stage and
             // decode tile kt + 1 into a1 while the tensor cores work.
-            mma_issue::<NJ>(acc, &a0, s.x(ring.stage));
+            mma_issue::<NJ, STAGES>(acc, &a0, s, *ring);
             release_previous(s, &mut in_flight, *ring);
             ring.advance();
             kt += 1;
@@ -273,7 +310,7 @@ unsafe fn segment_in_registers<const NJ: usize, const STAGES: usize>(
                 break;
             }
             let a1 = d.decode(*ring, kt, exceptions);
-            mma_issue::<NJ>(acc, &a1, s.x(ring.stage));
+            mma_issue::<NJ, STAGES>(acc, &a1, s, *ring);
             release_previous(s, &mut in_flight, *ring);
             ring.advance();
             kt += 1;
@@ -282,27 +319,35 @@ unsafe fn segment_in_registers<const NJ: usize, const STAGES: usize>(
             }
             a0 = d.decode(*ring, kt, exceptions);
         }
-        // The last tile's wgmmas: wait for all, release its stage.
+        // The last tile's wgmmas: wait for all, release its activations.
         wgmma_wait_group::<0>();
         if let Some(last) = in_flight {
-            mbarrier_arrive(s.empty(last.stage));
+            mbarrier_arrive(s.empty_x(last.stage));
         }
     }
 }
 
-/// One segment's tiles one at a time (variants without `overlap`):
-/// decode, `wgmma`s, wait, release the stage, so a stage is free as soon as
-/// its `wgmma`s are done. N = 256 has no room for a second register set
-/// (its 128 accumulators spilled 116 bytes with it even at 240 registers);
-/// decoding the next tile into the A stage during the `wgmma`s instead ran
-/// 161 µs instead of 144 on an H200 (28672×4096, v2): with only 2 stages
-/// of 88 KB, a stage then stays busy until the next tile is decoded, and
-/// the producer falls behind. The two-block variants have 104 registers.
+/// One segment's tiles with the next tile decoded into the warp's A stage
+/// while the tensor cores work on this one (`Pipeline::StageAhead`): the
+/// decode, the tile slots' release and the patch all happen during the
+/// `wgmma`s; once they are complete the activations go back to the
+/// producer and the fragments come from the A stage into the same
+/// registers. The two-block variants have no room for the second register
+/// set of [`segment_in_registers`] (ptxas serialised their `wgmma`s,
+/// "C7512"), nor N = 256 (its 128 accumulators spilled with it).
+///
+/// Before (v1–v11 of these variants) each tile was decoded, multiplied and
+/// waited for in turn: a warpgroup's `wgmma` wait (4.8% of the stall
+/// samples at 28672×4096, N = 64) and the decode never overlapped within
+/// it. v8 (A read by the tensor cores from shared memory, branch
+/// `exp-a-shared`) overlapped them too, but needed two warpgroup barriers
+/// per tile; here each warp reads back only its own stage, after a warp
+/// barrier.
 ///
 /// # Safety
 /// As [`segment_in_registers`].
 #[inline(always)]
-unsafe fn segment_serial<const NJ: usize, const STAGES: usize>(
+unsafe fn segment_stage_ahead<const NJ: usize, const STAGES: usize>(
     d: &Decoder,
     acc: &mut FragD<NJ>,
     ring: &mut Ring<STAGES>,
@@ -310,18 +355,34 @@ unsafe fn segment_serial<const NJ: usize, const STAGES: usize>(
     exceptions: &mut ExceptionQueue,
 ) {
     let s = d.s;
+    let s_a = s.a(d.warp);
     // SAFETY: the caller's promise.
     unsafe {
+        // Zeros for a warp without a row tile, which never loads.
+        let mut a: TileFrags = [0; LANE_PAIRS];
         let mut kt = kt0;
-        while kt < d.kt1 {
-            let a = d.decode(*ring, kt, exceptions);
-            mma_issue::<NJ>(acc, &a, s.x(ring.stage));
-            wgmma_wait_group::<0>();
-            // This thread is done with the stage: its weight loads were
-            // consumed by the decode, the wgmma reads are complete.
-            mbarrier_arrive(s.empty(ring.stage));
+        d.decode_to_stage(*ring, kt, exceptions);
+        loop {
+            if d.active {
+                sync_warp();
+                a = load_stage(s_a, d.lane);
+            }
+            mma_issue::<NJ, STAGES>(acc, &a, s, *ring);
+            let current = ring.stage;
             ring.advance();
             kt += 1;
+            let more = kt < d.kt1;
+            if more {
+                // The A stage's loads above were consumed by the wgmmas'
+                // issue (registers), so the stage may be overwritten.
+                d.decode_to_stage(*ring, kt, exceptions);
+            }
+            wgmma_wait_group::<0>();
+            // The wgmma reads of the stage's activations are complete.
+            mbarrier_arrive(s.empty_x(current));
+            if !more {
+                break;
+            }
         }
     }
 }
@@ -344,18 +405,18 @@ unsafe fn release_previous<const STAGES: usize>(
     unsafe {
         if let Some(previous) = in_flight.replace(current) {
             wgmma_wait_group::<1>();
-            // This thread is done with the stage: its weight loads were
-            // consumed by the decode, the wgmma reads are complete.
-            mbarrier_arrive(s.empty(previous.stage));
+            // The wgmma reads of the stage's activations are complete.
+            mbarrier_arrive(s.empty_x(previous.stage));
         }
     }
 }
 
-/// Puts each exception's true exponent into the lane registers that hold
-/// it, through the warp's 4 KB A stage: the fragments go out with 8
-/// 16-byte stores, each lane patches about one entry in place, and they
-/// come back with 8 loads (16 shared-memory instructions per lane and
-/// tile). Patching registers directly needs the owning lane to select one
+/// Puts each exception's true exponent into the warp's 4 KB A stage,
+/// which holds the decoded tile in fragment order (`tile::a_stage_offset`):
+/// each lane patches about one entry in place. The fragments reach the
+/// stage with [`store_stage`] (or straight from the decode) and come back
+/// with [`load_stage`] (16 shared-memory instructions per lane and tile).
+/// Patching registers directly needs the owning lane to select one
 /// of its 32 registers by a run-time index: in the `mma.sync` kernel (its
 /// v4) routing entries to their owners ran 1.6× slower, since some lane of
 /// the warp has an exception in almost every k-step; a uniform
@@ -363,22 +424,12 @@ unsafe fn release_previous<const STAGES: usize>(
 /// and tile, more than the round trip.
 ///
 /// # Safety
-/// All 32 lanes of the warp call this together; `e` is this warp's tile.
+/// All 32 lanes of the warp call this together, after the tile is in the
+/// stage; `e` is this warp's tile.
 #[inline(always)]
-unsafe fn patch(
-    view: &MatrixView,
-    e: &Exceptions,
-    a: &mut TileFrags,
-    s: &Smem,
-    warp: u32,
-    lane: u32,
-) {
-    let s_a = s.a(warp);
+unsafe fn patch_stage(view: &MatrixView, e: &Exceptions, s: &Smem, warp: u32, lane: u32) {
     // SAFETY: the stage is this warp's 4 KB; the caller's promise.
     unsafe {
-        seq_macro::seq!(S in 0..8 {
-            st_shared_v4(s_a + (S * 32 + lane) * 16, [a[4 * S], a[4 * S + 1], a[4 * S + 2], a[4 * S + 3]]);
-        });
         sync_warp();
         patch_a_stage(
             view,
@@ -387,30 +438,66 @@ unsafe fn patch(
             e.entries[1],
             lane,
             s.table(),
-            s_a,
+            s.a(warp),
         );
-        sync_warp();
+    }
+}
+
+/// A lane's fragments into its slots of the A stage at `s_a`: k-step `S`'s
+/// four registers as one 16-byte store, each a conflict-free 512-byte
+/// warp-wide access.
+///
+/// # Safety
+/// `s_a` is this warp's A stage.
+#[inline(always)]
+unsafe fn store_stage(s_a: u32, lane: u32, a: &TileFrags) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        seq_macro::seq!(S in 0..8 {
+            st_shared_v4(s_a + (S * 32 + lane) * 16, [a[4 * S], a[4 * S + 1], a[4 * S + 2], a[4 * S + 3]]);
+        });
+    }
+}
+
+/// The fragments back from the A stage at `s_a`, once every lane's
+/// patches are in (the caller syncs the warp first).
+///
+/// # Safety
+/// As [`store_stage`].
+#[inline(always)]
+unsafe fn load_stage(s_a: u32, lane: u32) -> TileFrags {
+    let mut a: TileFrags = [0; LANE_PAIRS];
+    // SAFETY: the caller's promise.
+    unsafe {
         seq_macro::seq!(S in 0..8 {
             let v = ld_shared_v4(s_a + (S * 32 + lane) * 16);
             a[4 * S..4 * S + 4].copy_from_slice(&v);
         });
     }
+    a
 }
 
 const _: () = assert!(K_STEPS == 8, "mma and patch unroll exactly 8 k-steps");
 
-/// The tile's 8 k-steps as `wgmma`s against the stage's activations at
-/// `s_x`, committed as one group; they run while the caller goes on (see
-/// `run`).
+/// The tile's 8 k-steps as `wgmma`s against the activations of stage
+/// `ring`, once they have landed, committed as one group; they run while
+/// the caller goes on (see `run`).
 ///
 /// # Safety
 /// Warpgroup-collective: every thread of the warpgroup calls it converged;
-/// `s_x` holds a full stage of activations, and neither it nor `a`'s
-/// registers change until the group is complete.
+/// neither the stage's activations nor `a`'s registers change until the
+/// group is complete.
 #[inline(always)]
-unsafe fn mma_issue<const NJ: usize>(acc: &mut FragD<NJ>, a: &TileFrags, s_x: u32) {
+unsafe fn mma_issue<const NJ: usize, const STAGES: usize>(
+    acc: &mut FragD<NJ>,
+    a: &TileFrags,
+    s: &Smem,
+    ring: Ring<STAGES>,
+) {
+    let s_x = s.x(ring.stage);
     // SAFETY: the caller's promise.
     unsafe {
+        mbarrier_wait_parity(s.full_x(ring.stage), ring.phase);
         // The fragments were just written by the decode.
         wgmma_fence();
         seq_macro::seq!(S in 0..8 {

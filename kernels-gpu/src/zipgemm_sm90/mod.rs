@@ -52,7 +52,9 @@ use crate::format::TILE_ROWS;
 use crate::launch::nonzero;
 use crate::ptx::{block_idx, sync_threads, thread_idx};
 use crate::ptx_sm90::{fence_mbarrier_init, mbarrier_init, setmaxnreg_dec, setmaxnreg_inc};
-use crate::sm90::{CONSUMER_THREADS, WARPGROUP_THREADS, WGMMA_GEMM_VARIANTS, WgmmaGemmParams};
+use crate::sm90::{
+    CONSUMER_THREADS, Pipeline, WARPGROUP_THREADS, WGMMA_GEMM_VARIANTS, WgmmaGemmParams,
+};
 use smem::Smem;
 
 /// What every role of a block knows about its work.
@@ -115,6 +117,11 @@ impl<const STAGES: usize> Ring<STAGES> {
     }
 }
 
+/// The producer thread that copies the activations (thread 0 copies the
+/// compressed tiles): lane 0 of the producer warpgroup's second warp, so
+/// the two loaders never share a warp's issue slot or diverge within one.
+const ACTIVATION_LOADER: u32 = 32;
+
 /// The kernel body of variant `V` of [`WGMMA_GEMM_VARIANTS`]; the other
 /// parameters repeat its fields as constants (the entry macro derives
 /// them), since a const generic cannot be computed from `V` here.
@@ -125,13 +132,14 @@ unsafe fn zipgemm_sm90<
     const STAGES: usize,
     const PRODUCER_REGS: u32,
     const CONSUMER_REGS: u32,
-    const OVERLAP: bool,
+    const STAGE_AHEAD: bool,
 >(
     p: &WgmmaGemmParams,
 ) {
     const {
         let v = &WGMMA_GEMM_VARIANTS[V];
-        assert!(v.n_tile == 8 * NJ && v.stages == STAGES && v.overlap == OVERLAP);
+        assert!(v.n_tile == 8 * NJ && v.stages == STAGES);
+        assert!(matches!(v.pipeline, Pipeline::StageAhead) == STAGE_AHEAD);
         assert!(v.producer_registers == PRODUCER_REGS);
         assert!(v.consumer_registers() == CONSUMER_REGS);
     };
@@ -149,11 +157,15 @@ unsafe fn zipgemm_sm90<
         if tid == 0 {
             let mut i = 0;
             while i < STAGES as u32 {
-                mbarrier_init(s.full(i), 1);
-                mbarrier_init(s.empty(i), CONSUMER_THREADS);
+                mbarrier_init(s.full_w(i), 1);
+                mbarrier_init(s.full_x(i), 1);
+                mbarrier_init(s.empty_w(i), CONSUMER_THREADS);
+                mbarrier_init(s.empty_x(i), CONSUMER_THREADS);
                 i += 1;
             }
             fence_mbarrier_init();
+        }
+        if tid == ACTIVATION_LOADER {
             map = producer::publish_tensor_map(p);
         }
         sync_threads();
@@ -161,11 +173,13 @@ unsafe fn zipgemm_sm90<
         if tid < WARPGROUP_THREADS {
             setmaxnreg_dec::<PRODUCER_REGS>();
             if tid == 0 {
-                producer::run::<NJ, STAGES>(&block, &s, map);
+                producer::run_tiles::<STAGES>(&block, &s);
+            } else if tid == ACTIVATION_LOADER {
+                producer::run_activations::<NJ, STAGES>(&block, &s, map);
             }
         } else {
             setmaxnreg_inc::<CONSUMER_REGS>();
-            consumer::run::<NJ, STAGES, OVERLAP>(&block, &s, tid - WARPGROUP_THREADS);
+            consumer::run::<NJ, STAGES, STAGE_AHEAD>(&block, &s, tid - WARPGROUP_THREADS);
         }
     }
 }
@@ -193,9 +207,9 @@ macro_rules! zipgemm_sm90_entry {
             const STAGES: usize = VARIANT.stages;
             const PRODUCER: u32 = VARIANT.producer_registers;
             const CONSUMER: u32 = VARIANT.consumer_registers();
-            const OVERLAP: bool = VARIANT.overlap;
+            const STAGE_AHEAD: bool = matches!(VARIANT.pipeline, crate::sm90::Pipeline::StageAhead);
             // SAFETY: forwarded from the caller.
-            unsafe { zipgemm_sm90::<V, NJ, STAGES, PRODUCER, CONSUMER, OVERLAP>(&p) }
+            unsafe { zipgemm_sm90::<V, NJ, STAGES, PRODUCER, CONSUMER, STAGE_AHEAD>(&p) }
         }
     };
 }

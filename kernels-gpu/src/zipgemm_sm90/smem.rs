@@ -56,15 +56,34 @@ impl Smem {
         self.base + self.layout.flag as u32
     }
 
-    /// Barrier completed when stage `stage`'s copies have landed.
+    /// Barrier completed when stage `stage`'s compressed tiles have landed.
     #[inline(always)]
-    pub(super) fn full(&self, stage: u32) -> u32 {
-        self.base + self.layout.full as u32 + stage * MBARRIER_BYTES as u32
+    pub(super) fn full_w(&self, stage: u32) -> u32 {
+        self.barrier(self.layout.full_w, stage)
     }
 
-    /// Barrier completed when every consumer is done with stage `stage`.
+    /// Barrier completed when stage `stage`'s activations have landed.
     #[inline(always)]
-    pub(super) fn empty(&self, stage: u32) -> u32 {
-        self.base + self.layout.empty as u32 + stage * MBARRIER_BYTES as u32
+    pub(super) fn full_x(&self, stage: u32) -> u32 {
+        self.barrier(self.layout.full_x, stage)
+    }
+
+    /// Barrier completed when every consumer has decoded its tile of stage
+    /// `stage` (the tile slots may be refilled).
+    #[inline(always)]
+    pub(super) fn empty_w(&self, stage: u32) -> u32 {
+        self.barrier(self.layout.empty_w, stage)
+    }
+
+    /// Barrier completed when the `wgmma`s reading stage `stage`'s
+    /// activations are complete in every consumer.
+    #[inline(always)]
+    pub(super) fn empty_x(&self, stage: u32) -> u32 {
+        self.barrier(self.layout.empty_x, stage)
+    }
+
+    #[inline(always)]
+    fn barrier(&self, array: usize, stage: u32) -> u32 {
+        self.base + array as u32 + stage * MBARRIER_BYTES as u32
     }
 }
