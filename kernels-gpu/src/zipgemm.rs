@@ -448,7 +448,9 @@ unsafe fn tile_step<const NT: usize, const EARLY: bool>(
 #[inline(always)]
 unsafe fn zipgemm<const NT: usize, const EARLY: bool>(view: MatrixView, args: GemmArgs) {
     let tid = thread_idx();
-    let warp = tid / 32;
+    // Through a shuffle so ptxas knows it is warp-uniform (uniform
+    // registers for what derives from it; see the Hopper consumers).
+    let warp = shfl_idx(tid / 32, 0);
     let lane = lane_id();
     let s = Smem::new(NT, warp);
     const { assert!(NT == 1 || NT.is_multiple_of(2), "ldmatrix.x4 pairs n-tiles") };
