@@ -435,6 +435,17 @@ pub const fn x_descriptor(s_x: u32, n_tile: usize, step: usize) -> u64 {
     )
 }
 
+/// What k-step `step` adds to the descriptor of k-step 0
+/// ([`x_descriptor`]`(s_x, n_tile, 0)`): its start address's offset, in the
+/// 16-byte units of the address field. The field holds the whole shared
+/// address (under 2¹⁸ bytes, so 14 bits of 16-byte units), so the sum never
+/// carries out of it; the kernel adds this constant to one descriptor per
+/// stage instead of rebuilding each of the 8 descriptors from the address.
+#[inline]
+pub const fn x_descriptor_step(n_tile: usize, step: usize) -> u64 {
+    (((step / 4) * n_tile * X_BOX_ROW_BYTES + (step % 4) * 32) >> 4) as u64
+}
+
 /// Byte offset of element (row, col) of a box of [`X_BOX_COLS`]-element
 /// rows stored with the 128-byte swizzle, as TMA writes it
 /// (`CU_TENSOR_MAP_SWIZZLE_128B`) and as [`x_descriptor`] describes it:
@@ -486,6 +497,29 @@ mod tests {
                 assert_eq!(start, want, "n_tile {n_tile} step {step}");
                 assert_eq!((d >> 32) & 0x3FFF, 64);
                 assert_eq!(d >> 62, 1);
+            }
+        }
+    }
+
+    #[test]
+    fn x_descriptor_steps_add_to_the_first() {
+        // Every stage address a layout can give (1024-aligned, below the
+        // 227 KB a block may have), every variant's N, every k-step.
+        for v in &WGMMA_GEMM_VARIANTS {
+            for s_x in (0..MAX_SMEM_BYTES as u32).step_by(SWIZZLE_ATOM_BYTES) {
+                let d0 = x_descriptor(s_x, v.n_tile, 0);
+                for step in 0..8 {
+                    let end = s_x as usize + (step / 4 + 1) * v.n_tile * X_BOX_ROW_BYTES;
+                    if end > MAX_SMEM_BYTES {
+                        continue;
+                    }
+                    assert_eq!(
+                        d0 + x_descriptor_step(v.n_tile, step),
+                        x_descriptor(s_x, v.n_tile, step),
+                        "{} at {s_x:#x}, step {step}",
+                        v.name
+                    );
+                }
             }
         }
     }

@@ -15,7 +15,9 @@ use crate::ptx_sm90::{
     wgmma_m64n32k16_bf16, wgmma_m64n64k16_bf16, wgmma_m64n128k16_bf16, wgmma_m64n256k16_bf16,
     wgmma_wait_group,
 };
-use crate::sm90::{CONSUMER_BARRIER, CONSUMER_THREADS, UNIT_ROW_TILES, x_descriptor};
+use crate::sm90::{
+    CONSUMER_BARRIER, CONSUMER_THREADS, UNIT_ROW_TILES, x_descriptor, x_descriptor_step,
+};
 use crate::tile::{ExceptionBounds, LaneTile, MatrixView, TileExceptions, patch_a_stage};
 
 /// A lane's decoded tile: the A fragments of the tile's 8 k-steps, pair
@@ -504,9 +506,13 @@ unsafe fn mma_issue<const NJ: usize, const STAGES: usize>(
         mbarrier_wait_parity(s.full_x(ring.stage), ring.phase);
         // The fragments were just written by the decode.
         wgmma_fence();
+        // One descriptor per stage, then a constant per k-step: built from
+        // the address for each k-step, ptxas spent ~4 uniform instructions
+        // on each of the 8 (shift, mask, or, and the box's offset).
+        let d0 = x_descriptor(s_x, 8 * NJ, 0);
         seq_macro::seq!(S in 0..8 {
             let frag: FragA = [a[4 * S], a[4 * S + 1], a[4 * S + 2], a[4 * S + 3]];
-            wgmma::<NJ>(acc, frag, x_descriptor(s_x, 8 * NJ, S));
+            wgmma::<NJ>(acc, frag, d0 + x_descriptor_step(8 * NJ, S));
         });
         wgmma_commit_group();
     }
