@@ -174,7 +174,7 @@ pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 6] = [
         stages: 4,
         blocks_per_sm: 1,
         producer_registers: 40,
-        pipeline: Pipeline::SecondRegisters,
+        pipeline: Pipeline::StageAhead,
     },
     WgmmaGemmVariant {
         name: "zipserv_gemm_sm90_n128",
@@ -182,7 +182,7 @@ pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 6] = [
         stages: 3,
         blocks_per_sm: 1,
         producer_registers: 40,
-        pipeline: Pipeline::SecondRegisters,
+        pipeline: Pipeline::StageAhead,
     },
     WgmmaGemmVariant {
         name: "zipserv_gemm_sm90_n256",
