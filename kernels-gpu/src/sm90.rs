@@ -86,25 +86,11 @@ pub const fn x_stage_bytes(n_tile: usize) -> usize {
     X_BOXES * n_tile * X_BOX_ROW_BYTES
 }
 
-/// How a consumer warpgroup orders decode and `wgmma` within a segment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pipeline {
-    /// The next tile is decoded into a second set of fragment registers
-    /// while the tensor cores work on this one (needs 32 more registers).
-    SecondRegisters,
-    /// The next tile is decoded into the warp's A stage in shared memory
-    /// and patched there while the tensor cores work on this one; its
-    /// fragments are loaded into the (one) register set once this tile's
-    /// `wgmma`s are complete.
-    StageAhead,
-}
-
 /// One compiled Hopper ZipGEMM variant: its entry point, the activation rows
 /// `n_tile` one launch chunk covers (wgmma's N), the stages of its
 /// shared-memory ring, how many blocks share a multiprocessor (its
 /// registers and shared memory are split for that many), the producer's
-/// registers after `setmaxnreg`, and how its consumers overlap the decode
-/// of the next tile with the tensor cores' work on this one (`pipeline`).
+/// registers after `setmaxnreg`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WgmmaGemmVariant {
     pub name: &'static str,
@@ -112,7 +98,6 @@ pub struct WgmmaGemmVariant {
     pub stages: usize,
     pub blocks_per_sm: u32,
     pub producer_registers: u32,
-    pub pipeline: Pipeline,
 }
 
 impl WgmmaGemmVariant {
@@ -150,7 +135,6 @@ pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 6] = [
         stages: 2,
         blocks_per_sm: 2,
         producer_registers: 32,
-        pipeline: Pipeline::StageAhead,
     },
     WgmmaGemmVariant {
         name: "zipserv_gemm_sm90_n32_x2",
@@ -158,7 +142,6 @@ pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 6] = [
         stages: 2,
         blocks_per_sm: 2,
         producer_registers: 32,
-        pipeline: Pipeline::StageAhead,
     },
     WgmmaGemmVariant {
         name: "zipserv_gemm_sm90_n64_x2",
@@ -166,7 +149,6 @@ pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 6] = [
         stages: 2,
         blocks_per_sm: 2,
         producer_registers: 32,
-        pipeline: Pipeline::StageAhead,
     },
     WgmmaGemmVariant {
         name: "zipserv_gemm_sm90_n64",
@@ -174,7 +156,6 @@ pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 6] = [
         stages: 4,
         blocks_per_sm: 1,
         producer_registers: 40,
-        pipeline: Pipeline::StageAhead,
     },
     WgmmaGemmVariant {
         name: "zipserv_gemm_sm90_n128",
@@ -182,7 +163,6 @@ pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 6] = [
         stages: 3,
         blocks_per_sm: 1,
         producer_registers: 40,
-        pipeline: Pipeline::StageAhead,
     },
     WgmmaGemmVariant {
         name: "zipserv_gemm_sm90_n256",
@@ -190,7 +170,6 @@ pub const WGMMA_GEMM_VARIANTS: [WgmmaGemmVariant; 6] = [
         stages: 2,
         blocks_per_sm: 1,
         producer_registers: 40,
-        pipeline: Pipeline::StageAhead,
     },
 ];
 

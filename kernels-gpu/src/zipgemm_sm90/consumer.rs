@@ -145,51 +145,15 @@ impl Decoder<'_> {
         current
     }
 
-    /// decode + patch into registers: tile `kt` of stage `ring` as
-    /// fragments (zeros for a warp without a row tile), exceptions patched
-    /// through the A stage when there are any; the stage's tile slots are
-    /// released as soon as they are decoded.
-    ///
-    /// # Safety
-    /// All lanes of the warp call this together; as [`Self::wait_and_prefetch`].
-    #[inline(always)]
-    unsafe fn decode<const STAGES: usize>(
-        &self,
-        ring: Ring<STAGES>,
-        kt: u32,
-        exceptions: &mut ExceptionQueue,
-    ) -> TileFrags {
-        let mut a: TileFrags = [0; LANE_PAIRS];
-        // SAFETY: the caller's promise; the stage's tiles are complete once
-        // the barrier's phase is.
-        unsafe {
-            let current = self.wait_and_prefetch(ring, kt, exceptions);
-            if self.active {
-                let s_tile = self.s.w(ring.stage, self.warp);
-                LaneTile::decode_shared(s_tile, self.lane, self.view.base, |step, frag| {
-                    a[4 * step..4 * step + 4].copy_from_slice(&frag)
-                });
-            }
-            // This thread's loads of the tiles were consumed by the decode.
-            mbarrier_arrive(self.s.empty_w(ring.stage));
-            // Warp-uniform: every lane read the same count.
-            if self.active && current.range.count > 0 {
-                store_stage(self.s.a(self.warp), self.lane, &a);
-                patch_stage(self.view, &current, self.s, self.warp, self.lane);
-                sync_warp();
-                a = load_stage(self.s.a(self.warp), self.lane);
-            }
-        }
-        a
-    }
-
     /// decode + patch into the warp's A stage: tile `kt` of stage `ring`
     /// decoded straight into the A stage, its tile slots released, its
     /// exceptions patched there; [`load_stage`] then gives the fragments.
     /// Nothing for a warp without a row tile.
     ///
     /// # Safety
-    /// As [`Self::decode`]; no earlier load of the A stage is pending.
+    /// All lanes of the warp call this together; as
+    /// [`Self::wait_and_prefetch`]; no earlier load of the A stage is
+    /// pending.
     #[inline(always)]
     unsafe fn decode_to_stage<const STAGES: usize>(
         &self,
@@ -207,7 +171,9 @@ impl Decoder<'_> {
                     st_shared_v4(s_a + (step as u32 * 32 + self.lane) * 16, frag)
                 });
             }
+            // This thread's loads of the tiles were consumed by the decode.
             mbarrier_arrive(self.s.empty_w(ring.stage));
+            // Warp-uniform: every lane read the same count.
             if self.active && current.range.count > 0 {
                 patch_stage(self.view, &current, self.s, self.warp, self.lane);
             }
@@ -216,20 +182,13 @@ impl Decoder<'_> {
 }
 
 /// The consumers' walk over the block's share, one unit segment at a
-/// time. For N ≤ 128 a warpgroup decodes tile `kt + 1` while its `wgmma`s
-/// on tile `kt` run, and releases a stage once the `wgmma`s that read it
-/// are complete (v2; v1 waited for each tile's `wgmma`s before decoding the
-/// next: on an H200, 28672×4096, N = 64 92.1 → 79.5 µs, N = 128 110.5 →
-/// 100.3). `ctid` is the thread's index among the consumers (0..256).
+/// time (see [`segment`]). `ctid` is the thread's index among the
+/// consumers (0..256).
 ///
 /// # Safety
 /// Called by every consumer thread; `b` and `s` describe this block.
 #[inline(always)]
-pub(super) unsafe fn run<const NJ: usize, const STAGES: usize, const STAGE_AHEAD: bool>(
-    b: &Block,
-    s: &Smem,
-    ctid: u32,
-) {
+pub(super) unsafe fn run<const NJ: usize, const STAGES: usize>(b: &Block, s: &Smem, ctid: u32) {
     let view = &b.p.matrix;
     let col_tiles = view.col_tiles;
     // The warp index through a shuffle from lane 0: ptxas then knows it is
@@ -263,11 +222,7 @@ pub(super) unsafe fn run<const NJ: usize, const STAGES: usize, const STAGE_AHEAD
             };
             let mut acc: FragD<NJ> = [[0.0; 4]; NJ];
             let mut exceptions = d.start_exceptions(kt0);
-            if STAGE_AHEAD {
-                segment_stage_ahead::<NJ, STAGES>(&d, &mut acc, &mut ring, kt0, &mut exceptions);
-            } else {
-                segment_in_registers::<NJ, STAGES>(&d, &mut acc, &mut ring, kt0, &mut exceptions);
-            }
+            segment::<NJ, STAGES>(&d, &mut acc, &mut ring, kt0, &mut exceptions);
             let segment = Segment {
                 u,
                 tiles: kt1 - kt0,
@@ -280,80 +235,31 @@ pub(super) unsafe fn run<const NJ: usize, const STAGES: usize, const STAGE_AHEAD
     }
 }
 
-/// One segment's tiles `kt0 .. d.kt1` (`Pipeline::SecondRegisters`): the
-/// next tile decoded while the tensor cores work on this one's fragments,
-/// which must stay untouched in their registers until their `wgmma`s
-/// complete, with the next tile's fragments in a second register set
-/// (`a0`, `a1`; the loop is unrolled by two so each is a fixed set). On
-/// return every `wgmma` is complete and every stage released.
+/// One segment's tiles `kt0 .. d.kt1`, the next tile decoded into the
+/// warp's A stage while the tensor cores work on this one: the decode, the
+/// release of its tile slots and its patch all happen during the `wgmma`s;
+/// once they are complete, this tile's activations go back to the producer
+/// and the next tile's fragments come from the A stage into the same
+/// registers. On return every `wgmma` is complete and every stage released.
+///
+/// What came before, on an H200 (docs/PERFORMANCE.md, Hopper v1–v13):
+/// - v1 decoded, multiplied and waited for each tile in turn.
+/// - v2 decoded the next tile into a second set of 32 fragment registers
+///   while the `wgmma`s ran (28672×4096, N = 64: 92.1 → 79.5 µs). The
+///   two-block variants had no room for that set (ptxas serialised their
+///   `wgmma`s, "C7512"), nor N = 256 (its accumulators spilled), so they
+///   kept v1's order.
+/// - v8 (branch `exp-a-shared`) had the tensor cores read A from a shared
+///   stage, but needed two warpgroup barriers per tile: 5–10% slower.
+/// - This order (v12) needs no second register set and only warp
+///   barriers: 6–9% faster than v1's at N = 17–32 and N = 256 on the large
+///   shapes, and 2–3% faster than v2's at N = 65–128.
 ///
 /// # Safety
 /// As [`run`]; `ring` is the stage of tile `kt0`, `exceptions` its
 /// exception range.
 #[inline(always)]
-unsafe fn segment_in_registers<const NJ: usize, const STAGES: usize>(
-    d: &Decoder,
-    acc: &mut FragD<NJ>,
-    ring: &mut Ring<STAGES>,
-    kt0: u32,
-    exceptions: &mut ExceptionQueue,
-) {
-    let s = d.s;
-    // SAFETY: the caller's promise.
-    unsafe {
-        // The stage whose wgmmas were issued last, not yet released.
-        let mut in_flight: Option<Ring<STAGES>> = None;
-        let mut kt = kt0;
-        let mut a0 = d.decode(*ring, kt, exceptions);
-        loop {
-            // mma on tile kt (a0), then release tile kt − 1's stage and
-            // decode tile kt + 1 into a1 while the tensor cores work.
-            mma_issue::<NJ, STAGES>(acc, &a0, s, *ring);
-            release_previous(s, &mut in_flight, *ring);
-            ring.advance();
-            kt += 1;
-            if kt == d.kt1 {
-                break;
-            }
-            let a1 = d.decode(*ring, kt, exceptions);
-            mma_issue::<NJ, STAGES>(acc, &a1, s, *ring);
-            release_previous(s, &mut in_flight, *ring);
-            ring.advance();
-            kt += 1;
-            if kt == d.kt1 {
-                break;
-            }
-            a0 = d.decode(*ring, kt, exceptions);
-        }
-        // The last tile's wgmmas: wait for all, release its activations.
-        wgmma_wait_group::<0>();
-        if let Some(last) = in_flight {
-            mbarrier_arrive(s.empty_x(last.stage));
-        }
-    }
-}
-
-/// One segment's tiles with the next tile decoded into the warp's A stage
-/// while the tensor cores work on this one (`Pipeline::StageAhead`): the
-/// decode, the tile slots' release and the patch all happen during the
-/// `wgmma`s; once they are complete the activations go back to the
-/// producer and the fragments come from the A stage into the same
-/// registers. The two-block variants have no room for the second register
-/// set of [`segment_in_registers`] (ptxas serialised their `wgmma`s,
-/// "C7512"), nor N = 256 (its 128 accumulators spilled with it).
-///
-/// Before (v1–v11 of these variants) each tile was decoded, multiplied and
-/// waited for in turn: a warpgroup's `wgmma` wait (4.8% of the stall
-/// samples at 28672×4096, N = 64) and the decode never overlapped within
-/// it. v8 (A read by the tensor cores from shared memory, branch
-/// `exp-a-shared`) overlapped them too, but needed two warpgroup barriers
-/// per tile; here each warp reads back only its own stage, after a warp
-/// barrier.
-///
-/// # Safety
-/// As [`segment_in_registers`].
-#[inline(always)]
-unsafe fn segment_stage_ahead<const NJ: usize, const STAGES: usize>(
+unsafe fn segment<const NJ: usize, const STAGES: usize>(
     d: &Decoder,
     acc: &mut FragD<NJ>,
     ring: &mut Ring<STAGES>,
@@ -393,35 +299,11 @@ unsafe fn segment_stage_ahead<const NJ: usize, const STAGES: usize>(
     }
 }
 
-/// After the wgmmas on stage `current` were committed: waits until only
-/// they are pending, so the previous tile's wgmmas are complete — its
-/// stage goes back to the producer and its fragment registers may be
-/// overwritten — and records `current` as the stage in flight.
-///
-/// # Safety
-/// Warpgroup-collective; `in_flight` is the stage of the group committed
-/// before `current`'s, if any.
-#[inline(always)]
-unsafe fn release_previous<const STAGES: usize>(
-    s: &Smem,
-    in_flight: &mut Option<Ring<STAGES>>,
-    current: Ring<STAGES>,
-) {
-    // SAFETY: the caller's promise.
-    unsafe {
-        if let Some(previous) = in_flight.replace(current) {
-            wgmma_wait_group::<1>();
-            // The wgmma reads of the stage's activations are complete.
-            mbarrier_arrive(s.empty_x(previous.stage));
-        }
-    }
-}
-
 /// Puts each exception's true exponent into the warp's 4 KB A stage,
 /// which holds the decoded tile in fragment order (`tile::a_stage_offset`):
 /// each lane patches about one entry in place. The fragments reach the
-/// stage with [`store_stage`] (or straight from the decode) and come back
-/// with [`load_stage`] (16 shared-memory instructions per lane and tile).
+/// stage straight from the decode and come back with [`load_stage`] (16
+/// shared-memory instructions per lane and tile).
 /// Patching registers directly needs the owning lane to select one
 /// of its 32 registers by a run-time index: in the `mma.sync` kernel (its
 /// v4) routing entries to their owners ran 1.6× slower, since some lane of
@@ -449,27 +331,11 @@ unsafe fn patch_stage(view: &MatrixView, e: &Exceptions, s: &Smem, warp: u32, la
     }
 }
 
-/// A lane's fragments into its slots of the A stage at `s_a`: k-step `S`'s
-/// four registers as one 16-byte store, each a conflict-free 512-byte
-/// warp-wide access.
-///
-/// # Safety
-/// `s_a` is this warp's A stage.
-#[inline(always)]
-unsafe fn store_stage(s_a: u32, lane: u32, a: &TileFrags) {
-    // SAFETY: the caller's promise.
-    unsafe {
-        seq_macro::seq!(S in 0..8 {
-            st_shared_v4(s_a + (S * 32 + lane) * 16, [a[4 * S], a[4 * S + 1], a[4 * S + 2], a[4 * S + 3]]);
-        });
-    }
-}
-
 /// The fragments back from the A stage at `s_a`, once every lane's
 /// patches are in (the caller syncs the warp first).
 ///
 /// # Safety
-/// As [`store_stage`].
+/// `s_a` is this warp's A stage.
 #[inline(always)]
 unsafe fn load_stage(s_a: u32, lane: u32) -> TileFrags {
     let mut a: TileFrags = [0; LANE_PAIRS];

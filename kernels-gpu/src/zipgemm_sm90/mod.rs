@@ -14,24 +14,29 @@
 //! (unit, 128-column tile) pairs, once per chunk of `n_tile` activation
 //! rows. Per pair, through a ring of shared-memory stages:
 //!
-//!   load (warpgroup 0, one thread; `producer`) – waits until the stage is
-//!          empty, then `cp.async.bulk` copies the unit's 8 compressed tiles
-//!          (2816 B each, contiguous in the tile stream) and TMA copies the
-//!          activations `X[n0 ..][k0 .. k0 + 128]` as two boxes of 64
-//!          columns in the 128-byte swizzle `wgmma` reads; all complete on
-//!          the stage's "full" barrier. TMA zero-fills rows past N and
-//!          columns past K, so ragged shapes need no padding.
+//!   load (warpgroup 0, two threads; `producer`) – one thread waits until
+//!          the stage's tile slots are empty, then `cp.async.bulk` copies
+//!          the unit's 8 compressed tiles (2816 B each, contiguous in the
+//!          tile stream); the other waits until the stage's activation slot
+//!          is empty, then TMA copies the activations `X[n0 ..][k0 .. k0 +
+//!          128]` as two boxes of 64 columns in the 128-byte swizzle
+//!          `wgmma` reads. Each completes on its own "full" barrier. TMA
+//!          zero-fills rows past N and columns past K, so ragged shapes
+//!          need no padding.
 //!   decode (warpgroups 1–2, each warp one row tile; `consumer`) – waits
-//!          for "full", reads its lane's 64 sign+mantissa bytes and 6 code
-//!          words from the stage, decodes them with the shared decode
-//!          functions into 32 registers: the A fragments of the tile's 8
-//!          k-steps;
-//!   patch – a tile with exceptions goes through the warp's A stage in
-//!          shared memory, where each lane fixes about one exponent (as in
-//!          the other kernel; see `consumer::patch` for why not in place);
-//!   mma  – 8 `wgmma.m64nNk16` per warpgroup, A from registers, B by
-//!          descriptor from the stage; then the consumers arrive on the
-//!          stage's "empty" barrier;
+//!          for the tiles, reads its lane's 64 sign+mantissa bytes and 6
+//!          code words from the stage, decodes them with the shared decode
+//!          functions straight into the warp's A stage in shared memory
+//!          (the A fragments of the tile's 8 k-steps, in fragment order)
+//!          and releases the tile slots;
+//!   patch – each lane fixes about one exception's exponent in the A stage
+//!          (as in the other kernel; see `consumer::patch_stage` for why
+//!          not in registers);
+//!   mma  – the fragments come from the A stage into 32 registers, then 8
+//!          `wgmma.m64nNk16` per warpgroup, A from registers, B by
+//!          descriptor from the stage's activations. The next tile is
+//!          decoded and patched while they run; once they are complete the
+//!          activation slot is released;
 //!   store (`epilogue`) – a whole unit: BF16 or f32 straight to `Y`; part
 //!          of a unit: f32 partial sums to the block's slot, and the last
 //!          block to finish the unit adds the slots in share order.
@@ -52,9 +57,7 @@ use crate::format::TILE_ROWS;
 use crate::launch::nonzero;
 use crate::ptx::{block_idx, sync_threads, thread_idx};
 use crate::ptx_sm90::{fence_mbarrier_init, mbarrier_init, setmaxnreg_dec, setmaxnreg_inc};
-use crate::sm90::{
-    CONSUMER_THREADS, Pipeline, WARPGROUP_THREADS, WGMMA_GEMM_VARIANTS, WgmmaGemmParams,
-};
+use crate::sm90::{CONSUMER_THREADS, WARPGROUP_THREADS, WGMMA_GEMM_VARIANTS, WgmmaGemmParams};
 use smem::Smem;
 
 /// What every role of a block knows about its work.
@@ -132,14 +135,12 @@ unsafe fn zipgemm_sm90<
     const STAGES: usize,
     const PRODUCER_REGS: u32,
     const CONSUMER_REGS: u32,
-    const STAGE_AHEAD: bool,
 >(
     p: &WgmmaGemmParams,
 ) {
     const {
         let v = &WGMMA_GEMM_VARIANTS[V];
         assert!(v.n_tile == 8 * NJ && v.stages == STAGES);
-        assert!(matches!(v.pipeline, Pipeline::StageAhead) == STAGE_AHEAD);
         assert!(v.producer_registers == PRODUCER_REGS);
         assert!(v.consumer_registers() == CONSUMER_REGS);
     };
@@ -179,7 +180,7 @@ unsafe fn zipgemm_sm90<
             }
         } else {
             setmaxnreg_inc::<CONSUMER_REGS>();
-            consumer::run::<NJ, STAGES, STAGE_AHEAD>(&block, &s, tid - WARPGROUP_THREADS);
+            consumer::run::<NJ, STAGES>(&block, &s, tid - WARPGROUP_THREADS);
         }
     }
 }
@@ -207,9 +208,8 @@ macro_rules! zipgemm_sm90_entry {
             const STAGES: usize = VARIANT.stages;
             const PRODUCER: u32 = VARIANT.producer_registers;
             const CONSUMER: u32 = VARIANT.consumer_registers();
-            const STAGE_AHEAD: bool = matches!(VARIANT.pipeline, crate::sm90::Pipeline::StageAhead);
             // SAFETY: forwarded from the caller.
-            unsafe { zipgemm_sm90::<V, NJ, STAGES, PRODUCER, CONSUMER, STAGE_AHEAD>(&p) }
+            unsafe { zipgemm_sm90::<V, NJ, STAGES, PRODUCER, CONSUMER>(&p) }
         }
     };
 }

@@ -2,9 +2,8 @@
 //! compressed tiles and one the activations, each on its own pair of
 //! barriers per stage. A stage's tile slots are free once decoded, its
 //! activations only once the `wgmma`s that read them are complete; with
-//! one thread for both, the next tiles would wait behind the tensor cores
-//! (and the consumers that decode ahead, `sm90::Pipeline::StageAhead`,
-//! behind those).
+//! one thread for both, the next tiles would wait behind the tensor cores,
+//! and with them the consumers, which decode a tile ahead of them.
 
 use super::smem::Smem;
 use super::{Block, Ring};
