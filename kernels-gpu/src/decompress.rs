@@ -8,8 +8,8 @@
 use crate::format::{LANE_PAIRS, LANES, TILE_COLS, TILE_ROWS, TILE_WEIGHTS, pair_position};
 use crate::launch::{DECOMPRESS_WARPS, nonzero};
 use crate::ptx::{
-    block_idx, grid_dim_x, ld_nc_u8, ld_shared_u16, ld_shared_v4, shared_memory, shfl_idx,
-    st_global_v4, st_shared_u32, sync_warp, thread_idx,
+    block_idx, grid_dim_x, ld_nc_u8, ld_shared_u16, ld_shared_v4, shared_memory, st_global_v4,
+    st_shared_u32, sync_warp, thread_idx, warp_index,
 };
 use crate::tile::MatrixView;
 
@@ -58,9 +58,7 @@ pub unsafe extern "ptx-kernel" fn zipserv_decompress(
         col_tiles,
     };
     let s_all = shared_memory::<SMEM_BYTES>();
-    // Through a shuffle so ptxas knows it is warp-uniform (see the Hopper
-    // ZipGEMM's consumers).
-    let warp = shfl_idx(thread_idx() / 32, 0);
+    let warp = warp_index(thread_idx());
     let lane = thread_idx() % 32;
     let s_stage = s_all + warp * STAGE_BYTES as u32; // (TILE_ROWS, STAGE_STRIDE) bf16
     let stage_at = |row: u32, col: u32| s_stage + (row * STAGE_STRIDE as u32 + col) * 2;

@@ -21,6 +21,19 @@ pub fn lane_id() -> u32 {
     r
 }
 
+/// Index of the warp of thread `thread` (its index in the block, or in any
+/// range that starts on a warp boundary), passed through a shuffle from
+/// lane 0. The result is the same as `thread / 32`, but ptxas then knows it
+/// is warp-uniform and keeps it, and the addresses and tile indices derived
+/// from it, in uniform registers: the two-block Hopper ZipGEMM variants'
+/// 104 vector registers need that (their n64 variant spilled 28 bytes
+/// without it), and it took 1–4% of the instructions off the `mma.sync`
+/// ZipGEMM loops. All 32 lanes call it together.
+#[inline(always)]
+pub fn warp_index(thread: u32) -> u32 {
+    shfl_idx(thread / 32, 0)
+}
+
 /// Accumulator fragment of `mma.m16n8k16` with f32 accumulation: four f32 per
 /// lane, laid out as in PTX ISA §9.7.14.5.8 ("Matrix Fragments for
 /// mma.m16n8k16 with floating point type"), figure for the C/D matrix.

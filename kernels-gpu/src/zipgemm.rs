@@ -56,6 +56,7 @@ use crate::ptx::{
     dynamic_shared_memory, f32_to_bf16, grid_dim_x, lane_id, ld_cg_v4_f32, ld_nc_u16, ld_nc_u32,
     ld_shared_u32, ld_shared_v4, ldmatrix_x2, ldmatrix_x4, mma_bf16_16816, shfl_idx, st_shared_u16,
     st_shared_u32, st_shared_v4, start_after_prior_grids, sync_threads, sync_warp, thread_idx,
+    warp_index,
 };
 use crate::tile::{LaneTile, MatrixView, TileExceptions, patch_a_stage};
 
@@ -448,9 +449,7 @@ unsafe fn tile_step<const NT: usize, const EARLY: bool>(
 #[inline(always)]
 unsafe fn zipgemm<const NT: usize, const EARLY: bool>(view: MatrixView, args: GemmArgs) {
     let tid = thread_idx();
-    // Through a shuffle so ptxas knows it is warp-uniform (uniform
-    // registers for what derives from it; see the Hopper consumers).
-    let warp = shfl_idx(tid / 32, 0);
+    let warp = warp_index(tid);
     let lane = lane_id();
     let s = Smem::new(NT, warp);
     const { assert!(NT == 1 || NT.is_multiple_of(2), "ldmatrix.x4 pairs n-tiles") };

@@ -5,10 +5,10 @@
 use super::epilogue::{self, Segment};
 use super::smem::Smem;
 use super::{Block, Ring};
-use crate::format::{K_STEPS, LANE_PAIRS, LANES};
+use crate::format::{K_STEPS, LANE_PAIRS};
 use crate::ptx::{
-    FragA, lane_id, ld_nc_u32, ld_shared_v4, named_barrier_sync, shfl_idx, st_shared_u32,
-    st_shared_v4, sync_warp,
+    FragA, lane_id, ld_nc_u32, ld_shared_v4, named_barrier_sync, st_shared_u32, st_shared_v4,
+    sync_warp, warp_index,
 };
 use crate::ptx_sm90::{
     mbarrier_arrive, mbarrier_wait_parity, wgmma_commit_group, wgmma_fence, wgmma_m64n16k16_bf16,
@@ -191,11 +191,7 @@ impl Decoder<'_> {
 pub(super) unsafe fn run<const NJ: usize, const STAGES: usize>(b: &Block, s: &Smem, ctid: u32) {
     let view = &b.p.matrix;
     let col_tiles = view.col_tiles;
-    // The warp index through a shuffle from lane 0: ptxas then knows it is
-    // warp-uniform and keeps it, and the addresses and tile indices derived
-    // from it, in uniform registers, which the two-block variants' 104
-    // vector registers need (n64_x2 spilled 28 bytes without it).
-    let (warp, lane) = (shfl_idx(ctid / LANES as u32, 0), lane_id());
+    let (warp, lane) = (warp_index(ctid), lane_id());
     // SAFETY: as in the kernel: shared addresses inside the block's layout,
     // tiles inside the matrix; every wgmma is issued by whole warpgroups.
     unsafe {
