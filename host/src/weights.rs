@@ -1,7 +1,7 @@
 //! A compressed matrix in device memory.
 
 use cust::memory::{DeviceBuffer, DeviceCopy, DevicePointer};
-use zipserv_kernels::format::EXC_TABLE_LEN;
+use zipserv_kernels::format::{EXC_TABLE_LEN, device_entry};
 
 use crate::device::Gpu;
 use crate::error::{CudaContext, Result};
@@ -35,7 +35,14 @@ impl DeviceWeights {
         let weights = Self {
             tiles: upload(&p.tiles)?,
             exception_starts: upload(&p.exception_starts)?,
-            exceptions: upload(&p.exceptions)?,
+            // Positions become fragment slots, the address the GEMM
+            // kernels patch (`format::device_entry`).
+            exceptions: upload(
+                &p.exceptions
+                    .iter()
+                    .map(|&e| device_entry(e))
+                    .collect::<Vec<_>>(),
+            )?,
             far_starts: upload(&p.far_starts)?,
             far_exponents: upload(&p.far_exponents)?,
             exception_table: upload(&table)?,

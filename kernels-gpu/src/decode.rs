@@ -185,17 +185,28 @@ pub const fn patch_exponent(decoded: u16, exponent: u8) -> u16 {
     (decoded & 0x807F) | ((exponent as u16) << 7)
 }
 
-/// Splits an exception entry into (row, column) inside its tile and the
-/// exception-table index.
+/// Splits an exception entry (file form) into (row, column) inside its
+/// tile and the exception-table index.
 #[inline(always)]
 pub const fn exception_entry(entry: u16) -> (usize, usize, u16) {
-    let pos = (entry >> crate::format::EXC_INDEX_BITS) as usize;
-    let index = entry & ((1 << crate::format::EXC_INDEX_BITS) - 1);
+    let (slot, index) = device_exception_entry(entry);
+    let pos = slot as usize;
     (
         pos / crate::format::TILE_COLS,
         pos % crate::format::TILE_COLS,
         index,
     )
+}
+
+/// Splits an exception entry in its device form
+/// ([`device_entry`](crate::format::device_entry)) into the weight's
+/// fragment slot and the exception-table index. The same bit split as
+/// [`exception_entry`]; only what the position means differs.
+#[inline(always)]
+pub const fn device_exception_entry(entry: u16) -> (u32, u16) {
+    let slot = (entry >> crate::format::EXC_INDEX_BITS) as u32;
+    let index = entry & ((1 << crate::format::EXC_INDEX_BITS) - 1);
+    (slot, index)
 }
 
 /// Encoder side of [`pair_codes`]: packs a lane's 64 codes (index

@@ -5,7 +5,9 @@
 //! registers, stages the tile in shared memory so exceptions can be patched
 //! and rows written with coalesced 16-byte stores, then moves on.
 
-use crate::format::{LANE_PAIRS, LANES, TILE_COLS, TILE_ROWS, TILE_WEIGHTS, pair_position};
+use crate::format::{
+    LANE_PAIRS, LANES, TILE_COLS, TILE_ROWS, TILE_WEIGHTS, pair_position, slot_position,
+};
 use crate::launch::{DECOMPRESS_WARPS, nonzero};
 use crate::ptx::{
     block_idx, grid_dim_x, ld_nc_u8, ld_shared_u16, ld_shared_v4, shared_memory, st_global_v4,
@@ -90,7 +92,12 @@ pub unsafe extern "ptx-kernel" fn zipserv_decompress(
             sync_warp();
             // patch exceptions
             let table = |index: u32| ld_nc_u8(exception_table.add(index as usize));
-            view.patch_in_shared(&exceptions, first, second, lane, table, stage_at);
+            // Entries name fragment slots (`format::device_entry`); this
+            // stage is row-major.
+            view.patch_in_shared(&exceptions, first, second, lane, table, |slot| {
+                let (row, col) = slot_position(slot as usize);
+                stage_at(row as u32, col as u32)
+            });
             sync_warp();
             // store
             let r0 = (tile / col_tiles_nz) * TILE_ROWS as u32;

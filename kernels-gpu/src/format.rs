@@ -55,7 +55,8 @@ pub const WINDOW: u32 = 8;
 pub const MAX_BASE: u8 = 255 - (WINDOW as u8 - 1);
 
 /// Exception entry: `position << 5 | index`, `position = row * TILE_COLS + col`
-/// inside the tile (11 bits).
+/// inside the tile (11 bits). In device memory the position is the weight's
+/// fragment slot instead ([`device_entry`]).
 pub const EXC_INDEX_BITS: u32 = 5;
 /// Out-of-window exponents a matrix can name through its exception table.
 pub const EXC_TABLE_LEN: usize = 31;
@@ -113,4 +114,81 @@ pub const fn lane_slot(row: usize, col: usize) -> (usize, usize, usize) {
 pub const fn sm_byte_offset(lane: usize, pair: usize, half: usize) -> usize {
     let byte = 2 * pair + half; // 0..64 within the lane
     ((byte / 16) * LANES + lane) * 16 + byte % 16
+}
+
+/// Slot of (row, col) when a tile is held in fragment order, the order of
+/// the kernels' A stages: 16-byte A fragment `k-step · 32 + lane` (four
+/// 32-bit pairs), so slot `((pair / 4) · 32 + lane) · 8 + (pair % 4) · 2 +
+/// half` of [`lane_slot`]. It is a permutation of the 11 position bits.
+#[inline(always)]
+pub const fn fragment_slot(row: usize, col: usize) -> usize {
+    let (lane, pair, half) = lane_slot(row, col);
+    ((pair / 4) * LANES + lane) * 8 + (pair % 4) * 2 + half
+}
+
+/// Inverse of [`fragment_slot`]: the (row, col) held at `slot`.
+#[inline(always)]
+pub const fn slot_position(slot: usize) -> (usize, usize) {
+    let (half, reg) = (slot % 2, (slot / 2) % 4);
+    let (lane, step) = ((slot / 8) % LANES, slot / (8 * LANES));
+    pair_position(lane, 4 * step + reg, half)
+}
+
+/// The device form of exception entry `entry`: its position replaced by
+/// the weight's [`fragment_slot`], its index kept. The GEMM kernels patch
+/// decoded tiles held in fragment order, where a slot is the address
+/// itself; turning a row-major position into that address took ~13
+/// instructions per entry on the GPU (a bit permutation), here done once
+/// per matrix at upload. Entry order (which pairs far entries with their
+/// exponents) is unchanged.
+#[inline(always)]
+pub const fn device_entry(entry: u16) -> u16 {
+    let (row, col, index) = crate::decode::exception_entry(entry);
+    let slot = fragment_slot(row, col);
+    (slot as u16) << EXC_INDEX_BITS | index
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragment_slots_are_a_permutation_of_positions() {
+        let mut seen = [false; TILE_WEIGHTS];
+        for row in 0..TILE_ROWS {
+            for col in 0..TILE_COLS {
+                let slot = fragment_slot(row, col);
+                assert!(slot < TILE_WEIGHTS && !seen[slot], "({row}, {col})");
+                seen[slot] = true;
+                assert_eq!(slot_position(slot), (row, col));
+            }
+        }
+    }
+
+    #[test]
+    fn fragment_slot_is_where_the_lane_keeps_the_weight() {
+        for lane in 0..LANES {
+            for pair in 0..LANE_PAIRS {
+                for half in 0..2 {
+                    let (row, col) = pair_position(lane, pair, half);
+                    // Byte offset in the A stage: fragment, register, half.
+                    let byte = ((pair / 4) * LANES + lane) * 16 + (pair % 4) * 4 + half * 2;
+                    assert_eq!(2 * fragment_slot(row, col), byte);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn device_entries_keep_the_index_and_move_the_position() {
+        for position in 0..TILE_WEIGHTS as u16 {
+            for index in [0u16, 7, EXC_FAR] {
+                let entry = position << EXC_INDEX_BITS | index;
+                let d = device_entry(entry);
+                assert_eq!(d & ((1 << EXC_INDEX_BITS) - 1), index);
+                let (row, col) = slot_position((d >> EXC_INDEX_BITS) as usize);
+                assert_eq!(row * TILE_COLS + col, position as usize);
+            }
+        }
+    }
 }

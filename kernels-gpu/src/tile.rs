@@ -5,11 +5,11 @@
 
 #[cfg(target_arch = "nvptx64")]
 use crate::decode::{
-    base_pair, decode_lane, decode_pair, exception_entry, patch_exponent, spread_of,
+    base_pair, decode_lane, decode_pair, device_exception_entry, patch_exponent, spread_of,
 };
+use crate::format::LANE_CODE_WORDS;
 #[cfg(target_arch = "nvptx64")]
-use crate::format::{EXC_FAR, LANE_PAIRS, SM_BYTES, SM_CHUNKS, TILE_BYTES};
-use crate::format::{LANE_CODE_WORDS, LANES, lane_slot};
+use crate::format::{EXC_FAR, LANE_PAIRS, LANES, SM_BYTES, SM_CHUNKS, TILE_BYTES};
 
 #[cfg(target_arch = "nvptx64")]
 const _: () = assert!(SM_CHUNKS == 4, "load_lane unrolls exactly four chunks");
@@ -190,8 +190,9 @@ impl MatrixView {
         }
     }
 
-    /// Calls `f(row, col, exponent)` for every exception of a tile (row and
-    /// column inside the tile), 32 at a time across the warp; `first` is this
+    /// Calls `f(slot, exponent)` for every exception of a tile (the
+    /// weight's [`fragment_slot`](crate::format::fragment_slot) inside the
+    /// tile), 32 at a time across the warp; `first` is this
     /// lane's entry among the first 32 (`exception(e, lane)`, which callers
     /// may have loaded early). Table exponents come from `table(index)`
     /// (global or shared memory, the caller's choice); far ones from the
@@ -208,7 +209,7 @@ impl MatrixView {
         first: u32,
         lane: u32,
         table: impl Fn(u32) -> u32,
-        f: impl FnMut(u32, u32, u32),
+        f: impl FnMut(u32, u32),
     ) {
         // SAFETY: the caller's promise.
         unsafe { self.for_each_exception_prefetched(e, first, None, lane, table, f) }
@@ -228,7 +229,7 @@ impl MatrixView {
         second: Option<u32>,
         lane: u32,
         table: impl Fn(u32) -> u32,
-        mut f: impl FnMut(u32, u32, u32),
+        mut f: impl FnMut(u32, u32),
     ) {
         // SAFETY: entry and far loads stay inside the tile's ranges, which
         // the host validated.
@@ -245,7 +246,7 @@ impl MatrixView {
             let mut entry = first;
             while batch < e.count {
                 let active = batch + lane < e.count;
-                let (row, col, index) = exception_entry(entry as u16);
+                let (slot, index) = device_exception_entry(entry as u16);
                 let is_far = active && index == EXC_FAR;
                 let far_mask = ballot(is_far);
                 if active {
@@ -255,7 +256,7 @@ impl MatrixView {
                     } else {
                         table(u32::from(index))
                     };
-                    f(row as u32, col as u32, exponent);
+                    f(slot, exponent);
                 }
                 far_next += far_mask.count_ones();
                 batch += LANES as u32;
@@ -268,7 +269,8 @@ impl MatrixView {
     }
 
     /// Patches every exception of a tile decoded into shared memory, whose
-    /// element (row, col) is the BF16 at shared address `at(row, col)`;
+    /// element in fragment slot `slot` is the BF16 at shared address
+    /// `at(slot)`;
     /// `first` and `second` are this lane's entries among the first 32 and
     /// the next 32 (`exception(e, lane)`, `exception(e, 32 + lane)`).
     ///
@@ -293,7 +295,7 @@ impl MatrixView {
         second: u32,
         lane: u32,
         table: impl Fn(u32) -> u32,
-        at: impl Fn(u32, u32) -> u32,
+        at: impl Fn(u32) -> u32,
     ) {
         let rmw = |a: u32, exponent: u32| {
             // SAFETY: `a` is a slot of the tile (the caller's promise).
@@ -312,7 +314,7 @@ impl MatrixView {
                     Some(second),
                     lane,
                     table,
-                    |r, c, x| rmw(at(r, c), x),
+                    |slot, x| rmw(at(slot), x),
                 );
                 return;
             }
@@ -320,7 +322,7 @@ impl MatrixView {
             if e.count <= LANES as u32 {
                 let x = self.resolve(e, first, 0, e.far_start, lane, &table);
                 if x.active {
-                    rmw(at(x.row, x.col), x.exponent);
+                    rmw(at(x.slot), x.exponent);
                 }
                 return;
             }
@@ -328,7 +330,7 @@ impl MatrixView {
             let far1 = e.far_start + x0.far_in_batch;
             let x1 = self.resolve(e, second, LANES as u32, far1, lane, &table);
             // Every lane has an entry in the first batch (count > 32).
-            let (a0, a1) = (at(x0.row, x0.col), at(x1.row, x1.col));
+            let (a0, a1) = (at(x0.slot), at(x1.slot));
             let v0 = ld_shared_u16(a0);
             let v1 = if x1.active { ld_shared_u16(a1) } else { 0 };
             st_shared_u16(a0, patch_exponent(v0, x0.exponent as u8));
@@ -341,7 +343,7 @@ impl MatrixView {
                 let entry = self.exception(e, batch + lane);
                 let x = self.resolve(e, entry, batch, far_next, lane, &table);
                 if x.active {
-                    rmw(at(x.row, x.col), x.exponent);
+                    rmw(at(x.slot), x.exponent);
                 }
                 far_next += x.far_in_batch;
                 batch += LANES as u32;
@@ -368,7 +370,7 @@ impl MatrixView {
         table: &impl Fn(u32) -> u32,
     ) -> Resolved {
         let active = batch + lane < e.count;
-        let (row, col, index) = exception_entry(entry as u16);
+        let (slot, index) = device_exception_entry(entry as u16);
         let is_far = active && index == EXC_FAR;
         let far_mask = ballot(is_far);
         // Lanes below this one, by arithmetic: `%lanemask_lt` is a
@@ -387,8 +389,7 @@ impl MatrixView {
         };
         Resolved {
             active,
-            row: row as u32,
-            col: col as u32,
+            slot,
             exponent,
             far_in_batch: far_mask.count_ones(),
         }
@@ -402,8 +403,7 @@ impl MatrixView {
 #[derive(Clone, Copy)]
 struct Resolved {
     active: bool,
-    row: u32,
-    col: u32,
+    slot: u32,
     exponent: u32,
     far_in_batch: u32,
 }
@@ -437,17 +437,10 @@ pub struct TileExceptions {
     pub far_start: u32,
 }
 
-/// Byte offset, in a warp's *A stage* (one decoded tile parked in shared
-/// memory in fragment order: the A fragment of k-step `j` of lane `l` at
-/// byte `(j * 32 + l) * 16`), of the weight at (row, col) of the tile.
-#[inline(always)]
-pub fn a_stage_offset(row: usize, col: usize) -> u32 {
-    let (lane, pair, half) = lane_slot(row, col);
-    (((pair / 4) * LANES + lane) * 16 + (pair % 4) * 4 + half * 2) as u32
-}
-
 /// Writes the true exponent of each exception of a tile into the warp's A
-/// stage at `s_a` ([`MatrixView::patch_in_shared`]; `entry` and `second`:
+/// stage at `s_a`, one decoded tile parked in shared memory in fragment
+/// order (the A fragment of k-step `j` of lane `l` at byte `(j * 32 + l) *
+/// 16`, so slot `s` at byte `2s`; [`MatrixView::patch_in_shared`]; `entry` and `second`:
 /// this lane's entries among the first 32 and the next 32). `s_table` is
 /// the exception table in shared memory. All 32 lanes call this together.
 ///
@@ -469,8 +462,6 @@ pub unsafe fn patch_a_stage(
     // shared memory (the caller's promise).
     unsafe {
         let table = |index: u32| ld_shared_u8(s_table + index);
-        view.patch_in_shared(e, entry, second, lane, table, |row, col| {
-            s_a + a_stage_offset(row as usize, col as usize)
-        });
+        view.patch_in_shared(e, entry, second, lane, table, |slot| s_a + 2 * slot);
     }
 }

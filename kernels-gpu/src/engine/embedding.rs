@@ -15,7 +15,7 @@ pub const EMBED_TILE_WARPS: u32 = 4;
 mod gpu {
     use super::EMBED_TILE_WARPS;
     use crate::engine::ROW_THREADS;
-    use crate::format::{TILE_COLS, TILE_ROWS, pair_position};
+    use crate::format::{TILE_COLS, TILE_ROWS, pair_position, slot_position};
     use crate::ptx::{block_idx, ld_nc_u8, sync_warp, thread_idx, trap};
     use crate::tile::MatrixView;
 
@@ -125,9 +125,10 @@ mod gpu {
             let e = view.tile_exceptions(tile);
             let first = view.exception(&e, lane);
             let table = |index: u32| ld_nc_u8(exception_table.add(index as usize));
-            view.for_each_exception(&e, first, lane, table, |row, col, exponent| {
-                let c = c0 + col;
-                if row == want && c < cols {
+            view.for_each_exception(&e, first, lane, table, |slot, exponent| {
+                let (row, col) = slot_position(slot as usize);
+                let c = c0 + col as u32;
+                if row as u32 == want && c < cols {
                     let p = g_row.add(c as usize);
                     *p = crate::decode::patch_exponent(*p, exponent as u8);
                 }
