@@ -2,6 +2,7 @@
 
 use cust::memory::{DeviceBuffer, DeviceCopy, DevicePointer};
 use zipserv_kernels::format::{EXC_TABLE_LEN, device_entry};
+use zipserv_kernels::sm90::EXCEPTION_TAIL_ENTRIES;
 
 use crate::device::Gpu;
 use crate::error::{CudaContext, Result};
@@ -23,6 +24,17 @@ pub struct DeviceWeights {
     device_bytes: usize,
 }
 
+/// The exception entries as the kernels read them: positions turned into
+/// fragment slots, the address the GEMM kernels patch
+/// (`format::device_entry`), and [`EXCEPTION_TAIL_ENTRIES`] zero entries
+/// after the last, so the Hopper kernel's 16-byte staging copies never
+/// leave the array (`sm90::entry_window`).
+fn device_exceptions(entries: &[u16]) -> Vec<u16> {
+    let mut out: Vec<u16> = entries.iter().map(|&e| device_entry(e)).collect();
+    out.resize(entries.len() + EXCEPTION_TAIL_ENTRIES, 0);
+    out
+}
+
 impl DeviceWeights {
     /// Copies every section to the device and waits until the copies are
     /// complete, so that kernels on any stream may read them at once.
@@ -35,14 +47,7 @@ impl DeviceWeights {
         let weights = Self {
             tiles: upload(&p.tiles)?,
             exception_starts: upload(&p.exception_starts)?,
-            // Positions become fragment slots, the address the GEMM
-            // kernels patch (`format::device_entry`).
-            exceptions: upload(
-                &p.exceptions
-                    .iter()
-                    .map(|&e| device_entry(e))
-                    .collect::<Vec<_>>(),
-            )?,
+            exceptions: upload(&device_exceptions(&p.exceptions))?,
             far_starts: upload(&p.far_starts)?,
             far_exponents: upload(&p.far_exponents)?,
             exception_table: upload(&table)?,

@@ -61,7 +61,7 @@ pub const SWIZZLE_ATOM_BYTES: usize = 8 * X_BOX_ROW_BYTES;
 /// Compressed tiles of one stage: the unit's row tiles at one k-tile.
 pub const W_STAGE_BYTES: usize = UNIT_ROW_TILES as usize * TILE_BYTES;
 /// One warp's decoded tile in fragment order, where exceptions are patched
-/// (the A stage of `tile::a_stage_offset`).
+/// (slot `s` at byte `2s`: `format::fragment_slot`).
 pub const A_STAGE_BYTES: usize = LANES * LANE_PAIRS * 4;
 /// Consumer warps, each with its own A stage.
 pub const CONSUMER_WARPS: usize = (CONSUMER_THREADS / 32) as usize;
@@ -71,6 +71,43 @@ pub const TABLE_BYTES: usize = 128;
 pub const FLAG_BYTES: usize = 16;
 /// One `mbarrier` object.
 pub const MBARRIER_BYTES: usize = 8;
+
+/// Exception entries of a tile the producer stages in shared memory with
+/// the tile (a 2048-weight tile averages ~33 at 1.6%); a tile's entries
+/// past these are read from global memory by the patch's tail loop.
+pub const STAGED_ENTRIES: u32 = 64;
+/// Shared bytes per staged tile's entries: the 16-byte aligned window
+/// around up to [`STAGED_ENTRIES`] u16 entries (a bulk copy moves whole
+/// 16-byte units from a 16-byte aligned address) spans at most 144 bytes.
+pub const ENTRY_SLOT_BYTES: usize = 144;
+/// A staged tile's exception range as the producer writes it for the
+/// consumer warp: start, count, far start, and where the tile's first
+/// entry sits in its entry slot (u32 each).
+pub const RANGE_RECORD_BYTES: usize = 16;
+/// Zero entries the host appends to a matrix's device exception array, so
+/// a staging window rounded up to 16 bytes past its last entry stays in
+/// the allocation.
+pub const EXCEPTION_TAIL_ENTRIES: usize = 8;
+
+/// The bulk copy that stages a tile's first entries: for the tile whose
+/// entries are `start .. start + count` of the exception array, returns
+/// the byte offset in the array of the copy's first byte (16-byte
+/// aligned), its length (a multiple of 16, 0 when the tile has none) and
+/// the index, in the copied window, of the tile's first entry.
+pub const fn entry_window(start: u32, count: u32) -> (u32, u32, u32) {
+    let n = if count < STAGED_ENTRIES {
+        count
+    } else {
+        STAGED_ENTRIES
+    };
+    if n == 0 {
+        return (0, 0, 0);
+    }
+    let (first, end) = (2 * start, 2 * (start + n));
+    let lo = first & !15;
+    let hi = (end + 15) & !15;
+    (lo, hi - lo, (first - lo) / 2)
+}
 /// Named barrier (besides barrier 0, the whole block) that the consumer
 /// warpgroups use among themselves; the producer never joins it.
 pub const CONSUMER_BARRIER: u32 = 1;
@@ -242,6 +279,10 @@ pub struct SmemLayout {
     pub a: usize,
     pub table: usize,
     pub flag: usize,
+    /// Per stage and row tile, the staged exception entries
+    /// ([`ENTRY_SLOT_BYTES`]) and their range ([`RANGE_RECORD_BYTES`]).
+    pub entries: usize,
+    pub records: usize,
     /// Per stage, four barriers in four arrays: "full" for its compressed
     /// tiles and for its activations (the producer's copies landed), and
     /// "empty" for each (every consumer is done with them: the tiles once
@@ -261,8 +302,10 @@ impl SmemLayout {
         let a = w + v.stages * W_STAGE_BYTES;
         let table = a + CONSUMER_WARPS * A_STAGE_BYTES;
         let flag = table + TABLE_BYTES;
+        let entries = flag + FLAG_BYTES;
+        let records = entries + v.stages * UNIT_ROW_TILES as usize * ENTRY_SLOT_BYTES;
         let barriers = v.stages * MBARRIER_BYTES;
-        let full_w = flag + FLAG_BYTES;
+        let full_w = records + v.stages * UNIT_ROW_TILES as usize * RANGE_RECORD_BYTES;
         let full_x = full_w + barriers;
         let empty_w = full_x + barriers;
         let empty_x = empty_w + barriers;
@@ -274,6 +317,8 @@ impl SmemLayout {
             a,
             table,
             flag,
+            entries,
+            records,
             full_w,
             full_x,
             empty_w,
@@ -580,12 +625,37 @@ mod tests {
     }
 
     #[test]
+    fn entry_windows_cover_the_staged_entries_and_fit_their_slot() {
+        for start in 0..100u32 {
+            for count in [0u32, 1, 7, 8, 9, 33, 63, 64, 65, 500] {
+                let (lo, len, first) = entry_window(start, count);
+                let n = count.min(STAGED_ENTRIES);
+                if n == 0 {
+                    assert_eq!(len, 0);
+                    continue;
+                }
+                assert!(
+                    lo.is_multiple_of(16)
+                        && len.is_multiple_of(16)
+                        && len as usize <= ENTRY_SLOT_BYTES
+                );
+                assert_eq!(lo / 2 + first, start, "start {start} count {count}");
+                assert!(lo + len >= 2 * (start + n));
+                // Past the last entry by less than the host's tail padding.
+                assert!(lo + len < 2 * (start + n) + 2 * EXCEPTION_TAIL_ENTRIES as u32);
+            }
+        }
+    }
+
+    #[test]
     fn layouts_fit_and_do_not_overlap() {
         for v in &WGMMA_GEMM_VARIANTS {
             let l = SmemLayout::of(v);
             assert!(l.x + v.stages * l.x_stage <= l.w);
             assert!(l.w + v.stages * W_STAGE_BYTES <= l.a);
             assert!(l.a + CONSUMER_WARPS * A_STAGE_BYTES <= l.table);
+            assert!(l.entries.is_multiple_of(16) && l.records.is_multiple_of(16));
+            assert!(l.full_w.is_multiple_of(8));
             assert!(l.request_bytes() <= MAX_SMEM_BYTES, "{v:?}: {l:?}");
         }
     }

@@ -7,8 +7,8 @@ use super::smem::Smem;
 use super::{Block, Ring};
 use crate::format::{K_STEPS, LANE_PAIRS};
 use crate::ptx::{
-    FragA, lane_id, ld_nc_u32, ld_shared_v4, named_barrier_sync, st_shared_u32, st_shared_v4,
-    sync_warp, warp_index,
+    FragA, lane_id, ld_nc_u32, ld_shared_u16, ld_shared_v4, named_barrier_sync, st_shared_u32,
+    st_shared_v4, sync_warp, warp_index,
 };
 use crate::ptx_sm90::{
     mbarrier_arrive, mbarrier_wait_parity, wgmma_commit_group, wgmma_fence, wgmma_m64n16k16_bf16,
@@ -16,9 +16,10 @@ use crate::ptx_sm90::{
     wgmma_wait_group,
 };
 use crate::sm90::{
-    CONSUMER_BARRIER, CONSUMER_THREADS, UNIT_ROW_TILES, x_descriptor, x_descriptor_step,
+    CONSUMER_BARRIER, CONSUMER_THREADS, STAGED_ENTRIES, UNIT_ROW_TILES, x_descriptor,
+    x_descriptor_step,
 };
-use crate::tile::{ExceptionBounds, LaneTile, MatrixView, TileExceptions, patch_a_stage};
+use crate::tile::{LaneTile, MatrixView, TileExceptions, patch_a_stage};
 
 /// A lane's decoded tile: the A fragments of the tile's 8 k-steps, pair
 /// `4s + r` being register `r` of k-step `s` (docs/FORMAT.md §1.2).
@@ -29,42 +30,12 @@ type TileFrags = [u32; LANE_PAIRS];
 /// m64nNk16 accumulator repeats (`sm90::accumulator_position`).
 pub(super) type FragD<const NJ: usize> = [[f32; 4]; NJ];
 
-/// A tile's exception range and this lane's entries among its first 64.
-///
-/// The loads run two tiles deep: while tile `kt` is decoded, the entries of
-/// tile `kt + 1` are loaded (its range arrived a tile ago) and the range of
-/// tile `kt + 2`, so no load waits on another in the same tile. Loading
-/// tile `kt + 1`'s range and then its entry at once (v1–v4) stalled each
-/// warp for a whole round trip per tile on the entry's address: the
-/// largest stall of the two-block kernel (Nsight Compute, 28672×4096,
-/// N = 8: 2.4 of 9.4 cycles per issued instruction on the long
-/// scoreboard). The second 32 entries were a dependent load inside the
-/// patch (a 2048-weight tile averages ~33 exceptions at 1.6%, so many
-/// tiles have more than 32).
+/// A tile's exception range and this lane's entries among its first 64,
+/// as the producer staged them with the tile (`producer::run_tiles`).
 #[derive(Clone, Copy)]
 struct Exceptions {
     range: TileExceptions,
     entries: [u32; 2],
-}
-
-impl Exceptions {
-    /// The entries of a tile whose range is `range`.
-    ///
-    /// # Safety
-    /// `range` is a tile's range in the (validated) matrix `view`.
-    #[inline(always)]
-    unsafe fn of(view: &MatrixView, range: TileExceptions, lane: u32) -> Self {
-        // SAFETY: the caller's promise.
-        unsafe {
-            Self {
-                entries: [
-                    view.exception(&range, lane),
-                    view.exception(&range, 32 + lane),
-                ],
-                range,
-            }
-        }
-    }
 }
 
 /// What a consumer warp needs to decode its tiles of one unit segment.
@@ -73,105 +44,81 @@ struct Decoder<'a> {
     s: &'a Smem,
     warp: u32,
     lane: u32,
-    /// First tile of this warp's row in the segment's unit (of the last
-    /// row tile for a warp without one, so its exception loads stay in the
-    /// matrix and need no branch), and the segment's end column.
-    row_tile0: u32,
+    /// The segment's end column.
     kt1: u32,
     /// Whether this warp has a row tile in the unit (warp-uniform).
     active: bool,
 }
 
-/// A warp's exception loads in flight: tile `kt`'s range and entries, and
-/// tile `kt + 1`'s bounds as loaded (see [`Exceptions`]).
-///
-/// Every load is issued unconditionally, for a tile of the segment (the
-/// last one again past its end, where the values go unused): a load under
-/// a condition went to a temporary register that a predicated move then
-/// copied, and the move waited for the load (Nsight Compute, two-block n64
-/// variant: 4% of the stall samples on such moves and on the count
-/// computed right after the bounds' loads).
-#[derive(Clone, Copy)]
-struct ExceptionQueue {
-    current: Exceptions,
-    next: ExceptionBounds,
-}
-
 impl Decoder<'_> {
-    /// The queue at the segment's first tile `kt0`: its range and entries
-    /// (one wait), and the bounds of tile `kt0 + 1`.
+    /// Waits for stage `ring`'s tiles and returns this warp's tile's
+    /// exceptions (none for a warp without a row tile, whose record the
+    /// producer did not write). Every warp waits for every stage: one that
+    /// skipped a use could take a later phase for the one it waits for.
     ///
     /// # Safety
-    /// `kt0` < `kt1`.
+    /// `ring` is the stage of this warp's next tile.
     #[inline(always)]
-    unsafe fn start_exceptions(&self, kt0: u32) -> ExceptionQueue {
-        // SAFETY: both tiles are in the matrix (see `tile`).
+    unsafe fn wait_tile<const STAGES: usize>(&self, ring: Ring<STAGES>) -> Exceptions {
+        let none = Exceptions {
+            range: TileExceptions {
+                start: 0,
+                count: 0,
+                far_start: 0,
+            },
+            entries: [0; 2],
+        };
+        // SAFETY: the record and entry slot of this warp's row tile, which
+        // the producer wrote before its arrival (the caller's promise).
         unsafe {
-            let range = self.view.tile_exceptions(self.tile(kt0));
-            ExceptionQueue {
-                next: self.view.exception_bounds(self.tile(kt0 + 1)),
-                current: Exceptions::of(self.view, range, self.lane),
+            mbarrier_wait_parity(self.s.full_w(ring.stage), ring.phase);
+            if !self.active {
+                return none;
+            }
+            let r = ld_shared_v4(self.s.record(ring.stage, self.warp));
+            let range = TileExceptions {
+                start: r[0],
+                count: r[1],
+                far_start: r[2],
+            };
+            let staged = range.count.min(STAGED_ENTRIES);
+            let first = self.s.entries(ring.stage, self.warp) + 2 * r[3];
+            let entry = |i: u32| {
+                if i < staged {
+                    u32::from(ld_shared_u16(first + 2 * i))
+                } else {
+                    0
+                }
+            };
+            Exceptions {
+                range,
+                entries: [entry(self.lane), entry(32 + self.lane)],
             }
         }
-    }
-
-    /// Tile index of column `kt` of this warp's row, clamped to the
-    /// segment's last column.
-    #[inline(always)]
-    fn tile(&self, kt: u32) -> u32 {
-        self.row_tile0 + kt.min(self.kt1.saturating_sub(1))
-    }
-
-    /// Waits for stage `ring`'s tiles; `q` holds tile `kt`'s exceptions and moves
-    /// on by a tile (entries of `kt + 1`, bounds of `kt + 2`, issued before
-    /// the wait). Returns tile `kt`'s.
-    ///
-    /// # Safety
-    /// `kt` < `kt1`; `ring` is the stage of tile `kt`.
-    #[inline(always)]
-    unsafe fn wait_and_prefetch<const STAGES: usize>(
-        &self,
-        ring: Ring<STAGES>,
-        kt: u32,
-        q: &mut ExceptionQueue,
-    ) -> Exceptions {
-        let current = q.current;
-        // SAFETY: the caller's promise; `tile` keeps the loads in the matrix.
-        unsafe {
-            q.current = Exceptions::of(self.view, q.next.range(), self.lane);
-            q.next = self.view.exception_bounds(self.tile(kt + 2));
-            mbarrier_wait_parity(self.s.full_w(ring.stage), ring.phase);
-        }
-        current
     }
 
     /// decode + patch into the warp's A stage: tile `kt` of stage `ring`
     /// decoded straight into the A stage, its tile slots released, its
     /// exceptions patched there; [`load_stage`] then gives the fragments.
-    /// Nothing for a warp without a row tile.
+    /// Nothing for a warp without a row tile but the barriers.
     ///
     /// # Safety
-    /// All lanes of the warp call this together; as
-    /// [`Self::wait_and_prefetch`]; no earlier load of the A stage is
-    /// pending.
+    /// All lanes of the warp call this together; as [`Self::wait_tile`];
+    /// no earlier load of the A stage is pending.
     #[inline(always)]
-    unsafe fn decode_to_stage<const STAGES: usize>(
-        &self,
-        ring: Ring<STAGES>,
-        kt: u32,
-        exceptions: &mut ExceptionQueue,
-    ) {
+    unsafe fn decode_to_stage<const STAGES: usize>(&self, ring: Ring<STAGES>) {
         let s_a = self.s.a(self.warp);
         // SAFETY: the caller's promise; offsets stay in the A stage.
         unsafe {
-            let current = self.wait_and_prefetch(ring, kt, exceptions);
+            let current = self.wait_tile(ring);
             if self.active {
                 let s_tile = self.s.w(ring.stage, self.warp);
                 LaneTile::decode_shared(s_tile, self.lane, self.view.base, |step, frag| {
                     st_shared_v4(s_a + (step as u32 * 32 + self.lane) * 16, frag)
                 });
             }
-            // This thread's loads of the tiles were consumed by the decode.
+            // This thread's loads of the tiles, entries and record were
+            // consumed by the decode or are in registers.
             mbarrier_arrive(self.s.empty_w(ring.stage));
             // Warp-uniform: every lane read the same count.
             if self.active && current.range.count > 0 {
@@ -206,19 +153,16 @@ pub(super) unsafe fn run<const NJ: usize, const STAGES: usize>(b: &Block, s: &Sm
         while pos < b.end {
             let (u, kt0) = b.unit_and_tile(pos);
             let kt1 = (kt0 + (b.end - pos)).min(col_tiles);
-            let rt = u * UNIT_ROW_TILES + warp;
             let d = Decoder {
                 view,
                 s,
                 warp,
                 lane,
-                row_tile0: rt.min(b.row_tiles.saturating_sub(1)) * col_tiles,
                 kt1,
-                active: rt < b.row_tiles,
+                active: u * UNIT_ROW_TILES + warp < b.row_tiles,
             };
             let mut acc: FragD<NJ> = [[0.0; 4]; NJ];
-            let mut exceptions = d.start_exceptions(kt0);
-            segment::<NJ, STAGES>(&d, &mut acc, &mut ring, kt0, &mut exceptions);
+            segment::<NJ, STAGES>(&d, &mut acc, &mut ring, kt0);
             let segment = Segment {
                 u,
                 tiles: kt1 - kt0,
@@ -252,15 +196,13 @@ pub(super) unsafe fn run<const NJ: usize, const STAGES: usize>(b: &Block, s: &Sm
 ///   shapes, and 2–3% faster than v2's at N = 65–128.
 ///
 /// # Safety
-/// As [`run`]; `ring` is the stage of tile `kt0`, `exceptions` its
-/// exception range.
+/// As [`run`]; `ring` is the stage of tile `kt0`.
 #[inline(always)]
 unsafe fn segment<const NJ: usize, const STAGES: usize>(
     d: &Decoder,
     acc: &mut FragD<NJ>,
     ring: &mut Ring<STAGES>,
     kt0: u32,
-    exceptions: &mut ExceptionQueue,
 ) {
     let s = d.s;
     let s_a = s.a(d.warp);
@@ -269,7 +211,7 @@ unsafe fn segment<const NJ: usize, const STAGES: usize>(
         // Zeros for a warp without a row tile, which never loads.
         let mut a: TileFrags = [0; LANE_PAIRS];
         let mut kt = kt0;
-        d.decode_to_stage(*ring, kt, exceptions);
+        d.decode_to_stage(*ring);
         loop {
             if d.active {
                 sync_warp();
@@ -283,7 +225,7 @@ unsafe fn segment<const NJ: usize, const STAGES: usize>(
             if more {
                 // The A stage's loads above were consumed by the wgmmas'
                 // issue (registers), so the stage may be overwritten.
-                d.decode_to_stage(*ring, kt, exceptions);
+                d.decode_to_stage(*ring);
             }
             wgmma_wait_group::<0>();
             // The wgmma reads of the stage's activations are complete.
@@ -296,7 +238,7 @@ unsafe fn segment<const NJ: usize, const STAGES: usize>(
 }
 
 /// Puts each exception's true exponent into the warp's 4 KB A stage,
-/// which holds the decoded tile in fragment order (`tile::a_stage_offset`):
+/// which holds the decoded tile in fragment order (`format::fragment_slot`):
 /// each lane patches about one entry in place. The fragments reach the
 /// stage straight from the decode and come back with [`load_stage`] (16
 /// shared-memory instructions per lane and tile).

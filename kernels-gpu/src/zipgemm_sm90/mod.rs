@@ -14,10 +14,11 @@
 //! (unit, 128-column tile) pairs, once per chunk of `n_tile` activation
 //! rows. Per pair, through a ring of shared-memory stages:
 //!
-//!   load (warpgroup 0, two threads; `producer`) – one thread waits until
-//!          the stage's tile slots are empty, then `cp.async.bulk` copies
-//!          the unit's 8 compressed tiles (2816 B each, contiguous in the
-//!          tile stream); the other waits until the stage's activation slot
+//!   load (warpgroup 0, nine threads; `producer`) – eight threads, one per
+//!          row tile, wait until the stage's tile slots are empty, then
+//!          `cp.async.bulk` copies each its compressed tile (2816 B) and
+//!          the tile's first exception entries, and writes the tile's
+//!          exception range beside them; the ninth waits until the stage's activation slot
 //!          is empty, then TMA copies the activations `X[n0 ..][k0 .. k0 +
 //!          128]` as two boxes of 64 columns in the 128-byte swizzle
 //!          `wgmma` reads. Each completes on its own "full" barrier. TMA
@@ -57,7 +58,9 @@ use crate::format::TILE_ROWS;
 use crate::launch::nonzero;
 use crate::ptx::{block_idx, sync_threads, thread_idx};
 use crate::ptx_sm90::{fence_mbarrier_init, mbarrier_init, setmaxnreg_dec, setmaxnreg_inc};
-use crate::sm90::{CONSUMER_THREADS, WARPGROUP_THREADS, WGMMA_GEMM_VARIANTS, WgmmaGemmParams};
+use crate::sm90::{
+    CONSUMER_THREADS, UNIT_ROW_TILES, WARPGROUP_THREADS, WGMMA_GEMM_VARIANTS, WgmmaGemmParams,
+};
 use smem::Smem;
 
 /// What every role of a block knows about its work.
@@ -158,7 +161,7 @@ unsafe fn zipgemm_sm90<
         if tid == 0 {
             let mut i = 0;
             while i < STAGES as u32 {
-                mbarrier_init(s.full_w(i), 1);
+                mbarrier_init(s.full_w(i), UNIT_ROW_TILES);
                 mbarrier_init(s.full_x(i), 1);
                 mbarrier_init(s.empty_w(i), CONSUMER_THREADS);
                 mbarrier_init(s.empty_x(i), CONSUMER_THREADS);
@@ -173,8 +176,8 @@ unsafe fn zipgemm_sm90<
         // One if/else, one role per branch, as setmaxnreg wants.
         if tid < WARPGROUP_THREADS {
             setmaxnreg_dec::<PRODUCER_REGS>();
-            if tid == 0 {
-                producer::run_tiles::<STAGES>(&block, &s);
+            if tid < UNIT_ROW_TILES {
+                producer::run_tiles::<STAGES>(&block, &s, tid);
             } else if tid == ACTIVATION_LOADER {
                 producer::run_activations::<NJ, STAGES>(&block, &s, map);
             }

@@ -3,7 +3,8 @@
 use crate::format::TILE_BYTES;
 use crate::ptx::dynamic_shared_memory;
 use crate::sm90::{
-    A_STAGE_BYTES, MBARRIER_BYTES, SWIZZLE_ATOM_BYTES, SmemLayout, W_STAGE_BYTES, WgmmaGemmVariant,
+    A_STAGE_BYTES, ENTRY_SLOT_BYTES, MBARRIER_BYTES, RANGE_RECORD_BYTES, SWIZZLE_ATOM_BYTES,
+    SmemLayout, UNIT_ROW_TILES, W_STAGE_BYTES, WgmmaGemmVariant,
 };
 
 /// A block's regions as shared-window addresses. Stage addresses are
@@ -46,6 +47,20 @@ impl Smem {
         self.base + self.layout.a as u32 + warp * A_STAGE_BYTES as u32
     }
 
+    /// Staged exception entries of row tile `t` of stage `stage`.
+    #[inline(always)]
+    pub(super) fn entries(&self, stage: u32, t: u32) -> u32 {
+        let slot = stage * UNIT_ROW_TILES + t;
+        self.base + self.layout.entries as u32 + slot * ENTRY_SLOT_BYTES as u32
+    }
+
+    /// Exception range record of row tile `t` of stage `stage`.
+    #[inline(always)]
+    pub(super) fn record(&self, stage: u32, t: u32) -> u32 {
+        let slot = stage * UNIT_ROW_TILES + t;
+        self.base + self.layout.records as u32 + slot * RANGE_RECORD_BYTES as u32
+    }
+
     #[inline(always)]
     pub(super) fn table(&self) -> u32 {
         self.base + self.layout.table as u32
@@ -56,7 +71,9 @@ impl Smem {
         self.base + self.layout.flag as u32
     }
 
-    /// Barrier completed when stage `stage`'s compressed tiles have landed.
+    /// Barrier completed when stage `stage`'s compressed tiles, their
+    /// staged exception entries and range records have landed (one arrival
+    /// per row tile of the unit).
     #[inline(always)]
     pub(super) fn full_w(&self, stage: u32) -> u32 {
         self.barrier(self.layout.full_w, stage)
