@@ -169,7 +169,7 @@ pub(super) unsafe fn run<const NJ: usize, const STAGES: usize>(b: &Block, s: &Sm
                 whole: kt0 == 0 && kt1 == col_tiles,
                 first: pos == b.start,
             };
-            epilogue::store::<NJ>(b, s, &acc, &segment, warp, lane, ctid);
+            epilogue::store::<NJ>(b, s, &mut acc, &segment, warp, lane, ctid);
             pos += kt1 - kt0;
         }
     }
