@@ -492,6 +492,15 @@ pub const fn accumulator_position(lane: u32, j: u32, i: u32) -> (u32, u32) {
     (g + 8 * (i / 2), 8 * j + 2 * t + i % 2)
 }
 
+/// (row, column) of a lane's accumulator element `i` of block `j` from its
+/// element 0 of block 0: `accumulator_position(lane, j, i) −
+/// accumulator_position(lane, 0, 0)`, the same for every lane, so a
+/// thread's stores are one base and constants.
+#[inline(always)]
+pub const fn element_offset(j: usize, i: usize) -> (usize, usize) {
+    (8 * (i / 2), 8 * j + i % 2)
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -566,6 +575,20 @@ mod tests {
         assert_eq!(sw128_offset(0, 8), 16);
         assert_eq!(sw128_offset(1, 0), 128 + 16);
         assert_eq!(sw128_offset(1, 8), 128);
+    }
+
+    #[test]
+    fn element_offsets_are_accumulator_positions_less_the_first() {
+        for lane in 0..32 {
+            let (r0, c0) = accumulator_position(lane, 0, 0);
+            for j in 0..32u32 {
+                for i in 0..4u32 {
+                    let (r, c) = accumulator_position(lane, j, i);
+                    let (dr, dc) = element_offset(j as usize, i as usize);
+                    assert_eq!(((r - r0) as usize, (c - c0) as usize), (dr, dc));
+                }
+            }
+        }
     }
 
     #[test]
