@@ -226,12 +226,15 @@ pub fn wgmma_variant_for(n: usize, blocks_per_sm: Option<u32>) -> usize {
 
 /// Fewest (unit, column tile) pairs per two-block wave slot for which the
 /// two-block n64 variant is taken over the one-block one. Measured on an
-/// H200 at N = 64 (two-block / one-block µs): 4096×4096, 3.9 pairs per
-/// slot, 20.9 / 18.7; 6144×4096, 5.8, 25.4 / 25.9; 4096×14336, 13.6,
-/// 41.5 / 44.7; 28672×4096, 27, 70.8 / 83.6. With few pairs per block the
-/// two-stage ring's ramp and the wider N's tensor work are not hidden. At
-/// N ≤ 32 the two-block variant won on every shape, 4096×4096 included.
-pub const X2_N64_MIN_PAIRS_PER_SLOT: usize = 5;
+/// H200 at N = 64 (two-block / one-block µs), commit bd0dd69: 4096×4096,
+/// 3.9 pairs per slot, 18.6 / 15.4; 6144×4096, 5.8, 22.2 / 20.6;
+/// 4096×14336, 13.6, 36.1 / 35.3; 28672×4096, 27, 58.8 / 63.2 (the same
+/// order at N = 48). With few pairs per block the two-stage ring's ramp and
+/// the wider N's tensor work are not hidden. At commit 608723e the line
+/// was at 5 (6144×4096 25.4 / 25.9 then); the one-block kernel gained more
+/// since. At N ≤ 32 the two-block variant won on every shape, 4096×4096
+/// included.
+pub const X2_N64_MIN_PAIRS_PER_SLOT: usize = 20;
 
 /// The variant [`wgmma_variant_for`] gives with no residency asked, except
 /// that an `m × k` product with fewer than [`X2_N64_MIN_PAIRS_PER_SLOT`]
@@ -624,8 +627,8 @@ mod tests {
         let h200 = WGMMA_GEMM_VARIANTS.map(|v| v.blocks_per_sm);
         let auto = |n, m, k| WGMMA_GEMM_VARIANTS[wgmma_variant_auto(n, m, k, 132, &h200)].name;
         assert_eq!(auto(64, 4096, 4096), "zipserv_gemm_sm90_n64");
-        assert_eq!(auto(64, 6144, 4096), "zipserv_gemm_sm90_n64_x2");
-        assert_eq!(auto(64, 4096, 14336), "zipserv_gemm_sm90_n64_x2");
+        assert_eq!(auto(64, 6144, 4096), "zipserv_gemm_sm90_n64");
+        assert_eq!(auto(64, 4096, 14336), "zipserv_gemm_sm90_n64");
         assert_eq!(auto(64, 28672, 4096), "zipserv_gemm_sm90_n64_x2");
         assert_eq!(auto(32, 4096, 4096), "zipserv_gemm_sm90_n32_x2");
         assert_eq!(auto(128, 28672, 4096), "zipserv_gemm_sm90_n128");
