@@ -11,6 +11,7 @@ use zipserv_kernels::launch::{
     DECOMPRESS_WARPS, GEMM_VARIANTS, GEMM_WARPS, MmaGemmVariant, STORE_BF16, STORE_F32, WorkSplit,
     gemm_smem_bytes,
 };
+use zipserv_kernels::sm90::UNIT_ROWS;
 
 use crate::device::Gpu;
 use crate::error::{CudaContext, Error, Result, Shape};
@@ -60,11 +61,38 @@ pub enum GemmPath {
 /// their 32-wide variant).
 pub const WGMMA_MIN_N: Option<usize> = Some(17);
 
+/// Below [`WGMMA_MIN_N`], from this N the Hopper kernel (its two-block n16
+/// variant) is taken for products of at least
+/// [`WGMMA_N16_MIN_PAIRS_PER_SLOT`] (unit, column tile) pairs per slot of a
+/// two-block wave. Measured on an H200 at commit e1dd47a
+/// (`mma.sync` / Hopper µs, N = 12 and 16): 4096×4096 (3.9 pairs per slot)
+/// 12.7 / 13.6 and 13.0 / 13.7; 6144×4096 (5.8) 17.0 / 16.9 and 17.2 /
+/// 17.1; 4096×14336 (13.6) 29.5 / 29.4 and 29.8 / 29.6; 28672×4096 (27)
+/// 52.7 / 50.7 and 53.3 / 50.8. At N ≤ 8 the `mma.sync` kernel's n8
+/// variant won on all four (28672×4096: 44.7 / 50.7).
+pub const WGMMA_MIN_N_LARGE: usize = 9;
+/// See [`WGMMA_MIN_N_LARGE`].
+pub const WGMMA_N16_MIN_PAIRS_PER_SLOT: usize = 5;
+
+/// Whether [`GemmPath::Auto`] takes the Hopper kernel for `n` activation
+/// rows and an `m × k` matrix on a Hopper card of `multiprocessors`
+/// multiprocessors.
+pub fn wgmma_auto(n: usize, m: usize, k: usize, multiprocessors: usize) -> bool {
+    if WGMMA_MIN_N.is_some_and(|min| n >= min) {
+        return true;
+    }
+    let pairs = m.div_ceil(UNIT_ROWS as usize) * k.div_ceil(TILE_COLS);
+    n >= WGMMA_MIN_N_LARGE && pairs >= WGMMA_N16_MIN_PAIRS_PER_SLOT * 2 * multiprocessors
+}
+
 impl GemmPath {
-    /// The path a launch of `n` activation rows takes on `gpu`.
-    pub fn resolve(self, gpu: &Gpu, n: usize) -> GemmPath {
+    /// The path a launch of `n` activation rows against an `m × k` matrix
+    /// takes on `gpu`.
+    pub fn resolve(self, gpu: &Gpu, m: usize, k: usize, n: usize) -> GemmPath {
         match self {
-            GemmPath::Auto if gpu.has_wgmma() && WGMMA_MIN_N.is_some_and(|min| n >= min) => {
+            GemmPath::Auto
+                if gpu.has_wgmma() && wgmma_auto(n, m, k, gpu.info().multiprocessors as usize) =>
+            {
                 GemmPath::Wgmma
             }
             GemmPath::Auto => GemmPath::MmaSync,
@@ -434,7 +462,7 @@ pub unsafe fn zipgemm_raw(
         },
     };
     let x = DevicePointer::<bf16>::from_raw(x);
-    match options.path.resolve(gpu, n) {
+    match options.path.resolve(gpu, m, k, n) {
         GemmPath::Wgmma => {
             crate::zipgemm_sm90::launch(gpu, stream, w, x, n, out, options.split_k, workspace)
         }
@@ -827,6 +855,23 @@ impl<'gpu> ZipGemm<'gpu> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The path choice on an H200 (132 multiprocessors) for the measured
+    /// shapes of [`WGMMA_MIN_N_LARGE`].
+    #[test]
+    fn hopper_kernel_takes_n9_to_16_on_the_larger_products_only() {
+        let auto = |n, m, k| wgmma_auto(n, m, k, 132);
+        for n in [1, 8] {
+            assert!(!auto(n, 28672, 4096), "N = {n}");
+        }
+        for n in [9, 12, 16] {
+            assert!(!auto(n, 4096, 4096), "N = {n}");
+            assert!(auto(n, 6144, 4096) && auto(n, 4096, 14336) && auto(n, 28672, 4096));
+        }
+        for n in [17, 32, 64, 300] {
+            assert!(auto(n, 4096, 4096) && auto(n, 1, 1), "N = {n}");
+        }
+    }
 
     /// Automatic splits on an H200-sized wave (132 multiprocessors × 4 blocks).
     #[test]
