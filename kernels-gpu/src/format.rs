@@ -139,8 +139,9 @@ pub const fn slot_position(slot: usize) -> (usize, usize) {
 /// decoded tiles held in fragment order, where a slot is the address
 /// itself; turning a row-major position into that address took ~13
 /// instructions per entry on the GPU (a bit permutation), here done once
-/// per matrix at upload. Entry order (which pairs far entries with their
-/// exponents) is unchanged.
+/// per matrix at upload (v17: 1–2% off every Hopper and `mma.sync` time,
+/// H200). Entry order (which pairs far entries with their exponents) is
+/// unchanged.
 #[inline(always)]
 pub const fn device_entry(entry: u16) -> u16 {
     let (row, col, index) = crate::decode::exception_entry(entry);

@@ -194,6 +194,11 @@ pub(super) unsafe fn run<const NJ: usize, const STAGES: usize>(b: &Block, s: &Sm
 /// - This order (v12) needs no second register set and only warp
 ///   barriers: 6–9% faster than v1's at N = 17–32 and N = 256 on the large
 ///   shapes, and 2–3% faster than v2's at N = 65–128.
+/// - v22 (branch `exp-wgmma-halves`) committed each tile's `wgmma`s as two
+///   groups of four k-steps and reloaded each half's registers as soon as
+///   its group completed, so a group was always queued: 1–3% slower at
+///   N ≥ 64 (28672×4096, N = 256: 112.1 → 113.6 µs), the second fence and
+///   warpgroup arrival costing more than the gap they closed.
 ///
 /// # Safety
 /// As [`run`]; `ring` is the stage of tile `kt0`.

@@ -55,7 +55,8 @@ pub(super) unsafe fn publish_tensor_map(p: &WgmmaGemmParams) -> *const u64 {
 /// ahead, from global memory: 23 instructions per warp and tile, with
 /// their address arithmetic (Nsight Compute, n128, 28672×4096: 5.8% of
 /// the stall samples). The producer threads have the time: they wait
-/// on the consumers most of theirs.
+/// on the consumers most of theirs. With this (v18): 28672×4096 N = 128
+/// 83.6 → 78.8 µs, N = 256 121.9 → 117.0 (H200).
 ///
 /// # Safety
 /// Called by threads 0..8 of the block, `t` being the thread index; `b`
