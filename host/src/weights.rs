@@ -115,3 +115,33 @@ fn upload<T: DeviceCopy + Default + Clone>(data: &[T]) -> Result<DeviceBuffer<T>
         DeviceBuffer::from_slice(data).cuda("cuMemAlloc")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zipserv_kernels::format::{EXC_INDEX_BITS, TILE_COLS, slot_position};
+
+    /// Every entry keeps its index and names the same weight by slot; the
+    /// tail is zeros (an empty list too gets it, so the array exists).
+    #[test]
+    fn device_exceptions_move_positions_to_slots_and_pad_the_tail() {
+        for entries in [
+            vec![],
+            vec![
+                3 << EXC_INDEX_BITS | 31,
+                2047 << EXC_INDEX_BITS | 7,
+                130 << EXC_INDEX_BITS,
+            ],
+        ] {
+            let d = device_exceptions(&entries);
+            assert_eq!(d.len(), entries.len() + EXCEPTION_TAIL_ENTRIES);
+            for (&file, &dev) in entries.iter().zip(&d) {
+                let mask = (1 << EXC_INDEX_BITS) - 1;
+                assert_eq!(dev & mask, file & mask);
+                let (row, col) = slot_position(usize::from(dev >> EXC_INDEX_BITS));
+                assert_eq!(row * TILE_COLS + col, usize::from(file >> EXC_INDEX_BITS));
+            }
+            assert!(d[entries.len()..].iter().all(|&e| e == 0));
+        }
+    }
+}
