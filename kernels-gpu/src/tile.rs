@@ -170,9 +170,10 @@ impl MatrixView {
 
     /// The three words [`Self::tile_exceptions`] computes the range from,
     /// as loaded: for loads issued ahead of their use, where computing the
-    /// count at once would wait for them there (Nsight Compute showed the
-    /// Hopper kernel's prefetch of the range two tiles ahead stalling on
-    /// that subtraction).
+    /// count at once would wait for them there (the Hopper kernel's
+    /// producer issues them before it waits for a free stage; when its
+    /// consumers prefetched ranges two tiles ahead, Nsight Compute showed
+    /// them stalling on that subtraction).
     ///
     /// # Safety
     /// As [`Self::tile_exceptions`].
