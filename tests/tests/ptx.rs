@@ -47,6 +47,45 @@ fn every_catalog_image_is_embedded_with_its_kernels() {
     }
 }
 
+/// The PTX of entry `name` in `ptx`: from its `.entry` line to the next
+/// entry's.
+fn entry_body<'a>(ptx: &'a str, name: &str) -> &'a str {
+    let start = ptx
+        .find(&format!(".visible .entry {name}("))
+        .unwrap_or_else(|| panic!("{name} missing"));
+    let end = ptx[start + 1..]
+        .find(".visible .entry ")
+        .map_or(ptx.len(), |e| start + 1 + e);
+    &ptx[start..end]
+}
+
+/// Each Hopper ZipGEMM holds exactly one block barrier 0 and one
+/// `setmaxnreg` of each direction. Rust's inline assembly is not
+/// `convergent` to LLVM, which may copy it, and the barrier beside it, into
+/// each arm of a branch that diverges within a warp: a copy run by one lane
+/// of a warp while the others run the other copy (both `.aligned`) hangs
+/// the block. It happened once (the branch that picks the tensor-map
+/// publisher, threaded through the role split; `zipgemm_sm90`).
+#[test]
+fn hopper_kernels_keep_one_copy_of_each_aligned_block_step() {
+    let ptx = image("sm_90a").ptx;
+    for v in &WGMMA_GEMM_VARIANTS {
+        let body = entry_body(ptx, v.name);
+        let barriers = body
+            .lines()
+            .filter(|l| {
+                let t = l.trim();
+                t.starts_with("bar.sync") && t.trim_start_matches("bar.sync").trim() == "0;"
+            })
+            .count();
+        assert_eq!(barriers, 1, "{}: {barriers} copies of bar.sync 0", v.name);
+        for step in ["setmaxnreg.dec", "setmaxnreg.inc"] {
+            let copies = body.matches(step).count();
+            assert_eq!(copies, 1, "{}: {copies} copies of {step}", v.name);
+        }
+    }
+}
+
 /// Overlapped launches (`Gpu::set_launch_overlap`) are only safe for
 /// kernels that wait for the prior grid: every `sm_90a` kernel but the
 /// demos (which are never launched overlapped) must hold
@@ -60,14 +99,8 @@ fn every_overlappable_kernel_waits_for_the_prior_grid() {
         if *name == catalog::DEMO_MMA || *name == catalog::DEMO_WGMMA {
             continue;
         }
-        let start = ptx
-            .find(&format!(".visible .entry {name}("))
-            .unwrap_or_else(|| panic!("{name} missing"));
-        let end = ptx[start + 1..]
-            .find(".visible .entry ")
-            .map_or(ptx.len(), |e| start + 1 + e);
         assert!(
-            ptx[start..end].contains("griddepcontrol.wait;"),
+            entry_body(ptx, name).contains("griddepcontrol.wait;"),
             "{name}: no griddepcontrol.wait, so an overlapped launch could race the kernel before"
         );
         checked += 1;

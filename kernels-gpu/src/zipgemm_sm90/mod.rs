@@ -173,6 +173,13 @@ unsafe fn zipgemm_sm90<
             map = producer::publish_tensor_map(p);
         }
         sync_threads();
+        // The roles' thread index through `opaque`: tested again with the
+        // value that chose the tensor-map publisher above, LLVM threaded
+        // that branch through the barrier, so the loader's lane ran its own
+        // copy of `bar.sync` and `setmaxnreg` (both `.aligned`: its warp
+        // hung; seen with v25's consumer, `exp-pair-groups`). tests/ptx.rs
+        // checks each kernel has one of each.
+        let tid = crate::ptx::opaque(tid);
         // One if/else, one role per branch, as setmaxnreg wants.
         if tid < WARPGROUP_THREADS {
             setmaxnreg_dec::<PRODUCER_REGS>();
