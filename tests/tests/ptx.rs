@@ -156,8 +156,8 @@ fn ptx_uses_tensor_core_instructions() {
     }
     // Launch bounds (build.rs): the register cap setmaxnreg needs.
     for v in &WGMMA_GEMM_VARIANTS {
-        let entry = sm90.find(&format!(".entry {}(", v.name)).unwrap();
-        let body = &sm90[entry..entry + sm90[entry..].find('{').unwrap()];
+        let entry = entry_body(sm90, v.name);
+        let body = &entry[..entry.find('{').unwrap()];
         assert!(
             body.contains(&format!(".maxntid {BLOCK_THREADS}, 1, 1"))
                 && body.contains(&format!(".minnctapersm {}", v.blocks_per_sm)),
