@@ -147,6 +147,27 @@ pub unsafe fn mbarrier_arrive_expect_tx(s_bar: u32, bytes: u32) {
     }
 }
 
+/// Raises the transaction count the current phase of the barrier at
+/// `s_bar` waits for by `bytes`, without arriving (PTX ISA,
+/// "mbarrier.expect_tx"): a copy may be started before the thread knows
+/// the size of a second one it will announce with its arrival.
+///
+/// # Safety
+/// `s_bar` is an initialised `mbarrier` in this block's shared memory
+/// whose current phase this thread has not yet arrived on.
+#[inline(always)]
+pub unsafe fn mbarrier_expect_tx(s_bar: u32, bytes: u32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "mbarrier.expect_tx.shared::cta.b64 [{b}], {n};",
+            b = in(reg32) s_bar,
+            n = in(reg32) bytes,
+            options(nostack),
+        )
+    }
+}
+
 /// Arrives on the barrier at `s_bar` (PTX ISA, "mbarrier.arrive"), with
 /// release semantics: this thread's earlier reads of the stage it guards
 /// are done before a waiter reuses it.
