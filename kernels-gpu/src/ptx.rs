@@ -664,6 +664,54 @@ pub unsafe fn named_barrier_sync(id: u32, threads: u32) {
     unsafe { asm!("bar.sync {i}, {n};", i = in(reg32) id, n = in(reg32) threads, options(nostack)) }
 }
 
+/// Arrives on named barrier `id` for `threads` threads without waiting
+/// (`bar.arrive`): what this thread wrote before is visible to the threads
+/// that wait on that use of the barrier with [`named_barrier_sync`].
+///
+/// # Safety
+/// As [`named_barrier_sync`]: exactly `threads` threads, in whole warps,
+/// arrive on or wait at this use of the barrier.
+#[inline(always)]
+pub unsafe fn named_barrier_arrive(id: u32, threads: u32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("bar.arrive {i}, {n};", i = in(reg32) id, n = in(reg32) threads, options(nostack)) }
+}
+
+/// Lane 0 adds `v` to the counter at `p` (`atom.acq_rel.gpu`, as
+/// [`atom_add_acq_rel_u32`]) and, when the sum reaches `total`, sets the
+/// counter back to 0; every lane gets whether it did. One block of PTX with
+/// predicated instructions and a shuffle: no branch on the lane, which
+/// LLVM could thread through the barriers around it (`ptx::opaque`).
+///
+/// # Safety
+/// All 32 lanes of the warp call it together; `p` is a 4-byte aligned
+/// global counter.
+#[inline(always)]
+pub unsafe fn lane0_count_to(p: *mut u32, v: u32, total: u32, lane: u32) -> bool {
+    let done: u32;
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "{{ .reg .pred l, d; .reg .u32 r;",
+            "mov.u32 r, 0;",
+            "setp.eq.u32 l, {lane}, 0;",
+            "@l atom.acq_rel.gpu.global.add.u32 r, [{p}], {v};",
+            "add.u32 r, r, {v};",
+            "setp.eq.and.u32 d, r, {t}, l;",
+            "@d st.relaxed.gpu.global.u32 [{p}], 0;",
+            "selp.u32 r, 1, 0, d;",
+            "shfl.sync.idx.b32 {done}, r, 0, 31, 0xffffffff; }}",
+            lane = in(reg32) lane,
+            p = in(reg64) p,
+            v = in(reg32) v,
+            t = in(reg32) total,
+            done = out(reg32) done,
+            options(nostack),
+        )
+    }
+    done != 0
+}
+
 /// `v`, passed through a `mov` the optimizer must leave where it is (an
 /// `asm!` with side effects): values derived from the result are computed
 /// at this point, not hoisted out of the enclosing loop. In the Hopper

@@ -67,7 +67,8 @@ pub const A_STAGE_BYTES: usize = LANES * LANE_PAIRS * 4;
 pub const CONSUMER_WARPS: usize = (CONSUMER_THREADS / 32) as usize;
 /// The exception table copied to shared memory (32 entries used).
 pub const TABLE_BYTES: usize = 128;
-/// Block-wide scratch word: the split-K arrival verdict.
+/// Block-wide scratch words: the split-K arrival verdicts of the
+/// consumers' own count (word 0) and of the finisher warp's (word 1).
 pub const FLAG_BYTES: usize = 16;
 /// One `mbarrier` object.
 pub const MBARRIER_BYTES: usize = 8;
@@ -111,6 +112,19 @@ pub const fn entry_window(start: u32, count: u32) -> (u32, u32, u32) {
 /// Named barrier (besides barrier 0, the whole block) that the consumer
 /// warpgroups use among themselves; the producer never joins it.
 pub const CONSUMER_BARRIER: u32 = 1;
+
+/// The producer warpgroup's warp that makes a share's split-K arrival for
+/// its first segment when more segments follow, so the consumers go on
+/// with the next one instead of waiting for the count (`zipgemm_sm90::
+/// epilogue::count_first`).
+pub const FINISHER_WARP: u32 = 2;
+/// Named barriers between the consumers and the finisher warp: the first
+/// segment's partial sums are stored (consumers arrive, the finisher
+/// waits), and its verdict is in shared memory (the other way round).
+pub const PARTIALS_STORED_BARRIER: u32 = 2;
+pub const VERDICT_BARRIER: u32 = 3;
+/// Threads of each of those barriers: the consumers and the finisher warp.
+pub const FINISHER_BARRIER_THREADS: u32 = CONSUMER_THREADS + 32;
 
 /// Threads per block of `zipserv_x_pitch` (the pitch copy for activations
 /// TMA cannot address directly).

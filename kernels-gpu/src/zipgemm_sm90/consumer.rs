@@ -150,6 +150,9 @@ pub(super) unsafe fn run<const NJ: usize, const STAGES: usize>(b: &Block, s: &Sm
 
         let mut ring = Ring::<STAGES>::START;
         let mut pos = b.start;
+        // Block-uniform, as the finisher warp computes it.
+        let defer = b.defers_first_arrival();
+        let mut first_segment = None;
         while pos < b.end {
             let (u, kt0) = b.unit_and_tile(pos);
             let kt1 = (kt0 + (b.end - pos)).min(col_tiles);
@@ -169,8 +172,16 @@ pub(super) unsafe fn run<const NJ: usize, const STAGES: usize>(b: &Block, s: &Sm
                 whole: kt0 == 0 && kt1 == col_tiles,
                 first: pos == b.start,
             };
-            epilogue::store::<NJ>(b, s, &mut acc, &segment, warp, lane, ctid);
+            if defer && segment.first {
+                epilogue::publish_first::<NJ>(b, &acc, &segment, ctid);
+                first_segment = Some(segment);
+            } else {
+                epilogue::store::<NJ>(b, s, &mut acc, &segment, warp, lane, ctid);
+            }
             pos += kt1 - kt0;
+        }
+        if let Some(first) = first_segment {
+            epilogue::finish_first::<NJ>(b, s, &first, warp, lane, ctid);
         }
     }
 }

@@ -59,7 +59,8 @@ use crate::launch::nonzero;
 use crate::ptx::{block_idx, sync_threads, thread_idx};
 use crate::ptx_sm90::{fence_mbarrier_init, mbarrier_init, setmaxnreg_dec, setmaxnreg_inc};
 use crate::sm90::{
-    CONSUMER_THREADS, UNIT_ROW_TILES, WARPGROUP_THREADS, WGMMA_GEMM_VARIANTS, WgmmaGemmParams,
+    CONSUMER_THREADS, FINISHER_WARP, UNIT_ROW_TILES, WARPGROUP_THREADS, WGMMA_GEMM_VARIANTS,
+    WgmmaGemmParams,
 };
 use smem::Smem;
 
@@ -92,6 +93,18 @@ impl<'a> Block<'a> {
             n0: chunk * n_tile,
             row_tiles: p.matrix.rows.div_ceil(TILE_ROWS as u32),
         }
+    }
+
+    /// Whether the share's first segment covers part of a unit and more
+    /// segments follow it: the finisher warp then counts that segment's
+    /// arrival (`epilogue::count_first`) while the consumers go on.
+    #[inline(always)]
+    fn defers_first_arrival(&self) -> bool {
+        let col_tiles = self.p.matrix.col_tiles;
+        let (_, kt0) = self.unit_and_tile(self.start);
+        let tiles = (col_tiles - kt0).min(self.end - self.start);
+        let whole = kt0 == 0 && tiles == col_tiles;
+        !whole && self.start + tiles < self.end
     }
 
     /// The unit of pair `q` and its column tile.
@@ -187,6 +200,10 @@ unsafe fn zipgemm_sm90<
                 producer::run_tiles::<STAGES>(&block, &s, tid);
             } else if tid == ACTIVATION_LOADER {
                 producer::run_activations::<NJ, STAGES>(&block, &s, map);
+            } else if tid / 32 == FINISHER_WARP {
+                // A whole warp (the branches above take lanes of warps 0
+                // and 1 only).
+                epilogue::count_first(&block, &s, tid % 32);
             }
         } else {
             setmaxnreg_inc::<CONSUMER_REGS>();
