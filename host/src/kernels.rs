@@ -8,8 +8,8 @@ use cust::sys::{CUdeviceptr, CUstream};
 use half::bf16;
 use zipserv_kernels::format::{TILE_COLS, TILE_ROWS, tiles_for};
 use zipserv_kernels::launch::{
-    DECOMPRESS_WARPS, GEMM_VARIANTS, GEMM_WARPS, MmaGemmVariant, STORE_BF16, STORE_F32, WorkSplit,
-    gemm_smem_bytes,
+    DECOMPRESS_WARPS, GEMM_VARIANTS, GEMM_WARPS, MmaGemmVariant, STORE_BF16, STORE_F32,
+    STORE_LATE_FIRST_COUNT, WorkSplit, gemm_smem_bytes,
 };
 use zipserv_kernels::sm90::UNIT_ROWS;
 
@@ -341,6 +341,7 @@ pub fn zipgemm(
         GemmOptions {
             split_k,
             path: gpu.gemm_path(),
+            late_first_count: false,
         },
         workspace,
     )
@@ -352,6 +353,10 @@ pub struct GemmOptions {
     /// K slices per output tile, or `None` for the automatic split.
     pub split_k: Option<u32>,
     pub path: GemmPath,
+    /// Testing only: the Hopper kernel's rare deferred split-K reduction
+    /// made the common case (`zipserv_kernels::launch::STORE_LATE_FIRST_COUNT`).
+    #[doc(hidden)]
+    pub late_first_count: bool,
 }
 
 /// [`zipgemm`] with the path given explicitly. [`GemmPath::Wgmma`] on a
@@ -464,6 +469,10 @@ pub unsafe fn zipgemm_raw(
     let x = DevicePointer::<bf16>::from_raw(x);
     match options.path.resolve(gpu, m, k, n) {
         GemmPath::Wgmma => {
+            let mut out = out;
+            if options.late_first_count {
+                out.store |= STORE_LATE_FIRST_COUNT;
+            }
             crate::zipgemm_sm90::launch(gpu, stream, w, x, n, out, options.split_k, workspace)
         }
         _ => launch_mma(gpu, stream, w, x, n, out, options.split_k, workspace),
@@ -781,6 +790,7 @@ impl<'gpu> ZipGemm<'gpu> {
             GemmOptions {
                 split_k: None,
                 path: gpu.gemm_path(),
+                late_first_count: false,
             },
         )
     }

@@ -177,6 +177,18 @@ impl WorkSplit {
         (first, last)
     }
 
+    /// Whether block `b`'s share starts inside a unit and goes on past
+    /// that unit's end: its first segment is then a unit's tail with more
+    /// segments to follow, and the Hopper kernel has that segment's arrival
+    /// counted by a warp of its own while the consumers go on
+    /// (`zipgemm_sm90::epilogue::publish_first`).
+    #[inline(always)]
+    pub fn defers_first_arrival(&self, b: u32) -> bool {
+        let (start, end) = (self.share_start(b), self.share_start(b + 1));
+        let kt0 = start % nonzero(self.col_tiles);
+        kt0 != 0 && end - start > self.col_tiles - kt0
+    }
+
     /// Whether block `b`'s share, which covers part of unit `u`, starts in
     /// an earlier unit: each block has two partial-sum slots, for the unit
     /// its share starts in (0) and the unit it ends in (1).
@@ -196,12 +208,57 @@ pub fn nonzero(d: u32) -> core::num::NonZeroU32 {
 /// `zipserv_gemm_*` output types.
 pub const STORE_BF16: u32 = 0;
 pub const STORE_F32: u32 = 1;
+/// The bits of a `store` argument that pick the output type; the Hopper
+/// ZipGEMM reads the bits above as flags.
+pub const STORE_KIND_MASK: u32 = 0xFF;
+/// Testing only (Hopper ZipGEMM): the finisher warp counts a deferred
+/// first segment's arrival ~20 µs late, so its share nearly always
+/// completes that unit and the reduction after the share's last segment
+/// runs (`zipgemm_sm90::epilogue::finish_first`), a path that is otherwise
+/// rare; `tests/gpu_zipgemm_sm90.rs` sets it through
+/// `GemmOptions::late_first_count`.
+pub const STORE_LATE_FIRST_COUNT: u32 = 1 << 8;
 
 #[cfg(test)]
 mod tests {
     extern crate std;
     use super::*;
     use std::{vec, vec::Vec};
+
+    /// A share defers its first arrival exactly when its first segment is a
+    /// unit's tail (partial) and another segment follows it in the share.
+    #[test]
+    fn deferred_first_arrivals_are_partial_first_segments_with_more_to_follow() {
+        let mut deferred = 0;
+        for units in [1u32, 3, 48, 224] {
+            for col_tiles in [1u32, 4, 32, 112] {
+                for blocks in [1u32, 7, 128, 132, 264, 500] {
+                    let w = WorkSplit {
+                        units,
+                        col_tiles,
+                        blocks,
+                    };
+                    if blocks > w.pairs() {
+                        continue;
+                    }
+                    for b in 0..blocks {
+                        let (start, end) = (w.share_start(b), w.share_start(b + 1));
+                        let kt0 = start % col_tiles;
+                        let first_end = ((start / col_tiles + 1) * col_tiles).min(end);
+                        let partial = kt0 != 0 || first_end - start < col_tiles;
+                        let more = first_end < end;
+                        assert_eq!(
+                            w.defers_first_arrival(b),
+                            partial && more,
+                            "{w:?} block {b}"
+                        );
+                        deferred += u32::from(partial && more);
+                    }
+                }
+            }
+        }
+        assert!(deferred > 0);
+    }
 
     /// Shares partition the pairs, and `unit_blocks` / `starts_before` agree with a
     /// direct walk over every block's share.

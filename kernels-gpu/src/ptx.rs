@@ -596,6 +596,22 @@ pub unsafe fn atom_add_acq_rel_u32(p: *mut u32, v: u32) -> u32 {
     r
 }
 
+/// A u32 loaded with acquire semantics at GPU scope
+/// (`ld.acquire.gpu.global.u32`): once it reads a count that other blocks
+/// raised with release atomics, their writes before those are visible.
+///
+/// # Safety
+/// `p` is a 4-byte aligned readable global address.
+#[inline(always)]
+pub unsafe fn ld_acquire_u32(p: *const u32) -> u32 {
+    let r: u32;
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("ld.acquire.gpu.global.u32 {r}, [{p}];", r = out(reg32) r, p = in(reg64) p, options(nostack))
+    }
+    r
+}
+
 /// One f32 from L2, skipping L1 (`ld.global.cg.f32`): reads data other
 /// multiprocessors wrote during this kernel, which L1 may hold stale.
 ///
@@ -664,6 +680,15 @@ pub unsafe fn named_barrier_sync(id: u32, threads: u32) {
     unsafe { asm!("bar.sync {i}, {n};", i = in(reg32) id, n = in(reg32) threads, options(nostack)) }
 }
 
+/// The GPU's global nanosecond timer (`%globaltimer`).
+#[inline(always)]
+pub fn global_timer_ns() -> u64 {
+    let t: u64;
+    // SAFETY: reads a special register.
+    unsafe { asm!("mov.u64 {t}, %globaltimer;", t = out(reg64) t, options(nomem, nostack)) };
+    t
+}
+
 /// Arrives on named barrier `id` for `threads` threads without waiting
 /// (`bar.arrive`): what this thread wrote before is visible to the threads
 /// that wait on that use of the barrier with [`named_barrier_sync`].
@@ -674,7 +699,9 @@ pub unsafe fn named_barrier_sync(id: u32, threads: u32) {
 #[inline(always)]
 pub unsafe fn named_barrier_arrive(id: u32, threads: u32) {
     // SAFETY: guaranteed by the caller.
-    unsafe { asm!("bar.arrive {i}, {n};", i = in(reg32) id, n = in(reg32) threads, options(nostack)) }
+    unsafe {
+        asm!("bar.arrive {i}, {n};", i = in(reg32) id, n = in(reg32) threads, options(nostack))
+    }
 }
 
 /// Lane 0 adds `v` to the counter at `p` (`atom.acq_rel.gpu`, as

@@ -161,7 +161,23 @@ fn run(
     bf16_out: bool,
     ws: &mut GemmWorkspace,
 ) -> Vec<f64> {
-    let options = GemmOptions { split_k, path };
+    run_with(gpu, c, path, split_k, bf16_out, false, ws)
+}
+
+fn run_with(
+    gpu: &Gpu,
+    c: &Case,
+    path: GemmPath,
+    split_k: Option<u32>,
+    bf16_out: bool,
+    late_first_count: bool,
+    ws: &mut GemmWorkspace,
+) -> Vec<f64> {
+    let options = GemmOptions {
+        split_k,
+        path,
+        late_first_count,
+    };
     let len = c.n * c.m;
     if bf16_out {
         // NaN poison: an element the kernel fails to write cannot match.
@@ -322,6 +338,83 @@ fn zipgemm_sm90_matches_f64_reference_and_mma_sync() {
     );
 }
 
+/// The reduction a share makes after its last segment when its first
+/// segment, a unit's tail counted late by the finisher warp, completed that
+/// unit: rare on its own (the unit's head is another share's last
+/// segment), made the common case here by `late_first_count`.
+#[test]
+fn deferred_first_arrival_reduction_matches_f64_reference() {
+    let Some(mut gpu) = hopper_or_skip("deferred_first_arrival_reduction_matches_f64_reference")
+    else {
+        return;
+    };
+    let seed = fresh_seed();
+    println!("seed {seed}");
+    let mut rng = SplitMix64::new(seed);
+    // (M, K, N, split, residency): the attention projection at N = 64 in
+    // both residencies, ragged shapes, an explicit split (whole slices of a
+    // unit: no share defers, the other paths still checked).
+    let cases = [
+        (6144usize, 4096usize, 64usize, None, WgmmaBlocks::Exactly(1)),
+        (6144, 4096, 48, None, WgmmaBlocks::Exactly(2)),
+        (1000, 4104, 48, Some(3), WgmmaBlocks::Exactly(2)),
+        (34000, 300, 100, None, WgmmaBlocks::Exactly(1)),
+        (2900, 1500, 256, None, WgmmaBlocks::Auto),
+    ];
+    let mut ws = GemmWorkspace::default();
+    let mut failures = Vec::new();
+    let mut total_deferring = 0;
+    for &(m, k, n, split_k, residency) in &cases {
+        gpu.set_wgmma_blocks(residency);
+        let split = gpu.wgmma_split(m, k, n, split_k);
+        let deferring = (0..split.work.blocks)
+            .filter(|&b| split.work.defers_first_arrival(b))
+            .count();
+        total_deferring += deferring;
+        let w_host = weight_like(&mut rng, m * k, 0.05);
+        let matrix = CompressedMatrix::encode(&w_host, m, k).unwrap();
+        let w = DeviceWeights::upload(&gpu, &matrix).unwrap();
+        let w64: Vec<f64> = w_host.iter().map(|v| v.to_f64()).collect();
+        let x_host = activations(&mut rng, n * k);
+        let x64: Vec<f64> = x_host.iter().map(|v| v.to_f64()).collect();
+        let c = Case {
+            m,
+            n,
+            w: &w,
+            x: zipserv_tests::upload(&x_host),
+            want: reference(&w64, &x64, m, k, n),
+        };
+        for bf16_out in [true, false] {
+            let got = run_with(&gpu, &c, GemmPath::Wgmma, split_k, bf16_out, true, &mut ws);
+            let tol = if bf16_out { 1e-2 } else { 1e-5 };
+            let case =
+                format!("seed {seed}, M={m} K={k} N={n} split_k={split_k:?}, bf16 out {bf16_out}");
+            match relative_error(&got, &c.want) {
+                Ok(err) if err <= tol => {
+                    println!("{case}: {deferring} deferring shares, relative error {err:.2e}")
+                }
+                Ok(err) => failures.push(format!(
+                    "{case}: relative error {err:.3e}; {}",
+                    mismatches(&got, &c.want, n, m)
+                )),
+                Err(e) => {
+                    failures.push(format!("{case}: {e}; {}", mismatches(&got, &c.want, n, m)))
+                }
+            }
+        }
+    }
+    gpu.set_wgmma_blocks(WgmmaBlocks::Auto);
+    assert!(total_deferring > 0, "no case exercised a deferred arrival");
+    for f in &failures {
+        println!("FAIL {f}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failing cases (listed above)",
+        failures.len()
+    );
+}
+
 #[test]
 fn wgmma_path_is_refused_without_the_hopper_image_and_shapes_are_checked() {
     let Some(gpu) = gpu_or_skip("wgmma_path_is_refused_without_the_hopper_image") else {
@@ -335,6 +428,7 @@ fn wgmma_path_is_refused_without_the_hopper_image_and_shapes_are_checked() {
     let x = zipserv_tests::upload(&activations(&mut rng, n * k));
     let mut ws = GemmWorkspace::default();
     let options = GemmOptions {
+        late_first_count: false,
         split_k: None,
         path: GemmPath::Wgmma,
     };

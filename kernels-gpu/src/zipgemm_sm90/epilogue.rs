@@ -7,10 +7,11 @@ use super::Block;
 use super::consumer::FragD;
 use super::smem::Smem;
 use crate::format::TILE_ROWS;
-use crate::launch::STORE_BF16;
+use crate::launch::{STORE_BF16, STORE_KIND_MASK, STORE_LATE_FIRST_COUNT};
 use crate::ptx::{
-    atom_add_acq_rel_u32, f32_to_bf16, lane0_count_to, ld_cg_v4_f32, ld_shared_u32,
-    named_barrier_arrive, named_barrier_sync, opaque, st_global_v4, st_shared_u32,
+    atom_add_acq_rel_u32, f32_to_bf16, global_timer_ns, lane0_count_to, ld_acquire_u32,
+    ld_cg_v4_f32, ld_shared_u32, named_barrier_arrive, named_barrier_sync, opaque, st_global_v4,
+    st_shared_u32,
 };
 use crate::sm90::{
     CONSUMER_BARRIER, CONSUMER_THREADS, FINISHER_BARRIER_THREADS, PARTIALS_STORED_BARRIER,
@@ -85,7 +86,7 @@ unsafe fn store_unit<const NJ: usize>(b: &Block, acc: &FragD<NJ>, rt: u32, lane:
         if rt >= b.row_tiles {
             return;
         }
-        if b.p.store == STORE_BF16 {
+        if b.p.store & STORE_KIND_MASK == STORE_BF16 {
             let y = b.p.y;
             store_direct::<NJ>(b, acc, rt, lane, |at, v| *y.add(at) = f32_to_bf16(v));
         } else {
@@ -170,12 +171,31 @@ unsafe fn reduce_partial<const NJ: usize>(
     // SAFETY: the slot and counter of this share and unit (see
     // `publish`); the flag word is the block's.
     unsafe {
+        let counter = p.counters.add((seg.u * p.chunks + b.chunk) as usize);
+        // Only the final segment comes here (a first one with more to
+        // follow goes through `publish_first`), and the share to finish a
+        // unit last usually finds every other share counted already: it
+        // then adds them without publishing its own sums and counting,
+        // whose fenced atomic waits for those 32 KB to reach L2 (v29).
+        if ctid == 0 {
+            let others = ld_acquire_u32(counter);
+            let last = others + seg.tiles == p.matrix.col_tiles;
+            if last {
+                *counter = 0; // ready for the next launch
+            }
+            st_shared_u32(s.flag(), u32::from(last));
+        }
+        named_barrier_sync(CONSUMER_BARRIER, CONSUMER_THREADS);
+        if ld_shared_u32(s.flag()) != 0 {
+            add_shares::<NJ>(b, acc, seg, ctid, true);
+            return true;
+        }
+        // Every consumer has read the flag before it is written again.
         publish::<NJ>(b, acc, seg, ctid);
         named_barrier_sync(CONSUMER_BARRIER, CONSUMER_THREADS);
         if ctid == 0 {
             // Release publishes the consumers' sums (ordered before it by
             // the barrier); acquire, for the last, sees every other block's.
-            let counter = p.counters.add((seg.u * p.chunks + b.chunk) as usize);
             let done = atom_add_acq_rel_u32(counter, seg.tiles) + seg.tiles == p.matrix.col_tiles;
             if done {
                 *counter = 0; // ready for the next launch
@@ -291,7 +311,12 @@ unsafe fn add_shares<const NJ: usize>(
 /// # Safety
 /// As [`store`], for the share's first segment.
 #[inline(always)]
-pub(super) unsafe fn publish_first<const NJ: usize>(b: &Block, acc: &FragD<NJ>, seg: &Segment, ctid: u32) {
+pub(super) unsafe fn publish_first<const NJ: usize>(
+    b: &Block,
+    acc: &FragD<NJ>,
+    seg: &Segment,
+    ctid: u32,
+) {
     // SAFETY: the caller's promise; the finisher warp waits on this use of
     // the barrier (it ran the same `defers_first_arrival`).
     unsafe {
@@ -321,6 +346,10 @@ pub(super) unsafe fn count_first(b: &Block, s: &Smem, lane: u32) {
     // word is the block's.
     unsafe {
         named_barrier_sync(PARTIALS_STORED_BARRIER, FINISHER_BARRIER_THREADS);
+        if p.store & STORE_LATE_FIRST_COUNT != 0 {
+            let until = global_timer_ns() + 20_000;
+            while global_timer_ns() < until {}
+        }
         let counter = p.counters.add((u * p.chunks + b.chunk) as usize);
         let done = lane0_count_to(counter, tiles, p.matrix.col_tiles, lane);
         st_shared_u32(s.flag() + 4, u32::from(done));

@@ -95,16 +95,11 @@ impl<'a> Block<'a> {
         }
     }
 
-    /// Whether the share's first segment covers part of a unit and more
-    /// segments follow it: the finisher warp then counts that segment's
-    /// arrival (`epilogue::count_first`) while the consumers go on.
+    /// Whether the finisher warp counts this share's first arrival
+    /// ([`WorkSplit::defers_first_arrival`](crate::launch::WorkSplit)).
     #[inline(always)]
     fn defers_first_arrival(&self) -> bool {
-        let col_tiles = self.p.matrix.col_tiles;
-        let (_, kt0) = self.unit_and_tile(self.start);
-        let tiles = (col_tiles - kt0).min(self.end - self.start);
-        let whole = kt0 == 0 && tiles == col_tiles;
-        !whole && self.start + tiles < self.end
+        self.p.work.defers_first_arrival(self.share)
     }
 
     /// The unit of pair `q` and its column tile.
