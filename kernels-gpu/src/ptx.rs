@@ -596,22 +596,6 @@ pub unsafe fn atom_add_acq_rel_u32(p: *mut u32, v: u32) -> u32 {
     r
 }
 
-/// A u32 loaded with acquire semantics at GPU scope
-/// (`ld.acquire.gpu.global.u32`): once it reads a count that other blocks
-/// raised with release atomics, their writes before those are visible.
-///
-/// # Safety
-/// `p` is a 4-byte aligned readable global address.
-#[inline(always)]
-pub unsafe fn ld_acquire_u32(p: *const u32) -> u32 {
-    let r: u32;
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        asm!("ld.acquire.gpu.global.u32 {r}, [{p}];", r = out(reg32) r, p = in(reg64) p, options(nostack))
-    }
-    r
-}
-
 /// One f32 from L2, skipping L1 (`ld.global.cg.f32`): reads data other
 /// multiprocessors wrote during this kernel, which L1 may hold stale.
 ///

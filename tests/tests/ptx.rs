@@ -64,8 +64,9 @@ fn entry_body<'a>(ptx: &'a str, name: &str) -> &'a str {
 /// `convergent` to LLVM, which may copy it, and the barrier beside it, into
 /// each arm of a branch that diverges within a warp: a copy run by one lane
 /// of a warp while the others run the other copy (both `.aligned`) hangs
-/// the block. It happened once (the branch that picks the tensor-map
-/// publisher, threaded through the role split; `zipgemm_sm90`).
+/// the block. It happened with the branch that picks the tensor-map
+/// publisher, threaded through the role split (`zipgemm_sm90`), and with
+/// a per-lane flag in the consumers' loop (the `wgmma` counts below).
 #[test]
 fn hopper_kernels_keep_one_copy_of_each_aligned_block_step() {
     let ptx = image("sm_90a").ptx;
@@ -82,6 +83,18 @@ fn hopper_kernels_keep_one_copy_of_each_aligned_block_step() {
         for step in ["setmaxnreg.dec", "setmaxnreg.inc"] {
             let copies = body.matches(step).count();
             assert_eq!(copies, 1, "{}: {copies} copies of {step}", v.name);
+        }
+        // The warpgroup's steps: one tile's 8 k-steps, one fence and one
+        // commit. A per-lane flag in the consumer loop (a timing probe
+        // written as `if lane == 0`) once made LLVM peel the loop on it: 16
+        // wgmmas, a copy per side of a branch inside a warp, and a hang.
+        for (step, want) in [
+            ("wgmma.mma_async", 8),
+            ("wgmma.fence", 1),
+            ("wgmma.commit_group", 1),
+        ] {
+            let copies = body.matches(step).count();
+            assert_eq!(copies, want, "{}: {copies} copies of {step}", v.name);
         }
     }
 }

@@ -45,11 +45,13 @@ pub(super) unsafe fn publish_tensor_map(p: &WgmmaGemmParams) -> *const u64 {
 }
 
 /// Walks the block's share pair by pair, as the consumers do; thread `t`
-/// (0..8) of warp 0 serves row tile `t` of each pair's unit: it loads the
-/// tile's exception range, waits until the stage's slots are empty, writes
-/// the range record, announces its bytes on the stage's tiles' "full"
-/// barrier and starts two bulk copies: the tile, and the window of its
-/// first [`STAGED_ENTRIES`](crate::sm90::STAGED_ENTRIES) exception entries
+/// (0..8) of warp 0 serves row tile `t` of each pair's unit: it issues the
+/// loads of the tile's exception range, waits until the stage's slots are
+/// empty, announces the tile's bytes on the stage's tiles' "full" barrier
+/// and starts its bulk copy, then (once the range has landed) writes the
+/// range record, arrives announcing the entries' bytes and copies the
+/// window of the tile's first
+/// [`STAGED_ENTRIES`](crate::sm90::STAGED_ENTRIES) exception entries
 /// (`sm90::entry_window`). Threads of row tiles past M only arrive.
 ///
 /// The consumers used to load ranges and entries themselves, two tiles
