@@ -153,6 +153,35 @@ struct Case<'a> {
     want: Vec<f64>,
 }
 
+/// Fresh trained-like weights `m × k`, compressed and uploaded, and their
+/// values in f64 for the reference.
+fn weights(gpu: &Gpu, rng: &mut SplitMix64, m: usize, k: usize) -> (DeviceWeights, Vec<f64>) {
+    let w_host = weight_like(rng, m * k, 0.05);
+    let matrix = CompressedMatrix::encode(&w_host, m, k).unwrap();
+    let w = DeviceWeights::upload(gpu, &matrix).unwrap();
+    (w, w_host.iter().map(|v| v.to_f64()).collect())
+}
+
+/// Fresh activations (`n × k`) for `w` and the f64 product they must give.
+fn case<'a>(
+    rng: &mut SplitMix64,
+    w: &'a DeviceWeights,
+    w64: &[f64],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Case<'a> {
+    let x_host = activations(rng, n * k);
+    let x64: Vec<f64> = x_host.iter().map(|v| v.to_f64()).collect();
+    Case {
+        m,
+        n,
+        w,
+        x: zipserv_tests::upload(&x_host),
+        want: reference(w64, &x64, m, k, n),
+    }
+}
+
 fn run(
     gpu: &Gpu,
     c: &Case,
@@ -242,20 +271,9 @@ fn zipgemm_sm90_matches_f64_reference_and_mma_sync() {
     let mut ws_mma = GemmWorkspace::default();
     let mut failures = Vec::new();
     for &(m, k) in &shapes {
-        let w_host = weight_like(&mut rng, m * k, 0.05);
-        let matrix = CompressedMatrix::encode(&w_host, m, k).unwrap();
-        let w = DeviceWeights::upload(&gpu, &matrix).unwrap();
-        let w64: Vec<f64> = w_host.iter().map(|v| v.to_f64()).collect();
+        let (w, w64) = weights(&gpu, &mut rng, m, k);
         for &n in &all_n {
-            let x_host = activations(&mut rng, n * k);
-            let x64: Vec<f64> = x_host.iter().map(|v| v.to_f64()).collect();
-            let c = Case {
-                m,
-                n,
-                w: &w,
-                x: zipserv_tests::upload(&x_host),
-                want: reference(&w64, &x64, m, k, n),
-            };
+            let c = case(&mut rng, &w, &w64, m, k, n);
             let mma = run(&gpu, &c, GemmPath::MmaSync, None, false, &mut ws_mma);
             let mut worst = (0f64, 0f64, 0f64);
             // Every variant covering N, of each residency.
@@ -371,19 +389,8 @@ fn deferred_first_arrival_reduction_matches_f64_reference() {
             .filter(|&b| split.work.defers_first_arrival(b))
             .count();
         total_deferring += deferring;
-        let w_host = weight_like(&mut rng, m * k, 0.05);
-        let matrix = CompressedMatrix::encode(&w_host, m, k).unwrap();
-        let w = DeviceWeights::upload(&gpu, &matrix).unwrap();
-        let w64: Vec<f64> = w_host.iter().map(|v| v.to_f64()).collect();
-        let x_host = activations(&mut rng, n * k);
-        let x64: Vec<f64> = x_host.iter().map(|v| v.to_f64()).collect();
-        let c = Case {
-            m,
-            n,
-            w: &w,
-            x: zipserv_tests::upload(&x_host),
-            want: reference(&w64, &x64, m, k, n),
-        };
+        let (w, w64) = weights(&gpu, &mut rng, m, k);
+        let c = case(&mut rng, &w, &w64, m, k, n);
         for bf16_out in [true, false] {
             let got = run_with(&gpu, &c, GemmPath::Wgmma, split_k, bf16_out, true, &mut ws);
             let tol = if bf16_out { 1e-2 } else { 1e-5 };
