@@ -182,6 +182,19 @@ fn case<'a>(
     }
 }
 
+/// Lists every failing case, then fails if there was one: one run shows
+/// the whole pattern of a layout error.
+fn assert_no_failures(failures: &[String]) {
+    for f in failures {
+        println!("FAIL {f}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failing cases (listed above)",
+        failures.len()
+    );
+}
+
 fn run(
     gpu: &Gpu,
     c: &Case,
@@ -346,14 +359,7 @@ fn zipgemm_sm90_matches_f64_reference_and_mma_sync() {
             );
         }
     }
-    for f in &failures {
-        println!("FAIL {f}");
-    }
-    assert!(
-        failures.is_empty(),
-        "{} failing cases (listed above)",
-        failures.len()
-    );
+    assert_no_failures(&failures);
 }
 
 /// The reduction a share makes after its last segment when its first
@@ -412,14 +418,7 @@ fn deferred_first_arrival_reduction_matches_f64_reference() {
     }
     gpu.set_wgmma_blocks(WgmmaBlocks::Auto);
     assert!(total_deferring > 0, "no case exercised a deferred arrival");
-    for f in &failures {
-        println!("FAIL {f}");
-    }
-    assert!(
-        failures.is_empty(),
-        "{} failing cases (listed above)",
-        failures.len()
-    );
+    assert_no_failures(&failures);
 }
 
 #[test]
