@@ -196,9 +196,9 @@ unsafe fn reduce_partial<const NJ: usize>(
     }
 }
 
-/// Float offset, in the partial-sum buffer, of the slot of share `sh` for
-/// unit `u`'s chunk: slot 0 for the unit a share starts in, 1 for the one
-/// it ends in; `second` picks.
+/// Float offset, in the partial-sum buffer, of share `sh`'s slot for this
+/// block's activation chunk: each share has two, for the unit it starts in
+/// and (`second`) the one it ends in.
 #[inline(always)]
 fn slot_offset<const NJ: usize>(b: &Block, sh: u32, second: bool) -> usize {
     let slot_len = (UNIT_ROWS * 8 * NJ as u32) as usize;

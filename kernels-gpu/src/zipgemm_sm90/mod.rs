@@ -40,7 +40,10 @@
 //!          activation slot is released;
 //!   store (`epilogue`) – a whole unit: BF16 or f32 straight to `Y`; part
 //!          of a unit: f32 partial sums to the block's slot, and the last
-//!          block to finish the unit adds the slots in share order.
+//!          block to finish the unit adds the slots in share order. For a
+//!          share's first segment when more follow, warp 2 of warpgroup 0
+//!          (the finisher) makes that count while the consumers go on
+//!          (`epilogue::publish_first`).
 //!
 //! The producer runs ahead by up to `stages` pairs, across unit boundaries,
 //! so the next unit's data arrives while the consumers store. `setmaxnreg`
