@@ -18,6 +18,7 @@ pub mod engine;
 pub mod format;
 pub mod launch;
 pub mod sm90;
+pub mod staged_store;
 pub mod tile;
 
 #[cfg(target_arch = "nvptx64")]

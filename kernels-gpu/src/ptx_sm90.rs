@@ -49,6 +49,29 @@ pub unsafe fn wgmma_wait_group<const N: u32>() {
     unsafe { asm!("wgmma.wait_group.sync.aligned {n};", n = const N, options(nostack)) }
 }
 
+/// Stores four 8×8 BF16 matrices from the warp's registers to shared
+/// memory, each transposed (PTX ISA, "stmatrix", `.m8n8.x4.trans`, sm_90):
+/// lane `i`'s register `k` holds row `i / 4`, columns `2·(i % 4)` and `+ 1`
+/// of matrix `k` (the layout of an `mma` C fragment packed to BF16), and
+/// lane `8k + r` gives the address of stored row `r` of matrix `k`, which
+/// receives the matrix's column `r`: its 8 elements, 16 bytes.
+///
+/// # Safety
+/// `s_row` is a 16-byte aligned shared address with 16 writable bytes; all
+/// 32 lanes of the warp execute it together.
+#[inline(always)]
+pub unsafe fn stmatrix_x4_trans(s_row: u32, r: [u32; 4]) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [{p}], {{{r0}, {r1}, {r2}, {r3}}};",
+            p = in(reg32) s_row,
+            r0 = in(reg32) r[0], r1 = in(reg32) r[1], r2 = in(reg32) r[2], r3 = in(reg32) r[3],
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
 /// `wgmma.mma_async.sync.aligned.m64nNk16.f32.bf16.bf16` with A from
 /// registers (PTX ISA, "wgmma.mma_async"; register fragments in "Matrix
 /// Fragments for wgmma.mma_async.m64nNk16"): `D += A · B` for the

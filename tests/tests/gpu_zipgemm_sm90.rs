@@ -182,6 +182,15 @@ fn case<'a>(
     }
 }
 
+/// The first index where `bf16_out` is not `f32_out` rounded to BF16
+/// (nearest even, as the kernel's `cvt.rn`), NaNs included.
+fn first_unrounded(bf16_out: &[f64], f32_out: &[f64]) -> Option<usize> {
+    (0..f32_out.len()).find(|&i| {
+        let want = bf16::from_f32(f32_out[i] as f32).to_bits();
+        bf16_out.get(i).map(|&v| bf16::from_f64(v).to_bits()) != Some(want)
+    })
+}
+
 /// Lists every failing case, then fails if there was one: one run shows
 /// the whole pattern of a layout error.
 fn assert_no_failures(failures: &[String]) {
@@ -313,6 +322,7 @@ fn zipgemm_sm90_matches_f64_reference_and_mma_sync() {
                     let case = format!(
                         "seed {seed}, M={m} K={k} N={n} {variant} split_k={split_k:?} ({split:?})"
                     );
+                    let mut got_bf16 = Vec::new();
                     for bf16_out in [true, false] {
                         let got = run(&gpu, &c, GemmPath::Wgmma, split_k, bf16_out, &mut ws);
                         let (what, tol) = if bf16_out {
@@ -340,7 +350,16 @@ fn zipgemm_sm90_matches_f64_reference_and_mma_sync() {
                         }
                         if bf16_out {
                             worst.0 = worst.0.max(err);
+                            got_bf16 = got;
                         } else {
+                            // The same sums: the BF16 store (staged or
+                            // direct) must be the f32 result rounded, bit
+                            // for bit, in every place.
+                            if let Some(at) = first_unrounded(&got_bf16, &got) {
+                                failures.push(format!(
+                                    "{case}: bf16 out at {at} is not the f32 out rounded"
+                                ));
+                            }
                             worst.1 = worst.1.max(err);
                             // Same inputs, f32 sums in another order.
                             let diff = relative_error(&got, &mma).unwrap_or(f64::INFINITY);
@@ -418,6 +437,75 @@ fn deferred_first_arrival_reduction_matches_f64_reference() {
     }
     gpu.set_wgmma_blocks(WgmmaBlocks::Auto);
     assert!(total_deferring > 0, "no case exercised a deferred arrival");
+    assert_no_failures(&failures);
+}
+
+/// BF16 results into a slice of a larger buffer: at an offset of one
+/// element `Y`'s columns are not 16-byte aligned, so the store stage
+/// writes element by element instead of staging (`unit_store`); at an
+/// offset of 8 it stages. Either way the result is right and the guard
+/// elements on both sides keep their poison.
+#[test]
+fn bf16_output_into_an_offset_slice_matches_and_stays_inside() {
+    let Some(gpu) = hopper_or_skip("bf16_output_into_an_offset_slice_matches_and_stays_inside")
+    else {
+        return;
+    };
+    let seed = fresh_seed();
+    println!("seed {seed}");
+    let mut rng = SplitMix64::new(seed);
+    let mut ws = GemmWorkspace::default();
+    let mut failures = Vec::new();
+    const GUARD: usize = 64;
+    let poison = bf16::from_bits(0x7FC1);
+    for &(m, k, n) in &[
+        (1000usize, 4104usize, 48usize),
+        (4096, 4096, 256),
+        (136, 520, 100),
+    ] {
+        let (w, w64) = weights(&gpu, &mut rng, m, k);
+        let c = case(&mut rng, &w, &w64, m, k, n);
+        for offset in [1usize, 8] {
+            let len = n * m;
+            let buf = zipserv_tests::upload(&vec![poison; offset + len + GUARD]);
+            let mut y = buf.index(offset..offset + len);
+            zipgemm_with(
+                &gpu,
+                gpu.stream(),
+                c.w,
+                &c.x,
+                n,
+                GemmOutput::Bf16(&mut y),
+                GemmOptions {
+                    path: GemmPath::Wgmma,
+                    ..GemmOptions::default()
+                },
+                &mut ws,
+            )
+            .unwrap();
+            gpu.synchronize().unwrap();
+            let mut host = vec![bf16::ZERO; buf.len()];
+            buf.copy_to(&mut host[..]).unwrap();
+            let case = format!("seed {seed}, M={m} K={k} N={n}, offset {offset}");
+            let outside = host[..offset]
+                .iter()
+                .chain(&host[offset + len..])
+                .filter(|v| v.to_bits() != poison.to_bits())
+                .count();
+            if outside > 0 {
+                failures.push(format!("{case}: {outside} elements written outside"));
+            }
+            let got: Vec<f64> = host[offset..offset + len]
+                .iter()
+                .map(|v| v.to_f64())
+                .collect();
+            match relative_error(&got, &c.want) {
+                Ok(err) if err <= 1e-2 => println!("{case}: relative error {err:.2e}"),
+                Ok(err) => failures.push(format!("{case}: relative error {err:.3e}")),
+                Err(e) => failures.push(format!("{case}: {e}")),
+            }
+        }
+    }
     assert_no_failures(&failures);
 }
 

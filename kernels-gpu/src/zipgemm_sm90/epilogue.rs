@@ -1,20 +1,20 @@
-//! The store stage: one unit segment's accumulators to `Y`, directly or
-//! through the stream-K partial sums (same protocol as the `mma.sync`
+//! The store stage: one unit segment's accumulators to `Y` (`unit_store`)
+//! whole or through the stream-K partial sums (same protocol as the `mma.sync`
 //! kernel's `Output::reduce_partial`, with 128-row units and the consumer
 //! warpgroups' named barrier instead of the block's).
 
 use super::Block;
 use super::consumer::FragD;
 use super::smem::Smem;
-use crate::format::TILE_ROWS;
-use crate::launch::{STORE_BF16, STORE_KIND_MASK, STORE_LATE_FIRST_COUNT};
+use super::unit_store::store_unit;
+use crate::launch::STORE_LATE_FIRST_COUNT;
 use crate::ptx::{
-    atom_add_acq_rel_u32, f32_to_bf16, global_timer_ns, lane0_count_to, ld_cg_v4_f32,
-    ld_shared_u32, named_barrier_arrive, named_barrier_sync, opaque, st_global_v4, st_shared_u32,
+    atom_add_acq_rel_u32, global_timer_ns, lane0_count_to, ld_cg_v4_f32, ld_shared_u32,
+    named_barrier_arrive, named_barrier_sync, opaque, st_global_v4, st_shared_u32,
 };
 use crate::sm90::{
     CONSUMER_BARRIER, CONSUMER_THREADS, FINISHER_BARRIER_THREADS, PARTIALS_STORED_BARRIER,
-    UNIT_ROW_TILES, UNIT_ROWS, VERDICT_BARRIER, accumulator_position, element_offset,
+    UNIT_ROW_TILES, UNIT_ROWS, VERDICT_BARRIER,
 };
 
 /// The part of one unit a block's share covers.
@@ -67,78 +67,11 @@ pub(super) unsafe fn store<const NJ: usize>(
         let rt = seg.u * UNIT_ROW_TILES + warp;
         #[allow(clippy::if_same_then_else)]
         if seg.whole {
-            store_unit::<NJ>(b, acc, rt, lane);
+            store_unit::<NJ>(b, s, acc, warp, rt, lane);
         } else if reduce_partial::<NJ>(b, s, acc, seg, ctid) {
-            store_unit::<NJ>(b, acc, rt, lane);
+            store_unit::<NJ>(b, s, acc, warp, rt, lane);
         }
     }
-}
-
-/// Row tile `rt` (this warp's) of a complete unit to `Y`, as BF16 or f32.
-///
-/// # Safety
-/// As [`store_direct`].
-#[inline(always)]
-unsafe fn store_unit<const NJ: usize>(b: &Block, acc: &FragD<NJ>, rt: u32, lane: u32) {
-    // SAFETY: the caller's promise; `store_direct` keeps indices in Y.
-    unsafe {
-        if rt >= b.row_tiles {
-            return;
-        }
-        if b.p.store & STORE_KIND_MASK == STORE_BF16 {
-            let y = b.p.y;
-            store_direct::<NJ>(b, acc, rt, lane, |at, v| *y.add(at) = f32_to_bf16(v));
-        } else {
-            let y = b.p.y32;
-            store_direct::<NJ>(b, acc, rt, lane, |at, v| *y.add(at) = v);
-        }
-    }
-}
-
-/// This warp's 16 rows of a complete unit straight to `Y` (element (row
-/// `m`, activation `col`) at `col · rows + m`), each through `put(at, v)`.
-///
-/// The lane's element `i` of block `j` is at a constant offset from its
-/// element 0 of block 0 (`accumulator_position`), so the addresses are one
-/// base and constants, and the bounds are two row flags per thread and two
-/// column flags per block. Computing each element's place and bounds, and
-/// choosing BF16 or f32, per element (v19 and earlier) took ~22
-/// instructions per element: 5 M executed at 28672×4096, N = 256, 17% of
-/// the stall samples. This way (v20) took N = 256 from 112.8 to 109.2 µs
-/// there (H200), N = 128 from 76.7 to 75.8.
-///
-/// # Safety
-/// `put` stores to `Y` at an index below n × rows.
-#[inline(always)]
-unsafe fn store_direct<const NJ: usize>(
-    b: &Block,
-    acc: &FragD<NJ>,
-    rt: u32,
-    lane: u32,
-    put: impl Fn(usize, f32),
-) {
-    // Opaque, as the lane is in `store`: the 64 column offsets `dc · rows`
-    // depend on nothing else, and hoisted out of the loop over units they
-    // spilled.
-    let (rows, n) = (opaque(b.p.matrix.rows), b.p.n);
-    let (row, col) = accumulator_position(lane, 0, 0);
-    let m0 = rt * TILE_ROWS as u32 + row;
-    let c0 = b.n0 + col;
-    let base = c0 as usize * rows as usize + m0 as usize;
-    let row_ok = [m0 < rows, m0 + 8 < rows];
-    // Constant indices only: the accumulators stay in registers.
-    seq_macro::seq!(J in 0..32 {
-        if J < NJ {
-            let col_ok = [c0 + 8 * J < n, c0 + 8 * J + 1 < n];
-            seq_macro::seq!(I in 0..4 {
-                let (dm, dc) = element_offset(J, I);
-                // `&`, not `&&`: one predicate, no branch per element.
-                if row_ok[dm / 8] & col_ok[dc % 2] {
-                    put(base + dc * rows as usize + dm, acc[J][I]);
-                }
-            });
-        }
-    });
 }
 
 /// Part of a unit: publish this share's sums in the block's slot and count
@@ -369,6 +302,6 @@ pub(super) unsafe fn finish_first<const NJ: usize>(
         }
         let mut acc: FragD<NJ> = [[0.0; 4]; NJ];
         add_shares::<NJ>(b, &mut acc, seg, ctid, false);
-        store_unit::<NJ>(b, &acc, seg.u * UNIT_ROW_TILES + warp, lane);
+        store_unit::<NJ>(b, s, &acc, warp, seg.u * UNIT_ROW_TILES + warp, lane);
     }
 }

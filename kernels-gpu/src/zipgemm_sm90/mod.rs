@@ -38,7 +38,8 @@
 //!          descriptor from the stage's activations. The next tile is
 //!          decoded and patched while they run; once they are complete the
 //!          activation slot is released;
-//!   store (`epilogue`) – a whole unit: BF16 or f32 straight to `Y`; part
+//!   store (`epilogue`) – a whole unit: BF16 through the warp's A stage
+//!          and 16-byte stores, or f32 straight, to `Y` (`unit_store`); part
 //!          of a unit: f32 partial sums to the block's slot, and the last
 //!          block to finish the unit adds the slots in share order. For a
 //!          share's first segment when more follow, warp 2 of warpgroup 0
@@ -55,6 +56,7 @@ mod consumer;
 mod epilogue;
 mod producer;
 mod smem;
+mod unit_store;
 mod x_pitch;
 
 use crate::format::TILE_ROWS;
