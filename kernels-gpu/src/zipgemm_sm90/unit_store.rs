@@ -3,8 +3,9 @@
 //!
 //! BF16 results go through the warp's A stage (free between segments)
 //! when `Y`'s columns allow 16-byte stores (`store_staged`); f32 results,
-//! and BF16 ones into a `Y` whose row count is not a multiple of 8, go
-//! straight from the accumulators (`store_direct`).
+//! and BF16 ones into a `Y` whose columns do not start 16-byte aligned (a
+//! row count that is not a multiple of 8, or an offset base), go straight
+//! from the accumulators (`store_direct`).
 
 use super::Block;
 use super::consumer::FragD;
@@ -73,6 +74,11 @@ pub(super) unsafe fn store_unit<const NJ: usize>(
 /// [`store_unit`].
 #[inline(always)]
 unsafe fn store_staged<const NJ: usize>(b: &Block, s_a: u32, acc: &FragD<NJ>, rt: u32, lane: u32) {
+    // The unrolled loops below: two rounds of 8 steps, whole stmatrix pairs.
+    const {
+        assert!(NJ.is_multiple_of(2) && NJ <= 2 * ROUND_BLOCKS);
+        assert!(ROUND_COLUMNS / STEP_COLUMNS == 8);
+    };
     // Opaque, as in `store_direct`: hoisted out of the loop over units,
     // values derived from them spilled.
     let (rows, n, lane) = (opaque(b.p.matrix.rows), b.p.n, opaque(lane));
