@@ -7,12 +7,13 @@ use crate::format::{LANE_PAIRS, LANES, TILE_COLS};
 /// Warps per block of `zipserv_decompress`; each warp takes whole tiles.
 pub const DECOMPRESS_WARPS: u32 = 4;
 /// Blocks of the decompression kernel per multiprocessor its registers are
-/// fitted to in the `sm_90a` image (launch bounds: 40 registers for 12
-/// blocks of 128 threads, 48 warps). Loading a tile's exception range and
-/// entries with the tile's own data took it from 40 to 44 registers (48
-/// as allocated, 10 blocks) without the bound. The portable image has no
-/// bound (56 registers; under this one it spilled 28 bytes).
-pub const DECOMPRESS_MIN_BLOCKS_PER_SM_90A: u32 = 12;
+/// fitted to in the `sm_90a` image (launch bounds: 64 registers for 8
+/// blocks of 128 threads, 32 warps). The kernel loads the next tile while
+/// it decodes and stores the current one, which needs 64 registers; under
+/// the old bound of 12 blocks (40 registers) it spilled 288 bytes, under 10
+/// blocks 176. Without the prefetch it fitted 12 blocks in 40 registers.
+/// The portable image has no bound.
+pub const DECOMPRESS_MIN_BLOCKS_PER_SM_90A: u32 = 8;
 
 /// Warps (row tiles of W) per block of `zipserv_gemm_*`; they share the
 /// block's staged activations.
