@@ -56,12 +56,20 @@ impl<'o, W: Write> Runner<'o, W> {
         run_case: impl FnOnce(&Case) -> Result<Row>,
     ) -> Result<&Row> {
         let mut row = run_case(case)?;
-        // split_k 0 asks for the automatic choice, which the row reports.
+        // split_k 0 asks for the automatic choice, which the row reports. A
+        // requested split the kernel cannot make (more slices than the
+        // shape has column tiles, or shares than one launch may have) runs
+        // with fewer slices: the row records those and a note says so.
+        let clamped = case.split_k != 0 && (1..case.split_k).contains(&row.split_k);
         let got = [
             row.m,
             row.k,
             row.n,
-            if case.split_k == 0 { 0 } else { row.split_k },
+            if case.split_k == 0 || clamped {
+                case.split_k
+            } else {
+                row.split_k
+            },
         ];
         let want = [case.m, case.k, case.n, case.split_k];
         if got != want {
@@ -70,6 +78,12 @@ impl<'o, W: Write> Runner<'o, W> {
                 expected: Shape(want.to_vec()),
                 got: Shape(got.to_vec()),
             });
+        }
+        if clamped {
+            self.note(&format!(
+                "{}x{} N={}: split-K {} asked, {} run (the most this shape and N allow)",
+                row.m, row.k, row.n, case.split_k, row.split_k
+            ))?;
         }
         row.complete(self.record.copy_gbps);
         writeln!(self.out, "{}", live_line(&row)).map_err(io_error)?;
@@ -181,6 +195,40 @@ mod tests {
         );
         assert!(matches!(result, Err(Error::Unsupported(_))));
         assert_eq!(calls, 3);
+    }
+
+    #[test]
+    fn a_requested_split_the_kernel_lowers_is_recorded_with_a_note() {
+        let mut out = Vec::new();
+        let mut runner = Runner::start(BenchRecord::new("c", "d", 1.0), &mut out, "x").unwrap();
+        let case = Case {
+            m: 28672,
+            k: 4096,
+            n: 256,
+            split_k: 24,
+        };
+        let row = runner
+            .run(&case, |c| {
+                let mut row = fake_row(c);
+                row.split_k = 19;
+                Ok(row)
+            })
+            .unwrap();
+        assert_eq!(row.split_k, 19);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("28672x4096 N=256: split-K 24 asked, 19 run"),
+            "{text}"
+        );
+        // More slices than asked is still an error.
+        let mut sink = std::io::sink();
+        let mut runner = Runner::start(BenchRecord::new("c", "d", 1.0), &mut sink, "x").unwrap();
+        let more = runner.run(&case, |c| {
+            let mut row = fake_row(c);
+            row.split_k = 25;
+            Ok(row)
+        });
+        assert!(matches!(more, Err(Error::ShapeMismatch { .. })));
     }
 
     #[test]
