@@ -105,16 +105,61 @@ impl Gpu {
     /// [`SplitK::choose`] decides, for units of `sm90::UNIT_ROWS` rows.
     pub fn wgmma_split(&self, m: usize, k: usize, n: usize, requested: Option<u32>) -> SplitK {
         let index = variant_for(self, m, k, n);
-        let chunks = n.div_ceil(WGMMA_GEMM_VARIANTS[index].n_tile);
-        SplitK::choose_for_unit(
-            UNIT_ROW_TILES as usize,
-            m,
-            k,
-            chunks,
-            self.wgmma_blocks_per_wave(index),
-            requested,
-        )
+        let variant = &WGMMA_GEMM_VARIANTS[index];
+        let chunks = n.div_ceil(variant.n_tile);
+        let choose = |requested| {
+            SplitK::choose_for_unit(
+                UNIT_ROW_TILES as usize,
+                m,
+                k,
+                chunks,
+                self.wgmma_blocks_per_wave(index),
+                requested,
+            )
+        };
+        let split = choose(requested);
+        if requested.is_some() {
+            return split;
+        }
+        match halved_slices(&split, variant, self.info().multiprocessors as usize) {
+            Some(slices) => choose(Some(slices)),
+            None => split,
+        }
     }
+}
+
+/// Half the K slices of an automatic `split` of the two-block n32 variant
+/// when that gives each block a multiprocessor of its own and the same
+/// column tiles per multiprocessor: whole slices of the minimum length
+/// (fewer than `2 × MIN_TILES_PER_SLICE` tiles each), an even number of
+/// them, and half as many blocks still filling `MIN_WAVE_FILL` of the
+/// multiprocessors. Each multiprocessor then does the same work with half
+/// the shares, so half their fixed costs (ramp, partial sums, the last
+/// reducer's loads). Measured on an H200 (commit 62c0ae4, a K-split scan of
+/// the four Llama-3-8B shapes at N = 1–256): 4096×4096 at N = 32 took 14.60
+/// µs with 8 slices of 4 tiles (256 blocks) and 13.57 with 4 of 8 (128);
+/// at N = 16 (the n16 variant) the 4 slices were slower, 14.5 against 12.9,
+/// and 4096×14336 at N = 32 (8 slices of 14 tiles) 33.1 against 30.0, so
+/// the rule is kept to where it was measured to win.
+fn halved_slices(
+    split: &SplitK,
+    variant: &WgmmaGemmVariant,
+    multiprocessors: usize,
+) -> Option<u32> {
+    use crate::kernels::{MIN_TILES_PER_SLICE, MIN_WAVE_FILL};
+    let w = &split.work;
+    let aligned = split.chunks == 1 && w.blocks.is_multiple_of(w.units);
+    let slices = w.blocks / w.units;
+    let short = (w.col_tiles as usize) < 2 * MIN_TILES_PER_SLICE * slices as usize;
+    let halved = (w.units * (slices / 2)) as usize;
+    let fits = halved <= multiprocessors && halved as f64 >= MIN_WAVE_FILL * multiprocessors as f64;
+    (variant.n_tile == 32
+        && variant.blocks_per_sm == 2
+        && aligned
+        && slices.is_multiple_of(2)
+        && short
+        && fits)
+        .then_some(slices / 2)
 }
 
 /// The Hopper ZipGEMM of a checked shape (see [`crate::zipgemm_with`]).
@@ -261,4 +306,33 @@ fn pitched_copy(
         )
     }?;
     Ok(dst.as_raw())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The automatic split on an H200 (132 multiprocessors, two blocks of
+    /// the variant each), then the halving rule.
+    fn halved_on_h200(m: usize, k: usize, n: usize) -> Option<u32> {
+        let variant = &WGMMA_GEMM_VARIANTS[wgmma_variant_for(n, Some(2))];
+        let chunks = n.div_ceil(variant.n_tile);
+        let split = SplitK::choose_for_unit(UNIT_ROW_TILES as usize, m, k, chunks, 264, None);
+        halved_slices(&split, variant, 132)
+    }
+
+    #[test]
+    fn only_short_even_slices_of_the_n32_variant_are_halved() {
+        // 8 slices of 4 tiles, 256 blocks → 4 slices, 128 blocks.
+        assert_eq!(halved_on_h200(4096, 4096, 32), Some(4));
+        assert_eq!(halved_on_h200(4096, 4096, 17), Some(4));
+        // The n16 variant: measured slower halved.
+        assert_eq!(halved_on_h200(4096, 4096, 16), None);
+        // 5 slices (odd); 8 slices of 14 tiles (long); stream-K shares.
+        assert_eq!(halved_on_h200(6144, 4096, 32), None);
+        assert_eq!(halved_on_h200(4096, 14336, 32), None);
+        assert_eq!(halved_on_h200(28672, 4096, 32), None);
+        // Halved, too few blocks to fill the multiprocessors.
+        assert_eq!(halved_on_h200(2048, 4096, 32), None);
+    }
 }
