@@ -251,9 +251,15 @@ impl Gpu {
     }
 
     /// The K split ZipGEMM would use for an `m × k` matrix and `n`
-    /// activation rows (`requested`: an explicit number of slices).
+    /// activation rows (`requested`: an explicit number of slices), in the
+    /// kernel [`Gpu::gemm_path`] takes for them. (Until 2026-12-03 the
+    /// `mma.sync` kernel's split was reported for every N, so benchmark
+    /// records' `split_k` of rows run by the Hopper kernel are that one's.)
     pub fn gemm_split(&self, m: usize, k: usize, n: usize, requested: Option<u32>) -> SplitK {
-        crate::kernels::GemmVariant::choose(self, m, k, n, requested).1
+        match self.gemm_path().resolve(self, m, k, n) {
+            GemmPath::Wgmma => self.wgmma_split(m, k, n, requested),
+            _ => crate::kernels::GemmVariant::choose(self, m, k, n, requested).1,
+        }
     }
 
     /// When the `mma.sync` ZipGEMM fetches each warp's next tile
