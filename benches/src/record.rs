@@ -54,8 +54,12 @@ pub struct Row {
     /// How many cuBLASLt algorithms were timed (0: cuBLASLt not run).
     #[serde(default)]
     pub cublaslt_algorithms: usize,
-    /// The faster of `cublas_us` and `cublaslt_us`: the baseline speedups
-    /// are measured against.
+    /// The library's own BF16 GEMV (`zipserv_gpu::bf16_gemv`) on the bf16 W,
+    /// for N up to its 8 (NaN, `null` in JSON, above).
+    #[serde(default = "nan", with = "nan_as_null")]
+    pub bf16_gemv_us: f64,
+    /// The fastest of `cublas_us`, `cublaslt_us` and `bf16_gemv_us`: the
+    /// baseline speedups are measured against.
     #[serde(default = "nan", with = "nan_as_null")]
     pub best_bf16_us: f64,
     /// Share of W's weights outside the exponent window (stored as
@@ -99,14 +103,13 @@ pub fn floor_us(bytes: f64, gbps: f64) -> f64 {
     bytes / gbps / 1e3
 }
 
-/// The smaller of the finite values among `a` and `b`; NaN if neither is.
-fn min_finite(a: f64, b: f64) -> f64 {
-    match (a.is_finite(), b.is_finite()) {
-        (true, true) => a.min(b),
-        (true, false) => a,
-        (false, true) => b,
-        (false, false) => f64::NAN,
-    }
+/// The smallest of the finite values among `values`; NaN if none is.
+fn min_finite(values: &[f64]) -> f64 {
+    values
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(f64::NAN, f64::min)
 }
 
 impl Row {
@@ -124,6 +127,7 @@ impl Row {
             weights: weights.into(),
             cublaslt_us: f64::NAN,
             cublaslt_algorithms: 0,
+            bf16_gemv_us: f64::NAN,
             best_bf16_us: f64::NAN,
             exception_rate: f64::NAN,
             bf16_floor_us: f64::NAN,
@@ -139,7 +143,7 @@ impl Row {
     /// bandwidth: the best bf16 time, both floors and the fraction of each
     /// floor reached. [`crate::Runner`] calls it on every row it records.
     pub fn complete(&mut self, copy_gbps: f64) {
-        self.best_bf16_us = min_finite(self.cublas_us, self.cublaslt_us);
+        self.best_bf16_us = min_finite(&[self.cublas_us, self.cublaslt_us, self.bf16_gemv_us]);
         self.bf16_floor_us = floor_us(self.weight_bytes(), copy_gbps);
         self.compressed_floor_us = floor_us(self.compressed_weight_bytes(), copy_gbps);
         self.best_bf16_of_floor = self.bf16_floor_us / self.best_bf16_us;
@@ -179,8 +183,8 @@ impl Row {
         )
     }
 
-    /// Best bf16 time over zipgemm time (> 1: zipgemm is faster than both
-    /// cuBLAS and cuBLASLt).
+    /// Best bf16 time over zipgemm time (> 1: zipgemm is faster than every
+    /// BF16 product measured).
     pub fn zipgemm_speedup(&self) -> f64 {
         self.best_bf16_us / self.zipgemm_us
     }
@@ -302,8 +306,8 @@ impl BenchRecord {
         let _ = writeln!(
             md,
             "\nTimes: medians of device-event timings in µs, weights rotated past L2. \
-             Best BF16: the faster of cuBLAS (`cublasGemmEx`) and cuBLASLt (fastest of its \
-             heuristics' algorithms). Speedup: best BF16 time / the path's time. Floors: bytes \
+             Best BF16: the fastest of cuBLAS (`cublasGemmEx`), cuBLASLt (fastest of its \
+             heuristics' algorithms) and, for N ≤ 8, the library's BF16 GEMV. Speedup: best BF16 time / the path's time. Floors: bytes \
              of W (bf16, or compressed) / copy bandwidth; % of floor: floor / the path's time \
              (best BF16 against the bf16 floor, zipgemm against the compressed floor). \
              Exceptions: share of W's weights outside the exponent window. n/a: not measured.\n"
@@ -316,12 +320,12 @@ impl BenchRecord {
         let _ = writeln!(
             md,
             "{weights_head}| M×K | N | split-K | ratio | exceptions % | cuBLAS µs | cuBLASLt µs \
-             | best BF16 µs | BF16 floor µs | best BF16 % of floor | zipgemm µs \
+             | BF16 GEMV µs | best BF16 µs | BF16 floor µs | best BF16 % of floor | zipgemm µs \
              | compressed floor µs | zipgemm % of floor | zipgemm speedup \
              | decompress+cuBLAS µs | decompress+cuBLAS speedup | decompress µs \
              | decompress % of copy |"
         );
-        let columns = 18 + usize::from(shared_weights.is_none());
+        let columns = 19 + usize::from(shared_weights.is_none());
         let _ = writeln!(md, "|{}", "---|".repeat(columns));
         for r in &self.rows {
             if shared_weights.is_none() {
@@ -329,7 +333,7 @@ impl BenchRecord {
             }
             let _ = writeln!(
                 md,
-                "| {}×{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {}×{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.m,
                 r.k,
                 r.n,
@@ -338,6 +342,7 @@ impl BenchRecord {
                 num(100.0 * r.exception_rate, 2),
                 num(r.cublas_us, 1),
                 num(r.cublaslt_us, 1),
+                num(r.bf16_gemv_us, 1),
                 num(r.best_bf16_us, 1),
                 num(r.bf16_floor_us, 1),
                 num(100.0 * r.best_bf16_of_floor, 0),
@@ -427,7 +432,7 @@ mod tests {
     use super::*;
 
     /// Every field of a row.
-    const ROW_FIELDS: [&str; 19] = [
+    const ROW_FIELDS: [&str; 20] = [
         "m",
         "k",
         "n",
@@ -439,6 +444,7 @@ mod tests {
         "weights",
         "cublaslt_us",
         "cublaslt_algorithms",
+        "bf16_gemv_us",
         "best_bf16_us",
         "exception_rate",
         "bf16_floor_us",
@@ -598,6 +604,11 @@ mod tests {
         assert_eq!(small.best_bf16_us, 16.1);
         assert!(small.compressed_floor_us.is_nan() && small.zipgemm_of_floor.is_nan());
         assert!((small.bf16_floor_us - 2.0 * 4096.0 * 4096.0 / 2944e3).abs() < 1e-9);
+        // The library's GEMV counts among the baselines where it ran.
+        let mut gemv = sample().rows[0].clone();
+        gemv.bf16_gemv_us = 70.0;
+        gemv.complete(2944.0);
+        assert_eq!(gemv.best_bf16_us, 70.0);
         // Neither baseline: no best.
         let mut none = Row::new(8, 8, 1, 1, "x");
         none.complete(1000.0);
@@ -610,12 +621,12 @@ mod tests {
         let md = sample().to_markdown();
         assert!(
             md.contains(
-                "| 28672×4096 | 1 | 1 | 1.420 | 1.61 | 82.2 | 80.0 | 80.0 | 79.8 | 100 | 60.0 |"
+                "| 28672×4096 | 1 | 1 | 1.420 | 1.61 | 82.2 | 80.0 | n/a | 80.0 | 79.8 | 100 | 60.0 |"
             ),
             "{md}"
         );
         assert!(
-            md.contains("| 4096×4096 | 16 | 4 | n/a | n/a | 16.1 | n/a | 16.1 |"),
+            md.contains("| 4096×4096 | 16 | 4 | n/a | n/a | 16.1 | n/a | n/a | 16.1 |"),
             "{md}"
         );
         assert!(md.contains("| weights | synthetic, seed 1 |"), "{md}");

@@ -1,6 +1,7 @@
 //! The paths of one benchmark case, in one process on one card: ZipGEMM on
-//! the compressed weights, decompress + cuBLAS, and the two BF16 baselines
-//! on the uncompressed weights, cuBLAS and cuBLASLt. Each path rotates its
+//! the compressed weights, decompress + cuBLAS, and the BF16 baselines on
+//! the uncompressed weights: cuBLAS, cuBLASLt and (N ≤ 8) the library's
+//! BF16 GEMV. Each path rotates its
 //! own weight copies past L2.
 
 use cust::memory::{CopyDestination, DeviceBuffer};
@@ -16,8 +17,8 @@ use zipserv_format::rng::SplitMix64;
 use zipserv_format::synth;
 use zipserv_gpu::error::{CudaContext, Error, Result, Shape};
 use zipserv_gpu::{
-    Cublas, CublasLt, DeviceWeights, GemmOutput, GemmWorkspace, Gpu, LtAlgorithm, decompress,
-    zipgemm,
+    Cublas, CublasLt, DeviceWeights, GemmOutput, GemmWorkspace, Gpu, LtAlgorithm, bf16_gemv,
+    decompress, gemv_unsupported, zipgemm,
 };
 
 /// Back-to-back launches per timed sample (at least; rounded up to whole
@@ -298,6 +299,19 @@ impl<'a> FullBench<'a> {
         };
         check_agreement("ZipGEMM", 0, &y_zip, &y_ref, n * m)?;
 
+        // The library's BF16 GEMV, where the shape is one it takes (N ≤ 8).
+        let bf16_gemv_us = if gemv_unsupported(m, k, n).is_none() {
+            let mut y_gemv = poisoned()?;
+            let t = time_batches(stream, warmup, full, plain_batch, replay, |i| {
+                let w = &plain[i % plain.len()];
+                bf16_gemv(gpu, stream, w, m, k, &x, n, GemmOutput::Bf16(&mut y_gemv))
+            })?;
+            check_agreement("BF16 GEMV", 0, &y_gemv, &y_ref, n * m)?;
+            t.median_us
+        } else {
+            f64::NAN
+        };
+
         let mut row = Row::new(m, k, n, split.slices() as usize, layer.label.clone());
         row.zipgemm_us = zip.median_us;
         row.decompress_cublas_us = dec.median_us;
@@ -305,6 +319,7 @@ impl<'a> FullBench<'a> {
         row.cublas_us = cublas.median_us;
         row.cublaslt_us = cublaslt_us;
         row.cublaslt_algorithms = algorithms.len();
+        row.bf16_gemv_us = bf16_gemv_us;
         row.ratio = layer.ratio;
         row.exception_rate = layer.exception_rate;
         Ok(row)

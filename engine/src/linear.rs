@@ -3,13 +3,14 @@
 
 use cust::memory::{DeviceBuffer, DeviceSlice};
 use half::bf16;
-use zipserv_gpu::{Cublas, DeviceWeights, GemmOutput, GemmWorkspace, Gpu};
+use zipserv_gpu::{Bf16Path, Cublas, DeviceWeights, GemmOutput, GemmWorkspace, Gpu, bf16_gemv};
 
 use crate::error::{CudaContext, Error, Result};
 
 /// A linear layer's weight matrix on the GPU.
 pub enum LinearWeights {
-    /// Row-major BF16 (`out × in`), multiplied by cuBLAS.
+    /// Row-major BF16 (`out × in`), multiplied by the library's GEMV or
+    /// cuBLAS.
     Bf16(DeviceBuffer<bf16>),
     /// Compressed, multiplied by ZipGEMM or decompressed for cuBLAS.
     Compressed(DeviceWeights),
@@ -20,6 +21,9 @@ pub enum LinearWeights {
 pub enum LinearPath {
     /// cuBLAS on BF16 weights.
     Cublas,
+    /// The library's BF16 GEMV (`zipserv_gpu::bf16_gemv`, decode batches up
+    /// to 8) on BF16 weights.
+    Gemv,
     /// ZipGEMM: decode in registers fused with the product.
     Fused,
     /// The decompression kernel into a BF16 scratch matrix, then cuBLAS.
@@ -27,8 +31,9 @@ pub enum LinearPath {
 }
 
 /// Which path an `m × k` linear layer takes for `n` activation rows on
-/// `gpu`: cuBLAS for BF16 weights; for compressed ones the GPU crate's
-/// measured choice per shape and card (`zipserv_gpu::compressed_path`).
+/// `gpu`: for BF16 weights the GPU crate's choice between its GEMV and
+/// cuBLAS (`Gpu::bf16_path`); for compressed ones its measured choice per
+/// shape and card (`zipserv_gpu::compressed_path`).
 pub fn choose_path(
     gpu: &zipserv_gpu::Gpu,
     compressed: bool,
@@ -36,13 +41,23 @@ pub fn choose_path(
     k: usize,
     n: usize,
 ) -> LinearPath {
-    path_for(gpu.has_wgmma(), compressed, m, k, n)
+    path_for(gpu.has_wgmma(), gpu.bf16_path(), compressed, m, k, n)
 }
 
 /// [`choose_path`] on a card with (`wgmma`) or without the Hopper ZipGEMM.
-fn path_for(wgmma: bool, compressed: bool, m: usize, k: usize, n: usize) -> LinearPath {
+fn path_for(
+    wgmma: bool,
+    bf16: Bf16Path,
+    compressed: bool,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> LinearPath {
     if !compressed {
-        return LinearPath::Cublas;
+        return match bf16.uses_gemv(m, k, n) {
+            true => LinearPath::Gemv,
+            false => LinearPath::Cublas,
+        };
     }
     match zipserv_gpu::compressed_path(wgmma, m, k, n) {
         zipserv_gpu::CompressedPath::Fused => LinearPath::Fused,
@@ -172,6 +187,13 @@ impl Linear {
                 // before the product and the product before any reuse.
                 unsafe { blas_linear(&gemm.blas, stream, &dense, &x, y, m, k, n)? };
             }
+            (LinearWeights::Bf16(w), LinearPath::Gemv) => {
+                let out = match y {
+                    LinearOut::Bf16(y) => GemmOutput::Bf16(y),
+                    LinearOut::F32(y) => GemmOutput::F32(y),
+                };
+                bf16_gemv(gpu, stream, w, m, k, &x, n, out)?;
+            }
             (LinearWeights::Bf16(w), _) => {
                 // SAFETY: as above.
                 unsafe { blas_linear(&gemm.blas, stream, w, &x, y, m, k, n)? };
@@ -213,7 +235,17 @@ mod tests {
     #[test]
     fn path_choice() {
         let (ffn, attn) = ((14336, 4096), (4096, 4096));
-        assert_eq!(path_for(true, false, ffn.0, ffn.1, 1), LinearPath::Cublas);
+        let path_for =
+            |wgmma, compressed, m, k, n| path_for(wgmma, Bf16Path::Auto, compressed, m, k, n);
+        // BF16 decode batches up to 8 take the library's GEMV, unless told
+        // to use cuBLAS; larger ones cuBLAS.
+        assert_eq!(path_for(true, false, ffn.0, ffn.1, 1), LinearPath::Gemv);
+        assert_eq!(path_for(false, false, ffn.0, ffn.1, 8), LinearPath::Gemv);
+        assert_eq!(path_for(true, false, ffn.0, ffn.1, 9), LinearPath::Cublas);
+        assert_eq!(
+            super::path_for(true, Bf16Path::Cublas, false, ffn.0, ffn.1, 1),
+            LinearPath::Cublas
+        );
         assert_eq!(
             path_for(false, false, ffn.0, ffn.1, 4096),
             LinearPath::Cublas

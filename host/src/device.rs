@@ -10,6 +10,7 @@ use zipserv_kernels::catalog::{self, PtxImage};
 use zipserv_kernels::sm90::WGMMA_GEMM_VARIANTS;
 
 use crate::error::{CudaContext, Error, Result};
+use crate::gemv::{BF16_PATH_ENV, Bf16Path};
 use crate::kernels::{Fetch, GemmPath, SplitK};
 use crate::launch::{Kernel, Kernels, LaunchOrder, NO_LAUNCH_EX};
 use crate::zipgemm_sm90::WgmmaBlocks;
@@ -91,6 +92,7 @@ pub struct Gpu {
     /// The same for the Hopper variants (0 where the image lacks them).
     wgmma_blocks_per_sm: [u32; WGMMA_GEMM_VARIANTS.len()],
     gemm_path: GemmPath,
+    bf16_path: Bf16Path,
     gemm_fetch: Fetch,
     wgmma_blocks: WgmmaBlocks,
     /// How zipserv's kernels are launched (see [`Gpu::set_launch_overlap`]).
@@ -128,6 +130,7 @@ impl Gpu {
         let kernels = Kernels::resolve(&module, image.image.has_wgmma())?;
         let stream = Stream::new(StreamFlags::NON_BLOCKING, None).cuda("cuStreamCreate")?;
         let gemm_path = choice_from_env(GEMM_PATH_ENV)?;
+        let bf16_path = choice_from_env(BF16_PATH_ENV)?;
         let gemm_fetch = choice_from_env(GEMM_FETCH_ENV)?;
         let wgmma_blocks = choice_from_env(WGMMA_BLOCKS_ENV)?;
         Ok(Self {
@@ -140,6 +143,7 @@ impl Gpu {
             decompress_blocks_per_sm,
             wgmma_blocks_per_sm,
             gemm_path,
+            bf16_path,
             gemm_fetch,
             wgmma_blocks,
             launch_order: LaunchOrder::AfterPrevious,
@@ -167,6 +171,17 @@ impl Gpu {
     /// Sets the path [`crate::zipgemm`] takes from now on.
     pub fn set_gemm_path(&mut self, path: GemmPath) {
         self.gemm_path = path;
+    }
+
+    /// The kernel for BF16 weights of callers that leave it to the library
+    /// ([`BF16_PATH_ENV`] at start, else [`Bf16Path::Auto`]).
+    pub fn bf16_path(&self) -> Bf16Path {
+        self.bf16_path
+    }
+
+    /// Sets [`Gpu::bf16_path`] from now on.
+    pub fn set_bf16_path(&mut self, path: Bf16Path) {
+        self.bf16_path = path;
     }
 
     /// How zipserv launches its kernels on this device:

@@ -56,6 +56,7 @@ mod demo;
 pub mod device;
 pub mod driver;
 pub mod error;
+pub mod gemv;
 pub mod graph;
 pub mod kernels;
 pub mod launch;
@@ -73,6 +74,7 @@ pub use device::{
     PTX_IMAGES, WGMMA_BLOCKS_ENV,
 };
 pub use error::{Error, Result};
+pub use gemv::{BF16_PATH_ENV, Bf16Path, GEMV_MAX_N, bf16_gemv, bf16_gemv_raw, gemv_unsupported};
 pub use graph::Graph;
 pub use kernels::{
     CompressedPath, Fetch, GemmOptions, GemmOutput, GemmPath, GemmWorkspace, LARGE_MATRIX_ELEMENTS,

@@ -52,6 +52,8 @@ pub const DEMO_MMA: &str = "demo_mma_16x8x16";
 /// The one-warpgroup `wgmma` proof (sm_90a only).
 pub const DEMO_WGMMA: &str = "demo_wgmma_m64n64k64";
 pub const DECOMPRESS: &str = "zipserv_decompress";
+/// The BF16 matrix-vector product of decode batches (`gemv`).
+pub const GEMV_BF16: &str = "zipserv_gemv_bf16";
 /// Copies activations to a buffer whose row pitch TMA accepts (sm_90a).
 pub const X_PITCH: &str = "zipserv_x_pitch";
 
@@ -78,6 +80,7 @@ pub const SM80: PtxImage = PtxImage {
     kernels: &[
         DEMO_MMA,
         DECOMPRESS,
+        GEMV_BF16,
         GEMM_VARIANTS[0].name,
         GEMM_VARIANTS[1].name,
         GEMM_VARIANTS[2].name,
@@ -105,6 +108,7 @@ pub const SM90A: PtxImage = PtxImage {
     kernels: &[
         DEMO_MMA,
         DECOMPRESS,
+        GEMV_BF16,
         GEMM_VARIANTS[0].name,
         GEMM_VARIANTS[1].name,
         GEMM_VARIANTS[2].name,

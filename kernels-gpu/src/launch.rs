@@ -115,6 +115,29 @@ const _: () = assert!(GEMM_A_STAGE_BYTES.is_multiple_of(16));
 // Small enough for several blocks per multiprocessor on any sm_80+ part.
 const _: () = assert!(gemm_smem_bytes(4) <= 48 * 1024);
 
+/// Warps per block of `zipserv_gemv_bf16` (`gemv`): they share the block's
+/// [`GEMV_ROWS`] rows of W, each taking every [`GEMV_WARPS`]-th block of
+/// [`GEMV_K_BLOCK`] columns, and add their sums in shared memory at the end.
+pub const GEMV_WARPS: u32 = 8;
+/// Rows of W per block of the BF16 matrix-vector product: the 16 rows of
+/// one `mma.m16n8k16` A fragment.
+pub const GEMV_ROWS: usize = 16;
+/// Columns of W one `mma` pair consumes: 4 lanes per row × 8 BF16 (one
+/// 16-byte load each).
+pub const GEMV_K_BLOCK: usize = 32;
+/// Column blocks a warp loads per step; the next step's are loaded before
+/// this one's are multiplied, so up to twice this many are in flight.
+pub const GEMV_UNROLL: usize = 2;
+/// Most activation rows (`n`) of one product: the 8 columns of the `mma`
+/// B fragment.
+pub const GEMV_MAX_N: usize = 8;
+/// Blocks per multiprocessor the GEMV's registers are fitted to (PTX
+/// `.minnctapersm`, added by the host's build script): 64 registers, 32
+/// warps, so a 4096-row product's 256 blocks are all resident at once.
+pub const GEMV_MIN_BLOCKS_PER_SM: u32 = 4;
+/// Static shared memory of a block: each warp's accumulator fragment.
+pub const GEMV_SMEM_BYTES: usize = GEMV_WARPS as usize * 32 * 4 * 4;
+
 /// How a ZipGEMM launch deals out its work. A *unit* is one row group
 /// ([`GEMM_WARPS`] row tiles of W), reduced over `col_tiles` column tiles.
 /// The `units × col_tiles` (unit, column tile) pairs, unit-major, are cut

@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod decode;
 pub mod engine;
 pub mod format;
+pub mod gemv;
 pub mod launch;
 pub mod sm90;
 pub mod staged_store;

@@ -270,6 +270,28 @@ pub unsafe fn ld_stream_v2(p: *const u8) -> [u32; 2] {
     r
 }
 
+/// 16-byte read-only global load through L1 (PTX ISA §9.7.9.8,
+/// `ld.global.nc.v4`): for data many warps of a multiprocessor read, such as
+/// the activations of a matrix-vector product, which L1 then serves.
+///
+/// # Safety
+/// `p` is a 16-byte aligned global address with 16 readable bytes that no
+/// thread writes during the kernel.
+#[inline(always)]
+pub unsafe fn ld_nc_v4(p: *const u8) -> [u32; 4] {
+    let mut r = [0u32; 4];
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "ld.global.nc.v4.u32 {{{r0}, {r1}, {r2}, {r3}}}, [{p}];",
+            r0 = out(reg32) r[0], r1 = out(reg32) r[1], r2 = out(reg32) r[2], r3 = out(reg32) r[3],
+            p = in(reg64) p,
+            options(readonly, nostack, preserves_flags),
+        );
+    }
+    r
+}
+
 /// 16-byte global load (PTX ISA §9.7.9.8, `ld.global.v4`), coherent with
 /// this kernel's own stores (unlike [`ld_stream_v4`]).
 ///

@@ -149,18 +149,24 @@ PY
     note "speed: $(cat "$OUT/copy-bandwidth.log" | tail -n1)"
     # SPEED_OVERLAP_AB=1 runs each form again with --launch-overlap off;
     # SPEED_ATTENTION_AB=1 again with the block-per-head-chunk attention
-    # kernel (ZIPSERV_ATTENTION=heads).
+    # kernel (ZIPSERV_ATTENTION=heads); SPEED_BF16_AB=1 the BF16 form again
+    # with cuBLAS for every product (ZIPSERV_BF16_PATH=cublas), not the
+    # library's GEMV at batches up to 8.
     local variants=(auto)
     [[ ${SPEED_OVERLAP_AB:-0} == 1 ]] && variants+=(off)
     [[ ${SPEED_ATTENTION_AB:-0} == 1 ]] && variants+=(heads)
+    [[ ${SPEED_BF16_AB:-0} == 1 ]] && variants+=(cublas)
     for variant in "${variants[@]}"; do
-        local suffix="" overlap=auto attention=auto
+        local suffix="" overlap=auto attention=auto bf16_path=auto forms=(bf16 compressed)
         [[ $variant == off ]] && suffix="-no-overlap" overlap=off
         [[ $variant == heads ]] && suffix="-attn-heads" attention=heads
-        for form in bf16 compressed; do
+        local batches=${SPEED_BATCHES:-1,8,32,64}
+        # Above 8 the BF16 form takes cuBLAS either way.
+        [[ $variant == cublas ]] && suffix="-cublas" bf16_path=cublas forms=(bf16) batches=1,8
+        for form in "${forms[@]}"; do
             local run="$form$suffix"
-            ZIPSERV_ATTENTION=$attention "$Z" generate --random-weights "$cfg" --weights $form --launch-overlap $overlap \
-                --random-prompt 512 --ignore-eos --max-new-tokens 128 --batch "${SPEED_BATCHES:-1,8,32,64}" \
+            ZIPSERV_BF16_PATH=$bf16_path ZIPSERV_ATTENTION=$attention "$Z" generate --random-weights "$cfg" --weights $form --launch-overlap $overlap \
+                --random-prompt 512 --ignore-eos --max-new-tokens 128 --batch "$batches" \
                 --profile-step --json "$OUT/speed-$run.json" \
                 >"$OUT/speed-$run.log" 2>&1 || { note "speed $run: FAIL"; tail -n 20 "$OUT/speed-$run.log"; status=1; }
             grep -E '^(batch|profiled|load|launch)' "$OUT/speed-$run.log" | sed "s/^/speed $run: /" | tee -a "$summary"
@@ -176,7 +182,7 @@ PY
 import json, os, sys
 out = sys.argv[1]
 rows = {}
-for suffix in ("", "-no-overlap", "-attn-heads"):
+for suffix in ("", "-no-overlap", "-attn-heads", "-cublas"):
     for form in ("bf16", "compressed"):
         p = os.path.join(out, f"speed-{form}{suffix}.json")
         if not os.path.exists(p):

@@ -1,0 +1,415 @@
+//! The BF16 matrix-vector product of decode batches, `Y[n×m] = X[n×k] · Wᵀ`
+//! for n ≤ [`GEMV_MAX_N`] activation rows: the library's own BF16 path
+//! beside cuBLAS, so that compressed weights are compared with the best
+//! BF16 product there is, and so that the engine's BF16 run comes close to
+//! its roofline.
+//!
+//! Why a kernel of our own: at n = 1 a product is a stream of the weights,
+//! and cuBLAS's kernels reach 63% of the copy bandwidth on 4096×4096 and
+//! 77% on 6144×4096 on an H200 (docs/PERFORMANCE.md); nor do they take part
+//! in launch overlap, so in a decode step each waits for the kernel before
+//! it to drain.
+//!
+//! How: each block takes [`GEMV_ROWS`] rows of W; its [`GEMV_WARPS`] warps
+//! deal out the rows' blocks of [`GEMV_K_BLOCK`] columns round-robin and
+//! add their sums in shared memory at the end, so one block reads its rows
+//! once and no partial sums leave it. A lane loads 16 bytes (8 columns) of
+//! each of its two W rows per column block, and the tensor cores do the
+//! arithmetic: `mma.m16n8k16` with W as A (16 rows) and the activation
+//! rows as the 8 columns of B. A dot product does not care in which order
+//! its terms come, so the 8 consecutive columns a lane loads stand for the
+//! 4 columns the A fragment gives the lane in each of two 16-column k-steps
+//! (PTX ISA §9.7.14.5.8), as long as the same lane gives B the same 8
+//! columns of its activation row, which it does: in m16n8k16 the lane that
+//! holds A row `g` also holds B column `g`. No shuffle and no shared-memory
+//! staging of W is needed, and an n = 8 product costs the same instructions
+//! as n = 1. [`a_fragment`], [`b_fragment`] and [`c_position`] are that
+//! mapping, CPU-tested against a model of the instruction below.
+
+use crate::launch::{GEMV_K_BLOCK, GEMV_MAX_N, GEMV_ROWS, GEMV_UNROLL, GEMV_WARPS};
+
+/// One lane's part of a column block: W rows `g` and `g + 8` of the
+/// block's 16, activation row `g`, and columns `8t .. 8t + 8` of the block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemvLane {
+    pub g: u32,
+    pub t: u32,
+}
+
+impl GemvLane {
+    #[inline(always)]
+    pub const fn new(lane: u32) -> Self {
+        Self {
+            g: lane / 4,
+            t: lane % 4,
+        }
+    }
+
+    /// The first of this lane's 8 columns in column block `kb`.
+    #[inline(always)]
+    pub const fn col(self, kb: u32) -> u32 {
+        kb * GEMV_K_BLOCK as u32 + 8 * self.t
+    }
+}
+
+/// The A fragment of k-step `s` (0 or 1) of a column block, from the
+/// lane's 8 columns of its rows `g` (`wg`) and `g + 8` (`wh`), two BF16 per
+/// register: registers `2s` and `2s + 1` stand for the fragment's columns
+/// `2t, 2t + 1` and `2t + 8, 2t + 9` of rows `g` and `g + 8`.
+#[inline(always)]
+pub const fn a_fragment(wg: [u32; 4], wh: [u32; 4], s: usize) -> [u32; 4] {
+    [wg[2 * s], wh[2 * s], wg[2 * s + 1], wh[2 * s + 1]]
+}
+
+/// The B fragment of k-step `s` from the lane's 8 columns of activation
+/// row `g`: the same registers [`a_fragment`] takes of W.
+#[inline(always)]
+pub const fn b_fragment(x: [u32; 4], s: usize) -> [u32; 2] {
+    [x[2 * s], x[2 * s + 1]]
+}
+
+/// (row in the block's 16, activation row) of the lane's accumulator `i`
+/// (m16n8k16's C fragment).
+#[inline(always)]
+pub const fn c_position(lane: GemvLane, i: u32) -> (u32, u32) {
+    (lane.g + 8 * (i / 2), 2 * lane.t + i % 2)
+}
+
+/// Blocks of a launch for `rows` rows of W.
+pub const fn gemv_blocks(rows: usize) -> usize {
+    rows.div_ceil(GEMV_ROWS)
+}
+
+/// Why a product of this shape cannot run on the kernel, or `None`. The
+/// kernel loads 16 bytes at a time, so rows of W and X must be whole
+/// 16-byte vectors (`k` a multiple of 8; the host checks the pointers).
+pub fn gemv_unsupported(m: usize, k: usize, n: usize) -> Option<&'static str> {
+    if m == 0 || k == 0 || n == 0 {
+        Some("an empty product")
+    } else if n > GEMV_MAX_N {
+        Some("more activation rows than the BF16 GEMV's 8")
+    } else if !k.is_multiple_of(8) {
+        Some("a row length (k) that is not a multiple of 8")
+    } else if m > u32::MAX as usize || k > u32::MAX as usize / 2 {
+        Some("a matrix beyond 32-bit row and column counts")
+    } else {
+        None
+    }
+}
+
+/// Column blocks from one step of a warp to its next: a step covers
+/// [`GEMV_UNROLL`] blocks [`GEMV_WARPS`] apart.
+pub const STEP_BLOCKS: u32 = GEMV_UNROLL as u32 * GEMV_WARPS;
+
+#[cfg(target_arch = "nvptx64")]
+mod gpu {
+    use super::*;
+    use crate::launch::{GEMV_SMEM_BYTES, STORE_BF16};
+    use crate::ptx::{
+        block_idx, f32_to_bf16, lane_id, ld_nc_v4, ld_shared_v4, ld_stream_v4, mma_bf16_16816,
+        shared_memory, st_shared_v4, start_after_prior_grids, sync_threads, thread_idx, warp_index,
+    };
+
+    /// One step's weights: [`GEMV_UNROLL`] column blocks of rows `g`, `g + 8`.
+    type WeightStep = [[[u32; 4]; 2]; GEMV_UNROLL];
+
+    /// The operands of one launch, as the entry point received them.
+    struct Product {
+        w: *const u16,
+        x: *const u16,
+        rows: u32,
+        k: u32,
+        n: u32,
+        /// This block's first row of W.
+        row0: u32,
+    }
+
+    impl Product {
+        /// The lane's weights of the step starting at column block `kb`;
+        /// zeros outside W (ragged rows, columns past `k`).
+        #[inline(always)]
+        unsafe fn load_w(&self, lane: GemvLane, kb: u32) -> WeightStep {
+            let mut v = [[[0u32; 4]; 2]; GEMV_UNROLL];
+            let mut u = 0;
+            while u < GEMV_UNROLL {
+                let col = lane.col(kb + u as u32 * GEMV_WARPS);
+                let mut h = 0;
+                while h < 2 {
+                    let row = self.row0 + lane.g + 8 * h as u32;
+                    if col < self.k && row < self.rows {
+                        let at = row as usize * self.k as usize + col as usize;
+                        // SAFETY: row < rows and col + 8 ≤ k (k is a
+                        // multiple of 8), so the 16 bytes are inside W,
+                        // 16-byte aligned (the host checks the base).
+                        v[u][h] = unsafe { ld_stream_v4(self.w.add(at).cast()) };
+                    }
+                    h += 1;
+                }
+                u += 1;
+            }
+            v
+        }
+
+        /// The lane's activations of the same step (row `g`, zeros past `n`).
+        #[inline(always)]
+        unsafe fn load_x(&self, lane: GemvLane, kb: u32) -> [[u32; 4]; GEMV_UNROLL] {
+            let mut v = [[0u32; 4]; GEMV_UNROLL];
+            let mut u = 0;
+            while u < GEMV_UNROLL {
+                let col = lane.col(kb + u as u32 * GEMV_WARPS);
+                if col < self.k && lane.g < self.n {
+                    let at = lane.g as usize * self.k as usize + col as usize;
+                    // SAFETY: as in `load_w`, inside X's n × k.
+                    v[u] = unsafe { ld_nc_v4(self.x.add(at).cast()) };
+                }
+                u += 1;
+            }
+            v
+        }
+    }
+
+    /// BF16 `Y[n×rows] = X[n×k] · Wᵀ` (see the module documentation).
+    ///
+    /// # Safety
+    /// `w` holds rows × k BF16 and `x` n × k, both 16-byte aligned, with
+    /// `gemv_unsupported(rows, k, n)` `None`; `y` (BF16, `store` =
+    /// `STORE_BF16`) or `y32` (f32, otherwise) holds n × rows; a grid of
+    /// `gemv_blocks(rows)` blocks of `32 · GEMV_WARPS` threads.
+    #[unsafe(no_mangle)]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe extern "ptx-kernel" fn zipserv_gemv_bf16(
+        w: *const u16,
+        x: *const u16,
+        y: *mut u16,
+        y32: *mut f32,
+        rows: u32,
+        k: u32,
+        n: u32,
+        store: u32,
+    ) {
+        let s_acc = shared_memory::<GEMV_SMEM_BYTES>();
+        let warp = warp_index(thread_idx());
+        let lane = GemvLane::new(lane_id());
+        let p = Product {
+            w,
+            x,
+            rows,
+            k,
+            n,
+            row0: block_idx().0 * GEMV_ROWS as u32,
+        };
+        let blocks_k = k.div_ceil(GEMV_K_BLOCK as u32);
+        let mut kb = warp;
+        // The weights depend on no earlier kernel: the first step's are on
+        // their way before this waits for the kernel that writes X.
+        // SAFETY: the launch contract above.
+        let mut wv = unsafe { p.load_w(lane, kb) };
+        start_after_prior_grids();
+        let mut acc = [0f32; 4];
+        // `kb` is warp-uniform, so every lane takes the same turns and the
+        // `mma`s run with the whole warp.
+        while kb < blocks_k {
+            // SAFETY: as above.
+            let xv = unsafe { p.load_x(lane, kb) };
+            let next = unsafe { p.load_w(lane, kb + STEP_BLOCKS) };
+            let mut u = 0;
+            while u < GEMV_UNROLL {
+                let mut s = 0;
+                while s < 2 {
+                    let a = a_fragment(wv[u][0], wv[u][1], s);
+                    acc = mma_bf16_16816(a, b_fragment(xv[u], s), acc);
+                    s += 1;
+                }
+                u += 1;
+            }
+            wv = next;
+            kb += STEP_BLOCKS;
+        }
+        // Add the warps' sums in a fixed order (the result does not depend
+        // on timing) and write Y.
+        let slot = |w: u32| s_acc + (w * 32 + lane_id()) * 16;
+        // SAFETY: each warp's slot lies inside the block's GEMV_SMEM_BYTES.
+        unsafe { st_shared_v4(slot(warp), acc.map(f32::to_bits)) };
+        sync_threads();
+        if warp != 0 {
+            return;
+        }
+        let mut sum = [0f32; 4];
+        let mut from = 0;
+        while from < GEMV_WARPS {
+            // SAFETY: written by warp `from` before the barrier.
+            let v = unsafe { ld_shared_v4(slot(from)) };
+            let mut i = 0;
+            while i < 4 {
+                sum[i] += f32::from_bits(v[i]);
+                i += 1;
+            }
+            from += 1;
+        }
+        let mut i = 0;
+        while i < 4 {
+            let (r, col) = c_position(lane, i as u32);
+            let row = p.row0 + r;
+            if row < rows && col < n {
+                let at = col as usize * rows as usize + row as usize;
+                // SAFETY: col < n and row < rows: inside Y.
+                unsafe {
+                    if store == STORE_BF16 {
+                        *y.add(at) = f32_to_bf16(sum[i]);
+                    } else {
+                        *y32.add(at) = sum[i];
+                    }
+                }
+            }
+            i += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    fn bf16_bits(v: f32) -> u16 {
+        (v.to_bits() >> 16) as u16
+    }
+    fn bf16_value(bits: u16) -> f64 {
+        f32::from_bits(u32::from(bits) << 16) as f64
+    }
+    fn pack(lo: u16, hi: u16) -> u32 {
+        u32::from(lo) | u32::from(hi) << 16
+    }
+    fn halves(r: u32) -> [f64; 2] {
+        [bf16_value(r as u16), bf16_value((r >> 16) as u16)]
+    }
+
+    /// `D = A·B + C` of `mma.m16n8k16` from the 32 lanes' fragments, as PTX
+    /// ISA §9.7.14.5.8 lays them out (A row-major 16×16, B 16×8, C 16×8;
+    /// lane `4g + t`): a0 = A[g][2t..], a1 = A[g+8][2t..], a2 = A[g][2t+8..],
+    /// a3 = A[g+8][2t+8..]; b0 = B[2t..][g], b1 = B[2t+8..][g]; c0, c1 =
+    /// C[g][2t], C[g][2t+1]; c2, c3 = C[g+8][2t], C[g+8][2t+1].
+    fn mma_model(a: &[[u32; 4]; 32], b: &[[u32; 2]; 32], c: &mut [[f64; 4]; 32]) {
+        let mut am = [[0f64; 16]; 16];
+        let mut bm = [[0f64; 8]; 16];
+        for lane in 0..32 {
+            let (g, t) = (lane / 4, lane % 4);
+            for j in 0..2 {
+                am[g][2 * t + j] = halves(a[lane][0])[j];
+                am[g + 8][2 * t + j] = halves(a[lane][1])[j];
+                am[g][2 * t + 8 + j] = halves(a[lane][2])[j];
+                am[g + 8][2 * t + 8 + j] = halves(a[lane][3])[j];
+                bm[2 * t + j][g] = halves(b[lane][0])[j];
+                bm[2 * t + 8 + j][g] = halves(b[lane][1])[j];
+            }
+        }
+        for (lane, c) in c.iter_mut().enumerate() {
+            for (i, c) in c.iter_mut().enumerate() {
+                let (r, col) = c_position(GemvLane::new(lane as u32), i as u32);
+                let (r, col) = (r as usize, col as usize);
+                *c += (0..16).map(|kk| am[r][kk] * bm[kk][col]).sum::<f64>();
+            }
+        }
+    }
+
+    /// The lanes' loads and fragments, put through the model of the
+    /// instruction, give every (row, activation row) its whole dot product
+    /// over a column block: each of the 32 columns is counted exactly once.
+    #[test]
+    fn fragments_of_consecutive_columns_give_the_dot_products() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            // Small integers times powers of two: exact in BF16 and in f64.
+            ((seed % 17) as f32 - 8.0) * [0.25, 1.0, 4.0][(seed >> 40) as usize % 3]
+        };
+        let k = GEMV_K_BLOCK;
+        let w: Vec<Vec<u16>> = (0..GEMV_ROWS)
+            .map(|_| (0..k).map(|_| bf16_bits(next())).collect())
+            .collect();
+        let x: Vec<Vec<u16>> = (0..GEMV_MAX_N)
+            .map(|_| (0..k).map(|_| bf16_bits(next())).collect())
+            .collect();
+        let vector = |row: &[u16], col: usize| -> [u32; 4] {
+            core::array::from_fn(|j| pack(row[col + 2 * j], row[col + 2 * j + 1]))
+        };
+        let mut c = [[0f64; 4]; 32];
+        for s in 0..2 {
+            let mut a = [[0u32; 4]; 32];
+            let mut b = [[0u32; 2]; 32];
+            for lane in 0..32u32 {
+                let l = GemvLane::new(lane);
+                let col = l.col(0) as usize;
+                let (wg, wh) = (
+                    vector(&w[l.g as usize], col),
+                    vector(&w[l.g as usize + 8], col),
+                );
+                a[lane as usize] = a_fragment(wg, wh, s);
+                b[lane as usize] = b_fragment(vector(&x[l.g as usize], col), s);
+            }
+            mma_model(&a, &b, &mut c);
+        }
+        for (lane, c) in c.iter().enumerate() {
+            for (i, &got) in c.iter().enumerate() {
+                let (r, col) = c_position(GemvLane::new(lane as u32), i as u32);
+                let want: f64 = (0..k)
+                    .map(|j| bf16_value(w[r as usize][j]) * bf16_value(x[col as usize][j]))
+                    .sum();
+                assert_eq!(got, want, "lane {lane} accumulator {i}");
+            }
+        }
+    }
+
+    /// Every (row, activation row) of the block is some lane's accumulator,
+    /// exactly once.
+    #[test]
+    fn accumulators_cover_the_block_once() {
+        let mut seen = [[0u32; GEMV_MAX_N]; GEMV_ROWS];
+        for lane in 0..32 {
+            for i in 0..4 {
+                let (r, col) = c_position(GemvLane::new(lane), i);
+                seen[r as usize][col as usize] += 1;
+            }
+        }
+        assert!(seen.iter().flatten().all(|&s| s == 1));
+    }
+
+    /// The warps' steps visit every column block exactly once.
+    #[test]
+    fn warps_deal_out_every_column_block_once() {
+        for blocks_k in [1u32, 7, 16, 17, 128, 448, 449] {
+            let mut seen = std::vec![0u32; blocks_k as usize];
+            for warp in 0..GEMV_WARPS {
+                let mut kb = warp;
+                while kb < blocks_k {
+                    for u in 0..GEMV_UNROLL as u32 {
+                        let b = kb + u * GEMV_WARPS;
+                        if b < blocks_k {
+                            seen[b as usize] += 1;
+                        }
+                    }
+                    kb += STEP_BLOCKS;
+                }
+            }
+            assert!(seen.iter().all(|&s| s == 1), "{blocks_k} blocks");
+        }
+    }
+
+    #[test]
+    fn unsupported_shapes_say_why() {
+        assert_eq!(gemv_unsupported(4096, 4096, 1), None);
+        assert_eq!(gemv_unsupported(5, 8, 8), None);
+        assert!(
+            gemv_unsupported(4096, 4100, 1)
+                .unwrap()
+                .contains("multiple of 8")
+        );
+        assert!(gemv_unsupported(4096, 4096, 9).unwrap().contains("8"));
+        assert!(gemv_unsupported(0, 4096, 1).is_some());
+        assert_eq!(gemv_blocks(4096), 256);
+        assert_eq!(gemv_blocks(4097), 257);
+    }
+}
