@@ -7,7 +7,7 @@ use cust::memory::{DevicePointer, DeviceSlice};
 use cust::stream::Stream;
 use cust::sys::{CUdeviceptr, CUstream};
 use half::bf16;
-use zipserv_kernels::gemv::gemv_blocks;
+use zipserv_kernels::gemv::{GEMV_K_CONTIGUOUS, GEMV_K_INTERLEAVED, gemv_blocks, gemv_grid};
 use zipserv_kernels::launch::{GEMV_WARPS, STORE_BF16, STORE_F32};
 
 pub use zipserv_kernels::gemv::gemv_unsupported;
@@ -104,8 +104,18 @@ pub unsafe fn bf16_gemv_raw(
             STORE_F32,
         ),
     };
-    let blocks = u32::try_from(gemv_blocks(m))
+    let layout = gpu.gemv_layout();
+    let groups = gemv_blocks(m);
+    let blocks = match layout.balanced {
+        true => gemv_grid(groups, gpu.gemv_blocks_per_wave()),
+        false => groups,
+    };
+    let blocks = u32::try_from(blocks)
         .map_err(|_| Error::Unsupported(format!("BF16 GEMV: {m} rows need too many blocks")))?;
+    let order = match layout.contiguous {
+        true => GEMV_K_CONTIGUOUS,
+        false => GEMV_K_INTERLEAVED,
+    };
     // SAFETY: the caller's promises; the shape was checked against the
     // kernel's contract above, and the block size is 32 · GEMV_WARPS.
     unsafe {
@@ -124,9 +134,67 @@ pub unsafe fn bf16_gemv_raw(
                 m as u32,
                 k as u32,
                 n as u32,
-                store
+                store,
+                order
             )
         )
+    }
+}
+
+/// Environment variables that set [`Gpu::gemv_layout`] at
+/// [`crate::Gpu::new`], for benchmarks comparing the GEMV's work layouts:
+/// `ZIPSERV_GEMV_GRID` `balanced` (default) or `groups`, and
+/// `ZIPSERV_GEMV_ORDER` `interleaved` (default) or `contiguous`.
+pub const GEMV_GRID_ENV: &str = "ZIPSERV_GEMV_GRID";
+pub const GEMV_ORDER_ENV: &str = "ZIPSERV_GEMV_ORDER";
+
+/// How the GEMV lays out its work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemvLayout {
+    /// As few blocks as one wave holds, each taking several row groups
+    /// (`zipserv_kernels::gemv::gemv_grid`); else one block per group.
+    pub balanced: bool,
+    /// Each warp takes one contiguous run of a group's column blocks; else
+    /// every eighth.
+    pub contiguous: bool,
+}
+
+impl Default for GemvLayout {
+    fn default() -> Self {
+        Self {
+            balanced: true,
+            contiguous: false,
+        }
+    }
+}
+
+impl GemvLayout {
+    /// The layout [`GEMV_GRID_ENV`] and [`GEMV_ORDER_ENV`] ask for.
+    pub fn from_env() -> Result<Self> {
+        let mut layout = Self::default();
+        if let Ok(v) = std::env::var(GEMV_GRID_ENV) {
+            layout.balanced = match v.as_str() {
+                "balanced" => true,
+                "groups" => false,
+                other => {
+                    return Err(Error::Unsupported(format!(
+                        "{GEMV_GRID_ENV}={other:?}: expected balanced or groups"
+                    )));
+                }
+            };
+        }
+        if let Ok(v) = std::env::var(GEMV_ORDER_ENV) {
+            layout.contiguous = match v.as_str() {
+                "interleaved" => false,
+                "contiguous" => true,
+                other => {
+                    return Err(Error::Unsupported(format!(
+                        "{GEMV_ORDER_ENV}={other:?}: expected interleaved or contiguous"
+                    )));
+                }
+            };
+        }
+        Ok(layout)
     }
 }
 

@@ -669,14 +669,15 @@ impl std::str::FromStr for Fetch {
 
 /// Blocks of the decompression kernel that fit on one multiprocessor.
 pub(crate) fn prepare_decompress(module: &Module) -> Result<u32> {
-    let function = module
-        .get_function("zipserv_decompress")
-        .cuda("cuModuleGetFunction")?;
+    resident_blocks(module, "zipserv_decompress", 32 * DECOMPRESS_WARPS)
+}
+
+/// Blocks of `threads` of kernel `name` (no dynamic shared memory) that
+/// fit on one multiprocessor, at least 1.
+pub(crate) fn resident_blocks(module: &Module, name: &str, threads: u32) -> Result<u32> {
+    let function = module.get_function(name).cuda("cuModuleGetFunction")?;
     let blocks = function
-        .max_active_blocks_per_multiprocessor(
-            cust::function::BlockSize::x(32 * DECOMPRESS_WARPS),
-            0,
-        )
+        .max_active_blocks_per_multiprocessor(cust::function::BlockSize::x(threads), 0)
         .cuda("cuOccupancyMaxActiveBlocksPerMultiprocessor")?;
     Ok(blocks.max(1))
 }

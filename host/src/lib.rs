@@ -74,7 +74,10 @@ pub use device::{
     PTX_IMAGES, WGMMA_BLOCKS_ENV,
 };
 pub use error::{Error, Result};
-pub use gemv::{BF16_PATH_ENV, Bf16Path, GEMV_MAX_N, bf16_gemv, bf16_gemv_raw, gemv_unsupported};
+pub use gemv::{
+    BF16_PATH_ENV, Bf16Path, GEMV_GRID_ENV, GEMV_MAX_N, GEMV_ORDER_ENV, GemvLayout, bf16_gemv,
+    bf16_gemv_raw, gemv_unsupported,
+};
 pub use graph::Graph;
 pub use kernels::{
     CompressedPath, Fetch, GemmOptions, GemmOutput, GemmPath, GemmWorkspace, LARGE_MATRIX_ELEMENTS,

@@ -26,7 +26,7 @@
 //! as n = 1. [`a_fragment`], [`b_fragment`] and [`c_position`] are that
 //! mapping, CPU-tested against a model of the instruction below.
 
-use crate::launch::{GEMV_K_BLOCK, GEMV_MAX_N, GEMV_ROWS, GEMV_UNROLL, GEMV_WARPS};
+use crate::launch::{GEMV_K_BLOCK, GEMV_MAX_N, GEMV_ROWS, GEMV_WARPS};
 
 /// One lane's part of a column block: W rows `g` and `g + 8` of the
 /// block's 16, activation row `g`, and columns `8t .. 8t + 8` of the block.
@@ -97,46 +97,93 @@ pub fn gemv_unsupported(m: usize, k: usize, n: usize) -> Option<&'static str> {
     }
 }
 
-/// Column blocks from one step of a warp to its next: a step covers
-/// [`GEMV_UNROLL`] blocks [`GEMV_WARPS`] apart.
-pub const STEP_BLOCKS: u32 = GEMV_UNROLL as u32 * GEMV_WARPS;
+/// How a warp deals out the column blocks of its row group (an
+/// experiment; `GEMV_K_*`): every [`GEMV_WARPS`]-th block, or one
+/// contiguous run of blocks per warp.
+pub const GEMV_K_INTERLEAVED: u32 = 0;
+pub const GEMV_K_CONTIGUOUS: u32 = 1;
+
+/// The column blocks warp `warp` takes in every row group, for `blocks_k`
+/// blocks per row: `(first, end, stride)`, its blocks being `first`,
+/// `first + stride`, … below `end`; a step takes `GEMV_UNROLL` of them
+/// and the next step starts `GEMV_UNROLL · stride` on.
+#[inline(always)]
+pub const fn warp_blocks(warp: u32, blocks_k: u32, order: u32) -> (u32, u32, u32) {
+    if order == GEMV_K_CONTIGUOUS {
+        let per = blocks_k.div_ceil(GEMV_WARPS);
+        let first = warp * per;
+        let end = if first + per < blocks_k {
+            first + per
+        } else {
+            blocks_k
+        };
+        (first, if end > first { end } else { first }, 1)
+    } else {
+        (warp, blocks_k, GEMV_WARPS)
+    }
+}
+
+/// Blocks of a launch over `groups` row groups when `blocks_per_wave` fit
+/// on the GPU at once: as few waves as that allows, the groups dealt
+/// evenly (block `b` takes groups `b`, `b + grid`, …), so every block has
+/// the same number of groups but for at most one and no block waits for a
+/// last, part-empty wave.
+pub const fn gemv_grid(groups: usize, blocks_per_wave: usize) -> usize {
+    let wave = if blocks_per_wave == 0 {
+        1
+    } else {
+        blocks_per_wave
+    };
+    let waves = groups.div_ceil(wave);
+    if waves == 0 {
+        0
+    } else {
+        groups.div_ceil(waves)
+    }
+}
 
 #[cfg(target_arch = "nvptx64")]
 mod gpu {
     use super::*;
-    use crate::launch::{GEMV_SMEM_BYTES, STORE_BF16};
+    use crate::launch::{GEMV_SMEM_BYTES, GEMV_UNROLL, STORE_BF16};
     use crate::ptx::{
-        block_idx, f32_to_bf16, lane_id, ld_nc_v4, ld_shared_v4, ld_stream_v4, mma_bf16_16816,
-        shared_memory, st_shared_v4, start_after_prior_grids, sync_threads, thread_idx, warp_index,
+        block_idx, f32_to_bf16, grid_dim_x, lane_id, ld_nc_v4, ld_shared_v4, ld_stream_v4,
+        mma_bf16_16816, shared_memory, st_shared_v4, start_after_prior_grids, sync_threads,
+        thread_idx, warp_index,
     };
 
     /// One step's weights: [`GEMV_UNROLL`] column blocks of rows `g`, `g + 8`.
     type WeightStep = [[[u32; 4]; 2]; GEMV_UNROLL];
 
-    /// The operands of one launch, as the entry point received them.
+    /// The operands of one launch, as the entry point received them, and
+    /// this warp's column blocks.
     struct Product {
         w: *const u16,
         x: *const u16,
         rows: u32,
         k: u32,
         n: u32,
-        /// This block's first row of W.
-        row0: u32,
+        /// This warp's blocks of every group (see [`warp_blocks`]).
+        first: u32,
+        end: u32,
+        stride: u32,
     }
 
     impl Product {
-        /// The lane's weights of the step starting at column block `kb`;
-        /// zeros outside W (ragged rows, columns past `k`).
+        /// The lane's weights of row group `group`'s step starting at
+        /// column block `kb`; zeros outside W (ragged rows, a group past
+        /// the last, columns past `k` or this warp's blocks).
         #[inline(always)]
-        unsafe fn load_w(&self, lane: GemvLane, kb: u32) -> WeightStep {
+        unsafe fn load_w(&self, lane: GemvLane, group: u32, kb: u32) -> WeightStep {
             let mut v = [[[0u32; 4]; 2]; GEMV_UNROLL];
             let mut u = 0;
             while u < GEMV_UNROLL {
-                let col = lane.col(kb + u as u32 * GEMV_WARPS);
+                let b = kb + u as u32 * self.stride;
+                let col = lane.col(b);
                 let mut h = 0;
                 while h < 2 {
-                    let row = self.row0 + lane.g + 8 * h as u32;
-                    if col < self.k && row < self.rows {
+                    let row = group * GEMV_ROWS as u32 + lane.g + 8 * h as u32;
+                    if b < self.end && col < self.k && row < self.rows {
                         let at = row as usize * self.k as usize + col as usize;
                         // SAFETY: row < rows and col + 8 ≤ k (k is a
                         // multiple of 8), so the 16 bytes are inside W,
@@ -156,8 +203,9 @@ mod gpu {
             let mut v = [[0u32; 4]; GEMV_UNROLL];
             let mut u = 0;
             while u < GEMV_UNROLL {
-                let col = lane.col(kb + u as u32 * GEMV_WARPS);
-                if col < self.k && lane.g < self.n {
+                let b = kb + u as u32 * self.stride;
+                let col = lane.col(b);
+                if b < self.end && col < self.k && lane.g < self.n {
                     let at = lane.g as usize * self.k as usize + col as usize;
                     // SAFETY: as in `load_w`, inside X's n × k.
                     v[u] = unsafe { ld_nc_v4(self.x.add(at).cast()) };
@@ -173,8 +221,9 @@ mod gpu {
     /// # Safety
     /// `w` holds rows × k BF16 and `x` n × k, both 16-byte aligned, with
     /// `gemv_unsupported(rows, k, n)` `None`; `y` (BF16, `store` =
-    /// `STORE_BF16`) or `y32` (f32, otherwise) holds n × rows; a grid of
-    /// `gemv_blocks(rows)` blocks of `32 · GEMV_WARPS` threads.
+    /// `STORE_BF16`) or `y32` (f32, otherwise) holds n × rows; a grid of at
+    /// most `gemv_blocks(rows)` blocks of `32 · GEMV_WARPS` threads; `order`
+    /// one of `GEMV_K_*`.
     #[unsafe(no_mangle)]
     #[allow(clippy::too_many_arguments)]
     pub unsafe extern "ptx-kernel" fn zipserv_gemv_bf16(
@@ -186,82 +235,100 @@ mod gpu {
         k: u32,
         n: u32,
         store: u32,
+        order: u32,
     ) {
         let s_acc = shared_memory::<GEMV_SMEM_BYTES>();
         let warp = warp_index(thread_idx());
         let lane = GemvLane::new(lane_id());
+        let blocks_k = k.div_ceil(GEMV_K_BLOCK as u32);
+        let (first, end, stride) = warp_blocks(warp, blocks_k, order);
         let p = Product {
             w,
             x,
             rows,
             k,
             n,
-            row0: block_idx().0 * GEMV_ROWS as u32,
+            first,
+            end,
+            stride,
         };
-        let blocks_k = k.div_ceil(GEMV_K_BLOCK as u32);
-        let mut kb = warp;
+        let step = GEMV_UNROLL as u32 * stride;
+        let (groups, grid) = (gemv_blocks(rows as usize) as u32, grid_dim_x());
+        let mut group = block_idx().0;
         // The weights depend on no earlier kernel: the first step's are on
         // their way before this waits for the kernel that writes X.
-        // SAFETY: the launch contract above.
-        let mut wv = unsafe { p.load_w(lane, kb) };
+        // SAFETY (every load below): the launch contract above.
+        let mut wv = unsafe { p.load_w(lane, group, first) };
         start_after_prior_grids();
-        let mut acc = [0f32; 4];
-        // `kb` is warp-uniform, so every lane takes the same turns and the
-        // `mma`s run with the whole warp.
-        while kb < blocks_k {
-            // SAFETY: as above.
-            let xv = unsafe { p.load_x(lane, kb) };
-            let next = unsafe { p.load_w(lane, kb + STEP_BLOCKS) };
-            let mut u = 0;
-            while u < GEMV_UNROLL {
-                let mut s = 0;
-                while s < 2 {
-                    let a = a_fragment(wv[u][0], wv[u][1], s);
-                    acc = mma_bf16_16816(a, b_fragment(xv[u], s), acc);
-                    s += 1;
-                }
-                u += 1;
-            }
-            wv = next;
-            kb += STEP_BLOCKS;
-        }
-        // Add the warps' sums in a fixed order (the result does not depend
-        // on timing) and write Y.
-        let slot = |w: u32| s_acc + (w * 32 + lane_id()) * 16;
-        // SAFETY: each warp's slot lies inside the block's GEMV_SMEM_BYTES.
-        unsafe { st_shared_v4(slot(warp), acc.map(f32::to_bits)) };
-        sync_threads();
-        if warp != 0 {
-            return;
-        }
-        let mut sum = [0f32; 4];
-        let mut from = 0;
-        while from < GEMV_WARPS {
-            // SAFETY: written by warp `from` before the barrier.
-            let v = unsafe { ld_shared_v4(slot(from)) };
-            let mut i = 0;
-            while i < 4 {
-                sum[i] += f32::from_bits(v[i]);
-                i += 1;
-            }
-            from += 1;
-        }
-        let mut i = 0;
-        while i < 4 {
-            let (r, col) = c_position(lane, i as u32);
-            let row = p.row0 + r;
-            if row < rows && col < n {
-                let at = col as usize * rows as usize + row as usize;
-                // SAFETY: col < n and row < rows: inside Y.
-                unsafe {
-                    if store == STORE_BF16 {
-                        *y.add(at) = f32_to_bf16(sum[i]);
-                    } else {
-                        *y32.add(at) = sum[i];
+        // Each warp's sums of a group go to one of two slots, alternately,
+        // so one barrier per group suffices: warp 0 reads a group's slots
+        // before it reaches the next group's barrier, and nobody writes
+        // them again until after that one.
+        let mut parity = 0;
+        while group < groups {
+            let mut acc = [0f32; 4];
+            let mut kb = first;
+            // `kb` and `group` are warp-uniform, so every lane takes the
+            // same turns and the `mma`s run with the whole warp.
+            while kb < end {
+                let xv = unsafe { p.load_x(lane, kb) };
+                // The next step's weights, in this group or the next one.
+                let next = match kb + step < end {
+                    true => unsafe { p.load_w(lane, group, kb + step) },
+                    false => unsafe { p.load_w(lane, group + grid, first) },
+                };
+                let mut u = 0;
+                while u < GEMV_UNROLL {
+                    let mut s = 0;
+                    while s < 2 {
+                        let a = a_fragment(wv[u][0], wv[u][1], s);
+                        acc = mma_bf16_16816(a, b_fragment(xv[u], s), acc);
+                        s += 1;
                     }
+                    u += 1;
+                }
+                wv = next;
+                kb += step;
+            }
+            let slot = |w: u32| s_acc + ((parity * GEMV_WARPS + w) * 32 + lane_id()) * 16;
+            // SAFETY: each slot lies inside the block's GEMV_SMEM_BYTES.
+            unsafe { st_shared_v4(slot(warp), acc.map(f32::to_bits)) };
+            sync_threads();
+            if warp == 0 {
+                // The warps' sums in a fixed order: the result does not
+                // depend on timing.
+                let mut sum = [0f32; 4];
+                let mut from = 0;
+                while from < GEMV_WARPS {
+                    // SAFETY: written by warp `from` before the barrier.
+                    let v = unsafe { ld_shared_v4(slot(from)) };
+                    let mut i = 0;
+                    while i < 4 {
+                        sum[i] += f32::from_bits(v[i]);
+                        i += 1;
+                    }
+                    from += 1;
+                }
+                let mut i = 0;
+                while i < 4 {
+                    let (r, col) = c_position(lane, i as u32);
+                    let row = group * GEMV_ROWS as u32 + r;
+                    if row < rows && col < n {
+                        let at = col as usize * rows as usize + row as usize;
+                        // SAFETY: col < n and row < rows: inside Y.
+                        unsafe {
+                            if store == STORE_BF16 {
+                                *y.add(at) = f32_to_bf16(sum[i]);
+                            } else {
+                                *y32.add(at) = sum[i];
+                            }
+                        }
+                    }
+                    i += 1;
                 }
             }
-            i += 1;
+            parity ^= 1;
+            group += grid;
         }
     }
 }
@@ -270,6 +337,7 @@ mod gpu {
 mod tests {
     extern crate std;
     use super::*;
+    use crate::launch::GEMV_UNROLL;
     use std::vec::Vec;
 
     fn bf16_bits(v: f32) -> u16 {
@@ -377,25 +445,55 @@ mod tests {
         assert!(seen.iter().flatten().all(|&s| s == 1));
     }
 
-    /// The warps' steps visit every column block exactly once.
+    /// The warps' steps visit every column block exactly once, in either
+    /// order.
     #[test]
     fn warps_deal_out_every_column_block_once() {
-        for blocks_k in [1u32, 7, 16, 17, 128, 448, 449] {
-            let mut seen = std::vec![0u32; blocks_k as usize];
-            for warp in 0..GEMV_WARPS {
-                let mut kb = warp;
-                while kb < blocks_k {
-                    for u in 0..GEMV_UNROLL as u32 {
-                        let b = kb + u * GEMV_WARPS;
-                        if b < blocks_k {
-                            seen[b as usize] += 1;
+        for order in [GEMV_K_INTERLEAVED, GEMV_K_CONTIGUOUS] {
+            for blocks_k in [1u32, 7, 16, 17, 18, 128, 448, 449] {
+                let mut seen = std::vec![0u32; blocks_k as usize];
+                for warp in 0..GEMV_WARPS {
+                    let (first, end, stride) = warp_blocks(warp, blocks_k, order);
+                    let mut kb = first;
+                    while kb < end {
+                        for u in 0..GEMV_UNROLL as u32 {
+                            let b = kb + u * stride;
+                            if b < end {
+                                seen[b as usize] += 1;
+                            }
                         }
+                        kb += GEMV_UNROLL as u32 * stride;
                     }
-                    kb += STEP_BLOCKS;
+                }
+                assert!(
+                    seen.iter().all(|&s| s == 1),
+                    "{blocks_k} blocks, order {order}"
+                );
+            }
+        }
+    }
+
+    /// The grid deals the groups evenly over the fewest waves.
+    #[test]
+    fn grids_deal_groups_evenly() {
+        for wave in [1usize, 132, 528] {
+            for groups in [1usize, 255, 256, 384, 527, 528, 529, 1792, 8016] {
+                let grid = gemv_grid(groups, wave);
+                assert!(
+                    grid >= 1 && grid <= wave.min(groups),
+                    "{groups} on {wave}: {grid}"
+                );
+                let waves = groups.div_ceil(wave);
+                // Every block takes `waves` groups or one fewer.
+                for b in 0..grid {
+                    let taken = (b..groups).step_by(grid).count();
+                    assert!(taken == waves || taken + 1 == waves, "{groups} on {wave}");
                 }
             }
-            assert!(seen.iter().all(|&s| s == 1), "{blocks_k} blocks");
         }
+        assert_eq!(gemv_grid(1792, 528), 448);
+        assert_eq!(gemv_grid(256, 528), 256);
+        assert_eq!(gemv_grid(8016, 528), 501);
     }
 
     #[test]
