@@ -89,8 +89,9 @@ pub struct Gpu {
     gemm_blocks_per_sm: [u32; zipserv_kernels::launch::GEMM_VARIANTS.len()],
     /// Resident blocks per multiprocessor of the decompression kernel.
     decompress_blocks_per_sm: u32,
-    /// The same for the BF16 GEMV, and its work layout.
-    gemv_blocks_per_sm: u32,
+    /// The same for the BF16 GEMV's two kernels (registers, ring), and
+    /// its work layout.
+    gemv_blocks_per_sm: [u32; 2],
     gemv_layout: GemvLayout,
     /// The same for the Hopper variants (0 where the image lacks them).
     wgmma_blocks_per_sm: [u32; WGMMA_GEMM_VARIANTS.len()],
@@ -125,11 +126,7 @@ impl Gpu {
         let (image, module) = load_module(info.compute_capability)?;
         let gemm_blocks_per_sm = crate::kernels::prepare_gemm(&module)?;
         let decompress_blocks_per_sm = crate::kernels::prepare_decompress(&module)?;
-        let gemv_blocks_per_sm = crate::kernels::resident_blocks(
-            &module,
-            zipserv_kernels::catalog::GEMV_BF16,
-            32 * zipserv_kernels::launch::GEMV_WARPS,
-        )?;
+        let gemv_blocks_per_sm = crate::gemv::prepare(&module)?;
         let gemv_layout = GemvLayout::from_env()?;
         let wgmma_blocks_per_sm = if image.image.has_wgmma() {
             crate::zipgemm_sm90::prepare(&module)?
@@ -261,9 +258,10 @@ impl Gpu {
     }
 
     /// Blocks of the decompression kernel that run at once on the whole GPU.
-    /// Blocks of the BF16 GEMV that fit on the GPU at once.
-    pub(crate) fn gemv_blocks_per_wave(&self) -> usize {
-        self.gemv_blocks_per_sm as usize * self.info.multiprocessors as usize
+    /// Blocks of the BF16 GEMV (its ring kernel if `ring`) that fit on
+    /// the GPU at once.
+    pub(crate) fn gemv_blocks_per_wave(&self, ring: bool) -> usize {
+        self.gemv_blocks_per_sm[usize::from(ring)] as usize * self.info.multiprocessors as usize
     }
 
     /// How the BF16 GEMV lays out its work ([`crate::gemv::GEMV_GRID_ENV`]).

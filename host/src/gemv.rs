@@ -8,7 +8,7 @@ use cust::stream::Stream;
 use cust::sys::{CUdeviceptr, CUstream};
 use half::bf16;
 use zipserv_kernels::gemv::{GEMV_K_CONTIGUOUS, GEMV_K_INTERLEAVED, gemv_blocks, gemv_grid};
-use zipserv_kernels::launch::{GEMV_WARPS, STORE_BF16, STORE_F32};
+use zipserv_kernels::launch::{GEMV_RING_BYTES, GEMV_WARPS, STORE_BF16, STORE_F32};
 
 pub use zipserv_kernels::gemv::gemv_unsupported;
 pub use zipserv_kernels::launch::GEMV_MAX_N;
@@ -51,6 +51,20 @@ pub fn bf16_gemv(
     // what the shape needs (checked above) and is borrowed for the call,
     // the output mutably, so it overlaps neither input.
     unsafe { bf16_gemv_raw(gpu, stream.as_inner(), w, m, k, x, n, y, kind) }
+}
+
+/// Lets the ring kernel use its dynamic shared memory and returns how many
+/// blocks of each GEMV kernel (registers, ring) fit on one multiprocessor.
+pub(crate) fn prepare(module: &cust::module::Module) -> Result<[u32; 2]> {
+    use crate::error::CudaContext;
+    use zipserv_kernels::catalog::{GEMV_BF16, GEMV_BF16_RING};
+    let threads = 32 * GEMV_WARPS;
+    let registers = crate::kernels::resident_blocks(module, GEMV_BF16, threads)?;
+    let ring = module
+        .get_function(GEMV_BF16_RING)
+        .cuda("cuModuleGetFunction")?;
+    let ring = crate::launch::allow_shared_memory(&ring, GEMV_RING_BYTES, threads)?.max(1);
+    Ok([registers, ring])
 }
 
 /// The shape's reason for refusal, as an error.
@@ -107,8 +121,12 @@ pub unsafe fn bf16_gemv_raw(
     let layout = gpu.gemv_layout();
     let groups = gemv_blocks(m);
     let blocks = match layout.balanced {
-        true => gemv_grid(groups, gpu.gemv_blocks_per_wave()),
+        true => gemv_grid(groups, gpu.gemv_blocks_per_wave(layout.ring)),
         false => groups,
+    };
+    let (kernel, shared) = match layout.ring {
+        true => (gpu.kernels().gemv_ring, GEMV_RING_BYTES as u32),
+        false => (gpu.kernels().gemv, 0),
     };
     let blocks = u32::try_from(blocks)
         .map_err(|_| Error::Unsupported(format!("BF16 GEMV: {m} rows need too many blocks")))?;
@@ -120,10 +138,10 @@ pub unsafe fn bf16_gemv_raw(
     // kernel's contract above, and the block size is 32 · GEMV_WARPS.
     unsafe {
         launch_kernel!(
-            gpu.kernels().gemv,
+            kernel,
             blocks,
             32 * GEMV_WARPS,
-            0,
+            shared,
             stream,
             gpu.launch_order(),
             (
@@ -147,6 +165,8 @@ pub unsafe fn bf16_gemv_raw(
 /// `ZIPSERV_GEMV_ORDER` `interleaved` (default) or `contiguous`.
 pub const GEMV_GRID_ENV: &str = "ZIPSERV_GEMV_GRID";
 pub const GEMV_ORDER_ENV: &str = "ZIPSERV_GEMV_ORDER";
+/// `registers` (default) or `ring`: which of the two GEMV kernels runs.
+pub const GEMV_KERNEL_ENV: &str = "ZIPSERV_GEMV_KERNEL";
 
 /// How the GEMV lays out its work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,6 +177,9 @@ pub struct GemvLayout {
     /// Each warp takes one contiguous run of a group's column blocks; else
     /// every eighth.
     pub contiguous: bool,
+    /// W staged through a shared-memory ring (`zipserv_gemv_bf16_ring`);
+    /// else through registers (`zipserv_gemv_bf16`).
+    pub ring: bool,
 }
 
 impl Default for GemvLayout {
@@ -164,6 +187,7 @@ impl Default for GemvLayout {
         Self {
             balanced: true,
             contiguous: false,
+            ring: false,
         }
     }
 }
@@ -190,6 +214,17 @@ impl GemvLayout {
                 other => {
                     return Err(Error::Unsupported(format!(
                         "{GEMV_ORDER_ENV}={other:?}: expected interleaved or contiguous"
+                    )));
+                }
+            };
+        }
+        if let Ok(v) = std::env::var(GEMV_KERNEL_ENV) {
+            layout.ring = match v.as_str() {
+                "registers" => false,
+                "ring" => true,
+                other => {
+                    return Err(Error::Unsupported(format!(
+                        "{GEMV_KERNEL_ENV}={other:?}: expected registers or ring"
                     )));
                 }
             };

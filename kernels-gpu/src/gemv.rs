@@ -145,11 +145,13 @@ pub const fn gemv_grid(groups: usize, blocks_per_wave: usize) -> usize {
 #[cfg(target_arch = "nvptx64")]
 mod gpu {
     use super::*;
-    use crate::launch::{GEMV_SMEM_BYTES, GEMV_UNROLL, STORE_BF16};
+    use crate::launch::{
+        GEMV_RING_STAGES, GEMV_RING_STEP_BYTES, GEMV_SMEM_BYTES, GEMV_UNROLL, STORE_BF16,
+    };
     use crate::ptx::{
-        block_idx, f32_to_bf16, grid_dim_x, lane_id, ld_nc_v4, ld_shared_v4, ld_stream_v4,
-        mma_bf16_16816, shared_memory, st_shared_v4, start_after_prior_grids, sync_threads,
-        thread_idx, warp_index,
+        block_idx, cp_async_16, cp_async_commit, cp_async_wait, dynamic_shared_memory, f32_to_bf16,
+        grid_dim_x, lane_id, ld_nc_v4, ld_shared_v4, ld_stream_v4, mma_bf16_16816, shared_memory,
+        st_shared_v4, start_after_prior_grids, sync_threads, thread_idx, warp_index,
     };
 
     /// One step's weights: [`GEMV_UNROLL`] column blocks of rows `g`, `g + 8`.
@@ -160,35 +162,53 @@ mod gpu {
     struct Product {
         w: *const u16,
         x: *const u16,
+        y: *mut u16,
+        y32: *mut f32,
         rows: u32,
         k: u32,
         n: u32,
+        store: u32,
         /// This warp's blocks of every group (see [`warp_blocks`]).
         first: u32,
         end: u32,
         stride: u32,
     }
 
+    /// Where a warp's stream of steps stands: a row group and the first
+    /// column block of a step in it.
+    #[derive(Clone, Copy)]
+    struct Cursor {
+        group: u32,
+        kb: u32,
+    }
+
     impl Product {
-        /// The lane's weights of row group `group`'s step starting at
-        /// column block `kb`; zeros outside W (ragged rows, a group past
-        /// the last, columns past `k` or this warp's blocks).
+        /// Index into W of the lane's 16 bytes of row `h` (0: `g`, 1:
+        /// `g + 8`) in column block `u` of the step at `at`, or `None`
+        /// outside W (ragged rows, a group past the last, columns past `k`
+        /// or this warp's blocks).
         #[inline(always)]
-        unsafe fn load_w(&self, lane: GemvLane, group: u32, kb: u32) -> WeightStep {
+        fn w_index(&self, lane: GemvLane, at: Cursor, u: usize, h: usize) -> Option<usize> {
+            let b = at.kb + u as u32 * self.stride;
+            let col = lane.col(b);
+            let row = at.group * GEMV_ROWS as u32 + lane.g + 8 * h as u32;
+            (b < self.end && col < self.k && row < self.rows)
+                .then(|| row as usize * self.k as usize + col as usize)
+        }
+
+        /// The lane's weights of the step at `at`, zeros outside W.
+        #[inline(always)]
+        unsafe fn load_w(&self, lane: GemvLane, at: Cursor) -> WeightStep {
             let mut v = [[[0u32; 4]; 2]; GEMV_UNROLL];
             let mut u = 0;
             while u < GEMV_UNROLL {
-                let b = kb + u as u32 * self.stride;
-                let col = lane.col(b);
                 let mut h = 0;
                 while h < 2 {
-                    let row = group * GEMV_ROWS as u32 + lane.g + 8 * h as u32;
-                    if b < self.end && col < self.k && row < self.rows {
-                        let at = row as usize * self.k as usize + col as usize;
+                    if let Some(i) = self.w_index(lane, at, u, h) {
                         // SAFETY: row < rows and col + 8 ≤ k (k is a
                         // multiple of 8), so the 16 bytes are inside W,
                         // 16-byte aligned (the host checks the base).
-                        v[u][h] = unsafe { ld_stream_v4(self.w.add(at).cast()) };
+                        v[u][h] = unsafe { ld_stream_v4(self.w.add(i).cast()) };
                     }
                     h += 1;
                 }
@@ -197,7 +217,50 @@ mod gpu {
             v
         }
 
-        /// The lane's activations of the same step (row `g`, zeros past `n`).
+        /// Starts copying the lane's weights of the step at `at` into its
+        /// places of the ring stage at shared address `stage` (zeros
+        /// outside W), as one `cp.async` group.
+        #[inline(always)]
+        unsafe fn fetch_w(&self, lane: GemvLane, at: Cursor, stage: u32) {
+            let mut u = 0;
+            while u < GEMV_UNROLL {
+                let mut h = 0;
+                while h < 2 {
+                    let dst = stage + ring_offset(lane, u, h);
+                    // SAFETY: as in `load_w`; with no bytes to read the
+                    // copy only writes zeros and `w` is not dereferenced.
+                    unsafe {
+                        match self.w_index(lane, at, u, h) {
+                            Some(i) => cp_async_16(dst, self.w.add(i).cast(), 16),
+                            None => cp_async_16(dst, self.w.cast(), 0),
+                        }
+                    }
+                    h += 1;
+                }
+                u += 1;
+            }
+            cp_async_commit();
+        }
+
+        /// The next step of the warp's stream after `at`: on in the group,
+        /// else the first step of the block's next group.
+        #[inline(always)]
+        fn advance(&self, at: Cursor, grid: u32) -> Cursor {
+            let step = GEMV_UNROLL as u32 * self.stride;
+            match at.kb + step < self.end {
+                true => Cursor {
+                    group: at.group,
+                    kb: at.kb + step,
+                },
+                false => Cursor {
+                    group: at.group + grid,
+                    kb: self.first,
+                },
+            }
+        }
+
+        /// The lane's activations of a step at column block `kb` (row `g`,
+        /// zeros past `n`).
         #[inline(always)]
         unsafe fn load_x(&self, lane: GemvLane, kb: u32) -> [[u32; 4]; GEMV_UNROLL] {
             let mut v = [[0u32; 4]; GEMV_UNROLL];
@@ -214,9 +277,139 @@ mod gpu {
             }
             v
         }
+
+        /// Adds every warp's sums of `group` (in `slots`, one 16-byte
+        /// accumulator per lane and warp) in a fixed order, so the result
+        /// does not depend on timing, and writes them to Y. Warp 0 only.
+        #[inline(always)]
+        unsafe fn write_group(&self, lane: GemvLane, group: u32, slots: u32) {
+            let mut sum = [0f32; 4];
+            let mut from = 0;
+            while from < GEMV_WARPS {
+                // SAFETY: written by warp `from` before the barrier.
+                let v = unsafe { ld_shared_v4(slots + (from * 32 + lane_id()) * 16) };
+                let mut i = 0;
+                while i < 4 {
+                    sum[i] += f32::from_bits(v[i]);
+                    i += 1;
+                }
+                from += 1;
+            }
+            let mut i = 0;
+            while i < 4 {
+                let (r, col) = c_position(lane, i as u32);
+                let row = group * GEMV_ROWS as u32 + r;
+                if row < self.rows && col < self.n {
+                    let at = col as usize * self.rows as usize + row as usize;
+                    // SAFETY: col < n and row < rows: inside Y.
+                    unsafe {
+                        if self.store == STORE_BF16 {
+                            *self.y.add(at) = f32_to_bf16(sum[i]);
+                        } else {
+                            *self.y32.add(at) = sum[i];
+                        }
+                    }
+                }
+                i += 1;
+            }
+        }
     }
 
-    /// BF16 `Y[n×rows] = X[n×k] · Wᵀ` (see the module documentation).
+    /// The lane's place in a ring stage for column block `u`, row `h`:
+    /// lanes side by side, so a warp's 16-byte stores and loads of one
+    /// (u, h) touch 512 consecutive bytes (no bank conflicts).
+    #[inline(always)]
+    fn ring_offset(lane: GemvLane, u: usize, h: usize) -> u32 {
+        (((u * 2 + h) * 32) as u32 + lane.g * 4 + lane.t) * 16
+    }
+
+    /// `acc += ` one step's products. The step's `mma`s accumulate from
+    /// zero and the step's sum is added to `acc` with an ordinary f32 add:
+    /// the tensor cores' own accumulation of a long chain rounds less well
+    /// than the CUDA cores' add (an inference from the first SmolLM2 run,
+    /// whose worst logit step lay 1.18e-1 from FP32 with one chain per
+    /// warp against 8.6e-2 with cuBLAS).
+    #[inline(always)]
+    fn multiply_step(acc: &mut [f32; 4], wv: &WeightStep, xv: &[[u32; 4]; GEMV_UNROLL]) {
+        let mut part = [0f32; 4];
+        let mut u = 0;
+        while u < GEMV_UNROLL {
+            let mut s = 0;
+            while s < 2 {
+                let a = a_fragment(wv[u][0], wv[u][1], s);
+                part = mma_bf16_16816(a, b_fragment(xv[u], s), part);
+                s += 1;
+            }
+            u += 1;
+        }
+        let mut i = 0;
+        while i < 4 {
+            acc[i] += part[i];
+            i += 1;
+        }
+    }
+
+    /// The entry points' shared beginning: this warp's product and lane.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn product(
+        w: *const u16,
+        x: *const u16,
+        y: *mut u16,
+        y32: *mut f32,
+        rows: u32,
+        k: u32,
+        n: u32,
+        store: u32,
+        order: u32,
+    ) -> (Product, GemvLane, u32) {
+        let warp = warp_index(thread_idx());
+        let blocks_k = k.div_ceil(GEMV_K_BLOCK as u32);
+        let (first, end, stride) = warp_blocks(warp, blocks_k, order);
+        let p = Product {
+            w,
+            x,
+            y,
+            y32,
+            rows,
+            k,
+            n,
+            store,
+            first,
+            end,
+            stride,
+        };
+        (p, GemvLane::new(lane_id()), warp)
+    }
+
+    /// Publishes this warp's sums of `group`, waits for the block's, and
+    /// has warp 0 write them; `parity` alternates the slots between
+    /// groups, so one barrier per group suffices (warp 0 reads a group's
+    /// slots before it reaches the next group's barrier, and nobody writes
+    /// them again until after that one).
+    #[inline(always)]
+    unsafe fn finish_group(
+        p: &Product,
+        lane: GemvLane,
+        warp: u32,
+        group: u32,
+        acc: [f32; 4],
+        slots: u32,
+        parity: u32,
+    ) {
+        let slots = slots + parity * GEMV_WARPS * 32 * 16;
+        // SAFETY: each slot lies inside the block's GEMV_SMEM_BYTES.
+        unsafe { st_shared_v4(slots + (warp * 32 + lane_id()) * 16, acc.map(f32::to_bits)) };
+        sync_threads();
+        if warp == 0 {
+            // SAFETY: every warp's slot was written before the barrier.
+            unsafe { p.write_group(lane, group, slots) };
+        }
+    }
+
+    /// BF16 `Y[n×rows] = X[n×k] · Wᵀ` (see the module documentation), W
+    /// through registers: each warp loads the next step's weights before
+    /// it multiplies this one's.
     ///
     /// # Safety
     /// `w` holds rows × k BF16 and `x` n × k, both 16-byte aligned, with
@@ -237,99 +430,126 @@ mod gpu {
         store: u32,
         order: u32,
     ) {
-        let s_acc = shared_memory::<GEMV_SMEM_BYTES>();
-        let warp = warp_index(thread_idx());
-        let lane = GemvLane::new(lane_id());
-        let blocks_k = k.div_ceil(GEMV_K_BLOCK as u32);
-        let (first, end, stride) = warp_blocks(warp, blocks_k, order);
-        let p = Product {
-            w,
-            x,
-            rows,
-            k,
-            n,
-            first,
-            end,
-            stride,
-        };
-        let step = GEMV_UNROLL as u32 * stride;
+        let slots = shared_memory::<GEMV_SMEM_BYTES>();
+        let (p, lane, warp) = product(w, x, y, y32, rows, k, n, store, order);
         let (groups, grid) = (gemv_blocks(rows as usize) as u32, grid_dim_x());
-        let mut group = block_idx().0;
+        let mut at = Cursor {
+            group: block_idx().0,
+            kb: p.first,
+        };
         // The weights depend on no earlier kernel: the first step's are on
         // their way before this waits for the kernel that writes X.
         // SAFETY (every load below): the launch contract above.
-        let mut wv = unsafe { p.load_w(lane, group, first) };
+        let mut wv = unsafe { p.load_w(lane, at) };
         start_after_prior_grids();
-        // Each warp's sums of a group go to one of two slots, alternately,
-        // so one barrier per group suffices: warp 0 reads a group's slots
-        // before it reaches the next group's barrier, and nobody writes
-        // them again until after that one.
         let mut parity = 0;
-        while group < groups {
+        while at.group < groups {
+            let group = at.group;
             let mut acc = [0f32; 4];
-            let mut kb = first;
-            // `kb` and `group` are warp-uniform, so every lane takes the
-            // same turns and the `mma`s run with the whole warp.
-            while kb < end {
-                let xv = unsafe { p.load_x(lane, kb) };
-                // The next step's weights, in this group or the next one.
-                let next = match kb + step < end {
-                    true => unsafe { p.load_w(lane, group, kb + step) },
-                    false => unsafe { p.load_w(lane, group + grid, first) },
-                };
+            // `at` is warp-uniform, so every lane takes the same turns and
+            // the `mma`s run with the whole warp.
+            while at.group == group && at.kb < p.end {
+                let xv = unsafe { p.load_x(lane, at.kb) };
+                let next_at = p.advance(at, grid);
+                let next = unsafe { p.load_w(lane, next_at) };
+                multiply_step(&mut acc, &wv, &xv);
+                wv = next;
+                at = next_at;
+            }
+            // SAFETY: the block's slots; every warp reaches this barrier.
+            unsafe { finish_group(&p, lane, warp, group, acc, slots, parity) };
+            parity ^= 1;
+            at = Cursor {
+                group: group + grid,
+                kb: p.first,
+            };
+        }
+    }
+
+    /// The same product with W staged through a shared-memory ring of
+    /// `GEMV_RING_STAGES` steps per warp (`cp.async`): more bytes in
+    /// flight per warp than registers hold. Each lane reads back only the
+    /// pieces it copied itself, so its own `cp.async.wait_group` is all the
+    /// ordering needed.
+    ///
+    /// # Safety
+    /// As [`zipserv_gemv_bf16`], with `GEMV_RING_BYTES` of dynamic shared
+    /// memory.
+    #[unsafe(no_mangle)]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe extern "ptx-kernel" fn zipserv_gemv_bf16_ring(
+        w: *const u16,
+        x: *const u16,
+        y: *mut u16,
+        y32: *mut f32,
+        rows: u32,
+        k: u32,
+        n: u32,
+        store: u32,
+        order: u32,
+    ) {
+        const STAGES: u32 = GEMV_RING_STAGES as u32;
+        let slots = shared_memory::<GEMV_SMEM_BYTES>();
+        let (p, lane, warp) = product(w, x, y, y32, rows, k, n, store, order);
+        let ring = dynamic_shared_memory() + warp * STAGES * GEMV_RING_STEP_BYTES as u32;
+        let stage = |s: u32| ring + s * GEMV_RING_STEP_BYTES as u32;
+        let (groups, grid) = (gemv_blocks(rows as usize) as u32, grid_dim_x());
+        let mut at = Cursor {
+            group: block_idx().0,
+            kb: p.first,
+        };
+        let has_blocks = p.first < p.end;
+        // The first STAGES - 1 steps are on their way before this waits for
+        // the kernel that writes X (the weights depend on no earlier one).
+        let mut fetch = at;
+        if has_blocks {
+            let mut s = 0;
+            while s < STAGES - 1 {
+                // SAFETY (every copy below): the launch contract above.
+                unsafe { p.fetch_w(lane, fetch, stage(s)) };
+                fetch = p.advance(fetch, grid);
+                s += 1;
+            }
+        }
+        start_after_prior_grids();
+        let (mut parity, mut slot) = (0, 0);
+        while at.group < groups {
+            let group = at.group;
+            let mut acc = [0f32; 4];
+            while at.group == group && at.kb < p.end {
+                let xv = unsafe { p.load_x(lane, at.kb) };
+                // This step's copies (and every earlier one) have landed.
+                cp_async_wait::<{ GEMV_RING_STAGES as u32 - 2 }>();
+                let mut wv = [[[0u32; 4]; 2]; GEMV_UNROLL];
                 let mut u = 0;
                 while u < GEMV_UNROLL {
-                    let mut s = 0;
-                    while s < 2 {
-                        let a = a_fragment(wv[u][0], wv[u][1], s);
-                        acc = mma_bf16_16816(a, b_fragment(xv[u], s), acc);
-                        s += 1;
+                    let mut h = 0;
+                    while h < 2 {
+                        // SAFETY: this lane's own copies, complete.
+                        wv[u][h] = unsafe { ld_shared_v4(stage(slot) + ring_offset(lane, u, h)) };
+                        h += 1;
                     }
                     u += 1;
                 }
-                wv = next;
-                kb += step;
+                // Refill the stage read in the turn before (its registers
+                // are consumed): STAGES - 1 steps ahead of this one.
+                unsafe { p.fetch_w(lane, fetch, stage((slot + STAGES - 1) % STAGES)) };
+                fetch = p.advance(fetch, grid);
+                multiply_step(&mut acc, &wv, &xv);
+                slot = (slot + 1) % STAGES;
+                at = p.advance(at, grid);
             }
-            let slot = |w: u32| s_acc + ((parity * GEMV_WARPS + w) * 32 + lane_id()) * 16;
-            // SAFETY: each slot lies inside the block's GEMV_SMEM_BYTES.
-            unsafe { st_shared_v4(slot(warp), acc.map(f32::to_bits)) };
-            sync_threads();
-            if warp == 0 {
-                // The warps' sums in a fixed order: the result does not
-                // depend on timing.
-                let mut sum = [0f32; 4];
-                let mut from = 0;
-                while from < GEMV_WARPS {
-                    // SAFETY: written by warp `from` before the barrier.
-                    let v = unsafe { ld_shared_v4(slot(from)) };
-                    let mut i = 0;
-                    while i < 4 {
-                        sum[i] += f32::from_bits(v[i]);
-                        i += 1;
-                    }
-                    from += 1;
-                }
-                let mut i = 0;
-                while i < 4 {
-                    let (r, col) = c_position(lane, i as u32);
-                    let row = group * GEMV_ROWS as u32 + r;
-                    if row < rows && col < n {
-                        let at = col as usize * rows as usize + row as usize;
-                        // SAFETY: col < n and row < rows: inside Y.
-                        unsafe {
-                            if store == STORE_BF16 {
-                                *y.add(at) = f32_to_bf16(sum[i]);
-                            } else {
-                                *y32.add(at) = sum[i];
-                            }
-                        }
-                    }
-                    i += 1;
-                }
-            }
+            // SAFETY: the block's slots; every warp reaches this barrier.
+            unsafe { finish_group(&p, lane, warp, group, acc, slots, parity) };
             parity ^= 1;
-            group += grid;
+            at = Cursor {
+                group: group + grid,
+                kb: p.first,
+            };
         }
+        // No copy may still be writing this block's shared memory when it
+        // exits.
+        cp_async_wait::<0>();
     }
 }
 

@@ -66,12 +66,20 @@ fn gemv_matches_f64_reference() {
         shapes.push((m, k, n));
     }
     // Every work layout the GPU may be set to, on every shape.
-    let layouts = [(true, false), (false, false), (true, true), (false, true)].map(
-        |(balanced, contiguous)| GemvLayout {
-            balanced,
-            contiguous,
-        },
-    );
+    let layouts = [
+        (true, false, false),
+        (false, false, false),
+        (true, true, false),
+        (false, true, false),
+        (true, false, true),
+        (false, false, true),
+        (true, true, true),
+    ]
+    .map(|(balanced, contiguous, ring)| GemvLayout {
+        balanced,
+        contiguous,
+        ring,
+    });
     for (m, k, n) in shapes {
         let w = weight_like(&mut rng, m * k, 0.05);
         let x = activations(&mut rng, n * k);
