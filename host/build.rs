@@ -170,14 +170,9 @@ fn add_launch_bounds(ptx: &str, image: &PtxImage) -> String {
         );
     use zipserv_kernels::engine::attention::{ATTN_MIN_BLOCKS_PER_SM, ATTN_THREADS};
     let bounds = bounds.chain([("engine_attention", ATTN_THREADS, ATTN_MIN_BLOCKS_PER_SM)]);
-    use zipserv_kernels::catalog::{GEMV_BF16, GEMV_BF16_RING};
-    use zipserv_kernels::launch::{
-        GEMV_MIN_BLOCKS_PER_SM, GEMV_RING_MIN_BLOCKS_PER_SM, GEMV_WARPS,
-    };
-    let bounds = bounds.chain([
-        (GEMV_BF16, 32 * GEMV_WARPS, GEMV_MIN_BLOCKS_PER_SM),
-        (GEMV_BF16_RING, 32 * GEMV_WARPS, GEMV_RING_MIN_BLOCKS_PER_SM),
-    ]);
+    use zipserv_kernels::catalog::GEMV_BF16;
+    use zipserv_kernels::launch::{GEMV_MIN_BLOCKS_PER_SM, GEMV_WARPS};
+    let bounds = bounds.chain([(GEMV_BF16, 32 * GEMV_WARPS, GEMV_MIN_BLOCKS_PER_SM)]);
     // The decompression kernel's bound is fitted to Hopper's image; the
     // portable one (56 registers) would spill under it.
     use zipserv_kernels::launch::{DECOMPRESS_MIN_BLOCKS_PER_SM_90A, DECOMPRESS_WARPS};

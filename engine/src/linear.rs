@@ -239,11 +239,14 @@ mod tests {
             |wgmma, compressed, m, k, n| path_for(wgmma, Bf16Path::Auto, compressed, m, k, n);
         // BF16 decode batches up to 8 take the library's GEMV, unless told
         // to use cuBLAS; larger ones cuBLAS.
-        assert_eq!(path_for(true, false, ffn.0, ffn.1, 1), LinearPath::Gemv);
-        assert_eq!(path_for(false, false, ffn.0, ffn.1, 8), LinearPath::Gemv);
-        assert_eq!(path_for(true, false, ffn.0, ffn.1, 9), LinearPath::Cublas);
+        let up = (28672, 4096);
+        assert_eq!(path_for(true, false, up.0, up.1, 1), LinearPath::Gemv);
+        assert_eq!(path_for(false, false, up.0, up.1, 8), LinearPath::Gemv);
+        assert_eq!(path_for(true, false, up.0, up.1, 9), LinearPath::Cublas);
+        // The down projection's long rows stay on cuBLAS (measured).
+        assert_eq!(path_for(true, false, 4096, 14336, 1), LinearPath::Cublas);
         assert_eq!(
-            super::path_for(true, Bf16Path::Cublas, false, ffn.0, ffn.1, 1),
+            super::path_for(true, Bf16Path::Cublas, false, up.0, up.1, 1),
             LinearPath::Cublas
         );
         assert_eq!(

@@ -10,7 +10,7 @@ use zipserv_kernels::catalog::{self, PtxImage};
 use zipserv_kernels::sm90::WGMMA_GEMM_VARIANTS;
 
 use crate::error::{CudaContext, Error, Result};
-use crate::gemv::{BF16_PATH_ENV, Bf16Path, GemvLayout};
+use crate::gemv::{BF16_PATH_ENV, Bf16Path};
 use crate::kernels::{Fetch, GemmPath, SplitK};
 use crate::launch::{Kernel, Kernels, LaunchOrder, NO_LAUNCH_EX};
 use crate::zipgemm_sm90::WgmmaBlocks;
@@ -89,10 +89,8 @@ pub struct Gpu {
     gemm_blocks_per_sm: [u32; zipserv_kernels::launch::GEMM_VARIANTS.len()],
     /// Resident blocks per multiprocessor of the decompression kernel.
     decompress_blocks_per_sm: u32,
-    /// The same for the BF16 GEMV's two kernels (registers, ring), and
-    /// its work layout.
-    gemv_blocks_per_sm: [u32; 2],
-    gemv_layout: GemvLayout,
+    /// The same for the BF16 GEMV.
+    gemv_blocks_per_sm: u32,
     /// The same for the Hopper variants (0 where the image lacks them).
     wgmma_blocks_per_sm: [u32; WGMMA_GEMM_VARIANTS.len()],
     gemm_path: GemmPath,
@@ -126,8 +124,11 @@ impl Gpu {
         let (image, module) = load_module(info.compute_capability)?;
         let gemm_blocks_per_sm = crate::kernels::prepare_gemm(&module)?;
         let decompress_blocks_per_sm = crate::kernels::prepare_decompress(&module)?;
-        let gemv_blocks_per_sm = crate::gemv::prepare(&module)?;
-        let gemv_layout = GemvLayout::from_env()?;
+        let gemv_blocks_per_sm = crate::kernels::resident_blocks(
+            &module,
+            zipserv_kernels::catalog::GEMV_BF16,
+            32 * zipserv_kernels::launch::GEMV_WARPS,
+        )?;
         let wgmma_blocks_per_sm = if image.image.has_wgmma() {
             crate::zipgemm_sm90::prepare(&module)?
         } else {
@@ -148,7 +149,6 @@ impl Gpu {
             gemm_blocks_per_sm,
             decompress_blocks_per_sm,
             gemv_blocks_per_sm,
-            gemv_layout,
             wgmma_blocks_per_sm,
             gemm_path,
             bf16_path,
@@ -258,20 +258,9 @@ impl Gpu {
     }
 
     /// Blocks of the decompression kernel that run at once on the whole GPU.
-    /// Blocks of the BF16 GEMV (its ring kernel if `ring`) that fit on
-    /// the GPU at once.
-    pub(crate) fn gemv_blocks_per_wave(&self, ring: bool) -> usize {
-        self.gemv_blocks_per_sm[usize::from(ring)] as usize * self.info.multiprocessors as usize
-    }
-
-    /// How the BF16 GEMV lays out its work ([`crate::gemv::GEMV_GRID_ENV`]).
-    pub fn gemv_layout(&self) -> GemvLayout {
-        self.gemv_layout
-    }
-
-    /// Sets [`Gpu::gemv_layout`] from now on.
-    pub fn set_gemv_layout(&mut self, layout: GemvLayout) {
-        self.gemv_layout = layout;
+    /// Blocks of the BF16 GEMV that fit on the GPU at once.
+    pub(crate) fn gemv_blocks_per_wave(&self) -> usize {
+        self.gemv_blocks_per_sm as usize * self.info.multiprocessors as usize
     }
 
     pub(crate) fn decompress_blocks_per_wave(&self) -> usize {

@@ -7,8 +7,8 @@ use cust::memory::{DevicePointer, DeviceSlice};
 use cust::stream::Stream;
 use cust::sys::{CUdeviceptr, CUstream};
 use half::bf16;
-use zipserv_kernels::gemv::{GEMV_K_CONTIGUOUS, GEMV_K_INTERLEAVED, gemv_blocks, gemv_grid};
-use zipserv_kernels::launch::{GEMV_RING_BYTES, GEMV_WARPS, STORE_BF16, STORE_F32};
+use zipserv_kernels::gemv::{gemv_blocks, gemv_grid};
+use zipserv_kernels::launch::{GEMV_WARPS, STORE_BF16, STORE_F32};
 
 pub use zipserv_kernels::gemv::gemv_unsupported;
 pub use zipserv_kernels::launch::GEMV_MAX_N;
@@ -51,20 +51,6 @@ pub fn bf16_gemv(
     // what the shape needs (checked above) and is borrowed for the call,
     // the output mutably, so it overlaps neither input.
     unsafe { bf16_gemv_raw(gpu, stream.as_inner(), w, m, k, x, n, y, kind) }
-}
-
-/// Lets the ring kernel use its dynamic shared memory and returns how many
-/// blocks of each GEMV kernel (registers, ring) fit on one multiprocessor.
-pub(crate) fn prepare(module: &cust::module::Module) -> Result<[u32; 2]> {
-    use crate::error::CudaContext;
-    use zipserv_kernels::catalog::{GEMV_BF16, GEMV_BF16_RING};
-    let threads = 32 * GEMV_WARPS;
-    let registers = crate::kernels::resident_blocks(module, GEMV_BF16, threads)?;
-    let ring = module
-        .get_function(GEMV_BF16_RING)
-        .cuda("cuModuleGetFunction")?;
-    let ring = crate::launch::allow_shared_memory(&ring, GEMV_RING_BYTES, threads)?.max(1);
-    Ok([registers, ring])
 }
 
 /// The shape's reason for refusal, as an error.
@@ -118,30 +104,20 @@ pub unsafe fn bf16_gemv_raw(
             STORE_F32,
         ),
     };
-    let layout = gpu.gemv_layout();
-    let groups = gemv_blocks(m);
-    let blocks = match layout.balanced {
-        true => gemv_grid(groups, gpu.gemv_blocks_per_wave(layout.ring)),
-        false => groups,
-    };
-    let (kernel, shared) = match layout.ring {
-        true => (gpu.kernels().gemv_ring, GEMV_RING_BYTES as u32),
-        false => (gpu.kernels().gemv, 0),
-    };
+    // As few blocks as one wave holds, the row groups dealt evenly. (One
+    // block per group instead, tried at commit `84db9c0`: 28672×4096 at
+    // N = 1 60.6 against 59.4 µs, the shapes of one wave or less even.)
+    let blocks = gemv_grid(gemv_blocks(m), gpu.gemv_blocks_per_wave());
     let blocks = u32::try_from(blocks)
         .map_err(|_| Error::Unsupported(format!("BF16 GEMV: {m} rows need too many blocks")))?;
-    let order = match layout.contiguous {
-        true => GEMV_K_CONTIGUOUS,
-        false => GEMV_K_INTERLEAVED,
-    };
     // SAFETY: the caller's promises; the shape was checked against the
     // kernel's contract above, and the block size is 32 · GEMV_WARPS.
     unsafe {
         launch_kernel!(
-            kernel,
+            gpu.kernels().gemv,
             blocks,
             32 * GEMV_WARPS,
-            shared,
+            0,
             stream,
             gpu.launch_order(),
             (
@@ -152,84 +128,9 @@ pub unsafe fn bf16_gemv_raw(
                 m as u32,
                 k as u32,
                 n as u32,
-                store,
-                order
+                store
             )
         )
-    }
-}
-
-/// Environment variables that set [`Gpu::gemv_layout`] at
-/// [`crate::Gpu::new`], for benchmarks comparing the GEMV's work layouts:
-/// `ZIPSERV_GEMV_GRID` `balanced` (default) or `groups`, and
-/// `ZIPSERV_GEMV_ORDER` `interleaved` (default) or `contiguous`.
-pub const GEMV_GRID_ENV: &str = "ZIPSERV_GEMV_GRID";
-pub const GEMV_ORDER_ENV: &str = "ZIPSERV_GEMV_ORDER";
-/// `registers` (default) or `ring`: which of the two GEMV kernels runs.
-pub const GEMV_KERNEL_ENV: &str = "ZIPSERV_GEMV_KERNEL";
-
-/// How the GEMV lays out its work.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GemvLayout {
-    /// As few blocks as one wave holds, each taking several row groups
-    /// (`zipserv_kernels::gemv::gemv_grid`); else one block per group.
-    pub balanced: bool,
-    /// Each warp takes one contiguous run of a group's column blocks; else
-    /// every eighth.
-    pub contiguous: bool,
-    /// W staged through a shared-memory ring (`zipserv_gemv_bf16_ring`);
-    /// else through registers (`zipserv_gemv_bf16`).
-    pub ring: bool,
-}
-
-impl Default for GemvLayout {
-    fn default() -> Self {
-        Self {
-            balanced: true,
-            contiguous: false,
-            ring: false,
-        }
-    }
-}
-
-impl GemvLayout {
-    /// The layout [`GEMV_GRID_ENV`] and [`GEMV_ORDER_ENV`] ask for.
-    pub fn from_env() -> Result<Self> {
-        let mut layout = Self::default();
-        if let Ok(v) = std::env::var(GEMV_GRID_ENV) {
-            layout.balanced = match v.as_str() {
-                "balanced" => true,
-                "groups" => false,
-                other => {
-                    return Err(Error::Unsupported(format!(
-                        "{GEMV_GRID_ENV}={other:?}: expected balanced or groups"
-                    )));
-                }
-            };
-        }
-        if let Ok(v) = std::env::var(GEMV_ORDER_ENV) {
-            layout.contiguous = match v.as_str() {
-                "interleaved" => false,
-                "contiguous" => true,
-                other => {
-                    return Err(Error::Unsupported(format!(
-                        "{GEMV_ORDER_ENV}={other:?}: expected interleaved or contiguous"
-                    )));
-                }
-            };
-        }
-        if let Ok(v) = std::env::var(GEMV_KERNEL_ENV) {
-            layout.ring = match v.as_str() {
-                "registers" => false,
-                "ring" => true,
-                other => {
-                    return Err(Error::Unsupported(format!(
-                        "{GEMV_KERNEL_ENV}={other:?}: expected registers or ring"
-                    )));
-                }
-            };
-        }
-        Ok(layout)
     }
 }
 
@@ -242,18 +143,32 @@ pub const BF16_PATH_ENV: &str = "ZIPSERV_BF16_PATH";
 /// library (the engine's BF16 layers).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Bf16Path {
-    /// The BF16 GEMV where it takes the product ([`gemv_unsupported`] says
-    /// none, so `n` ≤ [`GEMV_MAX_N`]), cuBLAS otherwise.
+    /// The BF16 GEMV on the shapes where it was measured faster than
+    /// cuBLAS or even with it (`n` ≤ [`GEMV_MAX_N`], `k` ≤
+    /// [`GEMV_AUTO_MAX_K`], `m` ≤ [`GEMV_AUTO_MAX_ROWS`]), cuBLAS otherwise.
     #[default]
     Auto,
     /// cuBLAS for every product.
     Cublas,
 }
 
+/// Longest rows [`Bf16Path::Auto`] gives the GEMV, and most rows. Measured
+/// on an H200 at N = 1–8 in three calls (commits `415d3a8`–`4b5fdad`,
+/// docs/PERFORMANCE.md, "A BF16 GEMV of our own"): the GEMV is 8–12% faster
+/// than the best of cuBLAS and cuBLASLt on 4096×4096 and 6144×4096, even
+/// on 28672×4096 (57.5 against 57.7 µs at N = 1), and 4–9% slower on
+/// 4096×14336 and on the 128256×4096 LM head; longer rows were not
+/// measured.
+pub const GEMV_AUTO_MAX_K: usize = 4096;
+pub const GEMV_AUTO_MAX_ROWS: usize = 28672;
+
 impl Bf16Path {
     /// Whether an `m × k` product of `n` activation rows runs on the GEMV.
     pub fn uses_gemv(self, m: usize, k: usize, n: usize) -> bool {
-        self == Bf16Path::Auto && gemv_unsupported(m, k, n).is_none()
+        self == Bf16Path::Auto
+            && gemv_unsupported(m, k, n).is_none()
+            && k <= GEMV_AUTO_MAX_K
+            && m <= GEMV_AUTO_MAX_ROWS
     }
 }
 
@@ -279,7 +194,11 @@ mod tests {
     #[test]
     fn bf16_path_choice() {
         assert!(Bf16Path::Auto.uses_gemv(4096, 4096, 1));
-        assert!(Bf16Path::Auto.uses_gemv(128256, 4096, 8));
+        assert!(Bf16Path::Auto.uses_gemv(28672, 4096, 8));
+        assert!(Bf16Path::Auto.uses_gemv(576, 576, 3));
+        // Measured slower than cuBLAS: the down projection and the LM head.
+        assert!(!Bf16Path::Auto.uses_gemv(4096, 14336, 1));
+        assert!(!Bf16Path::Auto.uses_gemv(128256, 4096, 1));
         assert!(!Bf16Path::Auto.uses_gemv(4096, 4096, 9));
         assert!(!Bf16Path::Auto.uses_gemv(4096, 4100, 1));
         assert!(!Bf16Path::Cublas.uses_gemv(4096, 4096, 1));

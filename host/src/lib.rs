@@ -75,8 +75,8 @@ pub use device::{
 };
 pub use error::{Error, Result};
 pub use gemv::{
-    BF16_PATH_ENV, Bf16Path, GEMV_GRID_ENV, GEMV_KERNEL_ENV, GEMV_MAX_N, GEMV_ORDER_ENV,
-    GemvLayout, bf16_gemv, bf16_gemv_raw, gemv_unsupported,
+    BF16_PATH_ENV, Bf16Path, GEMV_AUTO_MAX_K, GEMV_AUTO_MAX_ROWS, GEMV_MAX_N, bf16_gemv,
+    bf16_gemv_raw, gemv_unsupported,
 };
 pub use graph::Graph;
 pub use kernels::{

@@ -139,18 +139,11 @@ pub const GEMV_MIN_BLOCKS_PER_SM: u32 = 3;
 /// Static shared memory of a block: each warp's accumulator fragment, in
 /// two slots that alternate between the row groups a block takes.
 pub const GEMV_SMEM_BYTES: usize = 2 * GEMV_WARPS as usize * 32 * 4 * 4;
-/// Steps of W each warp of `zipserv_gemv_bf16_ring` keeps in its
-/// shared-memory ring: up to `GEMV_RING_STAGES - 1` in flight while it
-/// multiplies one.
-pub const GEMV_RING_STAGES: usize = 4;
-/// One warp's step of W in the ring: [`GEMV_UNROLL`] column blocks of its
-/// 16 rows, each lane's 16-byte pieces side by side.
-pub const GEMV_RING_STEP_BYTES: usize = GEMV_UNROLL * 2 * 32 * 16;
-/// Dynamic shared memory of a `zipserv_gemv_bf16_ring` block.
-pub const GEMV_RING_BYTES: usize = GEMV_WARPS as usize * GEMV_RING_STAGES * GEMV_RING_STEP_BYTES;
-/// Blocks per multiprocessor the ring kernel's registers are fitted to
-/// (its shared memory allows 3 on Hopper).
-pub const GEMV_RING_MIN_BLOCKS_PER_SM: u32 = 3;
+// Tried (commit `4b5fdad`, H200): W staged through a per-warp
+// shared-memory ring of 4 steps by `cp.async` (3 in flight, 6 KB per warp
+// against the 4 KB the registers hold): no faster anywhere (28672×4096 at
+// N = 1 60.9 against 57.5 µs, 4096×14336 33.3 against 33.7), so more bytes
+// in flight is not what the GEMV lacks; removed.
 
 /// How a ZipGEMM launch deals out its work. A *unit* is one row group
 /// ([`GEMM_WARPS`] row tiles of W), reduced over `col_tiles` column tiles.

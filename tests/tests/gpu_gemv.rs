@@ -6,7 +6,7 @@
 use cust::memory::{CopyDestination, DeviceSlice};
 use half::bf16;
 use zipserv_format::rng::{SplitMix64, fresh_seed};
-use zipserv_gpu::{Error, GemmOutput, GemvLayout, Gpu, bf16_gemv};
+use zipserv_gpu::{Error, GemmOutput, Gpu, bf16_gemv};
 use zipserv_tests::data::{activations, gemm_reference, relative_error, weight_like};
 use zipserv_tests::{gpu_or_skip, upload};
 
@@ -54,7 +54,7 @@ fn run(
 #[test]
 fn gemv_matches_f64_reference() {
     let test = "gemv_matches_f64_reference";
-    let Some(mut gpu) = gpu_or_skip(test) else {
+    let Some(gpu) = gpu_or_skip(test) else {
         return;
     };
     let seed = fresh_seed();
@@ -65,39 +65,19 @@ fn gemv_matches_f64_reference() {
         let k = 8 * (1 + (rng.next_u64() % 300) as usize);
         shapes.push((m, k, n));
     }
-    // Every work layout the GPU may be set to, on every shape.
-    let layouts = [
-        (true, false, false),
-        (false, false, false),
-        (true, true, false),
-        (false, true, false),
-        (true, false, true),
-        (false, false, true),
-        (true, true, true),
-    ]
-    .map(|(balanced, contiguous, ring)| GemvLayout {
-        balanced,
-        contiguous,
-        ring,
-    });
     for (m, k, n) in shapes {
         let w = weight_like(&mut rng, m * k, 0.05);
         let x = activations(&mut rng, n * k);
         let (d_w, d_x) = (upload(&w), upload(&x));
         let want = gemm_reference(&w, &x, m, k, n);
-        for layout in layouts {
-            gpu.set_gemv_layout(layout);
-            for (f32_out, bound) in [(false, 1e-2), (true, 1e-5)] {
-                let got = run(&gpu, &d_w, &d_x, (m, k, n), f32_out);
-                let err = relative_error(&got, &want).unwrap_or_else(|e| {
-                    panic!("seed {seed}, {m}x{k}x{n}, {layout:?}, f32 {f32_out}: {e}")
-                });
-                assert!(
-                    err <= bound,
-                    "seed {seed}, (m, k, n) = ({m}, {k}, {n}), {layout:?}, f32 out {f32_out}: \
-                     relative error {err:.3e}"
-                );
-            }
+        for (f32_out, bound) in [(false, 1e-2), (true, 1e-5)] {
+            let got = run(&gpu, &d_w, &d_x, (m, k, n), f32_out);
+            let err = relative_error(&got, &want)
+                .unwrap_or_else(|e| panic!("seed {seed}, {m}x{k}x{n}, f32 {f32_out}: {e}"));
+            assert!(
+                err <= bound,
+                "seed {seed}, (m, k, n) = ({m}, {k}, {n}), f32 out {f32_out}: relative error {err:.3e}"
+            );
         }
     }
 }
