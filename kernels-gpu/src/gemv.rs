@@ -307,37 +307,6 @@ mod gpu {
         }
     }
 
-    /// The entry points' shared beginning: this warp's product and lane.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn product(
-        w: *const u16,
-        x: *const u16,
-        y: *mut u16,
-        y32: *mut f32,
-        rows: u32,
-        k: u32,
-        n: u32,
-        store: u32,
-    ) -> (Product, GemvLane, u32) {
-        let warp = warp_index(thread_idx());
-        let blocks_k = k.div_ceil(GEMV_K_BLOCK as u32);
-        let (first, end) = warp_blocks(warp, blocks_k);
-        let p = Product {
-            w,
-            x,
-            y,
-            y32,
-            rows,
-            k,
-            n,
-            store,
-            first,
-            end,
-        };
-        (p, GemvLane::new(lane_id()), warp)
-    }
-
     /// Publishes this warp's sums of `group`, waits for the block's, and
     /// has warp 0 write them; `parity` alternates the slots between
     /// groups, so one barrier per group suffices (warp 0 reads a group's
@@ -385,7 +354,20 @@ mod gpu {
         store: u32,
     ) {
         let slots = shared_memory::<GEMV_SMEM_BYTES>();
-        let (p, lane, warp) = product(w, x, y, y32, rows, k, n, store);
+        let (warp, lane) = (warp_index(thread_idx()), GemvLane::new(lane_id()));
+        let (first, end) = warp_blocks(warp, k.div_ceil(GEMV_K_BLOCK as u32));
+        let p = Product {
+            w,
+            x,
+            y,
+            y32,
+            rows,
+            k,
+            n,
+            store,
+            first,
+            end,
+        };
         let (groups, grid) = (gemv_blocks(rows as usize) as u32, grid_dim_x());
         let mut at = Cursor {
             group: block_idx().0,
