@@ -12,7 +12,7 @@ use zipserv_gpu::Gpu;
 use crate::error::{CudaContext, Error, Result, device_sync};
 use crate::kernels::{self, Parts, Rows, StepState};
 use crate::kv_cache::KvCache;
-use crate::linear::{Gemm, LinearOut, LinearPath, choose_path};
+use crate::linear::{Gemm, LinearOut, LinearPath};
 use crate::model::Model;
 use crate::profile::{Profiler, StepProfile};
 use crate::sampling::Sampling;
@@ -90,9 +90,10 @@ pub struct Generation {
     pub kv_cache_bytes: u64,
     /// Activations, decompression scratch and sampling scratch.
     pub scratch_bytes: u64,
-    /// The path the linear layers took in the prefill and in decode steps.
-    pub prefill_path: LinearPath,
-    pub decode_path: LinearPath,
+    /// The paths the linear layers took in the prefill and in decode steps
+    /// (`Model::linear_paths`; `linear::describe_paths` prints them).
+    pub prefill_paths: Vec<(LinearPath, Vec<&'static str>)>,
+    pub decode_paths: Vec<(LinearPath, Vec<&'static str>)>,
     /// Where one decode step's time went (with `profile_step`).
     pub profile: Option<StepProfile>,
 }
@@ -448,21 +449,15 @@ impl<'gpu> Generator<'gpu> {
             step_mode,
             kv_cache_bytes,
             scratch_bytes: b.bytes + self.gemm.scratch_bytes() as u64,
-            // The paths of the largest layers (the MLP's), for the report.
-            prefill_path: choose_path(
+            // The prefill's blocks run on chunks of at most
+            // PREFILL_CHUNK_ROWS rows; the LM head always on one row per
+            // sequence.
+            prefill_paths: self.model.linear_paths(
                 self.gpu,
-                self.model.form == crate::WeightForm::Compressed,
-                config.intermediate,
-                config.hidden,
-                layout.rows(),
-            ),
-            decode_path: choose_path(
-                self.gpu,
-                self.model.form == crate::WeightForm::Compressed,
-                config.intermediate,
-                config.hidden,
+                layout.rows().min(PREFILL_CHUNK_ROWS),
                 batch,
             ),
+            decode_paths: self.model.linear_paths(self.gpu, batch, batch),
             profile,
         })
     }

@@ -65,6 +65,20 @@ fn path_for(
     }
 }
 
+/// `paths` as the report prints them: one path alone by its name
+/// (`Fused`), several with the products each takes
+/// (`Gemv (qkv, o, gate/up), Cublas (down, lm head)`).
+pub fn describe_paths(paths: &[(LinearPath, Vec<&str>)]) -> String {
+    match paths {
+        [(path, _)] => format!("{path:?}"),
+        _ => paths
+            .iter()
+            .map(|(path, names)| format!("{path:?} ({})", names.join(", ")))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
 /// A linear layer: its weights and shape.
 pub struct Linear {
     pub name: String,
@@ -231,6 +245,21 @@ unsafe fn blas_linear(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_described_by_product() {
+        let one = [(LinearPath::Fused, vec!["qkv", "o"])];
+        assert_eq!(describe_paths(&one), "Fused");
+        let two = [
+            (LinearPath::Gemv, vec!["qkv", "o", "gate/up"]),
+            (LinearPath::Cublas, vec!["down", "lm head"]),
+        ];
+        assert_eq!(
+            describe_paths(&two),
+            "Gemv (qkv, o, gate/up), Cublas (down, lm head)"
+        );
+        assert_eq!(describe_paths(&[]), "");
+    }
 
     #[test]
     fn path_choice() {

@@ -10,7 +10,7 @@ use zipserv_gpu::{DeviceWeights, Gpu};
 
 use crate::config::ModelConfig;
 use crate::error::{CudaContext, Error, Result, device_sync};
-use crate::linear::{Linear, LinearWeights};
+use crate::linear::{Linear, LinearPath, LinearWeights, choose_path};
 use crate::plan::{self, Kind, TensorSpec};
 use crate::source::{HostTensor, TensorSource};
 use crate::stacked::Stacked;
@@ -193,6 +193,37 @@ impl Model {
     /// The LM head (the embedding when tied).
     pub fn lm_head(&self) -> &Linear {
         self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// The kernel each product of a block takes for `n` activation rows,
+    /// and the LM head for `head_n`, products of one path together in model
+    /// order: e.g. `[(Gemv, ["qkv", "o", "gate/up"]), (Cublas, ["down",
+    /// "lm head"])]`.
+    pub fn linear_paths(
+        &self,
+        gpu: &Gpu,
+        n: usize,
+        head_n: usize,
+    ) -> Vec<(LinearPath, Vec<&'static str>)> {
+        let Some(layer) = self.layers.first() else {
+            return Vec::new();
+        };
+        let products = [
+            ("qkv", &layer.qkv.linears[0], n),
+            ("o", &layer.o, n),
+            ("gate/up", &layer.gate_up.linears[0], n),
+            ("down", &layer.down, n),
+            ("lm head", self.lm_head(), head_n),
+        ];
+        let mut paths: Vec<(LinearPath, Vec<&'static str>)> = Vec::new();
+        for (name, linear, n) in products {
+            let path = choose_path(gpu, linear.is_compressed(), linear.rows, linear.cols, n);
+            match paths.iter_mut().find(|(p, _)| *p == path) {
+                Some((_, names)) => names.push(name),
+                None => paths.push((path, vec![name])),
+            }
+        }
+        paths
     }
 
     /// Every linear layer, the LM head last (the embedding only if tied).

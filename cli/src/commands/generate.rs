@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use zipserv_engine::generate::StepMode;
+use zipserv_engine::linear::describe_paths;
 use zipserv_engine::model::Stacking;
 use zipserv_engine::source::Source;
 use zipserv_engine::tokenizer::Tokenizer;
@@ -362,13 +363,13 @@ fn report(
         info.name
     );
     println!(
-        "batch {}, prompt tokens {}, new tokens {} each{}; linear path: prefill {:?}, decode {:?}",
+        "batch {}, prompt tokens {}, new tokens {} each{}; linear path: prefill {}, decode {}",
         prompts.len(),
         prompts.iter().map(Vec::len).sum::<usize>(),
         args.max_new_tokens,
         ended_note(&out.ended, out.steps_run, args.max_new_tokens),
-        out.prefill_path,
-        out.decode_path
+        describe_paths(&out.prefill_paths),
+        describe_paths(&out.decode_paths)
     );
     println!(
         "load: {load_s:.2} s ({loaded} tensors; Q/K/V and gate/up stacked in {} of {} groups)",
