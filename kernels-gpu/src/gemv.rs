@@ -282,11 +282,13 @@ mod gpu {
     }
 
     /// `acc += ` one step's products. The step's `mma`s accumulate from
-    /// zero and the step's sum is added to `acc` with an ordinary f32 add:
-    /// the tensor cores' own accumulation of a long chain rounds less well
-    /// than the CUDA cores' add (an inference from the first SmolLM2 run,
-    /// whose worst logit step lay 1.18e-1 from FP32 with one chain per
-    /// warp against 8.6e-2 with cuBLAS).
+    /// zero and the step's sum is added to `acc` with an ordinary f32 add,
+    /// in case the tensor cores' accumulation of a long chain rounds less
+    /// well than an f32 add: with one chain per warp, SmolLM2's worst logit
+    /// step lay 1.18e-1 from FP32 (8.6e-2 with cuBLAS), with this 1.14e-1
+    /// (docs/PERFORMANCE.md, "A BF16 GEMV of our own"); what the
+    /// difference from cuBLAS comes from is not settled. It costs no
+    /// measurable time.
     #[inline(always)]
     fn multiply_step(acc: &mut [f32; 4], wv: &WeightStep, xv: &[[u32; 4]; GEMV_UNROLL]) {
         let mut part = [0f32; 4];
