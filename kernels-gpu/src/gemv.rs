@@ -102,8 +102,8 @@ pub fn gemv_unsupported(m: usize, k: usize, n: usize) -> Option<&'static str> {
 /// The column blocks warp `warp` takes in every row group, for `blocks_k`
 /// blocks per row: the run `first..end`, a step taking `GEMV_UNROLL`
 /// consecutive ones. Measured on an H200 against dealing every eighth
-/// block to each warp (commit `84db9c0`): a contiguous run per warp was
-/// 5–10% faster on 4096×4096, 6144×4096 and 28672×4096 (28672×4096 at
+/// block to each warp (commits `84db9c0`, `4b5fdad`): a contiguous run per warp was
+/// 4–10% faster on 4096×4096, 6144×4096 and 28672×4096 (28672×4096 at
 /// N = 1: 62.8 → 59.4 µs) and 1–4% slower on 4096×14336.
 #[inline(always)]
 pub const fn warp_blocks(warp: u32, blocks_k: u32) -> (u32, u32) {
