@@ -95,6 +95,15 @@ pub enum LinearOut<'a> {
     F32(&'a mut DeviceSlice<f32>),
 }
 
+impl<'a> From<LinearOut<'a>> for GemmOutput<'a> {
+    fn from(y: LinearOut<'a>) -> Self {
+        match y {
+            LinearOut::Bf16(y) => GemmOutput::Bf16(y),
+            LinearOut::F32(y) => GemmOutput::F32(y),
+        }
+    }
+}
+
 /// What every linear layer shares: cuBLAS, ZipGEMM's split-K workspace and
 /// the BF16 scratch matrix of the decompress path. One per stream.
 pub struct Gemm<'gpu> {
@@ -180,10 +189,7 @@ impl Linear {
         let stream = gpu.stream();
         match (&self.weights, path) {
             (LinearWeights::Compressed(w), LinearPath::Fused) => {
-                let out = match y {
-                    LinearOut::Bf16(y) => GemmOutput::Bf16(y),
-                    LinearOut::F32(y) => GemmOutput::F32(y),
-                };
+                let out = GemmOutput::from(y);
                 zipserv_gpu::zipgemm(gpu, stream, w, &x, n, out, None, &mut gemm.workspace)?;
             }
             (LinearWeights::Compressed(w), _) => {
@@ -202,11 +208,7 @@ impl Linear {
                 unsafe { blas_linear(&gemm.blas, stream, &dense, &x, y, m, k, n)? };
             }
             (LinearWeights::Bf16(w), LinearPath::Gemv) => {
-                let out = match y {
-                    LinearOut::Bf16(y) => GemmOutput::Bf16(y),
-                    LinearOut::F32(y) => GemmOutput::F32(y),
-                };
-                bf16_gemv(gpu, stream, w, m, k, &x, n, out)?;
+                bf16_gemv(gpu, stream, w, m, k, &x, n, GemmOutput::from(y))?;
             }
             (LinearWeights::Bf16(w), _) => {
                 // SAFETY: as above.

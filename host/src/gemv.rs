@@ -36,16 +36,8 @@ pub fn bf16_gemv(
     refuse(m, k, n)?;
     check_len("BF16 GEMV weights", w.len(), m, k)?;
     check_len("BF16 GEMV activations", x.len(), n, k)?;
-    let (y, kind) = match out {
-        GemmOutput::Bf16(y) => {
-            check_len("BF16 GEMV output", y.len(), n, m)?;
-            (y.as_device_ptr().as_raw(), OutputType::Bf16)
-        }
-        GemmOutput::F32(y) => {
-            check_len("BF16 GEMV output", y.len(), n, m)?;
-            (y.as_device_ptr().as_raw(), OutputType::F32)
-        }
-    };
+    let (y, kind, len) = out.raw();
+    check_len("BF16 GEMV output", len, n, m)?;
     let (w, x) = (w.as_device_ptr().as_raw(), x.as_device_ptr().as_raw());
     // SAFETY: a live stream of the device's context; every buffer holds
     // what the shape needs (checked above) and is borrowed for the call,

@@ -24,6 +24,17 @@ pub enum GemmOutput<'a> {
     F32(&'a mut DeviceSlice<f32>),
 }
 
+impl GemmOutput<'_> {
+    /// The output's device pointer, element type and length in elements,
+    /// for the `_raw` launchers.
+    pub(crate) fn raw(self) -> (CUdeviceptr, OutputType, usize) {
+        match self {
+            GemmOutput::Bf16(y) => (y.as_device_ptr().as_raw(), OutputType::Bf16, y.len()),
+            GemmOutput::F32(y) => (y.as_device_ptr().as_raw(), OutputType::F32, y.len()),
+        }
+    }
+}
+
 /// Fewest 128-column tiles per block share when the split is automatic (on
 /// an H200, 4096×4096 ran 10% slower with 11 K slices of 3 tiles than with 8
 /// of 4).
@@ -381,10 +392,7 @@ pub fn zipgemm_with(
         });
     }
     check_len("activations", x.len(), n, k)?;
-    let (y, kind, len) = match out {
-        GemmOutput::Bf16(y) => (y.as_device_ptr().as_raw(), OutputType::Bf16, y.len()),
-        GemmOutput::F32(y) => (y.as_device_ptr().as_raw(), OutputType::F32, y.len()),
-    };
+    let (y, kind, len) = out.raw();
     check_len("output", len, n, m)?;
     // SAFETY: `stream` is a live stream of the device's context; `x` and
     // the output hold n × K and n × M elements (checked above) and are
