@@ -91,6 +91,8 @@ pub struct Gpu {
     decompress_blocks_per_sm: u32,
     /// The same for the BF16 GEMV.
     gemv_blocks_per_sm: u32,
+    /// The same for the compressed GEMV.
+    zipgemv_blocks_per_sm: u32,
     /// The same for the Hopper variants (0 where the image lacks them).
     wgmma_blocks_per_sm: [u32; WGMMA_GEMM_VARIANTS.len()],
     gemm_path: GemmPath,
@@ -129,6 +131,11 @@ impl Gpu {
             zipserv_kernels::catalog::GEMV_BF16,
             32 * zipserv_kernels::launch::GEMV_WARPS,
         )?;
+        let zipgemv_blocks_per_sm = crate::kernels::resident_blocks(
+            &module,
+            zipserv_kernels::catalog::ZIPGEMV,
+            32 * zipserv_kernels::launch::GEMV_WARPS,
+        )?;
         let wgmma_blocks_per_sm = if image.image.has_wgmma() {
             crate::zipgemm_sm90::prepare(&module)?
         } else {
@@ -149,6 +156,7 @@ impl Gpu {
             gemm_blocks_per_sm,
             decompress_blocks_per_sm,
             gemv_blocks_per_sm,
+            zipgemv_blocks_per_sm,
             wgmma_blocks_per_sm,
             gemm_path,
             bf16_path,
@@ -257,12 +265,17 @@ impl Gpu {
         self.gemm_blocks_per_sm[index] as usize * self.info.multiprocessors as usize
     }
 
-    /// Blocks of the decompression kernel that run at once on the whole GPU.
     /// Blocks of the BF16 GEMV that fit on the GPU at once.
     pub(crate) fn gemv_blocks_per_wave(&self) -> usize {
         self.gemv_blocks_per_sm as usize * self.info.multiprocessors as usize
     }
 
+    /// Blocks of the compressed GEMV that fit on the GPU at once.
+    pub(crate) fn zipgemv_blocks_per_wave(&self) -> usize {
+        self.zipgemv_blocks_per_sm as usize * self.info.multiprocessors as usize
+    }
+
+    /// Blocks of the decompression kernel that run at once on the whole GPU.
     pub(crate) fn decompress_blocks_per_wave(&self) -> usize {
         self.decompress_blocks_per_sm as usize * self.info.multiprocessors as usize
     }
@@ -286,6 +299,7 @@ impl Gpu {
     pub fn gemm_split(&self, m: usize, k: usize, n: usize, requested: Option<u32>) -> SplitK {
         match self.gemm_path().resolve(self, m, k, n) {
             GemmPath::Wgmma => self.wgmma_split(m, k, n, requested),
+            GemmPath::Gemv if requested.is_none() => crate::zipgemv::split(self, m, k),
             _ => crate::kernels::GemmVariant::choose(self, m, k, n, requested).1,
         }
     }

@@ -17,6 +17,7 @@ use crate::device::Gpu;
 use crate::error::{CudaContext, Error, Result, Shape};
 use crate::launch::{allow_shared_memory, launch_kernel};
 use crate::weights::DeviceWeights;
+use zipserv_kernels::zipgemv::zipgemv_unsupported;
 
 /// Where ZipGEMM writes `Y` (N × M, row-major).
 pub enum GemmOutput<'a> {
@@ -51,8 +52,10 @@ pub const MIN_WAVE_FILL: f64 = 0.9;
 /// Which ZipGEMM kernel a launch uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GemmPath {
-    /// The library's choice: [`GemmPath::Wgmma`] where the device runs it
-    /// and N reaches [`WGMMA_MIN_N`], else [`GemmPath::MmaSync`].
+    /// The library's choice: [`GemmPath::Gemv`] for the shapes it takes
+    /// up to [`ZIPGEMV_AUTO_MAX_N`] activation rows (and X on a 4-byte
+    /// boundary), [`GemmPath::Wgmma`] where the device runs it and N
+    /// reaches [`WGMMA_MIN_N`], else [`GemmPath::MmaSync`].
     #[default]
     Auto,
     /// The `mma.sync` kernels (`zipserv_gemm_n8/n8_early/n16/n32`), any sm_80+ card.
@@ -60,7 +63,15 @@ pub enum GemmPath {
     /// The Hopper kernel (`zipserv_gemm_sm90_*`, `wgmma`), compute
     /// capability 9.0 with the sm_90a image only.
     Wgmma,
+    /// The compressed GEMV (`zipserv_zipgemv`), any sm_80+ card, for at
+    /// most [`GEMV_MAX_N`](zipserv_kernels::launch::GEMV_MAX_N) activation
+    /// rows ([`zipgemv_unsupported`] says which shapes).
+    Gemv,
 }
+
+/// Most activation rows for which [`GemmPath::Auto`] takes the compressed
+/// GEMV.
+pub const ZIPGEMV_AUTO_MAX_N: usize = zipserv_kernels::launch::GEMV_MAX_N;
 
 /// Smallest N for which [`GemmPath::Auto`] takes the Hopper kernel, if
 /// any. Measured on an H200 (docs/PERFORMANCE.md, "Hopper ZipGEMM"), the
@@ -101,6 +112,7 @@ impl GemmPath {
     /// takes on `gpu`.
     pub fn resolve(self, gpu: &Gpu, m: usize, k: usize, n: usize) -> GemmPath {
         match self {
+            GemmPath::Auto if gemv_auto(m, k, n) => GemmPath::Gemv,
             GemmPath::Auto
                 if gpu.has_wgmma() && wgmma_auto(n, m, k, gpu.info().multiprocessors as usize) =>
             {
@@ -112,17 +124,24 @@ impl GemmPath {
     }
 }
 
+/// Whether [`GemmPath::Auto`] takes the compressed GEMV for `n`
+/// activation rows and an `m × k` matrix (given X on a 4-byte boundary).
+pub fn gemv_auto(m: usize, k: usize, n: usize) -> bool {
+    n <= ZIPGEMV_AUTO_MAX_N && zipgemv_unsupported(m, k, n).is_none()
+}
+
 impl std::str::FromStr for GemmPath {
     type Err = Error;
 
-    /// `auto`, `mma` or `wgmma` (the values of `ZIPSERV_GEMM_PATH`).
+    /// `auto`, `mma`, `wgmma` or `gemv` (the values of `ZIPSERV_GEMM_PATH`).
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "auto" => Ok(GemmPath::Auto),
             "mma" => Ok(GemmPath::MmaSync),
             "wgmma" => Ok(GemmPath::Wgmma),
+            "gemv" => Ok(GemmPath::Gemv),
             other => Err(Error::Unsupported(format!(
-                "ZipGEMM path {other:?}: expected auto, mma or wgmma"
+                "ZipGEMM path {other:?}: expected auto, mma, wgmma or gemv"
             ))),
         }
     }
@@ -474,8 +493,28 @@ pub unsafe fn zipgemm_raw(
             store: STORE_F32,
         },
     };
+    // The GEMV reads X as 32-bit words and never splits K: where X is not
+    // on a 4-byte boundary, or a split is asked for, the library's choice
+    // is the `mma.sync` kernel instead, and an explicit request for the
+    // GEMV is refused.
+    let path = match options.path.resolve(gpu, m, k, n) {
+        GemmPath::Gemv
+            if options.path == GemmPath::Auto
+                && (!x.is_multiple_of(4) || options.split_k.is_some()) =>
+        {
+            GemmPath::MmaSync
+        }
+        GemmPath::Gemv if options.split_k.is_some() => {
+            return Err(Error::Unsupported(format!(
+                "the compressed GEMV does not split K (split_k {:?} asked for)",
+                options.split_k
+            )));
+        }
+        path => path,
+    };
     let x = DevicePointer::<bf16>::from_raw(x);
-    match options.path.resolve(gpu, m, k, n) {
+    match path {
+        GemmPath::Gemv => crate::zipgemv::launch(gpu, stream, w, x, n, out),
         GemmPath::Wgmma => {
             let mut out = out;
             if options.late_first_count {
@@ -874,6 +913,29 @@ impl<'gpu> ZipGemm<'gpu> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The compressed GEMV takes decode batches of up to 8 rows, for any
+    /// shape it can run (an odd row length it cannot).
+    #[test]
+    fn gemv_takes_decode_batches() {
+        for (m, k) in [
+            (4096, 4096),
+            (6144, 4096),
+            (28672, 4096),
+            (4096, 14336),
+            (128256, 4096),
+        ] {
+            for n in 1..=8 {
+                assert!(gemv_auto(m, k, n), "{m}x{k} at N = {n}");
+            }
+            assert!(!gemv_auto(m, k, 9), "{m}x{k} at N = 9");
+        }
+        assert!(!gemv_auto(4096, 4095, 1));
+        assert!(!gemv_auto(0, 4096, 1));
+        assert_eq!("gemv".parse::<GemmPath>().unwrap(), GemmPath::Gemv);
+        let err = "fused".parse::<GemmPath>().unwrap_err().to_string();
+        assert!(err.contains("gemv"), "{err}");
+    }
 
     /// The path choice on an H200 (132 multiprocessors) for the measured
     /// shapes of [`WGMMA_MIN_N_LARGE`].

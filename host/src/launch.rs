@@ -8,7 +8,7 @@ use std::ffi::c_void;
 use cust::function::GridSize;
 use cust::module::Module;
 use cust::sys::{CUfunction, CUfunction_attribute, CUstream, cudaError_enum};
-use zipserv_kernels::catalog::{GEMV_BF16, X_PITCH};
+use zipserv_kernels::catalog::{GEMV_BF16, X_PITCH, ZIPGEMV};
 use zipserv_kernels::launch::GEMM_VARIANTS;
 use zipserv_kernels::sm90::WGMMA_GEMM_VARIANTS;
 
@@ -100,6 +100,7 @@ pub(crate) struct Kernels {
     pub(crate) decompress: Kernel,
     pub(crate) demo: Kernel,
     pub(crate) gemv: Kernel,
+    pub(crate) zipgemv: Kernel,
     /// One per `launch::GEMM_VARIANTS`.
     pub(crate) gemm: [Kernel; GEMM_VARIANTS.len()],
     /// One per `sm90::WGMMA_GEMM_VARIANTS`, and the activation copy they may
@@ -126,6 +127,7 @@ impl Kernels {
             decompress: Kernel::resolve(module, "zipserv_decompress")?,
             demo: Kernel::resolve(module, "demo_mma_16x8x16")?,
             gemv: Kernel::resolve(module, GEMV_BF16)?,
+            zipgemv: Kernel::resolve(module, ZIPGEMV)?,
             gemm: each(module, GEMM_VARIANTS.map(|v| v.name))?,
             wgmma,
         })

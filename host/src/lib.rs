@@ -63,6 +63,7 @@ pub mod launch;
 mod tensor_map;
 pub mod weights;
 pub mod zipgemm_sm90;
+mod zipgemv;
 
 pub use cublas::{BlasOutput, Cublas, CublasStatus};
 pub use cublaslt::{CublasLt, LinearPlan, LtAlgorithm};
@@ -81,9 +82,10 @@ pub use gemv::{
 pub use graph::Graph;
 pub use kernels::{
     CompressedPath, Fetch, GemmOptions, GemmOutput, GemmPath, GemmWorkspace, LARGE_MATRIX_ELEMENTS,
-    OutputType, SplitK, WGMMA_MIN_N, ZipGemm, compressed_path, decompress, decompress_raw, zipgemm,
-    zipgemm_raw, zipgemm_with,
+    OutputType, SplitK, WGMMA_MIN_N, ZIPGEMV_AUTO_MAX_N, ZipGemm, compressed_path, decompress,
+    decompress_raw, zipgemm, zipgemm_raw, zipgemm_with,
 };
 pub use launch::{Kernel, LaunchOrder};
 pub use weights::{DeviceWeights, Sections};
 pub use zipgemm_sm90::WgmmaBlocks;
+pub use zipserv_kernels::zipgemv::zipgemv_unsupported;

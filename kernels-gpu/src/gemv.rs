@@ -137,7 +137,7 @@ pub const fn gemv_grid(groups: usize, blocks_per_wave: usize) -> usize {
 }
 
 #[cfg(target_arch = "nvptx64")]
-mod gpu {
+pub(crate) mod gpu {
     use super::*;
     use crate::launch::{GEMV_SMEM_BYTES, GEMV_UNROLL, STORE_BF16};
     use crate::ptx::{
@@ -154,15 +154,25 @@ mod gpu {
     struct Product {
         w: *const u16,
         x: *const u16,
-        y: *mut u16,
-        y32: *mut f32,
+        out: GroupOutput,
         rows: u32,
         k: u32,
         n: u32,
-        store: u32,
         /// This warp's blocks of every group (see [`warp_blocks`]).
         first: u32,
         end: u32,
+    }
+
+    /// Where a block's sums of a row group go: `Y` (n × rows, row-major)
+    /// as BF16 (`store` = `STORE_BF16`) or f32. Shared with the compressed
+    /// GEMV (`zipgemv`), whose blocks end a row group the same way.
+    #[derive(Clone, Copy)]
+    pub(crate) struct GroupOutput {
+        pub(crate) y: *mut u16,
+        pub(crate) y32: *mut f32,
+        pub(crate) rows: u32,
+        pub(crate) n: u32,
+        pub(crate) store: u32,
     }
 
     /// Where a warp's stream of steps stands: a row group and the first
@@ -243,7 +253,9 @@ mod gpu {
             }
             v
         }
+    }
 
+    impl GroupOutput {
         /// Adds every warp's sums of `group` (in `slots`, one 16-byte
         /// accumulator per lane and warp) in a fixed order, so the result
         /// does not depend on timing, and writes them to Y. Warp 0 only.
@@ -315,8 +327,8 @@ mod gpu {
     /// slots before it reaches the next group's barrier, and nobody writes
     /// them again until after that one).
     #[inline(always)]
-    unsafe fn finish_group(
-        p: &Product,
+    pub(crate) unsafe fn finish_group(
+        out: &GroupOutput,
         lane: GemvLane,
         warp: u32,
         group: u32,
@@ -330,7 +342,7 @@ mod gpu {
         sync_threads();
         if warp == 0 {
             // SAFETY: every warp's slot was written before the barrier.
-            unsafe { p.write_group(lane, group, slots) };
+            unsafe { out.write_group(lane, group, slots) };
         }
     }
 
@@ -358,15 +370,20 @@ mod gpu {
         let slots = shared_memory::<GEMV_SMEM_BYTES>();
         let (warp, lane) = (warp_index(thread_idx()), GemvLane::new(lane_id()));
         let (first, end) = warp_blocks(warp, k.div_ceil(GEMV_K_BLOCK as u32));
-        let p = Product {
-            w,
-            x,
+        let out = GroupOutput {
             y,
             y32,
             rows,
-            k,
             n,
             store,
+        };
+        let p = Product {
+            w,
+            x,
+            out,
+            rows,
+            k,
+            n,
             first,
             end,
         };
@@ -395,7 +412,7 @@ mod gpu {
                 at = next_at;
             }
             // SAFETY: the block's slots; every warp reaches this barrier.
-            unsafe { finish_group(&p, lane, warp, group, acc, slots, parity) };
+            unsafe { finish_group(&p.out, lane, warp, group, acc, slots, parity) };
             parity ^= 1;
             at = Cursor {
                 group: group + grid,

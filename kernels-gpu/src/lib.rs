@@ -21,6 +21,7 @@ pub mod launch;
 pub mod sm90;
 pub mod staged_store;
 pub mod tile;
+pub mod zipgemv;
 
 #[cfg(target_arch = "nvptx64")]
 pub mod ptx;

@@ -116,20 +116,20 @@ impl Smem {
 
 /// A tile's data fetched one tile ahead.
 #[derive(Clone, Copy)]
-struct Fetched {
-    tile: LaneTile,
-    exceptions: TileExceptions,
+pub(crate) struct Fetched {
+    pub(crate) tile: LaneTile,
+    pub(crate) exceptions: TileExceptions,
     /// This lane's entries among the first 32 and the next 32 (0 if
     /// none), loaded with the tile: the second was a dependent load inside
     /// the patch, and a 2048-weight tile averages ~33 exceptions at 1.6%,
     /// so many tiles have more than 32.
-    entry: u32,
-    second: u32,
+    pub(crate) entry: u32,
+    pub(crate) second: u32,
 }
 
 impl Fetched {
     /// Placeholder for warps without a row tile, which never decode.
-    const NONE: Self = Self {
+    pub(crate) const NONE: Self = Self {
         tile: LaneTile {
             sm: [0; 16],
             codes: [0; 6],
@@ -146,7 +146,7 @@ impl Fetched {
 
 /// Exception offsets of 32 consecutive tiles, one per lane, so a tile's
 /// range comes from a shuffle instead of a dependent global load.
-struct StartsWindow {
+pub(crate) struct StartsWindow {
     first_tile: u32,
     exception_start: u32,
     far_start: u32,
@@ -154,7 +154,12 @@ struct StartsWindow {
 
 impl StartsWindow {
     #[inline(always)]
-    unsafe fn load(view: &MatrixView, first_tile: u32, tile_count: u32, lane: u32) -> Self {
+    pub(crate) unsafe fn load(
+        view: &MatrixView,
+        first_tile: u32,
+        tile_count: u32,
+        lane: u32,
+    ) -> Self {
         let t = (first_tile + lane).min(tile_count);
         // SAFETY: the starts arrays hold tile_count + 1 entries.
         unsafe {
@@ -168,7 +173,7 @@ impl StartsWindow {
 }
 
 #[inline(always)]
-unsafe fn fetch(
+pub(crate) unsafe fn fetch(
     view: &MatrixView,
     window: &mut StartsWindow,
     tile: u32,

@@ -5,7 +5,9 @@ use cust::memory::CopyDestination;
 use half::bf16;
 use zipserv_format::CompressedMatrix;
 use zipserv_format::rng::{SplitMix64, fresh_seed};
-use zipserv_gpu::{DeviceWeights, Fetch, GemmOutput, GemmWorkspace, Gpu, decompress, zipgemm};
+use zipserv_gpu::{
+    DeviceWeights, Fetch, GemmOutput, GemmPath, GemmWorkspace, Gpu, decompress, zipgemm,
+};
 use zipserv_tests::data::{
     activations, all_bit_patterns, gemm_reference, relative_error, weight_like,
 };
@@ -88,7 +90,8 @@ fn check_gemm(
     let x = zipserv_tests::upload(&x_host);
     let mut workspace = GemmWorkspace::default();
     let case = format!(
-        "seed {seed}, M={m} K={k} N={n} split_k={split_k:?} fetch={:?}",
+        "seed {seed}, M={m} K={k} N={n} split_k={split_k:?} path={:?} fetch={:?}",
+        gpu.gemm_path(),
         gpu.gemm_fetch()
     );
 
@@ -153,13 +156,20 @@ fn zipgemm_matches_f64_reference() {
         (34000, 300, 40),
     ];
     for &shape in &shapes {
-        // Both n8 variants (late and early fetch) where N allows them.
-        let fetches: &[Fetch] = if shape.2 <= 8 {
-            &[Fetch::Late, Fetch::Early]
+        // Both n8 variants (late and early fetch) where N allows them, on
+        // the `mma.sync` path: the library's own choice there is the
+        // compressed GEMV (`gpu_zipgemv.rs`), which it also runs.
+        let runs: &[(GemmPath, Fetch)] = if shape.2 <= 8 {
+            &[
+                (GemmPath::MmaSync, Fetch::Late),
+                (GemmPath::MmaSync, Fetch::Early),
+                (GemmPath::Auto, Fetch::Auto),
+            ]
         } else {
-            &[Fetch::Auto]
+            &[(GemmPath::Auto, Fetch::Auto)]
         };
-        for &fetch in fetches {
+        for &(path, fetch) in runs {
+            gpu.set_gemm_path(path);
             gpu.set_gemm_fetch(fetch);
             for split_k in [None, Some(1), Some(3)] {
                 check_gemm(&gpu, &mut rng, seed, shape, split_k);

@@ -1,0 +1,386 @@
+//! The compressed matrix-vector product of decode batches, `Y[n×m] =
+//! X[n×k] · Wᵀ` for n ≤ [`GEMV_MAX_N`] with `W` compressed: the BF16 GEMV's
+//! way of dealing out work (`gemv`), with the `mma.sync` ZipGEMM's tile
+//! decode (`zipgemm`).
+//!
+//! Why: at n ≤ 8 a product is a stream of the weights, and the ZipGEMM
+//! kernels pay a fixed cost per product that a stream of the same bytes
+//! does not (docs/PERFORMANCE.md, "The fixed cost per product": ~8 µs of
+//! 4096×4096's 11.2 at N = 1 on an H200, where the BF16 GEMV streams 41%
+//! more bytes in 11.0). Two of their parts have no place in a GEMV: the
+//! split-K end (partial sums through global memory, an arrival counter,
+//! the last block's reads), and a barrier of the whole block per tile for
+//! the activations it stages. Here neither exists:
+//!
+//! - a block takes one 16-row tile row of W at a time (a row group, as
+//!   few blocks as one wave holds taking them in turn, [`gemv_grid`](crate::gemv::gemv_grid)); its
+//!   [`GEMV_WARPS`](crate::launch::GEMV_WARPS) warps split the row's 128-column tiles into contiguous
+//!   runs ([`warp_blocks`](crate::gemv::warp_blocks)) and add their sums in shared memory at the end,
+//!   as the BF16 GEMV's warps do, so no partial sum leaves the block;
+//! - each lane loads its own B fragments straight from global memory
+//!   (through L1: every block reads the same few kilobytes of X), two
+//!   32-bit words per k-step ([`x_columns`]), so warps never wait for one
+//!   another inside a row;
+//! - per tile, as in the `mma.sync` ZipGEMM: the next tile's compressed
+//!   data and first exception entries are loaded before this one is
+//!   decoded; the decode goes into the warp's 4 KB A stage in fragment
+//!   order, each lane patches about one exception's exponent there, and
+//!   each k-step's A fragment comes back with one 16-byte shared load into
+//!   `mma.m16n8k16` (the activation rows are B's 8 columns, so n = 8 costs
+//!   the instructions of n = 1).
+
+use crate::format::TILE_COLS;
+use crate::launch::GEMV_MAX_N;
+
+/// Columns, relative to a tile's first, of the two activation words lane
+/// `lane` gives `mma.m16n8k16` as its B fragment in k-step `s`: `b0` holds
+/// columns `c, c + 1` and `b1` columns `c + 8, c + 9` of activation row
+/// `lane / 4` (PTX ISA §9.7.14.5.8), `c = 16s + 2(lane % 4)`: the columns of
+/// the weights the same lane's A fragment holds
+/// ([`pair_position`](crate::format::pair_position)).
+#[inline(always)]
+pub const fn x_columns(lane: u32, s: u32) -> [u32; 2] {
+    let c = 16 * s + 2 * (lane % 4);
+    [c, c + 8]
+}
+
+/// Why a product of this shape cannot run on the compressed GEMV, or
+/// `None`. Activations are read as 32-bit words (two BF16 at even
+/// columns), so `k` must be even (the host also checks that X starts on a
+/// 4-byte boundary).
+pub fn zipgemv_unsupported(m: usize, k: usize, n: usize) -> Option<&'static str> {
+    if m == 0 || k == 0 || n == 0 {
+        Some("an empty product")
+    } else if n > GEMV_MAX_N {
+        Some("more activation rows than the compressed GEMV's 8")
+    } else if !k.is_multiple_of(2) {
+        Some("an odd row length (k)")
+    } else if n
+        .checked_mul(m.max(k.next_multiple_of(TILE_COLS)))
+        .is_none_or(|e| e > u32::MAX as usize)
+    {
+        Some("a product beyond 32-bit indexing")
+    } else {
+        None
+    }
+}
+
+#[cfg(target_arch = "nvptx64")]
+mod gpu {
+    use super::*;
+    use crate::decode::{base_pair, lane_pair};
+    use crate::format::{K_STEPS, LANES, TILE_ROWS};
+    use crate::gemv::gpu::{GroupOutput, finish_group};
+    use crate::gemv::{GemvLane, warp_blocks};
+    use crate::launch::{
+        GEMM_A_STAGE_BYTES, GEMM_TABLE_BYTES, GEMV_SMEM_BYTES, GEMV_WARPS, ZIPGEMV_SMEM_BYTES,
+    };
+    use crate::ptx::{
+        block_idx, grid_dim_x, lane_id, ld_nc_u32, ld_shared_v4, mma_bf16_16816, shared_memory,
+        st_shared_u32, st_shared_v4, start_after_prior_grids, sync_threads, sync_warp, thread_idx,
+        warp_index,
+    };
+    use crate::tile::{MatrixView, patch_a_stage};
+    use crate::zipgemm::{Fetched, StartsWindow, fetch};
+
+    const _: () = assert!(
+        TILE_ROWS == crate::launch::GEMV_ROWS,
+        "a row group is a tile row"
+    );
+    const _: () = assert!(K_STEPS == 8, "the loops below unroll exactly 8 k-steps");
+    // The block's warps are the BF16 GEMV's: `finish_group` adds that many slots.
+    const _: () = assert!(GEMV_WARPS == 8);
+
+    /// Shared memory of a block: the warps' sum slots (as the BF16 GEMV's),
+    /// the exception table, then each warp's A stage.
+    #[derive(Clone, Copy)]
+    struct Smem {
+        slots: u32,
+        table: u32,
+        a: u32,
+    }
+
+    /// Where a warp's stream of tiles stands: a row tile and a column tile.
+    #[derive(Clone, Copy)]
+    struct Cursor {
+        group: u32,
+        kt: u32,
+    }
+
+    /// What every warp of a launch knows.
+    struct Walk {
+        view: MatrixView,
+        x: *const u16,
+        n: u32,
+        lane: GemvLane,
+        /// This warp's column tiles of every row (see [`warp_blocks`]).
+        first: u32,
+        end: u32,
+        row_tiles: u32,
+        tile_count: u32,
+        base2: u32,
+    }
+
+    impl Walk {
+        /// The tile after `at` in this warp's stream: on in the row, else
+        /// the first of the block's next row.
+        #[inline(always)]
+        fn advance(&self, at: Cursor, grid: u32) -> Cursor {
+            match at.kt + 1 < self.end {
+                true => Cursor {
+                    group: at.group,
+                    kt: at.kt + 1,
+                },
+                false => Cursor {
+                    group: at.group + grid,
+                    kt: self.first,
+                },
+            }
+        }
+
+        /// The compressed data of the tile at `at`, or nothing past the
+        /// last row tile (warp-uniform).
+        #[inline(always)]
+        unsafe fn fetch(&self, window: &mut StartsWindow, at: Cursor) -> Fetched {
+            if at.group < self.row_tiles {
+                let tile = at.group * self.view.col_tiles + at.kt;
+                // SAFETY: tile < tile_count.
+                unsafe { fetch(&self.view, window, tile, self.tile_count, lane_id()) }
+            } else {
+                Fetched::NONE
+            }
+        }
+
+        /// The lane's B fragments of column tile `kt`: activation row `g`,
+        /// the columns of [`x_columns`], zeros past `n` and `k` (the
+        /// tile's padding columns must meet zeros: they decode to the
+        /// window base, not to zero).
+        #[inline(always)]
+        unsafe fn load_x(&self, kt: u32) -> [[u32; 2]; K_STEPS] {
+            let mut v = [[0u32; 2]; K_STEPS];
+            let k = self.view.cols;
+            let row = self.lane.g as usize * k as usize;
+            let tile_col = kt * TILE_COLS as u32;
+            let mut s = 0;
+            while s < K_STEPS {
+                let cols = x_columns(lane_id(), s as u32);
+                let mut j = 0;
+                while j < 2 {
+                    let col = tile_col + cols[j];
+                    if self.lane.g < self.n && col < k {
+                        // SAFETY: g < n and col + 1 < k (k even, col
+                        // even): two BF16 inside X, 4-byte aligned (the
+                        // host checks X's start).
+                        v[s][j] = unsafe { ld_nc_u32(self.x.add(row + col as usize).cast()) };
+                    }
+                    j += 1;
+                }
+                s += 1;
+            }
+            v
+        }
+
+        /// Decodes `cur` (column tile `kt`) into the warp's A stage,
+        /// patches its exceptions there, and adds its products with the
+        /// activations to `acc`. The tile's `mma` chain starts from zero
+        /// and is added to `acc` in f32, as in the BF16 GEMV.
+        ///
+        /// The activations are loaded after the patch, not with the tile's
+        /// weights a tile ahead: they come from L1, and held through the
+        /// decode their 16 registers took the kernel to 80 with 20 bytes
+        /// spilled (ptxas, 3 blocks per multiprocessor).
+        #[inline(always)]
+        unsafe fn multiply_tile(&self, s: &Smem, cur: &Fetched, kt: u32, acc: &mut [f32; 4]) {
+            let lane = lane_id();
+            let (sm, codes) = (&cur.tile.sm, &cur.tile.codes);
+            // SAFETY: the warp's own 4 KB A stage; the table in shared
+            // memory; `cur` describes a tile of this validated matrix.
+            unsafe {
+                seq_macro::seq!(S in 0..8 {
+                    let first = S * 4;
+                    let a = [0, 1, 2, 3].map(|r| lane_pair(sm, codes, first + r, self.base2));
+                    st_shared_v4(s.a + (S * LANES as u32 + lane) * 16, a);
+                });
+                sync_warp();
+                if cur.exceptions.count > 0 {
+                    patch_a_stage(
+                        &self.view,
+                        &cur.exceptions,
+                        cur.entry,
+                        cur.second,
+                        lane,
+                        s.table,
+                        s.a,
+                    );
+                    sync_warp();
+                }
+                let xv = self.load_x(kt);
+                let mut part = [0f32; 4];
+                seq_macro::seq!(S in 0..8 {
+                    let a = ld_shared_v4(s.a + (S * LANES as u32 + lane) * 16);
+                    part = mma_bf16_16816(a, xv[S], part);
+                });
+                let mut i = 0;
+                while i < 4 {
+                    acc[i] += part[i];
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// Compressed `Y[n×rows] = X[n×cols] · Wᵀ` (see the module
+    /// documentation).
+    ///
+    /// # Safety
+    /// The matrix sections describe a validated compressed matrix of
+    /// `rows × cols` (`col_tiles` column tiles, window base `base`); `x`
+    /// holds n × cols BF16, 4-byte aligned; `zipgemv_unsupported(rows,
+    /// cols, n)` is `None`; `y` (BF16, `store` = `STORE_BF16`) or `y32`
+    /// (f32, otherwise) holds n × rows; a grid of at most as many blocks
+    /// as row tiles, each of `32 · GEMV_WARPS` threads.
+    #[unsafe(no_mangle)]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe extern "ptx-kernel" fn zipserv_zipgemv(
+        tiles: *const u8,
+        exception_starts: *const u32,
+        exceptions: *const u16,
+        far_starts: *const u32,
+        far_exponents: *const u8,
+        exception_table: *const u8,
+        base: u32,
+        rows: u32,
+        cols: u32,
+        col_tiles: u32,
+        x: *const u16,
+        n: u32,
+        y: *mut u16,
+        y32: *mut f32,
+        store: u32,
+    ) {
+        let smem = shared_memory::<ZIPGEMV_SMEM_BYTES>();
+        let (tid, warp) = (thread_idx(), warp_index(thread_idx()));
+        let s = Smem {
+            slots: smem,
+            table: smem + GEMV_SMEM_BYTES as u32,
+            a: smem
+                + (GEMV_SMEM_BYTES + GEMM_TABLE_BYTES) as u32
+                + warp * GEMM_A_STAGE_BYTES as u32,
+        };
+        let view = MatrixView {
+            tiles,
+            exception_starts,
+            exceptions,
+            far_starts,
+            far_exponents,
+            exception_table,
+            base,
+            rows,
+            cols,
+            col_tiles,
+        };
+        let (first, end) = warp_blocks(warp, col_tiles);
+        let row_tiles = rows.div_ceil(TILE_ROWS as u32);
+        let w = Walk {
+            view,
+            x,
+            n,
+            lane: GemvLane::new(lane_id()),
+            first,
+            end,
+            row_tiles,
+            tile_count: row_tiles * col_tiles,
+            base2: base_pair(base as u8),
+        };
+        let out = GroupOutput {
+            y,
+            y32,
+            rows,
+            n,
+            store,
+        };
+        let grid = grid_dim_x();
+        let mut at = Cursor {
+            group: block_idx().0,
+            kt: first,
+        };
+        // SAFETY (every access below): the launch contract above; shared
+        // addresses stay inside ZIPGEMV_SMEM_BYTES.
+        unsafe {
+            if tid < (GEMM_TABLE_BYTES / 4) as u32 {
+                let table = exception_table as *const u32;
+                st_shared_u32(s.table + 4 * tid, ld_nc_u32(table.add(tid as usize % 8)));
+            }
+            let tile0 = (at.group * col_tiles + at.kt).min(w.tile_count);
+            let mut window = StartsWindow::load(&w.view, tile0, w.tile_count, lane_id());
+            // The weights depend on no earlier kernel: the first tile is
+            // on its way before this waits for the kernel that writes X.
+            let mut cur = if first < end {
+                w.fetch(&mut window, at)
+            } else {
+                Fetched::NONE
+            };
+            start_after_prior_grids();
+            // The table is in shared memory before anyone patches.
+            sync_threads();
+            let mut parity = 0;
+            while at.group < row_tiles {
+                let group = at.group;
+                let mut acc = [0f32; 4];
+                // `at` is warp-uniform, so the warp takes every turn whole.
+                while at.group == group && at.kt < end {
+                    let next_at = w.advance(at, grid);
+                    let next = w.fetch(&mut window, next_at);
+                    w.multiply_tile(&s, &cur, at.kt, &mut acc);
+                    cur = next;
+                    at = next_at;
+                }
+                // Every warp reaches this barrier once per row group.
+                finish_group(&out, w.lane, warp, group, acc, s.slots, parity);
+                parity ^= 1;
+                at = Cursor {
+                    group: group + grid,
+                    kt: first,
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{LANE_PAIRS, LANES, pair_position};
+
+    /// The B fragment of each lane and k-step holds the activation columns
+    /// of the weights its A fragment holds (a0, a1: columns `c, c + 1`;
+    /// a2, a3: `c + 8, c + 9`), which is what makes the product right.
+    #[test]
+    fn b_fragments_meet_the_tile_columns_of_a() {
+        for lane in 0..LANES {
+            for pair in 0..LANE_PAIRS {
+                let (s, reg) = (pair / 4, pair % 4);
+                let [b0, b1] = x_columns(lane as u32, s as u32);
+                let want = if reg >> 1 == 0 { b0 } else { b1 };
+                for half in 0..2 {
+                    let (_, col) = pair_position(lane, pair, half);
+                    assert_eq!(col as u32, want + half as u32, "lane {lane} pair {pair}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unsupported_shapes_say_why() {
+        assert_eq!(zipgemv_unsupported(4096, 4096, 1), None);
+        assert_eq!(zipgemv_unsupported(5, 6, 8), None);
+        assert!(zipgemv_unsupported(4096, 4095, 1).unwrap().contains("odd"));
+        assert!(zipgemv_unsupported(4096, 4096, 9).unwrap().contains("8"));
+        assert!(zipgemv_unsupported(0, 4096, 1).is_some());
+        assert!(
+            zipgemv_unsupported(1 << 30, 4096, 8)
+                .unwrap()
+                .contains("32-bit")
+        );
+    }
+}
