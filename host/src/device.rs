@@ -131,11 +131,7 @@ impl Gpu {
             zipserv_kernels::catalog::GEMV_BF16,
             32 * zipserv_kernels::launch::GEMV_WARPS,
         )?;
-        let zipgemv_blocks_per_sm = crate::kernels::resident_blocks(
-            &module,
-            zipserv_kernels::catalog::ZIPGEMV,
-            32 * zipserv_kernels::launch::GEMV_WARPS,
-        )?;
+        let zipgemv_blocks_per_sm = crate::zipgemv::prepare(&module)?;
         let wgmma_blocks_per_sm = if image.image.has_wgmma() {
             crate::zipgemm_sm90::prepare(&module)?
         } else {

@@ -53,7 +53,7 @@ pub const MIN_WAVE_FILL: f64 = 0.9;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GemmPath {
     /// The library's choice: [`GemmPath::Gemv`] for the shapes it takes
-    /// up to [`ZIPGEMV_AUTO_MAX_N`] activation rows (and X on a 4-byte
+    /// up to [`ZIPGEMV_AUTO_MAX_N`] activation rows (and X on a 16-byte
     /// boundary), [`GemmPath::Wgmma`] where the device runs it and N
     /// reaches [`WGMMA_MIN_N`], else [`GemmPath::MmaSync`].
     #[default]
@@ -72,6 +72,8 @@ pub enum GemmPath {
 /// Most activation rows for which [`GemmPath::Auto`] takes the compressed
 /// GEMV.
 pub const ZIPGEMV_AUTO_MAX_N: usize = zipserv_kernels::launch::GEMV_MAX_N;
+/// Largest matrix (elements) [`GemmPath::Auto`] gives the compressed GEMV.
+pub const ZIPGEMV_AUTO_MAX_ELEMENTS: usize = LARGE_MATRIX_ELEMENTS;
 
 /// Smallest N for which [`GemmPath::Auto`] takes the Hopper kernel, if
 /// any. Measured on an H200 (docs/PERFORMANCE.md, "Hopper ZipGEMM"), the
@@ -125,9 +127,11 @@ impl GemmPath {
 }
 
 /// Whether [`GemmPath::Auto`] takes the compressed GEMV for `n`
-/// activation rows and an `m × k` matrix (given X on a 4-byte boundary).
+/// activation rows and an `m × k` matrix (given X on a 16-byte boundary).
 pub fn gemv_auto(m: usize, k: usize, n: usize) -> bool {
-    n <= ZIPGEMV_AUTO_MAX_N && zipgemv_unsupported(m, k, n).is_none()
+    n <= ZIPGEMV_AUTO_MAX_N
+        && m.saturating_mul(k) < ZIPGEMV_AUTO_MAX_ELEMENTS
+        && zipgemv_unsupported(m, k, n).is_none()
 }
 
 impl std::str::FromStr for GemmPath {
@@ -493,14 +497,14 @@ pub unsafe fn zipgemm_raw(
             store: STORE_F32,
         },
     };
-    // The GEMV reads X as 32-bit words and never splits K: where X is not
-    // on a 4-byte boundary, or a split is asked for, the library's choice
+    // The GEMV copies X in 16-byte units and never splits K: where X is not
+    // on a 16-byte boundary, or a split is asked for, the library's choice
     // is the `mma.sync` kernel instead, and an explicit request for the
     // GEMV is refused.
     let path = match options.path.resolve(gpu, m, k, n) {
         GemmPath::Gemv
             if options.path == GemmPath::Auto
-                && (!x.is_multiple_of(4) || options.split_k.is_some()) =>
+                && (!x.is_multiple_of(16) || options.split_k.is_some()) =>
         {
             GemmPath::MmaSync
         }
@@ -931,6 +935,7 @@ mod tests {
             assert!(!gemv_auto(m, k, 9), "{m}x{k} at N = 9");
         }
         assert!(!gemv_auto(4096, 4095, 1));
+        assert!(!gemv_auto(4096, 4092, 1));
         assert!(!gemv_auto(0, 4096, 1));
         assert_eq!("gemv".parse::<GemmPath>().unwrap(), GemmPath::Gemv);
         let err = "fused".parse::<GemmPath>().unwrap_err().to_string();

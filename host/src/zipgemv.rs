@@ -4,18 +4,27 @@
 //! of [`crate::zipgemm`].
 
 use cust::memory::DevicePointer;
+use cust::module::Module;
 use cust::sys::CUstream;
 use half::bf16;
 use zipserv_kernels::format::{TILE_COLS, TILE_ROWS, tiles_for};
 use zipserv_kernels::gemv::gemv_grid;
-use zipserv_kernels::launch::{GEMV_WARPS, WorkSplit};
+use zipserv_kernels::catalog::ZIPGEMV;
+use zipserv_kernels::launch::{GEMV_WARPS, WorkSplit, ZIPGEMV_SMEM_BYTES};
 use zipserv_kernels::zipgemv::zipgemv_unsupported;
 
 use crate::device::Gpu;
-use crate::error::{Error, Result};
+use crate::error::{CudaContext, Error, Result};
 use crate::kernels::{RawOutput, SplitK};
-use crate::launch::launch_kernel;
+use crate::launch::{allow_shared_memory, launch_kernel};
 use crate::weights::DeviceWeights;
+
+/// Lets the kernel use its dynamic shared memory and returns how many
+/// blocks fit on one multiprocessor.
+pub(crate) fn prepare(module: &Module) -> Result<u32> {
+    let function = module.get_function(ZIPGEMV).cuda("cuModuleGetFunction")?;
+    Ok(allow_shared_memory(&function, ZIPGEMV_SMEM_BYTES, 32 * GEMV_WARPS)?.max(1))
+}
 
 /// Blocks of a launch over `m` rows: as few as one wave holds, the row
 /// tiles dealt evenly (as the BF16 GEMV's).
@@ -40,7 +49,7 @@ pub(crate) fn split(gpu: &Gpu, m: usize, k: usize) -> SplitK {
 
 /// The compressed GEMV on checked buffers (`x`: n × k, `out`: n × m).
 /// Refuses, with the reason, the shapes the kernel does not take and an X
-/// that does not start on a 4-byte boundary.
+/// that does not start on a 16-byte boundary.
 pub(crate) fn launch(
     gpu: &Gpu,
     stream: CUstream,
@@ -55,9 +64,9 @@ pub(crate) fn launch(
             "compressed GEMV of {n} x {m} x {k}: {why}"
         )));
     }
-    if !x.as_raw().is_multiple_of(4) {
+    if !x.as_raw().is_multiple_of(16) {
         return Err(Error::Unsupported(format!(
-            "compressed GEMV: the activations start at {:#x}, not on a 4-byte boundary",
+            "compressed GEMV: the activations start at {:#x}, not on a 16-byte boundary",
             x.as_raw()
         )));
     }
@@ -68,13 +77,14 @@ pub(crate) fn launch(
     // SAFETY: the matrix was validated before upload; the shape is one the
     // kernel takes (checked above) and the caller checked that `x` and the
     // output hold n × k and n × m elements; at most one block per row tile,
-    // each of 32 · GEMV_WARPS threads; static shared memory only.
+    // each of 32 · GEMV_WARPS threads with the dynamic shared memory
+    // `prepare` allowed.
     unsafe {
         launch_kernel!(
             gpu.kernels().zipgemv,
             grid,
             32 * GEMV_WARPS,
-            0,
+            ZIPGEMV_SMEM_BYTES as u32,
             stream,
             gpu.launch_order(),
             (

@@ -141,7 +141,7 @@ pub(crate) mod gpu {
     use super::*;
     use crate::launch::{GEMV_SMEM_BYTES, GEMV_UNROLL, STORE_BF16};
     use crate::ptx::{
-        block_idx, f32_to_bf16, grid_dim_x, lane_id, ld_nc_v4, ld_shared_v4, ld_stream_v4,
+        block_idx, f32_to_bf16, grid_dim_x, lane_id, ld_nc_v4, ld_shared_u32, ld_stream_v4,
         mma_bf16_16816, shared_memory, st_shared_v4, start_after_prior_grids, sync_threads,
         thread_idx, warp_index,
     };
@@ -256,39 +256,34 @@ pub(crate) mod gpu {
     }
 
     impl GroupOutput {
-        /// Adds every warp's sums of `group` (in `slots`, one 16-byte
-        /// accumulator per lane and warp) in a fixed order, so the result
-        /// does not depend on timing, and writes them to Y. Warp 0 only.
+        /// Adds every warp's accumulator `i` of `group` (in `slots`, one
+        /// 16-byte accumulator fragment per lane and warp) in a fixed
+        /// order, so the result does not depend on timing, and writes it
+        /// to Y. Warp `i` (0..4) does this for accumulator `i`: one warp
+        /// reading all four held 32 loaded values at once, which spilled
+        /// the compressed GEMV (80 registers).
         #[inline(always)]
-        unsafe fn write_group(&self, lane: GemvLane, group: u32, slots: u32) {
-            let mut sum = [0f32; 4];
+        unsafe fn write_group(&self, lane: GemvLane, group: u32, slots: u32, i: u32) {
+            let mut sum = 0f32;
             let mut from = 0;
             while from < GEMV_WARPS {
                 // SAFETY: written by warp `from` before the barrier.
-                let v = unsafe { ld_shared_v4(slots + (from * 32 + lane_id()) * 16) };
-                let mut i = 0;
-                while i < 4 {
-                    sum[i] += f32::from_bits(v[i]);
-                    i += 1;
-                }
+                let v = unsafe { ld_shared_u32(slots + (from * 32 + lane_id()) * 16 + 4 * i) };
+                sum += f32::from_bits(v);
                 from += 1;
             }
-            let mut i = 0;
-            while i < 4 {
-                let (r, col) = c_position(lane, i as u32);
-                let row = group * GEMV_ROWS as u32 + r;
-                if row < self.rows && col < self.n {
-                    let at = col as usize * self.rows as usize + row as usize;
-                    // SAFETY: col < n and row < rows: inside Y.
-                    unsafe {
-                        if self.store == STORE_BF16 {
-                            *self.y.add(at) = f32_to_bf16(sum[i]);
-                        } else {
-                            *self.y32.add(at) = sum[i];
-                        }
+            let (r, col) = c_position(lane, i);
+            let row = group * GEMV_ROWS as u32 + r;
+            if row < self.rows && col < self.n {
+                let at = col as usize * self.rows as usize + row as usize;
+                // SAFETY: col < n and row < rows: inside Y.
+                unsafe {
+                    if self.store == STORE_BF16 {
+                        *self.y.add(at) = f32_to_bf16(sum);
+                    } else {
+                        *self.y32.add(at) = sum;
                     }
                 }
-                i += 1;
             }
         }
     }
@@ -322,10 +317,10 @@ pub(crate) mod gpu {
     }
 
     /// Publishes this warp's sums of `group`, waits for the block's, and
-    /// has warp 0 write them; `parity` alternates the slots between
-    /// groups, so one barrier per group suffices (warp 0 reads a group's
-    /// slots before it reaches the next group's barrier, and nobody writes
-    /// them again until after that one).
+    /// has warps 0..4 write them; `parity` alternates the slots between
+    /// groups, so one barrier per group suffices (those warps read a
+    /// group's slots before they reach the next group's barrier, and
+    /// nobody writes them again until after that one).
     #[inline(always)]
     pub(crate) unsafe fn finish_group(
         out: &GroupOutput,
@@ -340,9 +335,9 @@ pub(crate) mod gpu {
         // SAFETY: each slot lies inside the block's GEMV_SMEM_BYTES.
         unsafe { st_shared_v4(slots + (warp * 32 + lane_id()) * 16, acc.map(f32::to_bits)) };
         sync_threads();
-        if warp == 0 {
+        if warp < 4 {
             // SAFETY: every warp's slot was written before the barrier.
-            unsafe { out.write_group(lane, group, slots) };
+            unsafe { out.write_group(lane, group, slots, warp) };
         }
     }
 

@@ -17,10 +17,13 @@
 //!   [`GEMV_WARPS`](crate::launch::GEMV_WARPS) warps split the row's 128-column tiles into contiguous
 //!   runs ([`warp_blocks`](crate::gemv::warp_blocks)) and add their sums in shared memory at the end,
 //!   as the BF16 GEMV's warps do, so no partial sum leaves the block;
-//! - each lane loads its own B fragments straight from global memory
-//!   (through L1: every block reads the same few kilobytes of X), two
-//!   32-bit words per k-step ([`x_columns`]), so warps never wait for one
-//!   another inside a row;
+//! - each warp stages its own activations: the next tile's columns of X
+//!   go by `cp.async` into one of the warp's two shared buffers while this
+//!   tile is decoded, and `ldmatrix` gives the B fragments
+//!   ([`x_stage_offset`]), so warps never wait for one another inside a
+//!   row. (First measured with each lane loading its two 32-bit words per
+//!   k-step from global memory: at N = 8 every such load touches 8 lines
+//!   of L1 and 28672×4096 took 69.6 µs against 47.0 at N = 1.)
 //! - per tile, as in the `mma.sync` ZipGEMM: the next tile's compressed
 //!   data and first exception entries are loaded before this one is
 //!   decoded; the decode goes into the warp's 4 KB A stage in fragment
@@ -44,17 +47,41 @@ pub const fn x_columns(lane: u32, s: u32) -> [u32; 2] {
     [c, c + 8]
 }
 
+/// Bytes of one warp's activation buffer: 8 rows of one tile's 128
+/// columns, BF16.
+pub const X_STAGE_BYTES: usize = GEMV_MAX_N * TILE_COLS * 2;
+
+/// Byte offset in an activation buffer of the 16 bytes (8 columns) `unit`
+/// (0..16) of activation row `row` (0..8): rows 256 bytes apart, the units
+/// of row `r` permuted by `unit ^ r`, so the 8 row addresses of one
+/// `ldmatrix` matrix (one unit, rows 0..8) fall in 8 different groups of
+/// four banks: no conflicts.
+#[inline(always)]
+pub const fn x_stage_offset(row: u32, unit: u32) -> u32 {
+    row * (TILE_COLS as u32 * 2) + ((unit ^ row) * 16)
+}
+
+/// The shared address lane `lane` gives `ldmatrix.x4` for k-steps `2p` and
+/// `2p + 1` of the buffer at `stage`: matrix `q = lane / 8` is units
+/// `4p + q` of rows 0..8, and lane `l`'s register `q` is then row `l / 4`,
+/// columns `2(l % 4), +1` of it, which is B's `b0` of k-step `2p` (`q` =
+/// 0), `b1` (1), and the same of k-step `2p + 1` (2, 3): the columns of
+/// [`x_columns`].
+#[inline(always)]
+pub const fn x_fragment_address(stage: u32, lane: u32, p: u32) -> u32 {
+    stage + x_stage_offset(lane % 8, 4 * p + lane / 8)
+}
+
 /// Why a product of this shape cannot run on the compressed GEMV, or
-/// `None`. Activations are read as 32-bit words (two BF16 at even
-/// columns), so `k` must be even (the host also checks that X starts on a
-/// 4-byte boundary).
+/// `None`. Activations move in 16-byte units, so `k` must be a multiple
+/// of 8 (the host also checks that X starts on a 16-byte boundary).
 pub fn zipgemv_unsupported(m: usize, k: usize, n: usize) -> Option<&'static str> {
     if m == 0 || k == 0 || n == 0 {
         Some("an empty product")
     } else if n > GEMV_MAX_N {
         Some("more activation rows than the compressed GEMV's 8")
-    } else if !k.is_multiple_of(2) {
-        Some("an odd row length (k)")
+    } else if !k.is_multiple_of(8) {
+        Some("a row length (k) that is not a multiple of 8")
     } else if n
         .checked_mul(m.max(k.next_multiple_of(TILE_COLS)))
         .is_none_or(|e| e > u32::MAX as usize)
@@ -73,31 +100,40 @@ mod gpu {
     use crate::gemv::gpu::{GroupOutput, finish_group};
     use crate::gemv::{GemvLane, warp_blocks};
     use crate::launch::{
-        GEMM_A_STAGE_BYTES, GEMM_TABLE_BYTES, GEMV_SMEM_BYTES, GEMV_WARPS, ZIPGEMV_SMEM_BYTES,
+        GEMM_A_STAGE_BYTES, GEMM_TABLE_BYTES, GEMV_SMEM_BYTES, GEMV_WARPS, ZIPGEMV_WARP_BYTES,
     };
     use crate::ptx::{
-        block_idx, grid_dim_x, lane_id, ld_nc_u32, ld_shared_v4, mma_bf16_16816, shared_memory,
-        st_shared_u32, st_shared_v4, start_after_prior_grids, sync_threads, sync_warp, thread_idx,
-        warp_index,
+        block_idx, cp_async_16, cp_async_commit, cp_async_wait, dynamic_shared_memory,
+        grid_dim_x, lane_id, ld_nc_u32, ld_shared_v4, ldmatrix_x4, mma_bf16_16816,
+        st_shared_u32, st_shared_v4, start_after_prior_grids, sync_threads, sync_warp,
+        thread_idx, warp_index,
     };
     use crate::tile::{MatrixView, patch_a_stage};
     use crate::zipgemm::{Fetched, StartsWindow, fetch};
 
-    const _: () = assert!(
-        TILE_ROWS == crate::launch::GEMV_ROWS,
-        "a row group is a tile row"
-    );
+    const _: () = assert!(TILE_ROWS == crate::launch::GEMV_ROWS, "a row group is a tile row");
     const _: () = assert!(K_STEPS == 8, "the loops below unroll exactly 8 k-steps");
     // The block's warps are the BF16 GEMV's: `finish_group` adds that many slots.
     const _: () = assert!(GEMV_WARPS == 8);
 
-    /// Shared memory of a block: the warps' sum slots (as the BF16 GEMV's),
-    /// the exception table, then each warp's A stage.
+    /// Shared memory of a block (dynamic, `ZIPGEMV_SMEM_BYTES`): the
+    /// warps' sum slots (as the BF16 GEMV's), the exception table, then
+    /// each warp's A stage and two activation buffers.
     #[derive(Clone, Copy)]
     struct Smem {
         slots: u32,
         table: u32,
         a: u32,
+        x0: u32,
+    }
+
+    impl Smem {
+        /// Activation buffer `b` (0 or 1): an address computed, not an
+        /// array indexed, which would go to local memory.
+        #[inline(always)]
+        fn x(&self, b: u32) -> u32 {
+            self.x0 + b * X_STAGE_BYTES as u32
+        }
     }
 
     /// Where a warp's stream of tiles stands: a row tile and a column tile.
@@ -151,57 +187,70 @@ mod gpu {
             }
         }
 
-        /// The lane's B fragments of column tile `kt`: activation row `g`,
-        /// the columns of [`x_columns`], zeros past `n` and `k` (the
-        /// tile's padding columns must meet zeros: they decode to the
-        /// window base, not to zero).
+        /// Starts copying the activations of the tile at `at` into the
+        /// buffer at `stage` (one commit group, empty past the last row
+        /// tile): rows below `n`, 16 bytes per lane and row pair; units
+        /// past `k` are zero-filled, and rows from `n` on were zeroed once
+        /// ([`zero_stages`]). The tile's padding columns must meet zeros:
+        /// they decode to the window base, not to zero.
         #[inline(always)]
-        unsafe fn load_x(&self, kt: u32) -> [[u32; 2]; K_STEPS] {
-            let mut v = [[0u32; 2]; K_STEPS];
+        unsafe fn stage_x(&self, stage: u32, at: Cursor) {
+            let lane = lane_id();
+            let (row0, unit) = (lane / 16, lane % 16);
+            let col = at.kt * TILE_COLS as u32 + 8 * unit;
             let k = self.view.cols;
-            let row = self.lane.g as usize * k as usize;
-            let tile_col = kt * TILE_COLS as u32;
-            let mut s = 0;
-            while s < K_STEPS {
-                let cols = x_columns(lane_id(), s as u32);
+            if at.group < self.row_tiles {
                 let mut j = 0;
-                while j < 2 {
-                    let col = tile_col + cols[j];
-                    if self.lane.g < self.n && col < k {
-                        // SAFETY: g < n and col + 1 < k (k even, col
-                        // even): two BF16 inside X, 4-byte aligned (the
-                        // host checks X's start).
-                        v[s][j] = unsafe { ld_nc_u32(self.x.add(row + col as usize).cast()) };
+                while j < GEMV_MAX_N as u32 / 2 {
+                    let row = row0 + 2 * j;
+                    if row < self.n {
+                        let inside = col < k;
+                        let at = row as usize * k as usize + col as usize;
+                        let src = if inside { self.x.wrapping_add(at) } else { self.x };
+                        // SAFETY: inside X when `inside` (k is a multiple of
+                        // 8, X 16-byte aligned), else no byte is read.
+                        unsafe {
+                            cp_async_16(
+                                stage + x_stage_offset(row, unit),
+                                src.cast(),
+                                if inside { 16 } else { 0 },
+                            )
+                        };
                     }
                     j += 1;
                 }
-                s += 1;
             }
-            v
+            cp_async_commit();
         }
 
-        /// Decodes `cur` (column tile `kt`) into the warp's A stage,
-        /// patches its exceptions there, and adds its products with the
-        /// activations to `acc`. The tile's `mma` chain starts from zero
+        /// Decodes `cur` into the warp's A stage, starts the activations
+        /// of the tile at `next` into buffer `1 - b`, patches `cur`'s
+        /// exceptions, waits for its own activations (buffer `b`), and adds
+        /// its products to `acc`. The tile's `mma` chain starts from zero
         /// and is added to `acc` in f32, as in the BF16 GEMV.
-        ///
-        /// The activations are loaded after the patch, not with the tile's
-        /// weights a tile ahead: they come from L1, and held through the
-        /// decode their 16 registers took the kernel to 80 with 20 bytes
-        /// spilled (ptxas, 3 blocks per multiprocessor).
         #[inline(always)]
-        unsafe fn multiply_tile(&self, s: &Smem, cur: &Fetched, kt: u32, acc: &mut [f32; 4]) {
+        unsafe fn multiply_tile(
+            &self,
+            s: &Smem,
+            cur: &Fetched,
+            b: u32,
+            next: Cursor,
+            acc: &mut [f32; 4],
+        ) {
             let lane = lane_id();
             let (sm, codes) = (&cur.tile.sm, &cur.tile.codes);
-            // SAFETY: the warp's own 4 KB A stage; the table in shared
-            // memory; `cur` describes a tile of this validated matrix.
+            // SAFETY: the warp's own A stage and buffers; the table in
+            // shared memory; `cur` describes a tile of this matrix.
             unsafe {
                 seq_macro::seq!(S in 0..8 {
                     let first = S * 4;
                     let a = [0, 1, 2, 3].map(|r| lane_pair(sm, codes, first + r, self.base2));
                     st_shared_v4(s.a + (S * LANES as u32 + lane) * 16, a);
                 });
+                // After this every lane is done with the previous tile,
+                // whose activations were in buffer 1 - b.
                 sync_warp();
+                self.stage_x(s.x(1 - b), next);
                 if cur.exceptions.count > 0 {
                     patch_a_stage(
                         &self.view,
@@ -212,13 +261,17 @@ mod gpu {
                         s.table,
                         s.a,
                     );
-                    sync_warp();
                 }
-                let xv = self.load_x(kt);
+                // This tile's activations (all but the newest group).
+                cp_async_wait::<1>();
+                sync_warp();
                 let mut part = [0f32; 4];
-                seq_macro::seq!(S in 0..8 {
-                    let a = ld_shared_v4(s.a + (S * LANES as u32 + lane) * 16);
-                    part = mma_bf16_16816(a, xv[S], part);
+                seq_macro::seq!(P in 0..4 {
+                    let bx = ldmatrix_x4(x_fragment_address(s.x(b), lane, P));
+                    seq_macro::seq!(H in 0..2 {
+                        let a = ld_shared_v4(s.a + ((2 * P + H) * LANES as u32 + lane) * 16);
+                        part = mma_bf16_16816(a, [bx[2 * H], bx[2 * H + 1]], part);
+                    });
                 });
                 let mut i = 0;
                 while i < 4 {
@@ -229,16 +282,30 @@ mod gpu {
         }
     }
 
+    /// Zeroes both of this warp's activation buffers: rows from `n` on stay
+    /// zero for the whole launch, and `stage_x` writes only the others.
+    #[inline(always)]
+    unsafe fn zero_stages(s: &Smem) {
+        let mut c = lane_id();
+        while c < (2 * X_STAGE_BYTES / 16) as u32 {
+            // SAFETY: the two buffers are contiguous, X_STAGE_BYTES each.
+            unsafe { st_shared_v4(s.x0 + 16 * c, [0; 4]) };
+            c += LANES as u32;
+        }
+        sync_warp();
+    }
+
     /// Compressed `Y[n×rows] = X[n×cols] · Wᵀ` (see the module
     /// documentation).
     ///
     /// # Safety
     /// The matrix sections describe a validated compressed matrix of
     /// `rows × cols` (`col_tiles` column tiles, window base `base`); `x`
-    /// holds n × cols BF16, 4-byte aligned; `zipgemv_unsupported(rows,
+    /// holds n × cols BF16, 16-byte aligned; `zipgemv_unsupported(rows,
     /// cols, n)` is `None`; `y` (BF16, `store` = `STORE_BF16`) or `y32`
     /// (f32, otherwise) holds n × rows; a grid of at most as many blocks
-    /// as row tiles, each of `32 · GEMV_WARPS` threads.
+    /// as row tiles, each of `32 · GEMV_WARPS` threads with
+    /// `ZIPGEMV_SMEM_BYTES` of dynamic shared memory.
     #[unsafe(no_mangle)]
     #[allow(clippy::too_many_arguments)]
     pub unsafe extern "ptx-kernel" fn zipserv_zipgemv(
@@ -258,14 +325,14 @@ mod gpu {
         y32: *mut f32,
         store: u32,
     ) {
-        let smem = shared_memory::<ZIPGEMV_SMEM_BYTES>();
+        let smem = dynamic_shared_memory();
         let (tid, warp) = (thread_idx(), warp_index(thread_idx()));
+        let own = smem + (GEMV_SMEM_BYTES + GEMM_TABLE_BYTES) as u32 + warp * ZIPGEMV_WARP_BYTES;
         let s = Smem {
             slots: smem,
             table: smem + GEMV_SMEM_BYTES as u32,
-            a: smem
-                + (GEMV_SMEM_BYTES + GEMM_TABLE_BYTES) as u32
-                + warp * GEMM_A_STAGE_BYTES as u32,
+            a: own,
+            x0: own + GEMM_A_STAGE_BYTES as u32,
         };
         let view = MatrixView {
             tiles,
@@ -304,6 +371,7 @@ mod gpu {
             group: block_idx().0,
             kt: first,
         };
+        let active = first < end;
         // SAFETY (every access below): the launch contract above; shared
         // addresses stay inside ZIPGEMV_SMEM_BYTES.
         unsafe {
@@ -311,19 +379,23 @@ mod gpu {
                 let table = exception_table as *const u32;
                 st_shared_u32(s.table + 4 * tid, ld_nc_u32(table.add(tid as usize % 8)));
             }
+            zero_stages(&s);
             let tile0 = (at.group * col_tiles + at.kt).min(w.tile_count);
             let mut window = StartsWindow::load(&w.view, tile0, w.tile_count, lane_id());
             // The weights depend on no earlier kernel: the first tile is
             // on its way before this waits for the kernel that writes X.
-            let mut cur = if first < end {
+            let mut cur = if active {
                 w.fetch(&mut window, at)
             } else {
                 Fetched::NONE
             };
             start_after_prior_grids();
+            if active {
+                w.stage_x(s.x(0), at);
+            }
             // The table is in shared memory before anyone patches.
             sync_threads();
-            let mut parity = 0;
+            let (mut parity, mut b) = (0, 0);
             while at.group < row_tiles {
                 let group = at.group;
                 let mut acc = [0f32; 4];
@@ -331,9 +403,10 @@ mod gpu {
                 while at.group == group && at.kt < end {
                     let next_at = w.advance(at, grid);
                     let next = w.fetch(&mut window, next_at);
-                    w.multiply_tile(&s, &cur, at.kt, &mut acc);
+                    w.multiply_tile(&s, &cur, b, next_at, &mut acc);
                     cur = next;
                     at = next_at;
+                    b = 1 - b;
                 }
                 // Every warp reaches this barrier once per row group.
                 finish_group(&out, w.lane, warp, group, acc, s.slots, parity);
@@ -343,12 +416,14 @@ mod gpu {
                     kt: first,
                 };
             }
+            cp_async_wait::<0>();
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
     use crate::format::{LANE_PAIRS, LANES, pair_position};
 
@@ -370,11 +445,45 @@ mod tests {
         }
     }
 
+    /// `ldmatrix` hands each lane the columns [`x_columns`] says, from
+    /// buffer places that hold each (row, unit) once, and the 8 rows of
+    /// one matrix touch 8 different groups of four banks.
+    #[test]
+    fn activation_buffers_give_the_b_fragments_without_conflicts() {
+        let mut seen = [0u32; X_STAGE_BYTES / 16];
+        for row in 0..8 {
+            for unit in 0..16 {
+                seen[(x_stage_offset(row, unit) / 16) as usize] += 1;
+            }
+        }
+        assert!(seen.iter().all(|&s| s == 1));
+        for p in 0..4 {
+            // ldmatrix: lane l gives the address of row l % 8 of matrix
+            // l / 8; lane (g, t) then gets row g, columns 2t, 2t + 1 of each.
+            let address = |lane: u32| x_fragment_address(0, lane, p);
+            for q in 0..4u32 {
+                let banks: std::collections::BTreeSet<u32> =
+                    (0..8).map(|r| (address(8 * q + r) / 16) % 8).collect();
+                assert_eq!(banks.len(), 8, "matrix {q} of k-steps {}, {}", 2 * p, 2 * p + 1);
+                for lane in 0..32u32 {
+                    let (g, t) = (lane / 4, lane % 4);
+                    // The unit matrix q's row g was read from.
+                    let at = address(8 * q + g);
+                    let (row, unit) = (at / 256, (at % 256 / 16) ^ (at / 256));
+                    assert_eq!(row, g);
+                    let col = 8 * unit + 2 * t;
+                    let [b0, b1] = x_columns(lane, 2 * p + q / 2);
+                    assert_eq!(col, if q % 2 == 0 { b0 } else { b1 }, "lane {lane} q {q}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn unsupported_shapes_say_why() {
         assert_eq!(zipgemv_unsupported(4096, 4096, 1), None);
-        assert_eq!(zipgemv_unsupported(5, 6, 8), None);
-        assert!(zipgemv_unsupported(4096, 4095, 1).unwrap().contains("odd"));
+        assert_eq!(zipgemv_unsupported(5, 8, 8), None);
+        assert!(zipgemv_unsupported(4096, 4095, 1).unwrap().contains("multiple of 8"));
         assert!(zipgemv_unsupported(4096, 4096, 9).unwrap().contains("8"));
         assert!(zipgemv_unsupported(0, 4096, 1).is_some());
         assert!(
