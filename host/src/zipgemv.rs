@@ -7,10 +7,10 @@ use cust::memory::DevicePointer;
 use cust::module::Module;
 use cust::sys::CUstream;
 use half::bf16;
+use zipserv_kernels::catalog::ZIPGEMV;
 use zipserv_kernels::format::{TILE_COLS, TILE_ROWS, tiles_for};
 use zipserv_kernels::gemv::gemv_grid;
-use zipserv_kernels::catalog::ZIPGEMV;
-use zipserv_kernels::launch::{GEMV_WARPS, WorkSplit, ZIPGEMV_SMEM_BYTES};
+use zipserv_kernels::launch::{GEMV_WARPS, WorkSplit, ZIPGEMV_SMEM_BYTES, zipgemv_smem_bytes};
 use zipserv_kernels::zipgemv::zipgemv_unsupported;
 
 use crate::device::Gpu;
@@ -19,8 +19,8 @@ use crate::kernels::{RawOutput, SplitK};
 use crate::launch::{allow_shared_memory, launch_kernel};
 use crate::weights::DeviceWeights;
 
-/// Lets the kernel use its dynamic shared memory and returns how many
-/// blocks fit on one multiprocessor.
+/// Lets the kernel use its dynamic shared memory (the most, 8 rows) and
+/// returns how many blocks of that fit on one multiprocessor.
 pub(crate) fn prepare(module: &Module) -> Result<u32> {
     let function = module.get_function(ZIPGEMV).cuda("cuModuleGetFunction")?;
     Ok(allow_shared_memory(&function, ZIPGEMV_SMEM_BYTES, 32 * GEMV_WARPS)?.max(1))
@@ -84,7 +84,7 @@ pub(crate) fn launch(
             gpu.kernels().zipgemv,
             grid,
             32 * GEMV_WARPS,
-            ZIPGEMV_SMEM_BYTES as u32,
+            zipgemv_smem_bytes(n) as u32,
             stream,
             gpu.launch_order(),
             (

@@ -139,14 +139,25 @@ pub const GEMV_MIN_BLOCKS_PER_SM: u32 = 3;
 /// Static shared memory of a block: each warp's accumulator fragment, in
 /// two slots that alternate between the row groups a block takes.
 pub const GEMV_SMEM_BYTES: usize = 2 * GEMV_WARPS as usize * 32 * 4 * 4;
-/// Shared memory of one warp of the compressed GEMV (`zipgemv`): its A
-/// stage and two activation buffers.
-pub const ZIPGEMV_WARP_BYTES: u32 =
-    (GEMM_A_STAGE_BYTES + 2 * crate::zipgemv::X_STAGE_BYTES) as u32;
-/// Dynamic shared memory of a block of the compressed GEMV: the BF16
-/// GEMV's sum slots, the exception table, and every warp's own.
-pub const ZIPGEMV_SMEM_BYTES: usize =
-    GEMV_SMEM_BYTES + GEMM_TABLE_BYTES + GEMV_WARPS as usize * ZIPGEMV_WARP_BYTES as usize;
+/// Shared memory of one warp of the compressed GEMV (`zipgemv`) for `n`
+/// activation rows: its A stage and two activation buffers of `n` rows.
+pub const fn zipgemv_warp_bytes(n: usize) -> usize {
+    GEMM_A_STAGE_BYTES + 2 * n * crate::zipgemv::X_ROW_BYTES
+}
+/// Dynamic shared memory of a block of the compressed GEMV for `n`
+/// activation rows: the BF16 GEMV's sum slots, the exception table, a row
+/// of zeros (what `ldmatrix` reads for the rows from `n` to 8), and every
+/// warp's own. (With buffers of 8 rows whatever `n`, 73 KB a block, the
+/// GEMV gained less from launch overlap in the engine than the `mma.sync`
+/// kernel did: docs/PERFORMANCE.md, "A compressed GEMV".)
+pub const fn zipgemv_smem_bytes(n: usize) -> usize {
+    GEMV_SMEM_BYTES
+        + GEMM_TABLE_BYTES
+        + crate::zipgemv::X_ROW_BYTES
+        + GEMV_WARPS as usize * zipgemv_warp_bytes(n)
+}
+/// The most [`zipgemv_smem_bytes`] asks for (8 rows).
+pub const ZIPGEMV_SMEM_BYTES: usize = zipgemv_smem_bytes(GEMV_MAX_N);
 /// Blocks per multiprocessor the compressed GEMV's registers are fitted to
 /// (`.minnctapersm`, added by the host's build script).
 pub const ZIPGEMV_MIN_BLOCKS_PER_SM: u32 = 3;

@@ -47,9 +47,10 @@ pub const fn x_columns(lane: u32, s: u32) -> [u32; 2] {
     [c, c + 8]
 }
 
-/// Bytes of one warp's activation buffer: 8 rows of one tile's 128
-/// columns, BF16.
-pub const X_STAGE_BYTES: usize = GEMV_MAX_N * TILE_COLS * 2;
+/// Bytes of one activation row of one tile (128 columns, BF16).
+pub const X_ROW_BYTES: usize = TILE_COLS * 2;
+/// Bytes of an activation buffer of all 8 rows.
+pub const X_STAGE_BYTES: usize = GEMV_MAX_N * X_ROW_BYTES;
 
 /// Byte offset in an activation buffer of the 16 bytes (8 columns) `unit`
 /// (0..16) of activation row `row` (0..8): rows 256 bytes apart, the units
@@ -62,14 +63,20 @@ pub const fn x_stage_offset(row: u32, unit: u32) -> u32 {
 }
 
 /// The shared address lane `lane` gives `ldmatrix.x4` for k-steps `2p` and
-/// `2p + 1` of the buffer at `stage`: matrix `q = lane / 8` is units
-/// `4p + q` of rows 0..8, and lane `l`'s register `q` is then row `l / 4`,
-/// columns `2(l % 4), +1` of it, which is B's `b0` of k-step `2p` (`q` =
-/// 0), `b1` (1), and the same of k-step `2p + 1` (2, 3): the columns of
-/// [`x_columns`].
+/// `2p + 1` of the buffer at `stage`, which holds rows `0..n`: matrix `q =
+/// lane / 8` is units `4p + q` of rows 0..8, and lane `l`'s register `q`
+/// is then row `l / 4`, columns `2(l % 4), +1` of it, which is B's `b0` of
+/// k-step `2p` (`q` = 0), `b1` (1), and the same of k-step `2p + 1` (2, 3):
+/// the columns of [`x_columns`]. Rows from `n` on are read from the row of
+/// zeros at `zero`.
 #[inline(always)]
-pub const fn x_fragment_address(stage: u32, lane: u32, p: u32) -> u32 {
-    stage + x_stage_offset(lane % 8, 4 * p + lane / 8)
+pub const fn x_fragment_address(stage: u32, zero: u32, n: u32, lane: u32, p: u32) -> u32 {
+    let (row, unit) = (lane % 8, 4 * p + lane / 8);
+    if row < n {
+        stage + x_stage_offset(row, unit)
+    } else {
+        zero + ((unit ^ row) * 16)
+    }
 }
 
 /// Why a product of this shape cannot run on the compressed GEMV, or
@@ -100,31 +107,36 @@ mod gpu {
     use crate::gemv::gpu::{GroupOutput, finish_group};
     use crate::gemv::{GemvLane, warp_blocks};
     use crate::launch::{
-        GEMM_A_STAGE_BYTES, GEMM_TABLE_BYTES, GEMV_SMEM_BYTES, GEMV_WARPS, ZIPGEMV_WARP_BYTES,
+        GEMM_A_STAGE_BYTES, GEMM_TABLE_BYTES, GEMV_SMEM_BYTES, GEMV_WARPS, zipgemv_warp_bytes,
     };
     use crate::ptx::{
-        block_idx, cp_async_16, cp_async_commit, cp_async_wait, dynamic_shared_memory,
-        grid_dim_x, lane_id, ld_nc_u32, ld_shared_v4, ldmatrix_x4, mma_bf16_16816,
-        st_shared_u32, st_shared_v4, start_after_prior_grids, sync_threads, sync_warp,
-        thread_idx, warp_index,
+        block_idx, cp_async_16, cp_async_commit, cp_async_wait, dynamic_shared_memory, grid_dim_x,
+        lane_id, ld_nc_u32, ld_shared_v4, ldmatrix_x4, mma_bf16_16816, st_shared_u32, st_shared_v4,
+        start_after_prior_grids, sync_threads, sync_warp, thread_idx, warp_index,
     };
     use crate::tile::{MatrixView, patch_a_stage};
     use crate::zipgemm::{Fetched, StartsWindow, fetch};
 
-    const _: () = assert!(TILE_ROWS == crate::launch::GEMV_ROWS, "a row group is a tile row");
+    const _: () = assert!(
+        TILE_ROWS == crate::launch::GEMV_ROWS,
+        "a row group is a tile row"
+    );
     const _: () = assert!(K_STEPS == 8, "the loops below unroll exactly 8 k-steps");
     // The block's warps are the BF16 GEMV's: `finish_group` adds that many slots.
     const _: () = assert!(GEMV_WARPS == 8);
 
-    /// Shared memory of a block (dynamic, `ZIPGEMV_SMEM_BYTES`): the
-    /// warps' sum slots (as the BF16 GEMV's), the exception table, then
-    /// each warp's A stage and two activation buffers.
+    /// Shared memory of a block (dynamic, `zipgemv_smem_bytes(n)`): the
+    /// warps' sum slots (as the BF16 GEMV's), the exception table, a row
+    /// of zeros, then each warp's A stage and two activation buffers of
+    /// `n` rows.
     #[derive(Clone, Copy)]
     struct Smem {
         slots: u32,
         table: u32,
+        zero: u32,
         a: u32,
         x0: u32,
+        x_bytes: u32,
     }
 
     impl Smem {
@@ -132,7 +144,7 @@ mod gpu {
         /// array indexed, which would go to local memory.
         #[inline(always)]
         fn x(&self, b: u32) -> u32 {
-            self.x0 + b * X_STAGE_BYTES as u32
+            self.x0 + b * self.x_bytes
         }
     }
 
@@ -190,9 +202,9 @@ mod gpu {
         /// Starts copying the activations of the tile at `at` into the
         /// buffer at `stage` (one commit group, empty past the last row
         /// tile): rows below `n`, 16 bytes per lane and row pair; units
-        /// past `k` are zero-filled, and rows from `n` on were zeroed once
-        /// ([`zero_stages`]). The tile's padding columns must meet zeros:
-        /// they decode to the window base, not to zero.
+        /// past `k` are zero-filled (rows from `n` on come from the row of
+        /// zeros). The tile's padding columns must meet zeros: they decode
+        /// to the window base, not to zero.
         #[inline(always)]
         unsafe fn stage_x(&self, stage: u32, at: Cursor) {
             let lane = lane_id();
@@ -206,7 +218,11 @@ mod gpu {
                     if row < self.n {
                         let inside = col < k;
                         let at = row as usize * k as usize + col as usize;
-                        let src = if inside { self.x.wrapping_add(at) } else { self.x };
+                        let src = if inside {
+                            self.x.wrapping_add(at)
+                        } else {
+                            self.x
+                        };
                         // SAFETY: inside X when `inside` (k is a multiple of
                         // 8, X 16-byte aligned), else no byte is read.
                         unsafe {
@@ -267,7 +283,7 @@ mod gpu {
                 sync_warp();
                 let mut part = [0f32; 4];
                 seq_macro::seq!(P in 0..4 {
-                    let bx = ldmatrix_x4(x_fragment_address(s.x(b), lane, P));
+                    let bx = ldmatrix_x4(x_fragment_address(s.x(b), s.zero, self.n, lane, P));
                     seq_macro::seq!(H in 0..2 {
                         let a = ld_shared_v4(s.a + ((2 * P + H) * LANES as u32 + lane) * 16);
                         part = mma_bf16_16816(a, [bx[2 * H], bx[2 * H + 1]], part);
@@ -282,19 +298,6 @@ mod gpu {
         }
     }
 
-    /// Zeroes both of this warp's activation buffers: rows from `n` on stay
-    /// zero for the whole launch, and `stage_x` writes only the others.
-    #[inline(always)]
-    unsafe fn zero_stages(s: &Smem) {
-        let mut c = lane_id();
-        while c < (2 * X_STAGE_BYTES / 16) as u32 {
-            // SAFETY: the two buffers are contiguous, X_STAGE_BYTES each.
-            unsafe { st_shared_v4(s.x0 + 16 * c, [0; 4]) };
-            c += LANES as u32;
-        }
-        sync_warp();
-    }
-
     /// Compressed `Y[n×rows] = X[n×cols] · Wᵀ` (see the module
     /// documentation).
     ///
@@ -305,7 +308,7 @@ mod gpu {
     /// cols, n)` is `None`; `y` (BF16, `store` = `STORE_BF16`) or `y32`
     /// (f32, otherwise) holds n × rows; a grid of at most as many blocks
     /// as row tiles, each of `32 · GEMV_WARPS` threads with
-    /// `ZIPGEMV_SMEM_BYTES` of dynamic shared memory.
+    /// `zipgemv_smem_bytes(n)` of dynamic shared memory.
     #[unsafe(no_mangle)]
     #[allow(clippy::too_many_arguments)]
     pub unsafe extern "ptx-kernel" fn zipserv_zipgemv(
@@ -327,12 +330,15 @@ mod gpu {
     ) {
         let smem = dynamic_shared_memory();
         let (tid, warp) = (thread_idx(), warp_index(thread_idx()));
-        let own = smem + (GEMV_SMEM_BYTES + GEMM_TABLE_BYTES) as u32 + warp * ZIPGEMV_WARP_BYTES;
+        let zero = smem + (GEMV_SMEM_BYTES + GEMM_TABLE_BYTES) as u32;
+        let own = zero + X_ROW_BYTES as u32 + warp * zipgemv_warp_bytes(n as usize) as u32;
         let s = Smem {
             slots: smem,
             table: smem + GEMV_SMEM_BYTES as u32,
+            zero,
             a: own,
             x0: own + GEMM_A_STAGE_BYTES as u32,
+            x_bytes: n * X_ROW_BYTES as u32,
         };
         let view = MatrixView {
             tiles,
@@ -373,13 +379,15 @@ mod gpu {
         };
         let active = first < end;
         // SAFETY (every access below): the launch contract above; shared
-        // addresses stay inside ZIPGEMV_SMEM_BYTES.
+        // addresses stay inside zipgemv_smem_bytes(n).
         unsafe {
             if tid < (GEMM_TABLE_BYTES / 4) as u32 {
                 let table = exception_table as *const u32;
                 st_shared_u32(s.table + 4 * tid, ld_nc_u32(table.add(tid as usize % 8)));
             }
-            zero_stages(&s);
+            if tid < (X_ROW_BYTES / 16) as u32 {
+                st_shared_v4(s.zero + 16 * tid, [0; 4]);
+            }
             let tile0 = (at.group * col_tiles + at.kt).min(w.tile_count);
             let mut window = StartsWindow::load(&w.view, tile0, w.tile_count, lane_id());
             // The weights depend on no earlier kernel: the first tile is
@@ -460,11 +468,17 @@ mod tests {
         for p in 0..4 {
             // ldmatrix: lane l gives the address of row l % 8 of matrix
             // l / 8; lane (g, t) then gets row g, columns 2t, 2t + 1 of each.
-            let address = |lane: u32| x_fragment_address(0, lane, p);
+            let address = |lane: u32| x_fragment_address(0, 1 << 20, 8, lane, p);
             for q in 0..4u32 {
                 let banks: std::collections::BTreeSet<u32> =
                     (0..8).map(|r| (address(8 * q + r) / 16) % 8).collect();
-                assert_eq!(banks.len(), 8, "matrix {q} of k-steps {}, {}", 2 * p, 2 * p + 1);
+                assert_eq!(
+                    banks.len(),
+                    8,
+                    "matrix {q} of k-steps {}, {}",
+                    2 * p,
+                    2 * p + 1
+                );
                 for lane in 0..32u32 {
                     let (g, t) = (lane / 4, lane % 4);
                     // The unit matrix q's row g was read from.
@@ -479,11 +493,30 @@ mod tests {
         }
     }
 
+    /// Rows from `n` on read the row of zeros, at 8 different banks groups.
+    #[test]
+    fn rows_past_n_read_the_row_of_zeros() {
+        let zero = 1 << 20;
+        for n in 1..8u32 {
+            for lane in 0..32u32 {
+                let at = x_fragment_address(0, zero, n, lane, 1);
+                assert_eq!(at >= zero, lane % 8 >= n, "n {n} lane {lane}");
+                if lane % 8 < n {
+                    assert!(at < n * X_ROW_BYTES as u32);
+                }
+            }
+        }
+    }
+
     #[test]
     fn unsupported_shapes_say_why() {
         assert_eq!(zipgemv_unsupported(4096, 4096, 1), None);
         assert_eq!(zipgemv_unsupported(5, 8, 8), None);
-        assert!(zipgemv_unsupported(4096, 4095, 1).unwrap().contains("multiple of 8"));
+        assert!(
+            zipgemv_unsupported(4096, 4095, 1)
+                .unwrap()
+                .contains("multiple of 8")
+        );
         assert!(zipgemv_unsupported(4096, 4096, 9).unwrap().contains("8"));
         assert!(zipgemv_unsupported(0, 4096, 1).is_some());
         assert!(

@@ -202,7 +202,10 @@ fn zipgemv_refuses_what_it_cannot_run() {
     let x = upload(&vec![bf16::ONE; 16 * 64]);
     unsupported(run(&gpu, &even, &x, 9, GemmPath::Gemv, true), "8");
     let ragged = compress(&gpu, &vec![bf16::ONE; 64 * 60], 64, 60);
-    unsupported(run(&gpu, &ragged, &x, 1, GemmPath::Gemv, true), "multiple of 8");
+    unsupported(
+        run(&gpu, &ragged, &x, 1, GemmPath::Gemv, true),
+        "multiple of 8",
+    );
     // Short activations are a shape error, before any kernel.
     let r = run(&gpu, &even, &x.index(..63), 1, GemmPath::Gemv, true);
     assert!(matches!(r, Err(Error::ShapeMismatch { .. })), "{r:?}");
