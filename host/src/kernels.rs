@@ -15,7 +15,7 @@ use zipserv_kernels::sm90::UNIT_ROWS;
 
 use crate::device::Gpu;
 use crate::error::{CudaContext, Error, Result, Shape};
-use crate::launch::{allow_shared_memory, launch_kernel};
+use crate::launch::{LaunchOrder, allow_shared_memory, launch_kernel};
 use crate::weights::DeviceWeights;
 use zipserv_kernels::zipgemv::zipgemv_unsupported;
 
@@ -52,9 +52,10 @@ pub const MIN_WAVE_FILL: f64 = 0.9;
 /// Which ZipGEMM kernel a launch uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GemmPath {
-    /// The library's choice: [`GemmPath::Gemv`] for the shapes it takes
-    /// up to [`ZIPGEMV_AUTO_MAX_N`] activation rows (and X on a 16-byte
-    /// boundary), [`GemmPath::Wgmma`] where the device runs it and N
+    /// The library's choice: [`GemmPath::Gemv`] where [`gemv_auto`] says
+    /// (up to [`ZIPGEMV_AUTO_MAX_N`] activation rows on matrices below
+    /// [`ZIPGEMV_AUTO_MAX_ELEMENTS`], without launch overlap, X on a
+    /// 16-byte boundary), [`GemmPath::Wgmma`] where the device runs it and N
     /// reaches [`WGMMA_MIN_N`], else [`GemmPath::MmaSync`].
     #[default]
     Auto,
@@ -114,7 +115,7 @@ impl GemmPath {
     /// takes on `gpu`.
     pub fn resolve(self, gpu: &Gpu, m: usize, k: usize, n: usize) -> GemmPath {
         match self {
-            GemmPath::Auto if gemv_auto(m, k, n) => GemmPath::Gemv,
+            GemmPath::Auto if gemv_auto(m, k, n, gpu.launch_order()) => GemmPath::Gemv,
             GemmPath::Auto
                 if gpu.has_wgmma() && wgmma_auto(n, m, k, gpu.info().multiprocessors as usize) =>
             {
@@ -127,9 +128,22 @@ impl GemmPath {
 }
 
 /// Whether [`GemmPath::Auto`] takes the compressed GEMV for `n`
-/// activation rows and an `m × k` matrix (given X on a 16-byte boundary).
-pub fn gemv_auto(m: usize, k: usize, n: usize) -> bool {
-    n <= ZIPGEMV_AUTO_MAX_N
+/// activation rows and an `m × k` matrix (given X on a 16-byte boundary)
+/// when the device launches in `order`.
+///
+/// Measured on an H200 (docs/PERFORMANCE.md, "A compressed GEMV"): alone,
+/// at N = 1 / 8, 4096×4096 9.40 / 9.84 µs against the `mma.sync` kernel's
+/// 11.24 / 11.35 and 6144×4096 11.86 / 13.11 against 13.93 / 14.38; on
+/// the large shapes it loses (28672×4096 46.1 / 51.4 against 43.9 / 44.9;
+/// 4096×14336 even). With launch overlap, in the engine's decode step, the
+/// GEMV on the small shapes gained nothing at batch 1 (3.654 against
+/// 3.661 ms a step) and lost 1.6% at batch 8 (3.978 against 3.917): what
+/// it saves is the `mma.sync` kernel's fixed cost per product, which
+/// overlap already hides. So it is taken for products launched one after
+/// another only.
+pub fn gemv_auto(m: usize, k: usize, n: usize, order: LaunchOrder) -> bool {
+    order == LaunchOrder::AfterPrevious
+        && n <= ZIPGEMV_AUTO_MAX_N
         && m.saturating_mul(k) < ZIPGEMV_AUTO_MAX_ELEMENTS
         && zipgemv_unsupported(m, k, n).is_none()
 }
@@ -918,25 +932,28 @@ impl<'gpu> ZipGemm<'gpu> {
 mod tests {
     use super::*;
 
-    /// The compressed GEMV takes decode batches of up to 8 rows, for any
-    /// shape it can run (an odd row length it cannot).
+    /// The compressed GEMV takes decode batches of up to 8 rows on the
+    /// matrices below `LARGE_MATRIX_ELEMENTS` it can run, launched one
+    /// after another.
     #[test]
-    fn gemv_takes_decode_batches() {
-        for (m, k) in [
-            (4096, 4096),
-            (6144, 4096),
-            (28672, 4096),
-            (4096, 14336),
-            (128256, 4096),
-        ] {
+    fn gemv_takes_small_decode_batches() {
+        let after = LaunchOrder::AfterPrevious;
+        for (m, k) in [(4096, 4096), (6144, 4096), (576, 576), (49152, 576)] {
             for n in 1..=8 {
-                assert!(gemv_auto(m, k, n), "{m}x{k} at N = {n}");
+                assert!(gemv_auto(m, k, n, after), "{m}x{k} at N = {n}");
+                assert!(
+                    !gemv_auto(m, k, n, LaunchOrder::Overlapped),
+                    "{m}x{k} at N = {n}"
+                );
             }
-            assert!(!gemv_auto(m, k, 9), "{m}x{k} at N = 9");
+            assert!(!gemv_auto(m, k, 9, after), "{m}x{k} at N = 9");
         }
-        assert!(!gemv_auto(4096, 4095, 1));
-        assert!(!gemv_auto(4096, 4092, 1));
-        assert!(!gemv_auto(0, 4096, 1));
+        for (m, k) in [(28672, 4096), (4096, 14336), (128256, 4096)] {
+            assert!(!gemv_auto(m, k, 1, after), "{m}x{k}");
+        }
+        assert!(!gemv_auto(4096, 4095, 1, after));
+        assert!(!gemv_auto(4096, 4092, 1, after));
+        assert!(!gemv_auto(0, 4096, 1, after));
         assert_eq!("gemv".parse::<GemmPath>().unwrap(), GemmPath::Gemv);
         let err = "fused".parse::<GemmPath>().unwrap_err().to_string();
         assert!(err.contains("gemv"), "{err}");

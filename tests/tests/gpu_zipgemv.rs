@@ -147,8 +147,9 @@ fn zipgemv_rows_of_a_batch_equal_each_row_alone() {
     }
 }
 
-/// `GemmPath::Auto` takes the GEMV up to 8 rows (the results are the
-/// GEMV's, bit for bit) and not beyond; where X is not on a 16-byte
+/// `GemmPath::Auto` takes the GEMV up to 8 rows on small matrices (the
+/// results are the GEMV's, bit for bit) and not beyond, nor with launch
+/// overlap on; where X is not on a 16-byte
 /// boundary it takes the `mma.sync` kernel, which is still right.
 #[test]
 fn library_choice_takes_the_zipgemv_for_decode_batches() {
@@ -161,6 +162,7 @@ fn library_choice_takes_the_zipgemv_for_decode_batches() {
     let (m, k) = (512, 1024);
     assert_eq!(GemmPath::Auto.resolve(&gpu, m, k, 8), GemmPath::Gemv);
     assert_ne!(GemmPath::Auto.resolve(&gpu, m, k, 9), GemmPath::Gemv);
+    assert_ne!(GemmPath::Auto.resolve(&gpu, 28672, 4096, 1), GemmPath::Gemv);
     let w = weight_like(&mut rng, m * k, 0.05);
     let d_w = compress(&gpu, &w, m, k);
     let n = 3;
@@ -182,6 +184,10 @@ fn library_choice_takes_the_zipgemv_for_decode_batches() {
         err <= 1e-5,
         "seed {seed}: misaligned X through Auto: {err:.3e}"
     );
+    let mut overlapped = Gpu::new(0).unwrap();
+    if overlapped.set_launch_overlap(true).is_ok() {
+        assert_ne!(GemmPath::Auto.resolve(&overlapped, m, k, 1), GemmPath::Gemv);
+    }
     match run(&gpu, &d_w, &shifted, n, GemmPath::Gemv, true) {
         Err(Error::Unsupported(msg)) => assert!(msg.contains("16-byte"), "{msg}"),
         other => panic!("expected a refusal of the misaligned X, got {other:?}"),
