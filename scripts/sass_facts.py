@@ -7,8 +7,9 @@ widths), and local-memory use (STL/LDL) anywhere in the kernel.
 
   sass_facts.py LISTING.sass
 
-A tile is 16 x 128 weights per warp for the mma.sync kernels (8 k-steps of
-m16n8k16, `NT` n-tiles each: n8/n16/n32 issue 1/2/4 HMMA per k-step) and
+A tile is 16 x 128 weights per warp for the mma.sync kernels and the
+compressed GEMV (8 k-steps of m16n8k16, `NT` n-tiles each: n8/n16/n32
+issue 1/2/4 HMMA per k-step, the GEMV 1) and
 64 x 128 per consumer warpgroup for the wgmma kernels (8 HGMMA per tile);
 either way 64 weights per thread per tile.
 """
@@ -20,6 +21,8 @@ MMA_PER_TILE = {
     "zipserv_gemm_n8": 8, "zipserv_gemm_n8_early": 8, "zipserv_gemm_n16": 16, "zipserv_gemm_n32": 32,
     "zipserv_gemm_sm90_n16_x2": 8, "zipserv_gemm_sm90_n32_x2": 8, "zipserv_gemm_sm90_n64_x2": 8,
     "zipserv_gemm_sm90_n64": 8, "zipserv_gemm_sm90_n128": 8, "zipserv_gemm_sm90_n256": 8,
+    # The compressed GEMV: one tile per warp and turn, 8 HMMA (n = 8 at most).
+    "zipserv_zipgemv": 8,
 }
 WEIGHTS_PER_THREAD_PER_TILE = 64
 
