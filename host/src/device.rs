@@ -14,7 +14,6 @@ use crate::gemv::{BF16_PATH_ENV, Bf16Path};
 use crate::kernels::{Fetch, GemmPath, SplitK};
 use crate::launch::{Kernel, Kernels, LaunchOrder, NO_LAUNCH_EX};
 use crate::zipgemm_sm90::WgmmaBlocks;
-use crate::zipgemv::{ZIPGEMV_AHEAD_ENV, ZipGemvAhead};
 
 /// One embedded PTX image: its catalog entry and its text (`build.rs`
 /// builds every image of `catalog::IMAGES`).
@@ -92,9 +91,8 @@ pub struct Gpu {
     decompress_blocks_per_sm: u32,
     /// The same for the BF16 GEMV.
     gemv_blocks_per_sm: u32,
-    /// The same for each compressed GEMV variant.
-    zipgemv_blocks_per_sm: [u32; 2],
-    zipgemv_ahead: ZipGemvAhead,
+    /// The same for the compressed GEMV.
+    zipgemv_blocks_per_sm: u32,
     /// The same for the Hopper variants (0 where the image lacks them).
     wgmma_blocks_per_sm: [u32; WGMMA_GEMM_VARIANTS.len()],
     gemm_path: GemmPath,
@@ -145,7 +143,6 @@ impl Gpu {
         let bf16_path = choice_from_env(BF16_PATH_ENV)?;
         let gemm_fetch = choice_from_env(GEMM_FETCH_ENV)?;
         let wgmma_blocks = choice_from_env(WGMMA_BLOCKS_ENV)?;
-        let zipgemv_ahead = choice_from_env(ZIPGEMV_AHEAD_ENV)?;
         Ok(Self {
             module,
             stream,
@@ -156,7 +153,6 @@ impl Gpu {
             decompress_blocks_per_sm,
             gemv_blocks_per_sm,
             zipgemv_blocks_per_sm,
-            zipgemv_ahead,
             wgmma_blocks_per_sm,
             gemm_path,
             bf16_path,
@@ -270,20 +266,9 @@ impl Gpu {
         self.gemv_blocks_per_sm as usize * self.info.multiprocessors as usize
     }
 
-    /// Blocks of compressed GEMV variant `index` that fit on the GPU at once.
-    pub(crate) fn zipgemv_blocks_per_wave(&self, index: usize) -> usize {
-        self.zipgemv_blocks_per_sm[index] as usize * self.info.multiprocessors as usize
-    }
-
-    /// How many tiles ahead the compressed GEMV fetches
-    /// ([`ZIPGEMV_AHEAD_ENV`] at start, else [`ZipGemvAhead::Auto`]).
-    pub fn zipgemv_ahead(&self) -> ZipGemvAhead {
-        self.zipgemv_ahead
-    }
-
-    /// Sets [`Gpu::zipgemv_ahead`] from now on.
-    pub fn set_zipgemv_ahead(&mut self, ahead: ZipGemvAhead) {
-        self.zipgemv_ahead = ahead;
+    /// Blocks of the compressed GEMV that fit on the GPU at once.
+    pub(crate) fn zipgemv_blocks_per_wave(&self) -> usize {
+        self.zipgemv_blocks_per_sm as usize * self.info.multiprocessors as usize
     }
 
     /// Blocks of the decompression kernel that run at once on the whole GPU.

@@ -100,8 +100,7 @@ pub(crate) struct Kernels {
     pub(crate) decompress: Kernel,
     pub(crate) demo: Kernel,
     pub(crate) gemv: Kernel,
-    /// One per `launch::ZIPGEMV_VARIANTS`.
-    pub(crate) zipgemv: [Kernel; ZIPGEMV.len()],
+    pub(crate) zipgemv: Kernel,
     /// One per `launch::GEMM_VARIANTS`.
     pub(crate) gemm: [Kernel; GEMM_VARIANTS.len()],
     /// One per `sm90::WGMMA_GEMM_VARIANTS`, and the activation copy they may
@@ -128,7 +127,7 @@ impl Kernels {
             decompress: Kernel::resolve(module, "zipserv_decompress")?,
             demo: Kernel::resolve(module, "demo_mma_16x8x16")?,
             gemv: Kernel::resolve(module, GEMV_BF16)?,
-            zipgemv: each(module, ZIPGEMV)?,
+            zipgemv: Kernel::resolve(module, ZIPGEMV)?,
             gemm: each(module, GEMM_VARIANTS.map(|v| v.name))?,
             wgmma,
         })

@@ -63,7 +63,7 @@ pub mod launch;
 mod tensor_map;
 pub mod weights;
 pub mod zipgemm_sm90;
-pub mod zipgemv;
+mod zipgemv;
 
 pub use cublas::{BlasOutput, Cublas, CublasStatus};
 pub use cublaslt::{CublasLt, LinearPlan, LtAlgorithm};
@@ -88,5 +88,4 @@ pub use kernels::{
 pub use launch::{Kernel, LaunchOrder};
 pub use weights::{DeviceWeights, Sections};
 pub use zipgemm_sm90::WgmmaBlocks;
-pub use zipgemv::{ZIPGEMV_AHEAD_ENV, ZipGemvAhead, zipgemv_variant};
 pub use zipserv_kernels::zipgemv::zipgemv_unsupported;

@@ -10,9 +10,7 @@ use half::bf16;
 use zipserv_kernels::catalog::ZIPGEMV;
 use zipserv_kernels::format::{TILE_COLS, TILE_ROWS, tiles_for};
 use zipserv_kernels::gemv::gemv_grid;
-use zipserv_kernels::launch::{
-    GEMV_WARPS, WorkSplit, ZIPGEMV_SMEM_BYTES, ZIPGEMV_VARIANTS, zipgemv_smem_bytes,
-};
+use zipserv_kernels::launch::{GEMV_WARPS, WorkSplit, ZIPGEMV_SMEM_BYTES, zipgemv_smem_bytes};
 use zipserv_kernels::zipgemv::zipgemv_unsupported;
 
 use crate::device::Gpu;
@@ -21,70 +19,17 @@ use crate::kernels::{RawOutput, SplitK};
 use crate::launch::{allow_shared_memory, launch_kernel};
 use crate::weights::DeviceWeights;
 
-/// Lets each variant use its dynamic shared memory (the most, 8 rows) and
-/// returns how many blocks of each fit on one multiprocessor.
-pub(crate) fn prepare(module: &Module) -> Result<[u32; ZIPGEMV.len()]> {
-    let mut blocks = [0; ZIPGEMV.len()];
-    for (name, blocks) in ZIPGEMV.iter().zip(&mut blocks) {
-        let function = module.get_function(name).cuda("cuModuleGetFunction")?;
-        *blocks = allow_shared_memory(&function, ZIPGEMV_SMEM_BYTES, 32 * GEMV_WARPS)?.max(1);
-    }
-    Ok(blocks)
+/// Lets the kernel use its dynamic shared memory (the most, 8 rows) and
+/// returns how many blocks of that fit on one multiprocessor.
+pub(crate) fn prepare(module: &Module) -> Result<u32> {
+    let function = module.get_function(ZIPGEMV).cuda("cuModuleGetFunction")?;
+    Ok(allow_shared_memory(&function, ZIPGEMV_SMEM_BYTES, 32 * GEMV_WARPS)?.max(1))
 }
 
-/// Environment variable that sets [`Gpu::zipgemv_ahead`] at
-/// [`Gpu::new`]: `1`, `2` or `auto`.
-pub const ZIPGEMV_AHEAD_ENV: &str = "ZIPSERV_ZIPGEMV_AHEAD";
-
-/// How many tiles ahead of the one it decodes each warp of the compressed
-/// GEMV has fetched ([`ZIPGEMV_VARIANTS`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ZipGemvAhead {
-    /// The library's choice ([`zipgemv_variant`]).
-    #[default]
-    Auto,
-    One,
-    Two,
-}
-
-impl std::str::FromStr for ZipGemvAhead {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "auto" => Ok(ZipGemvAhead::Auto),
-            "1" => Ok(ZipGemvAhead::One),
-            "2" => Ok(ZipGemvAhead::Two),
-            other => Err(Error::Unsupported(format!(
-                "{ZIPGEMV_AHEAD_ENV}={other:?}: expected 1, 2 or auto"
-            ))),
-        }
-    }
-}
-
-/// The index in [`ZIPGEMV_VARIANTS`] of the variant [`ZipGemvAhead::Auto`]
-/// takes for an `m × k` matrix.
-pub fn zipgemv_variant(_m: usize, _k: usize) -> usize {
-    0
-}
-
-/// The variant a launch for an `m × k` matrix uses on `gpu`.
-fn variant(gpu: &Gpu, m: usize, k: usize) -> usize {
-    let want = match gpu.zipgemv_ahead() {
-        ZipGemvAhead::Auto => return zipgemv_variant(m, k),
-        ZipGemvAhead::One => 1,
-        ZipGemvAhead::Two => 2,
-    };
-    ZIPGEMV_VARIANTS
-        .iter()
-        .position(|v| v.tiles_ahead == want)
-        .expect("a variant per ZipGemvAhead")
-}
-
-/// Blocks of a launch over `m` rows with variant `v`: as few as one wave
-/// holds, the row tiles dealt evenly (as the BF16 GEMV's).
-fn blocks(gpu: &Gpu, m: usize, v: usize) -> usize {
-    gemv_grid(tiles_for(m, TILE_ROWS), gpu.zipgemv_blocks_per_wave(v))
+/// Blocks of a launch over `m` rows: as few as one wave holds, the row
+/// tiles dealt evenly (as the BF16 GEMV's).
+fn blocks(gpu: &Gpu, m: usize) -> usize {
+    gemv_grid(tiles_for(m, TILE_ROWS), gpu.zipgemv_blocks_per_wave())
 }
 
 /// How the GEMV deals out an `m × k` product, in [`SplitK`]'s terms for
@@ -96,7 +41,7 @@ pub(crate) fn split(gpu: &Gpu, m: usize, k: usize) -> SplitK {
         work: WorkSplit {
             units: units as u32,
             col_tiles: tiles_for(k, TILE_COLS) as u32,
-            blocks: blocks(gpu, m, variant(gpu, m, k)).clamp(1, units.max(1)) as u32,
+            blocks: blocks(gpu, m).clamp(1, units.max(1)) as u32,
         },
         chunks: 1,
     }
@@ -125,8 +70,7 @@ pub(crate) fn launch(
             x.as_raw()
         )));
     }
-    let v = variant(gpu, m, k);
-    let grid = u32::try_from(blocks(gpu, m, v)).map_err(|_| {
+    let grid = u32::try_from(blocks(gpu, m)).map_err(|_| {
         Error::Unsupported(format!("compressed GEMV: {m} rows need too many blocks"))
     })?;
     let RawOutput { y, y32, store } = out;
@@ -137,7 +81,7 @@ pub(crate) fn launch(
     // `prepare` allowed.
     unsafe {
         launch_kernel!(
-            gpu.kernels().zipgemv[v],
+            gpu.kernels().zipgemv,
             grid,
             32 * GEMV_WARPS,
             zipgemv_smem_bytes(n) as u32,
@@ -161,23 +105,5 @@ pub(crate) fn launch(
                 store
             )
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ahead_choices_parse_and_name_a_variant() {
-        assert_eq!("1".parse::<ZipGemvAhead>().unwrap(), ZipGemvAhead::One);
-        assert_eq!("2".parse::<ZipGemvAhead>().unwrap(), ZipGemvAhead::Two);
-        assert_eq!("auto".parse::<ZipGemvAhead>().unwrap(), ZipGemvAhead::Auto);
-        let err = "3".parse::<ZipGemvAhead>().unwrap_err().to_string();
-        assert!(err.contains("1, 2 or auto"), "{err}");
-        for ahead in [1, 2] {
-            assert!(ZIPGEMV_VARIANTS.iter().any(|v| v.tiles_ahead == ahead));
-        }
-        assert!(zipgemv_variant(4096, 4096) < ZIPGEMV_VARIANTS.len());
     }
 }

@@ -158,32 +158,9 @@ pub const fn zipgemv_smem_bytes(n: usize) -> usize {
 }
 /// The most [`zipgemv_smem_bytes`] asks for (8 rows).
 pub const ZIPGEMV_SMEM_BYTES: usize = zipgemv_smem_bytes(GEMV_MAX_N);
-/// One compiled variant of the compressed GEMV.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ZipGemvVariant {
-    pub name: &'static str,
-    /// Tiles each warp has fetched ahead of the one it decodes.
-    pub tiles_ahead: usize,
-    /// Blocks per multiprocessor its registers are fitted to
-    /// (`.minnctapersm`, added by the host's build script).
-    pub min_blocks_per_sm: u32,
-}
-
-/// The compressed GEMV's variants: one tile in flight per warp at 80
-/// registers (3 blocks per multiprocessor), or two at up to 128 (2 blocks,
-/// 16 warps with 32 tiles in flight against 24 with 24).
-pub const ZIPGEMV_VARIANTS: [ZipGemvVariant; 2] = [
-    ZipGemvVariant {
-        name: "zipserv_zipgemv",
-        tiles_ahead: 1,
-        min_blocks_per_sm: 3,
-    },
-    ZipGemvVariant {
-        name: "zipserv_zipgemv_ahead2",
-        tiles_ahead: 2,
-        min_blocks_per_sm: 2,
-    },
-];
+/// Blocks per multiprocessor the compressed GEMV's registers are fitted to
+/// (`.minnctapersm`, added by the host's build script).
+pub const ZIPGEMV_MIN_BLOCKS_PER_SM: u32 = 3;
 // Three blocks fit in the 228 KB of a Hopper multiprocessor (1 KB of it
 // reserved per block).
 const _: () = assert!(3 * (ZIPGEMV_SMEM_BYTES + 1024) <= 228 * 1024);

@@ -298,12 +298,20 @@ mod gpu {
         }
     }
 
-    /// The kernel body, fetching each warp's tiles `AHEAD` (1 or 2)
-    /// tiles ahead of the one it decodes (see
-    /// [`ZIPGEMV_VARIANTS`](crate::launch::ZIPGEMV_VARIANTS)).
-    #[inline(always)]
+    /// Compressed `Y[n×rows] = X[n×cols] · Wᵀ` (see the module
+    /// documentation).
+    ///
+    /// # Safety
+    /// The matrix sections describe a validated compressed matrix of
+    /// `rows × cols` (`col_tiles` column tiles, window base `base`); `x`
+    /// holds n × cols BF16, 16-byte aligned; `zipgemv_unsupported(rows,
+    /// cols, n)` is `None`; `y` (BF16, `store` = `STORE_BF16`) or `y32`
+    /// (f32, otherwise) holds n × rows; a grid of at most as many blocks
+    /// as row tiles, each of `32 · GEMV_WARPS` threads with
+    /// `zipgemv_smem_bytes(n)` of dynamic shared memory.
+    #[unsafe(no_mangle)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn zipgemv<const AHEAD: usize>(
+    pub unsafe extern "ptx-kernel" fn zipserv_zipgemv(
         tiles: *const u8,
         exception_starts: *const u32,
         exceptions: *const u16,
@@ -320,7 +328,6 @@ mod gpu {
         y32: *mut f32,
         store: u32,
     ) {
-        const { assert!(AHEAD == 1 || AHEAD == 2, "one or two tiles ahead") };
         let smem = dynamic_shared_memory();
         let (tid, warp) = (thread_idx(), warp_index(thread_idx()));
         let zero = smem + (GEMV_SMEM_BYTES + GEMM_TABLE_BYTES) as u32;
@@ -385,18 +392,11 @@ mod gpu {
             let mut window = StartsWindow::load(&w.view, tile0, w.tile_count, lane_id());
             // The weights depend on no earlier kernel: the first tile is
             // on its way before this waits for the kernel that writes X.
-            // `cur` is the tile at `at`; with two ahead, `pending` the one
-            // after it; `newest` is where the last fetched tile is.
-            let mut cur = Fetched::NONE;
-            let mut pending = Fetched::NONE;
-            let mut newest = at;
-            if active {
-                cur = w.fetch(&mut window, at);
-                if AHEAD == 2 {
-                    newest = w.advance(at, grid);
-                    pending = w.fetch(&mut window, newest);
-                }
-            }
+            let mut cur = if active {
+                w.fetch(&mut window, at)
+            } else {
+                Fetched::NONE
+            };
             start_after_prior_grids();
             if active {
                 w.stage_x(s.x(0), at);
@@ -410,15 +410,9 @@ mod gpu {
                 // `at` is warp-uniform, so the warp takes every turn whole.
                 while at.group == group && at.kt < end {
                     let next_at = w.advance(at, grid);
-                    newest = w.advance(newest, grid);
-                    let fetched = w.fetch(&mut window, newest);
+                    let next = w.fetch(&mut window, next_at);
                     w.multiply_tile(&s, &cur, b, next_at, &mut acc);
-                    if AHEAD == 2 {
-                        cur = pending;
-                        pending = fetched;
-                    } else {
-                        cur = fetched;
-                    }
+                    cur = next;
                     at = next_at;
                     b = 1 - b;
                 }
@@ -431,110 +425,6 @@ mod gpu {
                 };
             }
             cp_async_wait::<0>();
-        }
-    }
-
-    /// Compressed `Y[n×rows] = X[n×cols] · Wᵀ` (see the module
-    /// documentation), each warp's tiles fetched one tile ahead.
-    ///
-    /// # Safety
-    /// The matrix sections describe a validated compressed matrix of
-    /// `rows × cols` (`col_tiles` column tiles, window base `base`); `x`
-    /// holds n × cols BF16, 16-byte aligned; `zipgemv_unsupported(rows,
-    /// cols, n)` is `None`; `y` (BF16, `store` = `STORE_BF16`) or `y32`
-    /// (f32, otherwise) holds n × rows; a grid of at most as many blocks
-    /// as row tiles, each of `32 · GEMV_WARPS` threads with
-    /// `zipgemv_smem_bytes(n)` of dynamic shared memory.
-    #[unsafe(no_mangle)]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe extern "ptx-kernel" fn zipserv_zipgemv(
-        tiles: *const u8,
-        exception_starts: *const u32,
-        exceptions: *const u16,
-        far_starts: *const u32,
-        far_exponents: *const u8,
-        exception_table: *const u8,
-        base: u32,
-        rows: u32,
-        cols: u32,
-        col_tiles: u32,
-        x: *const u16,
-        n: u32,
-        y: *mut u16,
-        y32: *mut f32,
-        store: u32,
-    ) {
-        // SAFETY: the caller's promise, as above.
-        unsafe {
-            zipgemv::<1>(
-                tiles,
-                exception_starts,
-                exceptions,
-                far_starts,
-                far_exponents,
-                exception_table,
-                base,
-                rows,
-                cols,
-                col_tiles,
-                x,
-                n,
-                y,
-                y32,
-                store,
-            )
-        }
-    }
-
-    /// Compressed `Y[n×rows] = X[n×cols] · Wᵀ` (see the module
-    /// documentation), each warp's tiles fetched two tiles ahead.
-    ///
-    /// # Safety
-    /// The matrix sections describe a validated compressed matrix of
-    /// `rows × cols` (`col_tiles` column tiles, window base `base`); `x`
-    /// holds n × cols BF16, 16-byte aligned; `zipgemv_unsupported(rows,
-    /// cols, n)` is `None`; `y` (BF16, `store` = `STORE_BF16`) or `y32`
-    /// (f32, otherwise) holds n × rows; a grid of at most as many blocks
-    /// as row tiles, each of `32 · GEMV_WARPS` threads with
-    /// `zipgemv_smem_bytes(n)` of dynamic shared memory.
-    #[unsafe(no_mangle)]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe extern "ptx-kernel" fn zipserv_zipgemv_ahead2(
-        tiles: *const u8,
-        exception_starts: *const u32,
-        exceptions: *const u16,
-        far_starts: *const u32,
-        far_exponents: *const u8,
-        exception_table: *const u8,
-        base: u32,
-        rows: u32,
-        cols: u32,
-        col_tiles: u32,
-        x: *const u16,
-        n: u32,
-        y: *mut u16,
-        y32: *mut f32,
-        store: u32,
-    ) {
-        // SAFETY: the caller's promise, as above.
-        unsafe {
-            zipgemv::<2>(
-                tiles,
-                exception_starts,
-                exceptions,
-                far_starts,
-                far_exponents,
-                exception_table,
-                base,
-                rows,
-                cols,
-                col_tiles,
-                x,
-                n,
-                y,
-                y32,
-                store,
-            )
         }
     }
 }

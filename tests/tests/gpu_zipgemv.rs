@@ -10,8 +10,7 @@ use half::bf16;
 use zipserv_format::CompressedMatrix;
 use zipserv_format::rng::{SplitMix64, fresh_seed};
 use zipserv_gpu::{
-    DeviceWeights, Error, GemmOptions, GemmOutput, GemmPath, GemmWorkspace, Gpu, ZipGemvAhead,
-    zipgemm_with,
+    DeviceWeights, Error, GemmOptions, GemmOutput, GemmPath, GemmWorkspace, Gpu, zipgemm_with,
 };
 use zipserv_tests::data::{activations, gemm_reference, relative_error, weight_like};
 use zipserv_tests::{gpu_or_skip, upload};
@@ -92,7 +91,7 @@ fn compress(gpu: &Gpu, w: &[bf16], m: usize, k: usize) -> DeviceWeights {
 #[test]
 fn zipgemv_matches_f64_reference() {
     let test = "zipgemv_matches_f64_reference";
-    let Some(mut gpu) = gpu_or_skip(test) else {
+    let Some(gpu) = gpu_or_skip(test) else {
         return;
     };
     let seed = fresh_seed();
@@ -109,18 +108,12 @@ fn zipgemv_matches_f64_reference() {
         let d_w = compress(&gpu, &w, m, k);
         let d_x = upload(&x);
         let want = gemm_reference(&w, &x, m, k, n);
-        // Both variants: one and two tiles fetched ahead.
-        for ahead in [ZipGemvAhead::One, ZipGemvAhead::Two] {
-            gpu.set_zipgemv_ahead(ahead);
-            for (f32_out, bound) in [(false, 1e-2), (true, 1e-5)] {
-                let case = format!(
-                    "seed {seed}, (m, k, n) = ({m}, {k}, {n}), {ahead:?} ahead, f32 out {f32_out}"
-                );
-                let got = run(&gpu, &d_w, &d_x, n, GemmPath::Gemv, f32_out)
-                    .unwrap_or_else(|e| panic!("{case}: {e}"));
-                let err = relative_error(&got, &want).unwrap_or_else(|e| panic!("{case}: {e}"));
-                assert!(err <= bound, "{case}: relative error {err:.3e}");
-            }
+        for (f32_out, bound) in [(false, 1e-2), (true, 1e-5)] {
+            let case = format!("seed {seed}, (m, k, n) = ({m}, {k}, {n}), f32 out {f32_out}");
+            let got = run(&gpu, &d_w, &d_x, n, GemmPath::Gemv, f32_out)
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            let err = relative_error(&got, &want).unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert!(err <= bound, "{case}: relative error {err:.3e}");
         }
     }
 }
@@ -130,7 +123,7 @@ fn zipgemv_matches_f64_reference() {
 #[test]
 fn zipgemv_rows_of_a_batch_equal_each_row_alone() {
     let test = "zipgemv_rows_of_a_batch_equal_each_row_alone";
-    let Some(mut gpu) = gpu_or_skip(test) else {
+    let Some(gpu) = gpu_or_skip(test) else {
         return;
     };
     let seed = fresh_seed();
@@ -139,28 +132,18 @@ fn zipgemv_rows_of_a_batch_equal_each_row_alone() {
     let w = weight_like(&mut rng, m * k, 0.05);
     let x = activations(&mut rng, n * k);
     let d_w = compress(&gpu, &w, m, k);
-    let mut first = None;
-    for ahead in [ZipGemvAhead::One, ZipGemvAhead::Two] {
-        gpu.set_zipgemv_ahead(ahead);
-        let batch = run(&gpu, &d_w, &upload(&x), n, GemmPath::Gemv, true).unwrap();
-        for i in 0..n {
-            let row = upload(&x[i * k..][..k]);
-            let alone = run(&gpu, &d_w, &row, 1, GemmPath::Gemv, true).unwrap();
-            let same = batch[i * m..][..m]
-                .iter()
-                .zip(&alone)
-                .all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(
-                same,
-                "seed {seed}, {ahead:?} ahead: row {i} of the batch differs from it alone"
-            );
-        }
-        // The variants differ only in when loads are issued: same sums.
-        let bits: Vec<u64> = batch.iter().map(|v| v.to_bits()).collect();
-        match &first {
-            None => first = Some(bits),
-            Some(f) => assert!(*f == bits, "seed {seed}: the two variants differ"),
-        }
+    let batch = run(&gpu, &d_w, &upload(&x), n, GemmPath::Gemv, true).unwrap();
+    for i in 0..n {
+        let row = upload(&x[i * k..][..k]);
+        let alone = run(&gpu, &d_w, &row, 1, GemmPath::Gemv, true).unwrap();
+        let same = batch[i * m..][..m]
+            .iter()
+            .zip(&alone)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(
+            same,
+            "seed {seed}: row {i} of the batch differs from it alone"
+        );
     }
 }
 
