@@ -309,6 +309,10 @@ mod gpu {
     /// (f32, otherwise) holds n × rows; a grid of at most as many blocks
     /// as row tiles, each of `32 · GEMV_WARPS` threads with
     /// `zipgemv_smem_bytes(n)` of dynamic shared memory.
+    ///
+    /// The matrix comes as separate parameters, as in the `mma.sync`
+    /// kernel: taken as one by-value `MatrixView` (tried after `d7bae5e`)
+    /// the kernel spilled 4 bytes at its 80 registers.
     #[unsafe(no_mangle)]
     #[allow(clippy::too_many_arguments)]
     pub unsafe extern "ptx-kernel" fn zipserv_zipgemv(
