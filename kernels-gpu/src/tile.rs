@@ -478,3 +478,28 @@ pub unsafe fn patch_a_stage(
         view.patch_in_shared(e, entry, second, lane, table, |slot| s_a + 2 * slot);
     }
 }
+
+/// Copies the matrix's exception table (32 bytes: [`MatrixView`]'s
+/// `exception_table`) to `s_table` in shared memory, repeated over
+/// `GEMM_TABLE_BYTES`: thread `tid` of the block copies one word, threads
+/// from `GEMM_TABLE_BYTES / 4` on none. The block synchronizes before
+/// [`patch_a_stage`] reads it.
+///
+/// # Safety
+/// `table` holds the 32-byte padded table of a validated matrix; `s_table`
+/// is a 4-byte aligned shared address with `GEMM_TABLE_BYTES` writable.
+#[cfg(target_arch = "nvptx64")]
+#[inline(always)]
+pub unsafe fn stage_exception_table(table: *const u8, s_table: u32, tid: u32) {
+    use crate::launch::GEMM_TABLE_BYTES;
+    if tid < (GEMM_TABLE_BYTES / 4) as u32 {
+        // SAFETY: word tid % 8 lies in the 32-byte table; the store in the
+        // caller's shared range.
+        unsafe {
+            crate::ptx::st_shared_u32(
+                s_table + 4 * tid,
+                ld_nc_u32((table as *const u32).add(tid as usize % 8)),
+            )
+        };
+    }
+}

@@ -58,7 +58,7 @@ use crate::ptx::{
     st_shared_u32, st_shared_v4, start_after_prior_grids, sync_threads, sync_warp, thread_idx,
     warp_index,
 };
-use crate::tile::{LaneTile, MatrixView, TileExceptions, patch_a_stage};
+use crate::tile::{LaneTile, MatrixView, TileExceptions, patch_a_stage, stage_exception_table};
 
 /// Kernel arguments besides the matrix.
 #[derive(Clone, Copy)]
@@ -485,12 +485,7 @@ unsafe fn zipgemm<const NT: usize, const EARLY: bool>(view: MatrixView, args: Ge
     // sizes it with `gemm_smem_bytes`); global accesses are bounded by the
     // shapes the host checked.
     unsafe {
-        if tid < (GEMM_TABLE_BYTES / 4) as u32 {
-            st_shared_u32(
-                s.table + 4 * tid,
-                ld_nc_u32((view.exception_table as *const u32).add(tid as usize % 8)),
-            );
-        }
+        stage_exception_table(view.exception_table, s.table, tid);
         // The share, one unit's column range at a time (block-uniform).
         let mut pos = start;
         while pos < end {

@@ -119,10 +119,10 @@ mod gpu {
     };
     use crate::ptx::{
         block_idx, cp_async_16, cp_async_commit, cp_async_wait, dynamic_shared_memory, grid_dim_x,
-        lane_id, ld_nc_u32, ld_shared_v4, ldmatrix_x4, mma_bf16_16816, st_shared_u32, st_shared_v4,
-        start_after_prior_grids, sync_threads, sync_warp, thread_idx, warp_index,
+        lane_id, ld_shared_v4, ldmatrix_x4, mma_bf16_16816, st_shared_v4, start_after_prior_grids,
+        sync_threads, sync_warp, thread_idx, warp_index,
     };
-    use crate::tile::{MatrixView, patch_a_stage};
+    use crate::tile::{MatrixView, patch_a_stage, stage_exception_table};
     use crate::zipgemm::{Fetched, StartsWindow, fetch};
 
     const _: () = assert!(
@@ -393,10 +393,7 @@ mod gpu {
         // SAFETY (every access below): the launch contract above; shared
         // addresses stay inside zipgemv_smem_bytes(n).
         unsafe {
-            if tid < (GEMM_TABLE_BYTES / 4) as u32 {
-                let table = exception_table as *const u32;
-                st_shared_u32(s.table + 4 * tid, ld_nc_u32(table.add(tid as usize % 8)));
-            }
+            stage_exception_table(exception_table, s.table, tid);
             if tid < (X_ROW_BYTES / 16) as u32 {
                 st_shared_v4(s.zero + 16 * tid, [0; 4]);
             }
