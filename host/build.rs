@@ -173,9 +173,12 @@ fn add_launch_bounds(ptx: &str, image: &PtxImage) -> String {
     use zipserv_kernels::catalog::GEMV_BF16;
     use zipserv_kernels::launch::{GEMV_MIN_BLOCKS_PER_SM, GEMV_WARPS};
     let bounds = bounds.chain([(GEMV_BF16, 32 * GEMV_WARPS, GEMV_MIN_BLOCKS_PER_SM)]);
-    use zipserv_kernels::catalog::ZIPGEMV;
-    use zipserv_kernels::launch::ZIPGEMV_MIN_BLOCKS_PER_SM;
-    let bounds = bounds.chain([(ZIPGEMV, 32 * GEMV_WARPS, ZIPGEMV_MIN_BLOCKS_PER_SM)]);
+    use zipserv_kernels::launch::ZIPGEMV_VARIANTS;
+    let bounds = bounds.chain(
+        ZIPGEMV_VARIANTS
+            .iter()
+            .map(|v| (v.name, 32 * GEMV_WARPS, v.min_blocks_per_sm)),
+    );
     // The decompression kernel's bound is fitted to Hopper's image; the
     // portable one (56 registers) would spill under it.
     use zipserv_kernels::launch::{DECOMPRESS_MIN_BLOCKS_PER_SM_90A, DECOMPRESS_WARPS};

@@ -22,7 +22,7 @@ MMA_PER_TILE = {
     "zipserv_gemm_sm90_n16_x2": 8, "zipserv_gemm_sm90_n32_x2": 8, "zipserv_gemm_sm90_n64_x2": 8,
     "zipserv_gemm_sm90_n64": 8, "zipserv_gemm_sm90_n128": 8, "zipserv_gemm_sm90_n256": 8,
     # The compressed GEMV: one tile per warp and turn, 8 HMMA (n = 8 at most).
-    "zipserv_zipgemv": 8,
+    "zipserv_zipgemv": 8, "zipserv_zipgemv_n16": 16,
 }
 WEIGHTS_PER_THREAD_PER_TILE = 64
 

@@ -7,6 +7,7 @@ use cust::device::{Device, DeviceAttribute};
 use cust::module::Module;
 use cust::stream::{Stream, StreamFlags};
 use zipserv_kernels::catalog::{self, PtxImage};
+use zipserv_kernels::launch::ZIPGEMV_VARIANTS;
 use zipserv_kernels::sm90::WGMMA_GEMM_VARIANTS;
 
 use crate::error::{CudaContext, Error, Result};
@@ -92,7 +93,7 @@ pub struct Gpu {
     /// The same for the BF16 GEMV.
     gemv_blocks_per_sm: u32,
     /// The same for the compressed GEMV.
-    zipgemv_blocks_per_sm: u32,
+    zipgemv_blocks_per_sm: [u32; ZIPGEMV_VARIANTS.len()],
     /// The same for the Hopper variants (0 where the image lacks them).
     wgmma_blocks_per_sm: [u32; WGMMA_GEMM_VARIANTS.len()],
     gemm_path: GemmPath,
@@ -266,9 +267,15 @@ impl Gpu {
         self.gemv_blocks_per_sm as usize * self.info.multiprocessors as usize
     }
 
-    /// Blocks of the compressed GEMV that fit on the GPU at once.
-    pub(crate) fn zipgemv_blocks_per_wave(&self) -> usize {
-        self.zipgemv_blocks_per_sm as usize * self.info.multiprocessors as usize
+    /// Blocks of each compressed GEMV variant that fit on the GPU at once.
+    pub(crate) fn zipgemv_waves(&self) -> [usize; ZIPGEMV_VARIANTS.len()] {
+        std::array::from_fn(|i| self.zipgemv_blocks_per_wave(i))
+    }
+
+    /// Blocks of compressed GEMV variant `index` that fit on the GPU at
+    /// once.
+    pub(crate) fn zipgemv_blocks_per_wave(&self, index: usize) -> usize {
+        self.zipgemv_blocks_per_sm[index] as usize * self.info.multiprocessors as usize
     }
 
     /// Blocks of the decompression kernel that run at once on the whole GPU.
@@ -295,7 +302,7 @@ impl Gpu {
     pub fn gemm_split(&self, m: usize, k: usize, n: usize, requested: Option<u32>) -> SplitK {
         match self.gemm_path().resolve(self, m, k, n) {
             GemmPath::Wgmma => self.wgmma_split(m, k, n, requested),
-            GemmPath::Gemv if requested.is_none() => crate::zipgemv::split(self, m, k),
+            GemmPath::Gemv if requested.is_none() => crate::zipgemv::split(self, m, k, n),
             _ => crate::kernels::GemmVariant::choose(self, m, k, n, requested).1,
         }
     }

@@ -17,6 +17,7 @@ use crate::device::Gpu;
 use crate::error::{CudaContext, Error, Result, Shape};
 use crate::launch::{LaunchOrder, allow_shared_memory, launch_kernel};
 use crate::weights::DeviceWeights;
+use zipserv_kernels::launch::ZIPGEMV_VARIANTS;
 use zipserv_kernels::zipgemv::zipgemv_unsupported;
 
 /// Where ZipGEMM writes `Y` (N × M, row-major).
@@ -53,9 +54,9 @@ pub const MIN_WAVE_FILL: f64 = 0.9;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GemmPath {
     /// The library's choice: [`GemmPath::Gemv`] where [`gemv_auto`] says
-    /// (up to [`ZIPGEMV_AUTO_MAX_N`] activation rows on matrices below
-    /// [`ZIPGEMV_AUTO_MAX_ELEMENTS`], without launch overlap, X on a
-    /// 16-byte boundary), [`GemmPath::Wgmma`] where the device runs it and N
+    /// (up to [`ZIPGEMV_AUTO_MAX_N`] activation rows where one wave of its
+    /// blocks holds every row tile, without launch overlap, X on a 16-byte
+    /// boundary), [`GemmPath::Wgmma`] where the device runs it and N
     /// reaches [`WGMMA_MIN_N`], else [`GemmPath::MmaSync`].
     #[default]
     Auto,
@@ -64,17 +65,16 @@ pub enum GemmPath {
     /// The Hopper kernel (`zipserv_gemm_sm90_*`, `wgmma`), compute
     /// capability 9.0 with the sm_90a image only.
     Wgmma,
-    /// The compressed GEMV (`zipserv_zipgemv`), any sm_80+ card, for at
-    /// most [`GEMV_MAX_N`](zipserv_kernels::launch::GEMV_MAX_N) activation
+    /// The compressed GEMV (`zipserv_zipgemv`, `zipserv_zipgemv_n16`), any
+    /// sm_80+ card, for at most
+    /// [`ZIPGEMV_MAX_N`](zipserv_kernels::launch::ZIPGEMV_MAX_N) activation
     /// rows ([`zipgemv_unsupported`] says which shapes).
     Gemv,
 }
 
 /// Most activation rows for which [`GemmPath::Auto`] takes the compressed
 /// GEMV.
-pub const ZIPGEMV_AUTO_MAX_N: usize = zipserv_kernels::launch::GEMV_MAX_N;
-/// Largest matrix (elements) [`GemmPath::Auto`] gives the compressed GEMV.
-pub const ZIPGEMV_AUTO_MAX_ELEMENTS: usize = LARGE_MATRIX_ELEMENTS;
+pub const ZIPGEMV_AUTO_MAX_N: usize = zipserv_kernels::launch::ZIPGEMV_MAX_N;
 
 /// Smallest N for which [`GemmPath::Auto`] takes the Hopper kernel, if
 /// any. Measured on an H200 (docs/PERFORMANCE.md, "Hopper ZipGEMM"), the
@@ -115,7 +115,9 @@ impl GemmPath {
     /// takes on `gpu`.
     pub fn resolve(self, gpu: &Gpu, m: usize, k: usize, n: usize) -> GemmPath {
         match self {
-            GemmPath::Auto if gemv_auto(m, k, n, gpu.launch_order()) => GemmPath::Gemv,
+            GemmPath::Auto if gemv_auto(m, k, n, gpu.launch_order(), &gpu.zipgemv_waves()) => {
+                GemmPath::Gemv
+            }
             GemmPath::Auto
                 if gpu.has_wgmma() && wgmma_auto(n, m, k, gpu.info().multiprocessors as usize) =>
             {
@@ -129,23 +131,39 @@ impl GemmPath {
 
 /// Whether [`GemmPath::Auto`] takes the compressed GEMV for `n`
 /// activation rows and an `m × k` matrix (given X on a 16-byte boundary)
-/// when the device launches in `order`.
+/// when the device launches in `order` and `waves[i]` blocks of GEMV
+/// variant `i` (`launch::ZIPGEMV_VARIANTS`) fit on it at once.
 ///
-/// Measured on an H200 (docs/PERFORMANCE.md, "A compressed GEMV"): alone,
-/// at N = 1 / 8, 4096×4096 9.40 / 9.84 µs against the `mma.sync` kernel's
-/// 11.24 / 11.35 and 6144×4096 11.86 / 13.11 against 13.93 / 14.38; on
-/// the large shapes it loses (28672×4096 46.1 / 51.4 against 43.9 / 44.9;
-/// 4096×14336 even). With launch overlap, in the engine's decode step, the
-/// GEMV on the small shapes gained nothing at batch 1 (3.654 against
-/// 3.661 ms a step) and lost 1.6% at batch 8 (3.978 against 3.917): what
-/// it saves is the `mma.sync` kernel's fixed cost per product, which
-/// overlap already hides. So it is taken for products launched one after
-/// another only.
-pub fn gemv_auto(m: usize, k: usize, n: usize, order: LaunchOrder) -> bool {
+/// The rule: launched one after another, and one wave of the variant's
+/// blocks holds every row tile, so that no block takes a second row. Where
+/// blocks take several rows in turn, the `mma.sync` kernel's even shares
+/// win. Measured on an H200 (docs/PERFORMANCE.md, "A compressed GEMV" and
+/// "Up to 16 rows"), alone, GEMV against the library's kernel before:
+/// - n ≤ 8 (3 blocks per SM, 396 slots): 4096×4096 9.40 / 9.84 µs at N = 1
+///   / 8 against 11.24 / 11.35, 6144×4096 (384 row tiles) 11.86 / 13.11
+///   against 13.93 / 14.38, 4096×14336 24.68 / 25.91 against 25.20 /
+///   25.69; 28672×4096 (1792 row tiles) 46.1 / 51.4 against 43.9 / 44.9;
+/// - 9 ≤ n ≤ 16 (2 blocks per SM, 264 slots): 4096×4096 9.88 / 11.17 µs at
+///   N = 9 / 16 against 12.41 / 12.93, 4096×14336 26.47 / 29.05 against
+///   28.70 / 28.75; 6144×4096 (384 row tiles) 16.83 / 19.09 against 16.71
+///   / 16.93.
+///
+/// With launch overlap, in the engine's decode step, the GEMV on the small
+/// shapes gained nothing at batch 1 (3.654 against 3.661 ms a step) and
+/// lost 1.6% at batch 8 (3.978 against 3.917): what it saves is the
+/// `mma.sync` kernel's fixed cost per product, which overlap already
+/// hides. So it is taken for products launched one after another only.
+pub fn gemv_auto(
+    m: usize,
+    k: usize,
+    n: usize,
+    order: LaunchOrder,
+    waves: &[usize; ZIPGEMV_VARIANTS.len()],
+) -> bool {
     order == LaunchOrder::AfterPrevious
         && n <= ZIPGEMV_AUTO_MAX_N
-        && m.saturating_mul(k) < ZIPGEMV_AUTO_MAX_ELEMENTS
         && zipgemv_unsupported(m, k, n).is_none()
+        && tiles_for(m, TILE_ROWS) <= waves[crate::zipgemv::zipgemv_variant(n)]
 }
 
 impl std::str::FromStr for GemmPath {
@@ -932,28 +950,40 @@ impl<'gpu> ZipGemm<'gpu> {
 mod tests {
     use super::*;
 
-    /// The compressed GEMV takes decode batches of up to 8 rows on the
-    /// matrices below `LARGE_MATRIX_ELEMENTS` it can run, launched one
-    /// after another.
+    /// The compressed GEMV takes decode batches of up to 16 rows where one
+    /// wave of its blocks holds every row tile (an H200's: 396 blocks of
+    /// the n ≤ 8 variant, 264 of the n ≤ 16 one), launched one after
+    /// another.
     #[test]
-    fn gemv_takes_small_decode_batches() {
-        let after = LaunchOrder::AfterPrevious;
-        for (m, k) in [(4096, 4096), (6144, 4096), (576, 576), (49152, 576)] {
-            for n in 1..=8 {
-                assert!(gemv_auto(m, k, n, after), "{m}x{k} at N = {n}");
+    fn gemv_takes_decode_batches_one_row_tile_per_block() {
+        let (after, waves) = (LaunchOrder::AfterPrevious, [396, 264]);
+        for (m, k, most) in [
+            (4096, 4096, 16),
+            (4096, 14336, 16),
+            (6144, 4096, 8),
+            (576, 576, 16),
+            (4224, 64, 16),
+            (4240, 64, 8),
+        ] {
+            for n in 1..=16 {
+                assert_eq!(
+                    gemv_auto(m, k, n, after, &waves),
+                    n <= most,
+                    "{m}x{k} at N = {n}"
+                );
                 assert!(
-                    !gemv_auto(m, k, n, LaunchOrder::Overlapped),
+                    !gemv_auto(m, k, n, LaunchOrder::Overlapped, &waves),
                     "{m}x{k} at N = {n}"
                 );
             }
-            assert!(!gemv_auto(m, k, 9, after), "{m}x{k} at N = 9");
+            assert!(!gemv_auto(m, k, 17, after, &waves), "{m}x{k} at N = 17");
         }
-        for (m, k) in [(28672, 4096), (4096, 14336), (128256, 4096)] {
-            assert!(!gemv_auto(m, k, 1, after), "{m}x{k}");
+        for (m, k) in [(28672, 4096), (128256, 4096), (49152, 576)] {
+            assert!(!gemv_auto(m, k, 1, after, &waves), "{m}x{k}");
         }
-        assert!(!gemv_auto(4096, 4095, 1, after));
-        assert!(!gemv_auto(4096, 4092, 1, after));
-        assert!(!gemv_auto(0, 4096, 1, after));
+        assert!(!gemv_auto(4096, 4095, 1, after, &waves));
+        assert!(!gemv_auto(4096, 4092, 1, after, &waves));
+        assert!(!gemv_auto(0, 4096, 1, after, &waves));
         assert_eq!("gemv".parse::<GemmPath>().unwrap(), GemmPath::Gemv);
         let err = "fused".parse::<GemmPath>().unwrap_err().to_string();
         assert!(err.contains("gemv"), "{err}");

@@ -8,8 +8,8 @@ use std::ffi::c_void;
 use cust::function::GridSize;
 use cust::module::Module;
 use cust::sys::{CUfunction, CUfunction_attribute, CUstream, cudaError_enum};
-use zipserv_kernels::catalog::{GEMV_BF16, X_PITCH, ZIPGEMV};
-use zipserv_kernels::launch::GEMM_VARIANTS;
+use zipserv_kernels::catalog::{GEMV_BF16, X_PITCH};
+use zipserv_kernels::launch::{GEMM_VARIANTS, ZIPGEMV_VARIANTS};
 use zipserv_kernels::sm90::WGMMA_GEMM_VARIANTS;
 
 use crate::driver::{LaunchAttribute, LaunchConfig, PROGRAMMATIC_STREAM_SERIALIZATION};
@@ -100,7 +100,8 @@ pub(crate) struct Kernels {
     pub(crate) decompress: Kernel,
     pub(crate) demo: Kernel,
     pub(crate) gemv: Kernel,
-    pub(crate) zipgemv: Kernel,
+    /// One per `launch::ZIPGEMV_VARIANTS`.
+    pub(crate) zipgemv: [Kernel; ZIPGEMV_VARIANTS.len()],
     /// One per `launch::GEMM_VARIANTS`.
     pub(crate) gemm: [Kernel; GEMM_VARIANTS.len()],
     /// One per `sm90::WGMMA_GEMM_VARIANTS`, and the activation copy they may
@@ -127,7 +128,7 @@ impl Kernels {
             decompress: Kernel::resolve(module, "zipserv_decompress")?,
             demo: Kernel::resolve(module, "demo_mma_16x8x16")?,
             gemv: Kernel::resolve(module, GEMV_BF16)?,
-            zipgemv: Kernel::resolve(module, ZIPGEMV)?,
+            zipgemv: each(module, ZIPGEMV_VARIANTS.map(|v| v.name))?,
             gemm: each(module, GEMM_VARIANTS.map(|v| v.name))?,
             wgmma,
         })

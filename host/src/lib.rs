@@ -82,8 +82,8 @@ pub use gemv::{
 pub use graph::Graph;
 pub use kernels::{
     CompressedPath, Fetch, GemmOptions, GemmOutput, GemmPath, GemmWorkspace, LARGE_MATRIX_ELEMENTS,
-    OutputType, SplitK, WGMMA_MIN_N, ZIPGEMV_AUTO_MAX_ELEMENTS, ZIPGEMV_AUTO_MAX_N, ZipGemm,
-    compressed_path, decompress, decompress_raw, gemv_auto, zipgemm, zipgemm_raw, zipgemm_with,
+    OutputType, SplitK, WGMMA_MIN_N, ZIPGEMV_AUTO_MAX_N, ZipGemm, compressed_path, decompress,
+    decompress_raw, gemv_auto, zipgemm, zipgemm_raw, zipgemm_with,
 };
 pub use launch::{Kernel, LaunchOrder};
 pub use weights::{DeviceWeights, Sections};

@@ -7,10 +7,9 @@ use cust::memory::DevicePointer;
 use cust::module::Module;
 use cust::sys::CUstream;
 use half::bf16;
-use zipserv_kernels::catalog::ZIPGEMV;
 use zipserv_kernels::format::{TILE_COLS, TILE_ROWS, tiles_for};
 use zipserv_kernels::gemv::gemv_grid;
-use zipserv_kernels::launch::{GEMV_WARPS, WorkSplit, ZIPGEMV_SMEM_BYTES, zipgemv_smem_bytes};
+use zipserv_kernels::launch::{GEMV_WARPS, WorkSplit, ZIPGEMV_VARIANTS, zipgemv_smem_bytes};
 use zipserv_kernels::zipgemv::zipgemv_unsupported;
 
 use crate::device::Gpu;
@@ -19,29 +18,45 @@ use crate::kernels::{RawOutput, SplitK};
 use crate::launch::{allow_shared_memory, launch_kernel};
 use crate::weights::DeviceWeights;
 
-/// Lets the kernel use its dynamic shared memory (the most, 8 rows) and
-/// returns how many blocks of that fit on one multiprocessor.
-pub(crate) fn prepare(module: &Module) -> Result<u32> {
-    let function = module.get_function(ZIPGEMV).cuda("cuModuleGetFunction")?;
-    Ok(allow_shared_memory(&function, ZIPGEMV_SMEM_BYTES, 32 * GEMV_WARPS)?.max(1))
+/// Lets each variant use its dynamic shared memory (the most it asks for)
+/// and returns how many blocks of that fit on one multiprocessor.
+pub(crate) fn prepare(module: &Module) -> Result<[u32; ZIPGEMV_VARIANTS.len()]> {
+    let mut blocks = [0; ZIPGEMV_VARIANTS.len()];
+    for (slot, v) in blocks.iter_mut().zip(ZIPGEMV_VARIANTS) {
+        let function = module.get_function(v.name).cuda("cuModuleGetFunction")?;
+        *slot = allow_shared_memory(&function, v.max_smem_bytes(), 32 * GEMV_WARPS)?.max(1);
+    }
+    Ok(blocks)
 }
 
-/// Blocks of a launch over `m` rows: as few as one wave holds, the row
-/// tiles dealt evenly (as the BF16 GEMV's).
-fn blocks(gpu: &Gpu, m: usize) -> usize {
-    gemv_grid(tiles_for(m, TILE_ROWS), gpu.zipgemv_blocks_per_wave())
+/// Index into [`ZIPGEMV_VARIANTS`] of the narrowest variant that takes
+/// `n` activation rows (the widest past them all; the launch refuses).
+pub fn zipgemv_variant(n: usize) -> usize {
+    ZIPGEMV_VARIANTS
+        .iter()
+        .position(|v| n <= v.max_n())
+        .unwrap_or(ZIPGEMV_VARIANTS.len() - 1)
 }
 
-/// How the GEMV deals out an `m × k` product, in [`SplitK`]'s terms for
-/// reports: its units are single row tiles, none is cut (one slice each),
-/// and `blocks` is the grid.
-pub(crate) fn split(gpu: &Gpu, m: usize, k: usize) -> SplitK {
+/// Blocks of a launch of variant `variant` over `m` rows: as few as one
+/// wave holds, the row tiles dealt evenly (as the BF16 GEMV's).
+fn blocks(gpu: &Gpu, variant: usize, m: usize) -> usize {
+    gemv_grid(
+        tiles_for(m, TILE_ROWS),
+        gpu.zipgemv_blocks_per_wave(variant),
+    )
+}
+
+/// How the GEMV deals out an `m × k` product with `n` activation rows, in
+/// [`SplitK`]'s terms for reports: its units are single row tiles, none is
+/// cut (one slice each), and `blocks` is the grid.
+pub(crate) fn split(gpu: &Gpu, m: usize, k: usize, n: usize) -> SplitK {
     let units = tiles_for(m, TILE_ROWS);
     SplitK {
         work: WorkSplit {
             units: units as u32,
             col_tiles: tiles_for(k, TILE_COLS) as u32,
-            blocks: blocks(gpu, m).clamp(1, units.max(1)) as u32,
+            blocks: blocks(gpu, zipgemv_variant(n), m).clamp(1, units.max(1)) as u32,
         },
         chunks: 1,
     }
@@ -70,7 +85,8 @@ pub(crate) fn launch(
             x.as_raw()
         )));
     }
-    let grid = u32::try_from(blocks(gpu, m)).map_err(|_| {
+    let variant = zipgemv_variant(n);
+    let grid = u32::try_from(blocks(gpu, variant, m)).map_err(|_| {
         Error::Unsupported(format!("compressed GEMV: {m} rows need too many blocks"))
     })?;
     let RawOutput { y, y32, store } = out;
@@ -81,7 +97,7 @@ pub(crate) fn launch(
     // `prepare` allowed.
     unsafe {
         launch_kernel!(
-            gpu.kernels().zipgemv,
+            gpu.kernels().zipgemv[variant],
             grid,
             32 * GEMV_WARPS,
             zipgemv_smem_bytes(n) as u32,

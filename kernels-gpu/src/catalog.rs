@@ -10,7 +10,7 @@
 //! Ampere, Ada, and on Hopper as the fallback when the driver cannot load
 //! the `sm_90a` image.
 
-use crate::launch::GEMM_VARIANTS;
+use crate::launch::{GEMM_VARIANTS, ZIPGEMV_VARIANTS};
 use crate::sm90::WGMMA_GEMM_VARIANTS;
 
 /// One PTX image the host embeds.
@@ -54,8 +54,9 @@ pub const DEMO_WGMMA: &str = "demo_wgmma_m64n64k64";
 pub const DECOMPRESS: &str = "zipserv_decompress";
 /// The BF16 matrix-vector product of decode batches (`gemv`).
 pub const GEMV_BF16: &str = "zipserv_gemv_bf16";
-/// The compressed matrix-vector product of decode batches (`zipgemv`).
-pub const ZIPGEMV: &str = "zipserv_zipgemv";
+/// The compressed matrix-vector product of decode batches (`zipgemv`),
+/// its variant for up to 8 activation rows (`launch::ZIPGEMV_VARIANTS`).
+pub const ZIPGEMV: &str = ZIPGEMV_VARIANTS[0].name;
 
 /// Copies activations to a buffer whose row pitch TMA accepts (sm_90a).
 pub const X_PITCH: &str = "zipserv_x_pitch";
@@ -85,6 +86,7 @@ pub const SM80: PtxImage = PtxImage {
         DECOMPRESS,
         GEMV_BF16,
         ZIPGEMV,
+        ZIPGEMV_VARIANTS[1].name,
         GEMM_VARIANTS[0].name,
         GEMM_VARIANTS[1].name,
         GEMM_VARIANTS[2].name,
@@ -114,6 +116,7 @@ pub const SM90A: PtxImage = PtxImage {
         DECOMPRESS,
         GEMV_BF16,
         ZIPGEMV,
+        ZIPGEMV_VARIANTS[1].name,
         GEMM_VARIANTS[0].name,
         GEMM_VARIANTS[1].name,
         GEMM_VARIANTS[2].name,

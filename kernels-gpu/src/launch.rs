@@ -156,14 +156,58 @@ pub const fn zipgemv_smem_bytes(n: usize) -> usize {
         + crate::zipgemv::X_ROW_BYTES
         + GEMV_WARPS as usize * zipgemv_warp_bytes(n)
 }
-/// The most [`zipgemv_smem_bytes`] asks for (8 rows).
-pub const ZIPGEMV_SMEM_BYTES: usize = zipgemv_smem_bytes(GEMV_MAX_N);
-/// Blocks per multiprocessor the compressed GEMV's registers are fitted to
-/// (`.minnctapersm`, added by the host's build script).
-pub const ZIPGEMV_MIN_BLOCKS_PER_SM: u32 = 3;
-// Three blocks fit in the 228 KB of a Hopper multiprocessor (1 KB of it
-// reserved per block).
-const _: () = assert!(3 * (ZIPGEMV_SMEM_BYTES + 1024) <= 228 * 1024);
+/// One compiled variant of the compressed GEMV: `nt` groups of 8
+/// activation rows (one `mma` per k-step each), so `n ≤ 8 · nt`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ZipgemvVariant {
+    pub name: &'static str,
+    pub nt: usize,
+    /// Blocks per multiprocessor its registers are fitted to
+    /// (`.minnctapersm`, added by the host's build script).
+    pub min_blocks_per_sm: u32,
+}
+
+impl ZipgemvVariant {
+    /// Most activation rows it takes.
+    pub const fn max_n(&self) -> usize {
+        8 * self.nt
+    }
+
+    /// The most [`zipgemv_smem_bytes`] it asks for.
+    pub const fn max_smem_bytes(&self) -> usize {
+        zipgemv_smem_bytes(self.max_n())
+    }
+}
+
+/// The compressed GEMV's variants, narrowest first: n ≤ 8 at three blocks
+/// per multiprocessor; n ≤ 16 at two (its activation buffers of 16 rows
+/// make a block 107 KB).
+pub const ZIPGEMV_VARIANTS: [ZipgemvVariant; 2] = [
+    ZipgemvVariant {
+        name: "zipserv_zipgemv",
+        nt: 1,
+        min_blocks_per_sm: 3,
+    },
+    ZipgemvVariant {
+        name: "zipserv_zipgemv_n16",
+        nt: 2,
+        min_blocks_per_sm: 2,
+    },
+];
+/// Most activation rows of a compressed GEMV product.
+pub const ZIPGEMV_MAX_N: usize = ZIPGEMV_VARIANTS[ZIPGEMV_VARIANTS.len() - 1].max_n();
+/// The most [`zipgemv_smem_bytes`] any variant asks for.
+pub const ZIPGEMV_SMEM_BYTES: usize = zipgemv_smem_bytes(ZIPGEMV_MAX_N);
+// Each variant's blocks fit in the 228 KB of a Hopper multiprocessor (1 KB
+// of it reserved per block) as often as its registers are fitted for.
+const _: () = {
+    let mut i = 0;
+    while i < ZIPGEMV_VARIANTS.len() {
+        let v = ZIPGEMV_VARIANTS[i];
+        assert!(v.min_blocks_per_sm as usize * (v.max_smem_bytes() + 1024) <= 228 * 1024);
+        i += 1;
+    }
+};
 
 // Tried (commit `4b5fdad`, H200): W staged through a per-warp
 // shared-memory ring of 4 steps by `cp.async` (3 in flight, 6 KB per warp

@@ -1,5 +1,5 @@
 //! The compressed matrix-vector product of decode batches, `Y[n×m] =
-//! X[n×k] · Wᵀ` for n ≤ [`GEMV_MAX_N`] with `W` compressed: the BF16 GEMV's
+//! X[n×k] · Wᵀ` for n ≤ [`ZIPGEMV_MAX_N`] with `W` compressed: the BF16 GEMV's
 //! way of dealing out work (`gemv`), with the `mma.sync` ZipGEMM's tile
 //! decode (`zipgemm`).
 //!
@@ -32,16 +32,23 @@
 //!   order, each lane patches about one exception's exponent there, and
 //!   each k-step's A fragment comes back with one 16-byte shared load into
 //!   `mma.m16n8k16` (the activation rows are B's 8 columns: one `mma` per
-//!   k-step whatever n).
+//!   k-step and n-tile of 8 rows whatever n).
+//! - two variants ([`ZIPGEMV_VARIANTS`](crate::launch::ZIPGEMV_VARIANTS)):
+//!   one n-tile (n ≤ 8, 80 registers, 3 blocks per multiprocessor) and two
+//!   (n ≤ 16, 128 registers, 2 blocks: its 16-row activation buffers make
+//!   a block 107 KB); the second decodes each tile once for both n-tiles.
 //!
-//! Measured on an H200 (docs/PERFORMANCE.md, "A compressed GEMV"): 13–16%
-//! faster than the `mma.sync` kernel on 4096×4096 and 6144×4096 launched
-//! alone, slower on the large Llama-3-8B shapes, and no faster in a decode
-//! step launched with overlap, which already hides the fixed cost it
-//! saves; the host's `gemv_auto` takes it accordingly.
+//! Measured on an H200 (docs/PERFORMANCE.md, "A compressed GEMV" and "Up
+//! to 16 rows"): launched alone, 13–16% faster than the `mma.sync` kernel
+//! on 4096×4096 and 6144×4096 at n ≤ 8, and 14–21% on 4096×4096 at n =
+//! 9–16 (the n16 variant against the `mma.sync` n16 one); slower where its
+//! blocks take several row tiles each (28672×4096, and 6144×4096 at n >
+//! 8); no faster in a decode step launched with overlap, which already
+//! hides the fixed cost it saves. The host's `gemv_auto` takes it
+//! accordingly.
 
 use crate::format::TILE_COLS;
-use crate::launch::GEMV_MAX_N;
+use crate::launch::ZIPGEMV_MAX_N;
 
 /// Columns, relative to a tile's first, of the two activation words lane
 /// `lane` gives `mma.m16n8k16` as its B fragment in k-step `s`: `b0` holds
@@ -57,29 +64,30 @@ pub const fn x_columns(lane: u32, s: u32) -> [u32; 2] {
 
 /// Bytes of one activation row of one tile (128 columns, BF16).
 pub const X_ROW_BYTES: usize = TILE_COLS * 2;
-/// Bytes of an activation buffer of all 8 rows.
-pub const X_STAGE_BYTES: usize = GEMV_MAX_N * X_ROW_BYTES;
+/// Bytes of an activation buffer of the most rows (16).
+pub const X_STAGE_BYTES: usize = ZIPGEMV_MAX_N * X_ROW_BYTES;
 
 /// Byte offset in an activation buffer of the 16 bytes (8 columns) `unit`
-/// (0..16) of activation row `row` (0..8): rows 256 bytes apart, the units
+/// (0..16) of activation row `row` (0..16): rows 256 bytes apart, the units
 /// of row `r` permuted by `unit ^ r`, so the 8 row addresses of one
-/// `ldmatrix` matrix (one unit, rows 0..8) fall in 8 different groups of
-/// four banks: no conflicts.
+/// `ldmatrix` matrix (one unit, rows `8j..8j + 8`) fall in 8 different
+/// groups of four banks: no conflicts.
 #[inline(always)]
 pub const fn x_stage_offset(row: u32, unit: u32) -> u32 {
     row * (TILE_COLS as u32 * 2) + ((unit ^ row) * 16)
 }
 
 /// The shared address lane `lane` gives `ldmatrix.x4` for k-steps `2p` and
-/// `2p + 1` of the buffer at `stage`, which holds rows `0..n`: matrix `q =
-/// lane / 8` is units `4p + q` of rows 0..8, and lane `l`'s register `q`
-/// is then row `l / 4`, columns `2(l % 4), +1` of it, which is B's `b0` of
-/// k-step `2p` (`q` = 0), `b1` (1), and the same of k-step `2p + 1` (2, 3):
-/// the columns of [`x_columns`]. Rows from `n` on are read from the row of
-/// zeros at `zero`.
+/// `2p + 1` of n-tile `j` (activation rows `8j..8j + 8`) of the buffer at
+/// `stage`, which holds rows `0..n`: matrix `q = lane / 8` is units `4p +
+/// q` of those 8 rows, and lane `l`'s register `q` is then row `8j + l /
+/// 4`, columns `2(l % 4), +1` of it, which is B's `b0` of k-step `2p` (`q`
+/// = 0), `b1` (1), and the same of k-step `2p + 1` (2, 3): the columns of
+/// [`x_columns`]. Rows from `n` on are read from the row of zeros at
+/// `zero`.
 #[inline(always)]
-pub const fn x_fragment_address(stage: u32, zero: u32, n: u32, lane: u32, p: u32) -> u32 {
-    let (row, unit) = (lane % 8, 4 * p + lane / 8);
+pub const fn x_fragment_address(stage: u32, zero: u32, n: u32, lane: u32, j: u32, p: u32) -> u32 {
+    let (row, unit) = (8 * j + lane % 8, 4 * p + lane / 8);
     if row < n {
         stage + x_stage_offset(row, unit)
     } else {
@@ -93,8 +101,8 @@ pub const fn x_fragment_address(stage: u32, zero: u32, n: u32, lane: u32, p: u32
 pub fn zipgemv_unsupported(m: usize, k: usize, n: usize) -> Option<&'static str> {
     if m == 0 || k == 0 || n == 0 {
         Some("an empty product")
-    } else if n > GEMV_MAX_N {
-        Some("more activation rows than the compressed GEMV's 8")
+    } else if n > ZIPGEMV_MAX_N {
+        Some("more activation rows than the compressed GEMV's 16")
     } else if !k.is_multiple_of(8) {
         Some("a row length (k) that is not a multiple of 8")
     } else if n
@@ -115,7 +123,8 @@ mod gpu {
     use crate::gemv::gpu::{GroupOutput, finish_group};
     use crate::gemv::{GemvLane, warp_blocks};
     use crate::launch::{
-        GEMM_A_STAGE_BYTES, GEMM_TABLE_BYTES, GEMV_SMEM_BYTES, GEMV_WARPS, zipgemv_warp_bytes,
+        GEMM_A_STAGE_BYTES, GEMM_TABLE_BYTES, GEMV_SMEM_BYTES, GEMV_WARPS, ZIPGEMV_VARIANTS,
+        ZipgemvVariant, zipgemv_warp_bytes,
     };
     use crate::ptx::{
         block_idx, cp_async_16, cp_async_commit, cp_async_wait, dynamic_shared_memory, grid_dim_x,
@@ -214,14 +223,14 @@ mod gpu {
         /// zeros). The tile's padding columns must meet zeros: they decode
         /// to the window base, not to zero.
         #[inline(always)]
-        unsafe fn stage_x(&self, stage: u32, at: Cursor) {
+        unsafe fn stage_x<const NT: usize>(&self, stage: u32, at: Cursor) {
             let lane = lane_id();
             let (row0, unit) = (lane / 16, lane % 16);
             let col = at.kt * TILE_COLS as u32 + 8 * unit;
             let k = self.view.cols;
             if at.group < self.row_tiles {
                 let mut j = 0;
-                while j < GEMV_MAX_N as u32 / 2 {
+                while j < 4 * NT as u32 {
                     let row = row0 + 2 * j;
                     if row < self.n {
                         let inside = col < k;
@@ -253,13 +262,13 @@ mod gpu {
         /// its products to `acc`. The tile's `mma` chain starts from zero
         /// and is added to `acc` in f32, as in the BF16 GEMV.
         #[inline(always)]
-        unsafe fn multiply_tile(
+        unsafe fn multiply_tile<const NT: usize>(
             &self,
             s: &Smem,
             cur: &Fetched,
             b: u32,
             next: Cursor,
-            acc: &mut [f32; 4],
+            acc: &mut [[f32; 4]; NT],
         ) {
             let lane = lane_id();
             let (sm, codes) = (&cur.tile.sm, &cur.tile.codes);
@@ -274,7 +283,7 @@ mod gpu {
                 // After this every lane is done with the previous tile,
                 // whose activations were in buffer 1 - b.
                 sync_warp();
-                self.stage_x(s.x(1 - b), next);
+                self.stage_x::<NT>(s.x(1 - b), next);
                 if cur.exceptions.count > 0 {
                     patch_a_stage(
                         &self.view,
@@ -289,57 +298,56 @@ mod gpu {
                 // This tile's activations (all but the newest group).
                 cp_async_wait::<1>();
                 sync_warp();
-                let mut part = [0f32; 4];
+                let mut part = [[0f32; 4]; NT];
                 seq_macro::seq!(P in 0..4 {
-                    let bx = ldmatrix_x4(x_fragment_address(s.x(b), s.zero, self.n, lane, P));
+                    let mut bx = [[0u32; 4]; NT];
+                    seq_macro::seq!(J in 0..2 {
+                        if J < NT {
+                            bx[J] = ldmatrix_x4(x_fragment_address(
+                                s.x(b), s.zero, self.n, lane, J, P,
+                            ));
+                        }
+                    });
                     seq_macro::seq!(H in 0..2 {
                         let a = ld_shared_v4(s.a + ((2 * P + H) * LANES as u32 + lane) * 16);
-                        part = mma_bf16_16816(a, [bx[2 * H], bx[2 * H + 1]], part);
+                        seq_macro::seq!(J in 0..2 {
+                            if J < NT {
+                                part[J] = mma_bf16_16816(
+                                    a, [bx[J][2 * H], bx[J][2 * H + 1]], part[J],
+                                );
+                            }
+                        });
                     });
                 });
-                let mut i = 0;
-                while i < 4 {
-                    acc[i] += part[i];
-                    i += 1;
-                }
+                seq_macro::seq!(J in 0..2 {
+                    if J < NT {
+                        seq_macro::seq!(I in 0..4 {
+                            acc[J][I] += part[J][I];
+                        });
+                    }
+                });
             }
         }
     }
 
-    /// Compressed `Y[n×rows] = X[n×cols] · Wᵀ` (see the module
-    /// documentation).
+    /// The kernel's body for `NT` n-tiles (see the module documentation
+    /// and [`ZIPGEMV_VARIANTS`]); `matrix` and the rest as the entry
+    /// points receive them.
     ///
     /// # Safety
-    /// The matrix sections describe a validated compressed matrix of
-    /// `rows × cols` (`col_tiles` column tiles, window base `base`); `x`
-    /// holds n × cols BF16, 16-byte aligned; `zipgemv_unsupported(rows,
-    /// cols, n)` is `None`; `y` (BF16, `store` = `STORE_BF16`) or `y32`
-    /// (f32, otherwise) holds n × rows; a grid of at most as many blocks
-    /// as row tiles, each of `32 · GEMV_WARPS` threads with
-    /// `zipgemv_smem_bytes(n)` of dynamic shared memory.
-    ///
-    /// The matrix comes as separate parameters, as in the `mma.sync`
-    /// kernel: taken as one by-value `MatrixView` (tried after `d7bae5e`)
-    /// the kernel spilled 4 bytes at its 80 registers.
-    #[unsafe(no_mangle)]
+    /// As the entry points'.
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    pub unsafe extern "ptx-kernel" fn zipserv_zipgemv(
-        tiles: *const u8,
-        exception_starts: *const u32,
-        exceptions: *const u16,
-        far_starts: *const u32,
-        far_exponents: *const u8,
-        exception_table: *const u8,
-        base: u32,
-        rows: u32,
-        cols: u32,
-        col_tiles: u32,
+    unsafe fn zipgemv<const NT: usize>(
+        view: MatrixView,
         x: *const u16,
         n: u32,
         y: *mut u16,
         y32: *mut f32,
         store: u32,
     ) {
+        let (exception_table, col_tiles, rows) = (view.exception_table, view.col_tiles, view.rows);
+        let base = view.base;
         let smem = dynamic_shared_memory();
         let (tid, warp) = (thread_idx(), warp_index(thread_idx()));
         let zero = smem + (GEMV_SMEM_BYTES + GEMM_TABLE_BYTES) as u32;
@@ -351,18 +359,6 @@ mod gpu {
             a: own,
             x0: own + GEMM_A_STAGE_BYTES as u32,
             x_bytes: n * X_ROW_BYTES as u32,
-        };
-        let view = MatrixView {
-            tiles,
-            exception_starts,
-            exceptions,
-            far_starts,
-            far_exponents,
-            exception_table,
-            base,
-            rows,
-            cols,
-            col_tiles,
         };
         let (first, end) = warp_blocks(warp, col_tiles);
         let row_tiles = rows.div_ceil(TILE_ROWS as u32);
@@ -377,11 +373,12 @@ mod gpu {
             tile_count: row_tiles * col_tiles,
             base2: base_pair(base as u8),
         };
-        let out = GroupOutput {
-            y,
-            y32,
+        // Where n-tile j's sums go: Y from activation row 8j on.
+        let out = |j: u32| GroupOutput {
+            y: y.wrapping_add((8 * j * rows) as usize),
+            y32: y32.wrapping_add((8 * j * rows) as usize),
             rows,
-            n,
+            n: n.saturating_sub(8 * j),
             store,
         };
         let grid = grid_dim_x();
@@ -408,14 +405,14 @@ mod gpu {
             };
             start_after_prior_grids();
             if active {
-                w.stage_x(s.x(0), at);
+                w.stage_x::<NT>(s.x(0), at);
             }
             // The table is in shared memory before anyone patches.
             sync_threads();
             let (mut parity, mut b) = (0, 0);
             while at.group < row_tiles {
                 let group = at.group;
-                let mut acc = [0f32; 4];
+                let mut acc = [[0f32; 4]; NT];
                 // `at` is warp-uniform, so the warp takes every turn whole.
                 while at.group == group && at.kt < end {
                     let next_at = w.advance(at, grid);
@@ -429,9 +426,14 @@ mod gpu {
                     at = next_at;
                     b = 1 - b;
                 }
-                // Every warp reaches this barrier once per row group.
-                finish_group(&out, w.lane, warp, group, acc, s.slots, parity);
-                parity ^= 1;
+                // Every warp reaches these barriers, one per n-tile and row
+                // group; the slots alternate between them.
+                seq_macro::seq!(J in 0..2 {
+                    if J < NT {
+                        finish_group(&out(J), w.lane, warp, group, acc[J], s.slots, parity);
+                        parity ^= 1;
+                    }
+                });
                 at = Cursor {
                     group: group + grid,
                     kt: first,
@@ -440,6 +442,68 @@ mod gpu {
             cp_async_wait::<0>();
         }
     }
+
+    macro_rules! zipgemv_entry {
+        ($name:ident, $v:literal) => {
+            /// Compressed `Y[n×rows] = X[n×cols] · Wᵀ` (see the module
+            /// documentation), variant
+            #[doc = concat!(stringify!($v), " of `launch::ZIPGEMV_VARIANTS`.")]
+            ///
+            /// # Safety
+            /// The matrix sections describe a validated compressed matrix
+            /// of `rows × cols` (`col_tiles` column tiles, window base
+            /// `base`); `x` holds n × cols BF16, 16-byte aligned, n at most
+            /// the variant's `max_n()`; `zipgemv_unsupported(rows, cols, n)`
+            /// is `None`; `y` (BF16, `store` = `STORE_BF16`) or `y32` (f32,
+            /// otherwise) holds n × rows; a grid of at most as many blocks
+            /// as row tiles, each of `32 · GEMV_WARPS` threads with
+            /// `zipgemv_smem_bytes(n)` of dynamic shared memory.
+            ///
+            /// The matrix comes as separate parameters, as in the
+            /// `mma.sync` kernel: taken as one by-value `MatrixView` (tried
+            /// after `d7bae5e`) the kernel spilled 4 bytes at its 80
+            /// registers.
+            #[unsafe(no_mangle)]
+            #[allow(clippy::too_many_arguments)]
+            pub unsafe extern "ptx-kernel" fn $name(
+                tiles: *const u8,
+                exception_starts: *const u32,
+                exceptions: *const u16,
+                far_starts: *const u32,
+                far_exponents: *const u8,
+                exception_table: *const u8,
+                base: u32,
+                rows: u32,
+                cols: u32,
+                col_tiles: u32,
+                x: *const u16,
+                n: u32,
+                y: *mut u16,
+                y32: *mut f32,
+                store: u32,
+            ) {
+                let view = MatrixView {
+                    tiles,
+                    exception_starts,
+                    exceptions,
+                    far_starts,
+                    far_exponents,
+                    exception_table,
+                    base,
+                    rows,
+                    cols,
+                    col_tiles,
+                };
+                const V: ZipgemvVariant = ZIPGEMV_VARIANTS[$v];
+                // SAFETY: forwarded from the caller.
+                unsafe { zipgemv::<{ V.nt }>(view, x, n, y, y32, store) }
+            }
+        };
+    }
+
+    zipgemv_entry!(zipserv_zipgemv, 0);
+    zipgemv_entry!(zipserv_zipgemv_n16, 1);
+    const _: () = assert!(ZIPGEMV_VARIANTS.len() == 2, "one entry point per variant");
 }
 
 #[cfg(test)]
@@ -472,16 +536,17 @@ mod tests {
     #[test]
     fn activation_buffers_give_the_b_fragments_without_conflicts() {
         let mut seen = [0u32; X_STAGE_BYTES / 16];
-        for row in 0..8 {
+        for row in 0..16 {
             for unit in 0..16 {
                 seen[(x_stage_offset(row, unit) / 16) as usize] += 1;
             }
         }
         assert!(seen.iter().all(|&s| s == 1));
-        for p in 0..4 {
+        for (j, p) in (0..2).flat_map(|j| (0..4).map(move |p| (j, p))) {
             // ldmatrix: lane l gives the address of row l % 8 of matrix
-            // l / 8; lane (g, t) then gets row g, columns 2t, 2t + 1 of each.
-            let address = |lane: u32| x_fragment_address(0, 1 << 20, 8, lane, p);
+            // l / 8; lane (g, t) then gets row 8j + g, columns 2t, 2t + 1
+            // of each.
+            let address = |lane: u32| x_fragment_address(0, 1 << 20, 16, lane, j, p);
             for q in 0..4u32 {
                 let banks: std::collections::BTreeSet<u32> =
                     (0..8).map(|r| (address(8 * q + r) / 16) % 8).collect();
@@ -497,7 +562,7 @@ mod tests {
                     // The unit matrix q's row g was read from.
                     let at = address(8 * q + g);
                     let (row, unit) = (at / 256, (at % 256 / 16) ^ (at / 256));
-                    assert_eq!(row, g);
+                    assert_eq!(row, 8 * j + g);
                     let col = 8 * unit + 2 * t;
                     let [b0, b1] = x_columns(lane, 2 * p + q / 2);
                     assert_eq!(col, if q % 2 == 0 { b0 } else { b1 }, "lane {lane} q {q}");
@@ -510,14 +575,21 @@ mod tests {
     #[test]
     fn rows_past_n_read_the_row_of_zeros() {
         let zero = 1 << 20;
-        for n in 1..8u32 {
-            for lane in 0..32u32 {
-                let at = x_fragment_address(0, zero, n, lane, 1);
-                assert_eq!(at >= zero, lane % 8 >= n, "n {n} lane {lane}");
-                if lane % 8 < n {
+        for n in 1..16u32 {
+            for (j, lane) in (0..2).flat_map(|j| (0..32u32).map(move |l| (j, l))) {
+                let row = 8 * j + lane % 8;
+                let at = x_fragment_address(0, zero, n, lane, j, 1);
+                assert_eq!(at >= zero, row >= n, "n {n} j {j} lane {lane}");
+                if row < n {
                     assert!(at < n * X_ROW_BYTES as u32);
+                } else {
+                    assert!(at < zero + X_ROW_BYTES as u32);
                 }
             }
+            let banks: std::collections::BTreeSet<u32> = (0..8)
+                .map(|r| (x_fragment_address(0, zero, n, r, 1, 2) / 16) % 8)
+                .collect();
+            assert_eq!(banks.len(), 8, "n {n}");
         }
     }
 
@@ -530,7 +602,8 @@ mod tests {
                 .unwrap()
                 .contains("multiple of 8")
         );
-        assert!(zipgemv_unsupported(4096, 4096, 9).unwrap().contains("8"));
+        assert_eq!(zipgemv_unsupported(4096, 4096, 16), None);
+        assert!(zipgemv_unsupported(4096, 4096, 17).unwrap().contains("16"));
         assert!(zipgemv_unsupported(0, 4096, 1).is_some());
         assert!(
             zipgemv_unsupported(1 << 30, 4096, 8)

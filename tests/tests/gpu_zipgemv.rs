@@ -1,5 +1,5 @@
 //! The compressed GEMV (`zipserv_zipgemv`, `GemmPath::Gemv`) against an
-//! f64 CPU product: ragged and Llama-sized shapes, every batch from 1 to 8,
+//! f64 CPU product: ragged and Llama-sized shapes, every batch from 1 to 16 (both variants),
 //! weights with table and far exceptions, fresh random inputs, BF16 and f32
 //! outputs poisoned with NaN beforehand; each row of a batch bit-identical
 //! to the same row alone; the library's own choice taking it; and what it
@@ -16,9 +16,10 @@ use zipserv_tests::data::{activations, gemm_reference, relative_error, weight_li
 use zipserv_tests::{gpu_or_skip, upload};
 
 /// (m, k, n): one tile, one weight, ragged rows and columns (k not a whole
-/// tile, fewer column tiles than warps), every n, more row tiles than one
-/// wave of blocks, and the Llama-3-8B decode shapes.
-const FIXED_SHAPES: [(usize, usize, usize); 12] = [
+/// tile, fewer column tiles than warps), both variants (n ≤ 8, n ≤ 16),
+/// more row tiles than one wave of blocks, and the Llama-3-8B decode
+/// shapes.
+const FIXED_SHAPES: [(usize, usize, usize); 17] = [
     (16, 128, 1),
     (1, 8, 1),
     (33, 296, 5),
@@ -31,6 +32,11 @@ const FIXED_SHAPES: [(usize, usize, usize); 12] = [
     (4096, 14336, 1),
     (28672, 4096, 7),
     (1024, 4096, 4),
+    (1, 8, 9),
+    (33, 296, 13),
+    (9000, 256, 16),
+    (4096, 4096, 16),
+    (6144, 4096, 12),
 ];
 
 /// One product on `path`, its output as f64 (`f32_out` picks the type).
@@ -97,7 +103,7 @@ fn zipgemv_matches_f64_reference() {
     let seed = fresh_seed();
     let mut rng = SplitMix64::new(seed);
     let mut shapes = FIXED_SHAPES.to_vec();
-    for n in 1..=8 {
+    for n in 1..=16 {
         let m = 1 + (rng.next_u64() % 700) as usize;
         let k = 8 * (1 + (rng.next_u64() % 300) as usize);
         shapes.push((m, k, n));
@@ -128,28 +134,31 @@ fn zipgemv_rows_of_a_batch_equal_each_row_alone() {
     };
     let seed = fresh_seed();
     let mut rng = SplitMix64::new(seed);
-    let (m, k, n) = (1000, 4096, 8);
+    let (m, k) = (1000, 4096);
     let w = weight_like(&mut rng, m * k, 0.05);
-    let x = activations(&mut rng, n * k);
     let d_w = compress(&gpu, &w, m, k);
-    let batch = run(&gpu, &d_w, &upload(&x), n, GemmPath::Gemv, true).unwrap();
-    for i in 0..n {
-        let row = upload(&x[i * k..][..k]);
-        let alone = run(&gpu, &d_w, &row, 1, GemmPath::Gemv, true).unwrap();
-        let same = batch[i * m..][..m]
-            .iter()
-            .zip(&alone)
-            .all(|(a, b)| a.to_bits() == b.to_bits());
-        assert!(
-            same,
-            "seed {seed}: row {i} of the batch differs from it alone"
-        );
+    // Both variants: 8 rows, and 16 (rows 8..16 in the second n-tile).
+    for n in [8, 16] {
+        let x = activations(&mut rng, n * k);
+        let batch = run(&gpu, &d_w, &upload(&x), n, GemmPath::Gemv, true).unwrap();
+        for i in 0..n {
+            let row = upload(&x[i * k..][..k]);
+            let alone = run(&gpu, &d_w, &row, 1, GemmPath::Gemv, true).unwrap();
+            let same = batch[i * m..][..m]
+                .iter()
+                .zip(&alone)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "seed {seed}: row {i} of a batch of {n} differs from it alone"
+            );
+        }
     }
 }
 
-/// `GemmPath::Auto` takes the GEMV up to 8 rows on small matrices (the
-/// results are the GEMV's, bit for bit) and not beyond, nor with launch
-/// overlap on; where X is not on a 16-byte
+/// `GemmPath::Auto` takes the GEMV up to 16 rows where one wave of its
+/// blocks holds the row tiles (the results are the GEMV's, bit for bit)
+/// and not beyond, nor with launch overlap on; where X is not on a 16-byte
 /// boundary it takes the `mma.sync` kernel, which is still right.
 #[test]
 fn library_choice_takes_the_zipgemv_for_decode_batches() {
@@ -161,7 +170,8 @@ fn library_choice_takes_the_zipgemv_for_decode_batches() {
     let mut rng = SplitMix64::new(seed);
     let (m, k) = (512, 1024);
     assert_eq!(GemmPath::Auto.resolve(&gpu, m, k, 8), GemmPath::Gemv);
-    assert_ne!(GemmPath::Auto.resolve(&gpu, m, k, 9), GemmPath::Gemv);
+    assert_eq!(GemmPath::Auto.resolve(&gpu, m, k, 16), GemmPath::Gemv);
+    assert_ne!(GemmPath::Auto.resolve(&gpu, m, k, 17), GemmPath::Gemv);
     assert_ne!(GemmPath::Auto.resolve(&gpu, 28672, 4096, 1), GemmPath::Gemv);
     let w = weight_like(&mut rng, m * k, 0.05);
     let d_w = compress(&gpu, &w, m, k);
@@ -205,8 +215,8 @@ fn zipgemv_refuses_what_it_cannot_run() {
         other => panic!("expected Unsupported ({what}), got {other:?}"),
     };
     let even = compress(&gpu, &vec![bf16::ONE; 64 * 64], 64, 64);
-    let x = upload(&vec![bf16::ONE; 16 * 64]);
-    unsupported(run(&gpu, &even, &x, 9, GemmPath::Gemv, true), "8");
+    let x = upload(&vec![bf16::ONE; 17 * 64]);
+    unsupported(run(&gpu, &even, &x, 17, GemmPath::Gemv, true), "16");
     let ragged = compress(&gpu, &vec![bf16::ONE; 64 * 60], 64, 60);
     unsupported(
         run(&gpu, &ragged, &x, 1, GemmPath::Gemv, true),
