@@ -18,7 +18,11 @@
 //!   128-column tiles into contiguous runs
 //!   ([`warp_blocks`](crate::gemv::warp_blocks)) and add their sums in
 //!   shared memory at the end, as the BF16 GEMV's warps do, so no partial
-//!   sum leaves the block;
+//!   sum leaves the block. (Tried after `d7bae5e`, branch
+//!   `exp-gemv-even-shares`: one even share of the tiles per wave slot,
+//!   cutting rows anywhere, the last block to finish a row adding the
+//!   shares' sums: 4096×4096 took 13.5 µs against 9.9 at N = 1, as each
+//!   cut row stalls the block's adding warps for an atomic round trip.)
 //! - each warp stages its own activations: the next tile's columns of X
 //!   go by `cp.async` into one of the warp's two shared buffers while this
 //!   tile is decoded, and `ldmatrix` gives the B fragments
@@ -204,7 +208,12 @@ mod gpu {
         }
 
         /// The compressed data of the tile at `at`, or nothing past the
-        /// last row tile (warp-uniform).
+        /// last row tile (warp-uniform). (Tried after `6ba0816`: fetching
+        /// the window's first tile again there, never decoded, took 26
+        /// instructions out of each warp-tile but made the GEMV 3–8%
+        /// slower: that load's registers are copied into the current
+        /// tile's right after a row's last multiply, so each warp waited
+        /// out its latency before the row's barrier.)
         #[inline(always)]
         unsafe fn fetch(&self, window: &mut StartsWindow, at: Cursor) -> Fetched {
             if at.group < self.row_tiles {
