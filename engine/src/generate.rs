@@ -12,7 +12,7 @@ use zipserv_gpu::Gpu;
 use crate::error::{CudaContext, Error, Result, device_sync};
 use crate::kernels::{self, Parts, Rows, StepState};
 use crate::kv_cache::KvCache;
-use crate::linear::{Gemm, LinearOut, LinearPath};
+use crate::linear::{Gemm, LinearOut, PathTaken};
 use crate::model::Model;
 use crate::profile::{Profiler, StepProfile};
 use crate::sampling::Sampling;
@@ -92,8 +92,8 @@ pub struct Generation {
     pub scratch_bytes: u64,
     /// The paths the linear layers took in the prefill and in decode steps
     /// (`Model::linear_paths`; `linear::describe_paths` prints them).
-    pub prefill_paths: Vec<(LinearPath, Vec<&'static str>)>,
-    pub decode_paths: Vec<(LinearPath, Vec<&'static str>)>,
+    pub prefill_paths: Vec<(PathTaken, Vec<&'static str>)>,
+    pub decode_paths: Vec<(PathTaken, Vec<&'static str>)>,
     /// Where one decode step's time went (with `profile_step`).
     pub profile: Option<StepProfile>,
 }

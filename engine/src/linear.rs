@@ -3,7 +3,9 @@
 
 use cust::memory::{DeviceBuffer, DeviceSlice};
 use half::bf16;
-use zipserv_gpu::{Bf16Path, Cublas, DeviceWeights, GemmOutput, GemmWorkspace, Gpu, bf16_gemv};
+use zipserv_gpu::{
+    Bf16Path, Cublas, DeviceWeights, GemmOutput, GemmPath, GemmWorkspace, Gpu, bf16_gemv,
+};
 
 use crate::error::{CudaContext, Error, Result};
 
@@ -65,15 +67,47 @@ fn path_for(
     }
 }
 
+/// A product's path and, where it is fused, the ZipGEMM kernel the library
+/// picks for its shape and batch (`zipserv_gpu::GemmPath::resolve`:
+/// `Gemv`, `MmaSync` or `Wgmma`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathTaken {
+    pub path: LinearPath,
+    pub kernel: Option<GemmPath>,
+}
+
+impl PathTaken {
+    /// The path `gpu` takes for an `m × k` layer and `n` activation rows.
+    pub fn choose(gpu: &Gpu, compressed: bool, m: usize, k: usize, n: usize) -> Self {
+        let path = choose_path(gpu, compressed, m, k, n);
+        let kernel = (path == LinearPath::Fused).then(|| gpu.gemm_path().resolve(gpu, m, k, n));
+        Self { path, kernel }
+    }
+}
+
+impl std::fmt::Display for PathTaken {
+    /// `Fused mma.sync`, `Fused gemv`, `Fused wgmma`, or the path alone.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kernel = match self.kernel {
+            None => return write!(f, "{:?}", self.path),
+            Some(GemmPath::Gemv) => "gemv",
+            Some(GemmPath::MmaSync) => "mma.sync",
+            Some(GemmPath::Wgmma) => "wgmma",
+            Some(GemmPath::Auto) => "auto",
+        };
+        write!(f, "{:?} {kernel}", self.path)
+    }
+}
+
 /// `paths` as the report prints them: one path alone by its name
-/// (`Fused`), several with the products each takes
+/// (`Fused mma.sync`), several with the products each takes
 /// (`Gemv (qkv, o, gate/up), Cublas (down, lm head)`).
-pub fn describe_paths(paths: &[(LinearPath, Vec<&str>)]) -> String {
+pub fn describe_paths(paths: &[(PathTaken, Vec<&str>)]) -> String {
     match paths {
-        [(path, _)] => format!("{path:?}"),
+        [(path, _)] => format!("{path}"),
         _ => paths
             .iter()
-            .map(|(path, names)| format!("{path:?} ({})", names.join(", ")))
+            .map(|(path, names)| format!("{path} ({})", names.join(", ")))
             .collect::<Vec<_>>()
             .join(", "),
     }
@@ -250,15 +284,34 @@ mod tests {
 
     #[test]
     fn paths_are_described_by_product() {
-        let one = [(LinearPath::Fused, vec!["qkv", "o"])];
-        assert_eq!(describe_paths(&one), "Fused");
+        let taken = |path, kernel| PathTaken { path, kernel };
+        let one = [(
+            taken(LinearPath::Fused, Some(GemmPath::MmaSync)),
+            vec!["qkv", "o"],
+        )];
+        assert_eq!(describe_paths(&one), "Fused mma.sync");
         let two = [
-            (LinearPath::Gemv, vec!["qkv", "o", "gate/up"]),
-            (LinearPath::Cublas, vec!["down", "lm head"]),
+            (taken(LinearPath::Gemv, None), vec!["qkv", "o", "gate/up"]),
+            (taken(LinearPath::Cublas, None), vec!["down", "lm head"]),
         ];
         assert_eq!(
             describe_paths(&two),
             "Gemv (qkv, o, gate/up), Cublas (down, lm head)"
+        );
+        let fused = [
+            (
+                taken(LinearPath::Fused, Some(GemmPath::Gemv)),
+                vec!["qkv", "o"],
+            ),
+            (
+                taken(LinearPath::Fused, Some(GemmPath::Wgmma)),
+                vec!["gate/up"],
+            ),
+            (taken(LinearPath::DecompressCublas, None), vec!["down"]),
+        ];
+        assert_eq!(
+            describe_paths(&fused),
+            "Fused gemv (qkv, o), Fused wgmma (gate/up), DecompressCublas (down)"
         );
         assert_eq!(describe_paths(&[]), "");
     }

@@ -10,7 +10,7 @@ use zipserv_gpu::{DeviceWeights, Gpu};
 
 use crate::config::ModelConfig;
 use crate::error::{CudaContext, Error, Result, device_sync};
-use crate::linear::{Linear, LinearPath, LinearWeights, choose_path};
+use crate::linear::{Linear, LinearWeights, PathTaken};
 use crate::plan::{self, Kind, TensorSpec};
 use crate::source::{HostTensor, TensorSource};
 use crate::stacked::Stacked;
@@ -196,15 +196,15 @@ impl Model {
     }
 
     /// The kernel each product of a block takes for `n` activation rows,
-    /// and the LM head for `head_n`, products of one path together in model
-    /// order: e.g. `[(Gemv, ["qkv", "o", "gate/up"]), (Cublas, ["down",
-    /// "lm head"])]`.
+    /// and the LM head for `head_n`, products of one path (and fused
+    /// kernel) together in model order: e.g. `[(Gemv, ["qkv", "o",
+    /// "gate/up"]), (Cublas, ["down", "lm head"])]`.
     pub fn linear_paths(
         &self,
         gpu: &Gpu,
         n: usize,
         head_n: usize,
-    ) -> Vec<(LinearPath, Vec<&'static str>)> {
+    ) -> Vec<(PathTaken, Vec<&'static str>)> {
         let Some(layer) = self.layers.first() else {
             return Vec::new();
         };
@@ -215,9 +215,9 @@ impl Model {
             ("down", &layer.down, n),
             ("lm head", self.lm_head(), head_n),
         ];
-        let mut paths: Vec<(LinearPath, Vec<&'static str>)> = Vec::new();
+        let mut paths: Vec<(PathTaken, Vec<&'static str>)> = Vec::new();
         for (name, linear, n) in products {
-            let path = choose_path(gpu, linear.is_compressed(), linear.rows, linear.cols, n);
+            let path = PathTaken::choose(gpu, linear.is_compressed(), linear.rows, linear.cols, n);
             match paths.iter_mut().find(|(p, _)| *p == path) {
                 Some((_, names)) => names.push(name),
                 None => paths.push((path, vec![name])),
