@@ -9,7 +9,7 @@ use half::bf16;
 use zipserv_kernels::format::{TILE_COLS, TILE_ROWS, tiles_for};
 use zipserv_kernels::launch::{
     DECOMPRESS_WARPS, GEMM_VARIANTS, GEMM_WARPS, MmaGemmVariant, STORE_BF16, STORE_F32,
-    STORE_LATE_FIRST_COUNT, WorkSplit, gemm_smem_bytes,
+    STORE_LATE_FIRST_COUNT, WorkSplit, ZIPGEMV_VARIANTS, gemm_smem_bytes,
 };
 use zipserv_kernels::sm90::UNIT_ROWS;
 
@@ -17,7 +17,6 @@ use crate::device::Gpu;
 use crate::error::{CudaContext, Error, Result, Shape};
 use crate::launch::{LaunchOrder, allow_shared_memory, launch_kernel};
 use crate::weights::DeviceWeights;
-use zipserv_kernels::launch::ZIPGEMV_VARIANTS;
 use zipserv_kernels::zipgemv::zipgemv_unsupported;
 
 /// Where ZipGEMM writes `Y` (N × M, row-major).

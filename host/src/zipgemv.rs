@@ -31,7 +31,7 @@ pub(crate) fn prepare(module: &Module) -> Result<[u32; ZIPGEMV_VARIANTS.len()]> 
 
 /// Index into [`ZIPGEMV_VARIANTS`] of the narrowest variant that takes
 /// `n` activation rows (the widest past them all; the launch refuses).
-pub fn zipgemv_variant(n: usize) -> usize {
+pub(crate) fn zipgemv_variant(n: usize) -> usize {
     ZIPGEMV_VARIANTS
         .iter()
         .position(|v| n <= v.max_n())

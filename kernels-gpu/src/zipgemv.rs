@@ -340,13 +340,12 @@ mod gpu {
     }
 
     /// The kernel's body for `NT` n-tiles (see the module documentation
-    /// and [`ZIPGEMV_VARIANTS`]); `matrix` and the rest as the entry
-    /// points receive them.
+    /// and [`ZIPGEMV_VARIANTS`]); `view` is the matrix the entry points
+    /// receive as separate parameters, the rest as they receive them.
     ///
     /// # Safety
     /// As the entry points'.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
     unsafe fn zipgemv<const NT: usize>(
         view: MatrixView,
         x: *const u16,
