@@ -54,9 +54,6 @@ pub const DEMO_WGMMA: &str = "demo_wgmma_m64n64k64";
 pub const DECOMPRESS: &str = "zipserv_decompress";
 /// The BF16 matrix-vector product of decode batches (`gemv`).
 pub const GEMV_BF16: &str = "zipserv_gemv_bf16";
-/// The compressed matrix-vector product of decode batches (`zipgemv`),
-/// its variant for up to 8 activation rows (`launch::ZIPGEMV_VARIANTS`).
-pub const ZIPGEMV: &str = ZIPGEMV_VARIANTS[0].name;
 
 /// Copies activations to a buffer whose row pitch TMA accepts (sm_90a).
 pub const X_PITCH: &str = "zipserv_x_pitch";
@@ -85,7 +82,7 @@ pub const SM80: PtxImage = PtxImage {
         DEMO_MMA,
         DECOMPRESS,
         GEMV_BF16,
-        ZIPGEMV,
+        ZIPGEMV_VARIANTS[0].name,
         ZIPGEMV_VARIANTS[1].name,
         GEMM_VARIANTS[0].name,
         GEMM_VARIANTS[1].name,
@@ -115,7 +112,7 @@ pub const SM90A: PtxImage = PtxImage {
         DEMO_MMA,
         DECOMPRESS,
         GEMV_BF16,
-        ZIPGEMV,
+        ZIPGEMV_VARIANTS[0].name,
         ZIPGEMV_VARIANTS[1].name,
         GEMM_VARIANTS[0].name,
         GEMM_VARIANTS[1].name,

@@ -196,8 +196,6 @@ pub const ZIPGEMV_VARIANTS: [ZipgemvVariant; 2] = [
 ];
 /// Most activation rows of a compressed GEMV product.
 pub const ZIPGEMV_MAX_N: usize = ZIPGEMV_VARIANTS[ZIPGEMV_VARIANTS.len() - 1].max_n();
-/// The most [`zipgemv_smem_bytes`] any variant asks for.
-pub const ZIPGEMV_SMEM_BYTES: usize = zipgemv_smem_bytes(ZIPGEMV_MAX_N);
 // Each variant's blocks fit in the 228 KB of a Hopper multiprocessor (1 KB
 // of it reserved per block) as often as its registers are fitted for.
 const _: () = {
